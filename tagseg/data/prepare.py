@@ -1,0 +1,206 @@
+"""Turn any :class:`~tagseg.data.records.DatasetSource` into a slice store.
+
+Steps per item: load (the source's reader) -> check -> optional resampling to ``spacing_mm`` ->
+optional resize to ``image_size`` (spacing updated so distances stay in mm) -> scale to [0, 1]
+-> append to the store. Splits are by subject, seeded, and written last. The store is written
+atomically: a failure half-way leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from skimage.transform import resize
+from tqdm.auto import tqdm
+
+from tagseg.data.records import DatasetSource, SliceRecord
+from tagseg.data.splits import split_column
+from tagseg.data.store import StoreWriter
+from tagseg.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+LABELS = (0, 1, 2, 3)
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare`` did: where, how many, what was skipped and why."""
+
+    output: Path | None
+    n_slices: int = 0
+    counts: Counter = field(default_factory=Counter)  # (source, split, phase) -> n
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+
+    def table(self) -> str:
+        """Counts per source, split and phase as a plain-text table."""
+        rows = sorted(self.counts.items())
+        lines = [f"{'source':<28}{'split':<8}{'phase':<8}{'slices':>8}"]
+        lines += [f"{s:<28}{sp:<8}{ph or '-':<8}{n:>8}" for (s, sp, ph), n in rows]
+        lines.append(f"{'total':<44}{self.n_slices:>8}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} item(s):")
+            lines += [f"  {item}: {reason}" for item, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def check_record(rec: SliceRecord, where: str) -> None:
+    """Raise :class:`DataError` naming ``where`` if a record breaks the conventions."""
+    img, mask = np.asarray(rec.image), np.asarray(rec.mask)
+    if img.ndim != 2:
+        raise DataError(f"{where}: image must be 2D, got shape {img.shape}")
+    if mask.shape != img.shape:
+        raise DataError(f"{where}: image shape {img.shape} and label shape {mask.shape} differ")
+    if not np.isfinite(img).all():
+        raise DataError(f"{where}: image holds NaN or infinite values")
+    bad = np.setdiff1d(np.unique(mask), LABELS)
+    if bad.size:
+        raise DataError(f"{where}: label values {bad.tolist()} outside the convention {list(LABELS)} (0 bg, 1 RV, 2 MYO, 3 LV)")
+    sp = np.asarray(rec.spacing_mm, dtype=float)
+    if sp.shape != (2,) or not (sp > 0).all():
+        raise DataError(f"{where}: pixel spacing must be two positive numbers (mm), got {rec.spacing_mm}")
+
+
+def _resize_pair(img: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    if img.shape == tuple(shape):
+        return img, mask
+    img = resize(img, shape, order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
+    mask = resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+    return img, mask
+
+
+def _scale01(img: np.ndarray) -> np.ndarray:
+    lo, hi = float(img.min()), float(img.max())
+    return ((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)).astype(np.float32)
+
+
+def normalise_record(rec: SliceRecord, image_size: int | None, spacing_mm: float | None) -> SliceRecord:
+    """Resample / resize a record and scale its image to [0, 1] (spacing kept in mm)."""
+    img, mask = np.asarray(rec.image, np.float32), np.asarray(rec.mask, np.uint8)
+    sp = np.asarray(rec.spacing_mm, dtype=np.float64)
+    if spacing_mm:
+        shape = tuple(max(1, int(round(n * s / spacing_mm))) for n, s in zip(img.shape, sp))
+        img, mask = _resize_pair(img, mask, shape)
+        sp = np.array([spacing_mm, spacing_mm], dtype=np.float64)
+    if image_size:
+        new = (int(image_size), int(image_size))
+        sp = sp * np.array(img.shape) / np.array(new)
+        img, mask = _resize_pair(img, mask, new)
+    rec.image, rec.mask, rec.spacing_mm = _scale01(img), mask, (float(sp[0]), float(sp[1]))
+    return rec
+
+
+def prepare_store(
+    source: DatasetSource,
+    output: str | Path,
+    seed: int = 0,
+    split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    strict: bool = False,
+    verify: bool = False,
+    image_size: int | None = None,
+    spacing_mm: float | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> PrepareReport:
+    """Read every item of ``source`` and write a slice store at ``output``.
+
+    Args:
+        source: the dataset (phantom or a raw-dataset reader).
+        output: the ``.h5`` path to write.
+        seed: seeds the source (phantom) and the subject-level split.
+        split_ratios: (train, val, test) ratios for subjects without a pre-assigned split.
+        strict: stop at the first bad item instead of skipping and counting it.
+        verify: check every item, write nothing.
+        image_size: resize every slice to this square size (``None``: keep; all slices must
+            then share one shape).
+        spacing_mm: resample in-plane to this pixel spacing first (``None``: keep).
+        attrs: extra attributes for the store (e.g. the resolved config as YAML).
+
+    Raises:
+        DataError: the root is unusable, an item is bad with ``strict=True``, or nothing was read.
+    """
+    if image_size is not None and int(image_size) < 8:
+        raise ConfigError(f"prepare.image_size must be >= 8 pixels, got {image_size}")
+    if spacing_mm is not None and not float(spacing_mm) > 0:
+        raise ConfigError(f"prepare.spacing_mm must be > 0, got {spacing_mm}")
+    output = Path(output)
+    items = source.items()
+    report = PrepareReport(output=None if verify else output)
+    writer: StoreWriter | None = None
+    subjects: list[str] = []
+    presplit: list[str] = []
+    bar = tqdm(items, desc=f"{'verify' if verify else 'prepare'} {source.name}", unit="item")
+    try:
+        for item in bar:
+            where = source.describe(item)
+            try:
+                recs = source.load(item, seed)
+                for rec in recs:
+                    check_record(rec, where)
+                if not recs:
+                    raise DataError(f"{where}: no labelled slices found")
+            except DataError as exc:
+                if strict:
+                    raise
+                report.skipped.append((where, str(exc)))
+                log.warning("skipped %s", exc)
+                continue
+            if verify:
+                report.n_slices += len(recs)
+                continue
+            recs = [normalise_record(r, image_size, spacing_mm) for r in recs]
+            if writer is None:
+                extras = {k: (v.shape, v.dtype) for k, v in recs[0].extras.items()}
+                writer = StoreWriter(output, recs[0].image.shape, name=source.name, extras=extras, attrs=attrs)
+            if recs[0].image.shape != writer.image_shape:
+                msg = f"{where}: slice shape {recs[0].image.shape} differs from the store's {writer.image_shape}; set prepare.image_size"
+                if strict:
+                    raise DataError(msg)
+                report.skipped.append((where, msg))
+                continue
+            writer.append(*_batch(recs))
+            subjects += [r.subject for r in recs]
+            presplit += [r.split for r in recs]
+            report.n_slices += len(recs)
+        if verify:
+            return report
+        if writer is None:
+            raise DataError(f"{source.name}: no slices could be read ({len(report.skipped)} item(s) skipped)" +
+                            "".join(f"\n  {i}: {r}" for i, r in report.skipped))
+        split = split_column(subjects, split_ratios, seed)
+        pre = np.asarray(presplit, dtype=object)
+        split = np.where(pre != "", pre, split)
+        writer.set_meta_column("split", split)
+        writer.attrs["skipped"] = json.dumps(report.skipped)
+        writer.attrs["n_skipped"] = len(report.skipped)
+        meta = writer.read_meta_columns(("source", "phase"))
+        for src, sp, ph in zip(meta["source"], split, meta["phase"]):
+            report.counts[(src, sp, ph)] += 1
+        writer.close()
+        writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return report
+
+
+def _batch(recs: list[SliceRecord]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
+    meta: dict[str, Any] = {
+        "subject": [r.subject for r in recs],
+        "slice": [r.slice for r in recs],
+        "frame": [r.frame for r in recs],
+        "n_frames": [r.n_frames for r in recs],
+        "phase": [r.phase for r in recs],
+        "group": [r.group for r in recs],
+        "spacing_mm": [r.spacing_mm for r in recs],
+        "source": [r.source for r in recs],
+    }
+    for key in recs[0].extra_meta:
+        meta[key] = [r.extra_meta.get(key, "") for r in recs]
+    extras = {k: np.stack([r.extras[k] for r in recs]) for k in recs[0].extras}
+    return np.stack([r.image for r in recs]), np.stack([r.mask for r in recs]), meta, extras
