@@ -1,0 +1,1 @@
+"""Physics of tagged MRI: SPAMM tagging (Bloch), contrast change, tag fading."""
