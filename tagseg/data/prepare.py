@@ -204,3 +204,25 @@ def _batch(recs: list[SliceRecord]) -> tuple[np.ndarray, np.ndarray, dict[str, A
         meta[key] = [r.extra_meta.get(key, "") for r in recs]
     extras = {k: np.stack([r.extras[k] for r in recs]) for k in recs[0].extras}
     return np.stack([r.image for r in recs]), np.stack([r.mask for r in recs]), meta, extras
+
+
+def ensure_store(data_cfg: Any, seed: int = 0, split_ratios: Sequence[float] = (0.7, 0.15, 0.15)) -> Path:
+    """Return ``data_cfg.store``, preparing it first if it does not exist yet.
+
+    Lets ``tagseg train data=phantom_tagged`` (or any stage) run on a fresh machine without a
+    separate ``tagseg prepare``: the dataset config (``conf/data/<name>.yaml``) says how to build
+    it. A raw dataset whose ``root`` is missing fails here with the reader's clear error.
+    """
+    import hydra.utils
+    from omegaconf import OmegaConf
+
+    store = Path(data_cfg.store)
+    if store.exists():
+        return store
+    log.info("store %s not found: preparing it from data=%s", store, data_cfg.get("name", "?"))
+    source = hydra.utils.instantiate(data_cfg)
+    size = data_cfg.get("image_size", None)
+    report = prepare_store(source, store, seed=seed, split_ratios=split_ratios, image_size=size,
+                           attrs={"config": OmegaConf.to_yaml(data_cfg, resolve=True)})
+    log.info("prepared %s (%d slices)", store, report.n_slices)
+    return store
