@@ -1,0 +1,33 @@
+"""``tagseg report path=<run or sweep folder>``: tables (Table 3/4 style) and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from tagseg.apps.common import CONF_DIR, user_errors
+from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
+from tagseg.report.tables import find_runs, load_metrics, write_tables
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    root = Path(cfg.path)
+    out = Path(cfg.output) if cfg.output else root / "report"
+    paths = write_tables(root, out)
+    metrics = load_metrics(find_runs(root), root)
+    figures = [
+        plot_per_frame(metrics, out / "per_frame.png"),
+        plot_per_group(metrics, out / "per_group.png"),
+        plot_convergence(root, out / "convergence.png"),
+    ]
+    print(paths["summary_md"].read_text())
+    for p in [*paths.values(), *(f for f in figures if f)]:
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()

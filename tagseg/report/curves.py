@@ -1,0 +1,88 @@
+"""Figures from run folders: Dice/HD95 per time frame (paper Fig. 9), per group (Fig. 11) and
+convergence curves from the CSV logs (Fig. 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tagseg.report.tables import breakdown  # noqa: E402
+
+
+def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
+    """Mean Dice and HD95 (with std bands) against the time frame, one line per run."""
+    if "frame" not in metrics.columns:
+        return None
+    table = breakdown(metrics, "frame")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run, df in table.groupby("run"):
+        x = df["frame"] + 1  # the paper counts frames from 1
+        for ax, key in zip(axes, ("dice", "hd95_mm")):
+            ax.plot(x, df[f"{key}_mean"], marker="o", ms=3, label=run)
+            ax.fill_between(x, df[f"{key}_mean"] - df[f"{key}_std"].fillna(0), df[f"{key}_mean"] + df[f"{key}_std"].fillna(0), alpha=0.15)
+    axes[0].set(xlabel="time frame", ylabel="Dice", title="Dice per frame")
+    axes[1].set(xlabel="time frame", ylabel="HD95 (mm)", title="HD95 per frame")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_per_group(metrics: pd.DataFrame, out: Path) -> Path | None:
+    """Box plots of Dice and HD95 per group (e.g. control vs DMD), per run."""
+    if "group" not in metrics.columns:
+        return None
+    runs = list(dict.fromkeys(metrics["run"]))
+    groups = sorted(metrics["group"].astype(str).unique())
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 2.5 * len(runs) * len(groups) / 2), 4))
+    for ax, key, label in zip(axes, ("dice", "hd95_mm"), ("Dice", "HD95 (mm)")):
+        data, names = [], []
+        for run in runs:
+            for grp in groups:
+                sel = metrics[(metrics["run"] == run) & (metrics["group"].astype(str) == grp)][key]
+                if len(sel):
+                    data.append(sel.to_numpy())
+                    names.append(f"{grp}\n{run}" if len(runs) > 1 else grp)
+        ax.boxplot(data, tick_labels=names)
+        ax.set(ylabel=label, title=f"{label} per group")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_convergence(root: Path, out: Path) -> Path | None:
+    """Training/validation curves from every Lightning ``metrics.csv`` below ``root``."""
+    logs = sorted(root.rglob("metrics.csv"))
+    if not logs:
+        return None
+    keys = ("train/loss_epoch", "val/loss", "val/dice", "val/hd95_mm")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
+    plotted = False
+    for log in logs:
+        df = pd.read_csv(log)
+        if "epoch" not in df.columns:
+            continue
+        label = str(log.parent.relative_to(root))
+        for ax, key in zip(axes, keys):
+            if key in df.columns:
+                s = df[["epoch", key]].dropna().groupby("epoch")[key].mean()
+                ax.plot(s.index, s.values, label=label)
+                plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    for ax, key in zip(axes, keys):
+        ax.set(xlabel="epoch", title=key)
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

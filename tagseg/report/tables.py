@@ -1,0 +1,122 @@
+"""Result tables from run folders: the paper's Table 3 (strategy x architecture) and Table 4 (gamma).
+
+A *run* is a folder holding ``summary.json`` and ``test_metrics.csv`` (one row per test image:
+subject, slice, frame, group, dice, hd95_mm), as written by ``tagseg train`` / ``tagseg evaluate``.
+A *sweep* is a folder of runs (Hydra multirun), possibly with ``summary.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tagseg.errors import TagsegError
+
+METRICS_FILE = "test_metrics.csv"
+SUMMARY_FILE = "summary.json"
+#: config keys shown as columns when they differ between runs
+LABEL_KEYS = ("strategy", "model", "gamma", "loss.gamma", "model.name", "data.name")
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run folder at or below ``root`` (sorted), i.e. each folder with a ``test_metrics.csv``.
+
+    Raises:
+        TagsegError: ``root`` is missing or holds no run.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise TagsegError(f"{root}: no such run or sweep folder")
+    runs = sorted({p.parent for p in root.rglob(METRICS_FILE)})
+    if not runs:
+        raise TagsegError(f"{root}: no {METRICS_FILE} found below it (is it a tagseg train/evaluate run or sweep folder?)")
+    return runs
+
+
+def run_overrides(run: Path) -> str:
+    """The Hydra overrides that made a run (``.hydra/overrides.yaml``), as ``k=v`` joined by spaces."""
+    for path in (run / ".hydra" / "overrides.yaml", *run.glob("*/.hydra/overrides.yaml")):
+        if path.exists():
+            items = yaml.safe_load(path.read_text()) or []
+            return " ".join(str(i) for i in items if not str(i).startswith(("hydra", "paths")))
+    return ""
+
+
+def load_metrics(runs: list[Path], root: Path) -> pd.DataFrame:
+    """All per-image rows of ``runs``, with a ``run`` column (path relative to ``root``) and ``overrides``."""
+    frames = []
+    for run in runs:
+        df = pd.read_csv(run / METRICS_FILE)
+        missing = {"dice", "hd95_mm"} - set(df.columns)
+        if missing:
+            raise TagsegError(f"{run / METRICS_FILE}: missing column(s) {sorted(missing)}")
+        df["run"] = str(run.relative_to(root)) if run != root else "."
+        df["overrides"] = run_overrides(run)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: Dice and HD95 mean/std, image count, and the cumulative rank of Table 4.
+
+    The cumulative rank adds the rank by mean Dice (higher is better) and by mean HD95 (lower is
+    better); ties share the lower rank, as in the paper's gamma table.
+    """
+    g = metrics.groupby(["run", "overrides"], sort=False)
+    table = g.agg(
+        dice_mean=("dice", "mean"), dice_std=("dice", "std"),
+        hd95_mm_mean=("hd95_mm", "mean"), hd95_mm_std=("hd95_mm", "std"), n_images=("dice", "size"),
+    ).reset_index()
+    table[["dice_std", "hd95_mm_std"]] = table[["dice_std", "hd95_mm_std"]].fillna(0.0)
+    table["rank_dice"] = table["dice_mean"].rank(ascending=False, method="min").astype(int)
+    table["rank_hd95"] = table["hd95_mm_mean"].rank(ascending=True, method="min").astype(int)
+    table["cumulative_rank"] = table["rank_dice"] + table["rank_hd95"]
+    return table.sort_values(["cumulative_rank", "run"]).reset_index(drop=True)
+
+
+def breakdown(metrics: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Mean/std of Dice and HD95 per run and per ``by`` (e.g. ``frame`` or ``group``)."""
+    if by not in metrics.columns:
+        raise TagsegError(f"metrics have no '{by}' column (columns: {list(metrics.columns)})")
+    return (
+        metrics.groupby(["run", by])
+        .agg(dice_mean=("dice", "mean"), dice_std=("dice", "std"), hd95_mm_mean=("hd95_mm", "mean"),
+             hd95_mm_std=("hd95_mm", "std"), n=("dice", "size"))
+        .reset_index()
+    )
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table (no extra dependency): ``mean +/- std`` cells, like the paper's tables."""
+    head = "| run | overrides | Dice | HD95 (mm) | images | rank |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.run} | {r.overrides or '-'} | {r.dice_mean:.3f} +/- {r.dice_std:.3f} | "
+            f"{r.hd95_mm_mean:.3f} +/- {r.hd95_mm_std:.3f} | {r.n_images} | {r.cumulative_rank} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``summary.csv``/``summary.md`` and per-frame / per-group breakdowns for runs below ``root``."""
+    root, out_dir = Path(root), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = load_metrics(find_runs(root), root)
+    table = summary_table(metrics)
+    paths = {"summary_csv": out_dir / "summary.csv", "summary_md": out_dir / "summary.md"}
+    table.to_csv(paths["summary_csv"], index=False)
+    paths["summary_md"].write_text(to_markdown(table))
+    for by in ("frame", "group"):
+        if by in metrics.columns:
+            paths[f"by_{by}"] = out_dir / f"by_{by}.csv"
+            breakdown(metrics, by).to_csv(paths[f"by_{by}"], index=False)
+    meta = {"root": str(root), "n_runs": int(table.shape[0]), "best_run": table.iloc[0]["run"],
+            "best_dice_mean": float(table.iloc[0]["dice_mean"]), "best_hd95_mm_mean": float(table.iloc[0]["hd95_mm_mean"])}
+    paths["report_json"] = out_dir / "report.json"
+    paths["report_json"].write_text(json.dumps(meta, indent=2))
+    return paths
+

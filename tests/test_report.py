@@ -1,0 +1,73 @@
+"""tagseg report: tables and figures from run folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tagseg.errors import TagsegError
+from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
+from tagseg.report.tables import find_runs, load_metrics, summary_table, write_tables
+
+
+def _run(folder: Path, dice: list[float], hd95: list[float], overrides: list[str]) -> None:
+    folder.mkdir(parents=True)
+    n = len(dice)
+    pd.DataFrame({
+        "subject": [f"s{i // 2}" for i in range(n)], "slice": 0, "frame": [i % 2 for i in range(n)],
+        "group": ["control" if i % 2 else "dmd" for i in range(n)], "dice": dice, "hd95_mm": hd95,
+    }).to_csv(folder / "test_metrics.csv", index=False)
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    pd.DataFrame({"epoch": [0, 1], "val/dice": [0.2, 0.5], "val/loss": [1.0, 0.8]}).to_csv(folder / "metrics.csv", index=False)
+
+
+@pytest.fixture()
+def sweep(tmp_path: Path) -> Path:
+    _run(tmp_path / "0", [0.8, 0.6, 0.7, 0.9], [2.0, 4.0, 3.0, 1.0], ["loss.gamma=0"])
+    _run(tmp_path / "1", [0.5, 0.5, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0], ["loss.gamma=0.1"])
+    _run(tmp_path / "2", [0.1, 0.2, 0.3, 0.2], [9.0, 9.0, 9.0, 9.0], ["loss.gamma=1.0"])
+    return tmp_path
+
+
+def test_summary_means_stds_and_cumulative_rank(sweep: Path) -> None:
+    table = summary_table(load_metrics(find_runs(sweep), sweep)).set_index("run")
+    assert table.loc["0", "dice_mean"] == pytest.approx(0.75)
+    assert table.loc["0", "dice_std"] == pytest.approx(pd.Series([0.8, 0.6, 0.7, 0.9]).std())
+    assert table.loc["0", "hd95_mm_mean"] == pytest.approx(2.5)
+    assert table.loc["1", "dice_std"] == 0.0
+    # run 0: best Dice (1) + second HD95 (2) = 3; run 1: 2 + 1 = 3; run 2: 3 + 3 = 6
+    assert table["cumulative_rank"].to_dict() == {"0": 3, "1": 3, "2": 6}
+    assert table.loc["1", "overrides"] == "loss.gamma=0.1"
+
+
+def test_write_tables_and_figures(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    paths = write_tables(sweep, out)
+    assert "0.750 +/- 0.129" in paths["summary_md"].read_text()
+    by_frame = pd.read_csv(paths["by_frame"], dtype={"run": str})
+    row = by_frame[(by_frame["run"] == "0") & (by_frame["frame"] == 1)].iloc[0]
+    assert row["dice_mean"] == pytest.approx((0.6 + 0.9) / 2)
+    metrics = load_metrics(find_runs(sweep), sweep)
+    for png in (plot_per_frame(metrics, out / "f.png"), plot_per_group(metrics, out / "g.png"), plot_convergence(sweep, out / "c.png")):
+        assert png is not None and png.stat().st_size > 1000
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TagsegError, match="no such run"):
+        find_runs(tmp_path / "nope")
+    with pytest.raises(TagsegError, match="no test_metrics.csv"):
+        find_runs(tmp_path)
+
+
+def test_cli_report(sweep: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "tagseg.cli", "report", f"path={sweep}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (sweep / "report" / "summary.csv").exists() and "loss.gamma=0.1" in res.stdout
+    bad = subprocess.run([*cmd[:4], f"path={tmp_path / 'missing'}", cmd[-1]], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "tagseg: error:" in bad.stderr
