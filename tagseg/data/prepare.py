@@ -42,7 +42,7 @@ class PrepareReport:
         """Counts per source, split and phase as a plain-text table."""
         rows = sorted(self.counts.items())
         lines = [f"{'source':<28}{'split':<8}{'phase':<8}{'slices':>8}"]
-        lines += [f"{s:<28}{sp:<8}{ph or '-':<8}{n:>8}" for (s, sp, ph), n in rows]
+        lines += [f"{s:<28}{sp or '-':<8}{ph or '-':<8}{n:>8}" for (s, sp, ph), n in rows]
         lines.append(f"{'total':<44}{self.n_slices:>8}")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} item(s):")
@@ -134,6 +134,7 @@ def prepare_store(
     writer: StoreWriter | None = None
     subjects: list[str] = []
     presplit: list[str] = []
+    meta_keys: list[str] | None = None
     bar = tqdm(items, desc=f"{'verify' if verify else 'prepare'} {source.name}", unit="item")
     try:
         for item in bar:
@@ -142,6 +143,11 @@ def prepare_store(
                 recs = source.load(item, seed)
                 for rec in recs:
                     check_record(rec, where)
+                    keys = sorted(rec.extra_meta)
+                    if meta_keys is None:
+                        meta_keys = keys
+                    elif keys != meta_keys:
+                        raise DataError(f"{where}: extra meta columns {keys} differ from the store's {meta_keys}")
                 if not recs:
                     raise DataError(f"{where}: no labelled slices found")
             except DataError as exc:
@@ -152,6 +158,8 @@ def prepare_store(
                 continue
             if verify:
                 report.n_slices += len(recs)
+                for r in recs:
+                    report.counts[(r.source, r.split, r.phase)] += 1
                 continue
             recs = [normalise_record(r, image_size, spacing_mm) for r in recs]
             if writer is None:
@@ -178,6 +186,8 @@ def prepare_store(
         writer.set_meta_column("split", split)
         writer.attrs["skipped"] = json.dumps(report.skipped)
         writer.attrs["n_skipped"] = len(report.skipped)
+        for key, value in dict(getattr(source, "store_attrs", None) or {}).items():
+            writer.attrs.setdefault(key, value)
         meta = writer.read_meta_columns(("source", "phase"))
         for src, sp, ph in zip(meta["source"], split, meta["phase"]):
             report.counts[(src, sp, ph)] += 1

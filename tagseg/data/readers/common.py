@@ -1,0 +1,152 @@
+"""Helpers shared by the raw-dataset readers: file loading with clear errors, orientation, polygons.
+
+Orientation (the same for every reader, see :mod:`tagseg.data.records`): a stored slice has
+array axis 0 = rows (image y, top to bottom) and axis 1 = columns (image x, left to right).
+
+* NIfTI volumes are indexed (x, y, ...): a slice is ``volume[:, :, ...].T`` (rows = y, cols = x),
+  with no flip and the affine ignored; spacing (row, col) = (pixdim y, pixdim x).
+* DICOM ``pixel_array`` is already (rows, columns); spacing = ``PixelSpacing`` (row, col).
+* Contour / ROI points are (x, y) = (column, row) in pixel units, pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from skimage.draw import polygon2mask
+
+from tagseg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: ACDC label convention used inside tagseg
+BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
+LABELS = (BACKGROUND, RV, MYO, LV)
+
+
+def require_dir(root: str | Path, dataset: str, layout: str) -> Path:
+    """Return ``root`` as a Path, or raise naming it and the expected layout.
+
+    Raises:
+        DataError: ``root`` is not an existing folder.
+    """
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: {dataset} root folder not found; expected the layout\n{layout}\n"
+                        f"(set data.root=<folder>)")
+    return path
+
+
+def load_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI file fully: ``(array as stored, voxel sizes in mm)``.
+
+    Raises:
+        DataError: the file is missing, truncated or not NIfTI.
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+        zooms = tuple(float(z) for z in img.header.get_zooms())
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
+        raise DataError(f"{path}: unreadable NIfTI (truncated or corrupt?): {exc}") from exc
+    return data, zooms
+
+
+def nifti_has_spacing(path: str | Path) -> bool:
+    """Whether a NIfTI header carries a real pixel size (not the 1.0 placeholder with unknown units)."""
+    import nibabel as nib
+
+    hdr = nib.load(str(path)).header
+    zooms = hdr.get_zooms()[:2]
+    unit = hdr.get_xyzt_units()[0]
+    return not (all(float(z) in (0.0, 1.0) for z in zooms) and unit == "unknown")
+
+
+def nifti_slice(volume: np.ndarray, *index: int) -> np.ndarray:
+    """The 2D (rows = y, cols = x) slice ``volume[:, :, *index]`` of a NIfTI (x, y, ...) array."""
+    return np.ascontiguousarray(volume[(slice(None), slice(None), *index)].T)
+
+
+def nifti_spacing(zooms: Sequence[float]) -> tuple[float, float]:
+    """(row, col) spacing in mm from NIfTI zooms (x, y, ...)."""
+    return float(zooms[1]), float(zooms[0])
+
+
+def check_label_values(labels: np.ndarray, allowed: Iterable[int], path: str | Path, convention: str) -> None:
+    """Raise naming ``path`` if ``labels`` holds a value outside ``allowed``.
+
+    Raises:
+        DataError: a value is not in ``allowed``.
+    """
+    values = np.unique(labels)
+    bad = np.setdiff1d(values, np.asarray(list(allowed)))
+    if bad.size:
+        shown = [float(v) if not float(v).is_integer() else int(v) for v in bad[:10]]
+        raise DataError(f"{path}: label value(s) {shown} outside the convention {convention}")
+
+
+def check_same_shape(image: np.ndarray, labels: np.ndarray, image_path: str | Path, label_path: str | Path) -> None:
+    """Raise naming both files if image and label arrays differ in shape.
+
+    Raises:
+        DataError: the shapes differ.
+    """
+    if image.shape != labels.shape:
+        raise DataError(f"{label_path}: label shape {labels.shape} differs from image {image_path} shape {image.shape}")
+
+
+def fill_polygon(points_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of the polygon through ``points_xy`` ((N, 2) x = column, y = row).
+
+    Pixels whose centre lies inside the polygon are set (``skimage.draw.polygon2mask``).
+    """
+    pts = np.asarray(points_xy, dtype=np.float64)
+    return polygon2mask(shape, pts[:, ::-1])
+
+
+def myocardium_mask(outer_xy: np.ndarray, inner_xy: np.ndarray, shape: tuple[int, int], cavity: bool = False) -> np.ndarray:
+    """uint8 mask: MYO (2) = filled outer minus filled inner contour; LV (3) inside the inner one if ``cavity``."""
+    outer = fill_polygon(outer_xy, shape)
+    inner = fill_polygon(inner_xy, shape)
+    mask = np.zeros(shape, np.uint8)
+    mask[outer & ~inner] = MYO
+    if cavity:
+        mask[inner] = LV
+    return mask
+
+
+def read_dicom(path: str | Path, need_spacing: bool = True):
+    """Read one DICOM file with its pixels.
+
+    Raises:
+        DataError: unreadable, no pixel data, or (``need_spacing``) no ``PixelSpacing``.
+    """
+    import pydicom
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path))
+        _ = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise DataError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    if need_spacing and dicom_spacing(ds) is None:
+        raise DataError(f"{path}: DICOM has no PixelSpacing (0028,0030); cannot give the pixel size in mm")
+    return ds
+
+
+def dicom_spacing(ds) -> tuple[float, float] | None:
+    """(row, col) spacing in mm from ``PixelSpacing``, or ``None`` if absent."""
+    sp = getattr(ds, "PixelSpacing", None)
+    if sp is None or len(sp) != 2:
+        return None
+    return float(sp[0]), float(sp[1])
