@@ -53,6 +53,15 @@ REQUIRED_KEYS = ("images", "masks") + tuple(f"meta/{k}" for k in REQUIRED_META)
 
 _STR = h5py.string_dtype(encoding="utf-8")
 
+#: ``StoreWriter(compression=...)`` -> HDF5 filters of the image-sized datasets. The byte shuffle
+#: makes float32 images compress better and faster; ``gzip`` is readable by any HDF5 tool,
+#: ``lzf`` (h5py / PyTables only) writes about 2x faster again.
+COMPRESSION: dict[str, dict[str, Any]] = {
+    "gzip": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+    "lzf": {"compression": "lzf", "shuffle": True},
+    "none": {},
+}
+
 
 @dataclass
 class SliceStore:
@@ -122,7 +131,11 @@ class StoreWriter:
         name: str = "",
         extras: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        compression: str = "gzip",
     ) -> None:
+        if compression not in COMPRESSION:
+            raise StoreError(f"{path}: compression must be one of {sorted(COMPRESSION)}, got {compression!r}")
+        filters = COMPRESSION[compression]
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
@@ -134,10 +147,10 @@ class StoreWriter:
         self._file = h5py.File(self.tmp, "w")
         h, w = self.image_shape
         chunk = (1, h, w)
-        self._file.create_dataset("images", (0, h, w), np.float32, maxshape=(None, h, w), chunks=chunk, compression="gzip", compression_opts=1)
-        self._file.create_dataset("masks", (0, h, w), np.uint8, maxshape=(None, h, w), chunks=chunk, compression="gzip", compression_opts=1)
+        self._file.create_dataset("images", (0, h, w), np.float32, maxshape=(None, h, w), chunks=chunk, **filters)
+        self._file.create_dataset("masks", (0, h, w), np.uint8, maxshape=(None, h, w), chunks=chunk, **filters)
         for key, (shape, dtype) in self.extras_spec.items():
-            self._file.create_dataset(key, (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape), compression="gzip", compression_opts=1)
+            self._file.create_dataset(key, (0, *shape), dtype, maxshape=(None, *shape), chunks=(1, *shape), **filters)
 
     def append(
         self,
