@@ -118,3 +118,15 @@ def test_missing_input_and_same_output(tmp_path):
     make_store(tmp_path / "in.h5")
     with pytest.raises(StoreError, match="must differ"):
         Invert().run(tmp_path / "in.h5", tmp_path / "in.h5")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_output_compression_round_trips(tmp_path, compression):
+    images = make_store(tmp_path / "in.h5")
+    Invert(progress=False, n_figure=0).run(tmp_path / "in.h5", tmp_path / "out.h5", compression=compression)
+    np.testing.assert_allclose(read_store(tmp_path / "out.h5").images, 1.0 - images, atol=1e-6)
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["images"].compression == (None if compression == "none" else compression)
+    with pytest.raises(StoreError, match="compression must be one of .*'zstd'"):
+        Invert(progress=False).run(tmp_path / "in.h5", tmp_path / "o2.h5", compression="zstd")
+    assert not (tmp_path / "o2.h5").exists()

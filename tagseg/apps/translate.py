@@ -43,7 +43,8 @@ def main(cfg: DictConfig) -> None:
     translator = build_translator(cfg)
     source = input_store(cfg)
     output = Path(cfg.output) if cfg.output else Path(cfg.paths.data_dir) / f"{translator.method}_{source.stem}.h5"
-    report = translator.run(source, output, attrs={"config": config_yaml(cfg)})
+    report = translator.run(source, output, attrs={"config": config_yaml(cfg)},
+                           compression=cfg.compression)
     print(report.summary())
     if report.figure is not None:
         print(f"figure: {report.figure}")

@@ -130,7 +130,7 @@ class Translator:
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self, input: str | Path, output: str | Path, attrs: Mapping[str, Any] | None = None,
-            name: str | None = None) -> TranslateReport:
+            name: str | None = None, compression: str = "gzip") -> TranslateReport:
         """Translate store ``input`` into a new store ``output`` (written atomically).
 
         Args:
@@ -138,6 +138,8 @@ class Translator:
             output: where the translated store is written (replaced if it exists).
             attrs: extra attributes for the output (e.g. the resolved config).
             name: the output store's name (default ``<method>(<input name>)``).
+            compression: HDF5 filters of the output (``gzip``, ``lzf`` or ``none``; see
+                :data:`tagseg.data.store.COMPRESSION`).
 
         Returns:
             A :class:`TranslateReport` (output path, slices, figure, seconds per step).
@@ -169,7 +171,8 @@ class Translator:
             figure_pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             pending: dict[int, np.ndarray] = {}
             next_row = 0
-            writer = StoreWriter(output, (h, w), name=name or f"{self.method}({in_name})", extras=spec, attrs=out_attrs)
+            writer = StoreWriter(output, (h, w), name=name or f"{self.method}({in_name})", extras=spec, attrs=out_attrs,
+                                 compression=compression)
             try:
                 bar = tqdm(groups, desc=f"translate {self.method}", unit="batch", disable=not self.progress)
                 for index in bar:
