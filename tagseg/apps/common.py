@@ -18,10 +18,32 @@ log = logging.getLogger("tagseg")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def in_multirun() -> bool:
+    """Whether this job is one cell of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def failed_cell(exc: BaseException) -> dict[str, str]:
+    """What a failed multirun cell returns: recorded in the sweep's ``summary.csv``."""
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _finish_wandb() -> None:
+    # one W&B run per job: a sweep's next cell must not log into this one
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a :class:`TagsegError` into one clear line on stderr and exit status 2.
 
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. In a multirun, a failing cell (any
+    exception) is logged and returned as :func:`failed_cell` instead, so the sweep goes on and
+    its summary records the failure. An open W&B run is finished when the task ends.
     """
 
     @functools.wraps(task)
@@ -31,7 +53,16 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
         except TagsegError as exc:
             log.error("%s", exc)
             print(f"tagseg: error: {exc}", file=sys.stderr)
+            if in_multirun():
+                return failed_cell(exc)
             raise SystemExit(2) from None
+        except Exception as exc:
+            if not in_multirun():
+                raise
+            log.exception("cell failed: %s", exc)
+            return failed_cell(exc)
+        finally:
+            _finish_wandb()
 
     return wrapper
 

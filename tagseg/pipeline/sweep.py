@@ -1,0 +1,194 @@
+"""The sweep summary: ``<sweep dir>/summary.csv`` with one row per cell of a multirun.
+
+Each job writes ``<job dir>/cell.json`` when it ends (:class:`SweepSummary.on_job_end`, rank 0
+only), so the record is made where the job ran (this machine, a ``submitit_local`` worker or a
+SLURM node). When the sweep ends, :class:`SweepSummary.on_multirun_end` gathers them into
+``summary.csv`` (and prints the table). A job folder without ``cell.json`` (a killed job) is listed
+as ``failed``. ``python -m tagseg.pipeline.sweep <sweep dir>`` rebuilds the summary by hand, e.g.
+after a SLURM sweep whose launcher was interrupted.
+
+A failing cell does not stop the sweep: in multirun mode :func:`tagseg.apps.common.user_errors`
+turns its exception into a ``{"status": "failed", "error": ...}`` return value, recorded here.
+The command then exits with status 1 after writing the summary, so scripts notice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from tagseg.pipeline.ddp import global_rank
+
+log = logging.getLogger(__name__)
+
+CELL = "cell.json"
+SUMMARY = "summary.csv"
+#: the summary's columns, in order
+COLUMNS = ("job", "overrides", "status", "error", "test_dice_mean", "test_dice_std",
+           "test_hd95_mm_mean", "test_hd95_mm_std", "epochs", "wall_s", "run_dir")
+METRICS = ("test_dice_mean", "test_dice_std", "test_hd95_mm_mean", "test_hd95_mm_std", "epochs")
+
+
+def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s: float,
+                run_dir: str | Path, status: JobStatus = JobStatus.COMPLETED) -> dict[str, Any]:
+    """One summary row from what a job returned.
+
+    Args:
+        value: the job's return value: a mapping with ``status`` / ``error`` and the metric
+            columns (as :func:`tagseg.pipeline.strategy.run_strategy` returns), optionally
+            nested under ``summary``; or the exception of a failed job.
+        job: the job number in the sweep.
+        overrides: the cell's overrides (``key=value``).
+        wall_s: the job's wall time, seconds.
+        run_dir: the job's output folder.
+        status: Hydra's job status (``FAILED`` when the task raised).
+
+    Returns:
+        A mapping with every column of :data:`COLUMNS` (missing metrics are ``None``).
+    """
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update(job=job, overrides=",".join(overrides), wall_s=round(float(wall_s), 1), run_dir=str(run_dir))
+    if status == JobStatus.FAILED or isinstance(value, BaseException):
+        row.update(status="failed", error=f"{type(value).__name__}: {value}")
+        return row
+    found = dict(value) if isinstance(value, Mapping) else {}
+    nested = found.get("summary")
+    if isinstance(nested, Mapping):
+        found = {**nested, **found}
+    row["status"] = str(found.get("status", "ok"))
+    row["error"] = found.get("error")
+    for key in METRICS:
+        if found.get(key) is not None:
+            row[key] = found[key]
+    return row
+
+
+def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Gather every job's ``cell.json`` under ``sweep_dir`` into ``summary.csv``.
+
+    A job folder (one holding ``.hydra/overrides.yaml``) without ``cell.json`` is recorded as
+    failed ("no result").
+
+    Returns:
+        The CSV path and its rows (sorted by job number).
+
+    Raises:
+        FileNotFoundError: ``sweep_dir`` does not exist.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
+    rows: list[dict[str, Any]] = []
+    for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
+        job_dir = ov.parent.parent
+        if job_dir == sweep_dir:
+            continue
+        cell = job_dir / CELL
+        if cell.exists():
+            rows.append(json.loads(cell.read_text()))
+        else:
+            import yaml
+
+            rows.append(cell_record(RuntimeError("no result (job killed or still running)"),
+                                    job=job_dir.name, overrides=yaml.safe_load(ov.read_text()) or [],
+                                    wall_s=float("nan"), run_dir=job_dir, status=JobStatus.FAILED))
+    rows.sort(key=lambda r: (int(r["job"]) if str(r["job"]).isdigit() else math.inf, str(r["job"])))
+    out = sweep_dir / SUMMARY
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The summary as a plain-text table (what the sweep prints at its end)."""
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    cols = ("job", "overrides", "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
+            "test_hd95_mm_std", "epochs", "wall_s")
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in cells]
+    errors = [f"  job {r['job']}: {r['error']}" for r in rows if r.get("status") != "ok" and r.get("error")]
+    return "\n".join(lines + (["failed cells:"] + errors if errors else []))
+
+
+class SweepSummary(Callback):
+    """Hydra callback: record each job's result and write ``summary.csv`` after a multirun.
+
+    Enabled for every stage in ``conf/hydra/default.yaml`` (``hydra.callbacks.sweep_summary``).
+
+    Args:
+        exit_on_failure: after writing the summary, exit with status 1 when a cell failed.
+    """
+
+    def __init__(self, exit_on_failure: bool = True) -> None:
+        self.exit_on_failure = exit_on_failure
+        self._start: float | None = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._start = time.monotonic()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if global_rank() != 0:
+            return
+        hydra_cfg = config.hydra
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            return
+        wall_s = time.monotonic() - self._start if self._start is not None else float("nan")
+        out_dir = Path(hydra_cfg.runtime.output_dir)
+        row = cell_record(job_return._return_value, job=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),
+                          wall_s=wall_s, run_dir=out_dir, status=job_return.status)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / CELL).write_text(json.dumps(row, indent=2, default=str))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        out, rows = write_summary(sweep_dir)
+        print(format_table(rows))
+        print(f"summary: {out}")
+        failed = [r for r in rows if r.get("status") != "ok"]
+        if failed:
+            log.error("%d of %d cells failed (see %s)", len(failed), len(rows), out)
+            if self.exit_on_failure:
+                raise SystemExit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tagseg.pipeline.sweep <sweep dir>``: (re)write and print a sweep's summary."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m tagseg.pipeline.sweep <sweep dir>", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        out, rows = write_summary(args[0])
+    except FileNotFoundError as exc:
+        print(f"tagseg: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(format_table(rows))
+    print(f"summary: {out}")
+
+
+if __name__ == "__main__":
+    main()
