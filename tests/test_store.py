@@ -1,0 +1,123 @@
+"""The slice store: round trips, incremental and atomic writes, validation errors naming the file/key."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from tagseg.data.store import FORMAT_VERSION, StoreWriter, check_store, read_meta, read_store, store_attrs, write_store
+from tagseg.errors import StoreError
+
+
+def meta(n: int, subject: str = "s", **extra) -> dict:
+    return {
+        "subject": [f"{subject}{i // 2}" for i in range(n)],
+        "slice": np.arange(n),
+        "frame": np.zeros(n, int),
+        "n_frames": np.full(n, 25),
+        "phase": ["ED"] * n,
+        "group": ["control"] * n,
+        "spacing_mm": np.tile([1.25, 1.5], (n, 1)),
+        "source": ["test"] * n,
+        **extra,
+    }
+
+
+def arrays(n: int, h: int = 6, w: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, h, w)).astype(np.float32), rng.integers(0, 4, (n, h, w)).astype(np.uint8)
+
+
+def test_write_read_round_trip(tmp_path):
+    images, masks = arrays(4)
+    disp = np.random.default_rng(1).normal(size=(4, 2, 6, 5)).astype(np.float32)
+    m = meta(4, vendor=["A", "B", "A", "C"], split=["train", "train", "test", "test"])
+    path = write_store(tmp_path / "s.h5", images, masks, m, extras={"displacement": disp},
+                       attrs={"name": "demo", "config": {"a": 1}, "labelled": True})
+    store = read_store(path)
+    np.testing.assert_array_equal(store.images, images)
+    np.testing.assert_array_equal(store.masks, masks)
+    np.testing.assert_array_equal(store.extras["displacement"], disp)
+    assert list(store.meta["subject"]) == m["subject"]
+    assert list(store.meta["vendor"]) == ["A", "B", "A", "C"]
+    assert store.meta["slice"].dtype == np.int32 and store.meta["spacing_mm"].dtype == np.float32
+    np.testing.assert_allclose(store.meta["spacing_mm"][2], [1.25, 1.5])
+    assert store.attrs["format_version"] == FORMAT_VERSION and store.attrs["name"] == "demo"
+    assert json.loads(store.attrs["config"]) == {"a": 1} and bool(store.attrs["labelled"])
+    assert read_store(path, extras=False).extras == {}
+    assert set(read_meta(path)) == set(m)
+    assert store_attrs(path)["name"] == "demo"
+    sub = store.subset([1, 3])
+    assert len(sub) == 2 and list(sub.meta["split"]) == ["train", "test"]
+    np.testing.assert_array_equal(sub.extras["displacement"], disp[[1, 3]])
+
+
+def test_incremental_writer_and_split_column(tmp_path):
+    path = tmp_path / "inc.h5"
+    with StoreWriter(path, (6, 5), name="inc") as w:
+        for k in range(3):
+            images, masks = arrays(2, seed=k)
+            w.append(images, masks, meta(2, subject=f"b{k}_"))
+            assert not path.exists()  # nothing visible before close
+        w.set_meta_column("split", ["train"] * 4 + ["val"] * 2)
+        assert list(w.read_meta_columns(["split"])["split"]) == ["train"] * 4 + ["val"] * 2
+    store = read_store(path)
+    assert len(store) == 6
+    np.testing.assert_array_equal(store.images[4:], arrays(2, seed=2)[0])
+    assert list(store.meta["subject"][:2]) == ["b0_0", "b0_0"]
+
+
+def test_failure_leaves_no_file(tmp_path):
+    path = tmp_path / "half.h5"
+    with pytest.raises(RuntimeError):
+        with StoreWriter(path, (6, 5)) as w:
+            w.append(*arrays(2), meta(2))
+            raise RuntimeError("crash half-way")
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_empty_store_is_an_error(tmp_path):
+    w = StoreWriter(tmp_path / "e.h5", (6, 5))
+    with pytest.raises(StoreError, match=r"e.h5: no slices were written"):
+        w.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_append_errors(tmp_path):
+    w = StoreWriter(tmp_path / "a.h5", (6, 5))
+    images, masks = arrays(2)
+    with pytest.raises(StoreError, match=r"a.h5: images must be \(N, 6, 5\)"):
+        w.append(images[:, :5], masks[:, :5], meta(2))
+    bad = meta(2)
+    del bad["phase"]
+    with pytest.raises(StoreError, match=r"lacks required column\(s\) \['phase'\]"):
+        w.append(images, masks, bad)
+    w.append(images, masks, meta(2))
+    with pytest.raises(StoreError, match="meta columns changed"):
+        w.append(images, masks, meta(2, vendor=["A", "B"]))
+    with pytest.raises(StoreError, match=r"meta/spacing_mm: expected shape \(2, 2\)"):
+        w.append(images, masks, {**meta(2), "spacing_mm": [1.0, 1.0]})
+    w.abort()
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_check_store_names_file_and_key(tmp_path):
+    with pytest.raises(StoreError, match=r"missing.h5: slice store not found"):
+        check_store(tmp_path / "missing.h5")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(StoreError, match=r"text.h5: not a readable HDF5"):
+        read_store(tmp_path / "text.h5")
+    path = write_store(tmp_path / "ok.h5", *arrays(3), meta(3))
+    with h5py.File(path, "a") as f:
+        del f["meta/phase"]
+    with pytest.raises(StoreError, match=r"ok.h5: missing required key\(s\) \['meta/phase'\]"):
+        read_meta(path)
+    path = write_store(tmp_path / "rows.h5", *arrays(3), meta(3))
+    with h5py.File(path, "a") as f:
+        del f["meta/group"]
+        f["meta/group"] = np.array([b"a", b"b"])
+    with pytest.raises(StoreError, match=r"rows.h5: meta/group has 2 rows, expected 3"):
+        check_store(path)
