@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from tagseg.errors import TagsegError
 
 log = logging.getLogger("tagseg")
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml deliberately extend the launcher plugin's
+# schemas of the same name (typed fields, `hydra/launcher=submitit_slurm` as documented there)
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name",
+                        category=UserWarning)
 
 #: the folder holding the Hydra configs (``conf/`` at the project root)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
