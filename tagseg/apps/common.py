@@ -63,6 +63,13 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
                 return failed_cell(exc)
             raise SystemExit(2) from None
         except Exception as exc:
+            cause = exc.__cause__
+            if isinstance(cause, TagsegError):  # hydra.utils.instantiate wraps a constructor's error
+                log.error("%s", cause)
+                print(f"tagseg: error: {cause}", file=sys.stderr)
+                if in_multirun():
+                    return failed_cell(cause)
+                raise SystemExit(2) from None
             if not in_multirun():
                 raise
             log.exception("cell failed: %s", exc)
