@@ -132,3 +132,17 @@ def test_empty_mask(tmp_path):
     src = AcdcSource(tmp_path)
     with pytest.raises(DataError, match=r"patient001_frame01_gt.nii.gz: empty mask"):
         src.load(src.items()[0], 0)
+
+
+def test_bad_patient_is_skipped_and_listed(tmp_path):
+    rf.make_acdc(tmp_path / "raw", n_train=3, n_test=0)
+    (tmp_path / "raw/training/patient003/Info.cfg").write_text("ED: 1\nES: 3\nNbFrame: 6\n")
+    out = tmp_path / "acdc.h5"
+    report = prepare_store(AcdcSource(tmp_path / "raw"), out, image_size=None)
+    assert [item for item, _ in report.skipped] == ["training/patient003"]
+    assert "patient003/Info.cfg: missing key 'Group'" in report.skipped[0][1]
+    assert sorted(set(read_store(out).meta["subject"])) == ["patient001", "patient002"]
+    assert "missing key 'Group'" in store_attrs(out)["skipped"]
+    with pytest.raises(DataError, match="patient003/Info.cfg: missing key 'Group'"):
+        prepare_store(AcdcSource(tmp_path / "raw"), tmp_path / "strict.h5", strict=True, image_size=None)
+    assert not (tmp_path / "strict.h5").exists()

@@ -47,6 +47,11 @@ class DatasetSource(Protocol):
     Built from ``conf/data/<name>.yaml`` with ``hydra.utils.instantiate``. Work is split into
     items (a patient folder, a file, a phantom subject) so that a bad item can be skipped and
     counted while the rest goes on, and so that progress can be shown.
+
+    Optional: a ``store_attrs`` dict attribute (e.g. ``{"labelled": False}`` for an all-frames
+    export with zero masks) that ``prepare_store`` writes into the store's attributes after the
+    last item (explicit ``attrs`` win). Every record of one source must carry the same
+    ``extra_meta`` keys (they become ``/meta`` columns).
     """
 
     name: str
