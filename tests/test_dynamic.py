@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from tagseg.data.store import read_store, write_store
 from tagseg.errors import ConfigError
-from tagseg.physics.dynamic import FadingParams, dynamic_tagging, estimate_displacement
+from tagseg.physics.dynamic import FadingParams, dynamic_tagging, ed_positions_from_displacement, ed_positions_from_flow
 from tagseg.physics.fading import faded_mz
 from tagseg.physics.tagging import tag_mz
 from tagseg.translate.physics import PhysicsDynamicTranslator
@@ -20,11 +20,21 @@ SIZE, T, SPACING = 64, 6, 6.0
 TAG = {"spacing_px": SPACING, "flip_deg": 70.0}
 
 
-def true_displacement(t: int) -> np.ndarray:
-    """Eulerian displacement of frame t: contraction towards the centre plus a drift, up to ~2.5 px."""
-    r, c = np.mgrid[:SIZE, :SIZE].astype(np.float64)
+A, B = -0.06, np.array([1.0, -0.5])  # contraction towards (32, 32) plus a drift: up to ~2.5 px
+
+
+def lagrangian_displacement(t: int) -> np.ndarray:
+    """The store convention: displacement of the tissue at each ED pixel X, ``u(X) = s (A (X - 32) + B)``."""
+    grid = np.mgrid[:SIZE, :SIZE].astype(np.float64)
     s = t / (T - 1)
-    return np.stack([s * (-0.06 * (r - 32) + 1.0), s * (-0.06 * (c - 32) - 0.5)]).astype(np.float32)
+    return (s * (A * (grid - 32) + B[:, None, None])).astype(np.float32)
+
+
+def true_ed_positions(t: int) -> np.ndarray:
+    """Analytic inverse: the ED position of the tissue at each pixel x of frame t."""
+    grid = np.mgrid[:SIZE, :SIZE].astype(np.float64)
+    s = t / (T - 1)
+    return 32 + (grid - 32 - s * B[:, None, None]) / (1 + s * A)
 
 
 def make_moving_store(path, with_displacement: bool) -> dict:
@@ -37,11 +47,10 @@ def make_moving_store(path, with_displacement: bool) -> dict:
     ed_mask = np.where(myo, 2, np.where(rad <= 12, 3, 0)).astype(np.uint8)
     images, masks, disp = [], [], []
     for t in range(T):
-        u = true_displacement(t)
-        coords = np.stack([r - u[0], c - u[1]])  # frame_t(x) = ED(x - u(x))
+        coords = true_ed_positions(t)  # frame_t(x) = ED(X_t(x))
         images.append(map_coordinates(ed, coords, order=3, mode="nearest"))
         masks.append(map_coordinates(ed_mask, coords, order=0, mode="nearest"))
-        disp.append(u)
+        disp.append(lagrangian_displacement(t))
     images = np.clip(np.asarray(images, np.float32), 0, 1)
     meta = {"subject": ["ph"] * T, "slice": [0] * T, "frame": list(range(T)), "n_frames": [T] * T,
             "phase": ["ED"] + [""] * (T - 1), "group": ["control"] * T, "spacing_mm": [[1.4, 1.4]] * T,
@@ -57,9 +66,8 @@ def modulation(out: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 
 def warped_ed_pattern(t: int) -> np.ndarray:
-    r, c = np.mgrid[:SIZE, :SIZE].astype(np.float64)
-    u = true_displacement(t).astype(np.float64)
-    return tag_mz(torch.from_numpy(r - u[0]), torch.from_numpy(c - u[1]), **TAG).abs().numpy()
+    pos = torch.from_numpy(true_ed_positions(t))
+    return tag_mz(pos[0], pos[1], **TAG).abs().numpy()
 
 
 def correlations(tmp_path, motion: str, with_displacement: bool) -> tuple[list[float], list[float]]:
@@ -91,13 +99,20 @@ def test_optical_flow_carries_tags_with_true_motion(tmp_path):
     assert static[-1] < 0.6 < corr[-1]
 
 
-def test_tvl1_recovers_displacement_convention(tmp_path):
+def test_tvl1_recovers_ed_positions(tmp_path):
     cine = make_moving_store(tmp_path / "c.h5", False)["images"]
-    u = estimate_displacement(cine, ref=0)
-    truth = true_displacement(T - 1)
-    inner = (slice(12, 52), slice(12, 52))
-    err = np.abs(u[-1][:, inner[0], inner[1]] - truth[:, inner[0], inner[1]]).mean()
-    assert err < 0.3 and np.all(u[0] == 0)
+    pos = ed_positions_from_flow(cine, ref=0).numpy()
+    inner = (slice(None), slice(12, 52), slice(12, 52))
+    assert np.abs(pos[-1][inner] - true_ed_positions(T - 1)[inner]).mean() < 0.3
+    np.testing.assert_array_equal(pos[0], np.mgrid[:SIZE, :SIZE])
+
+
+def test_lagrangian_displacement_inverted_to_ed_positions():
+    u = torch.from_numpy(np.stack([lagrangian_displacement(t) for t in range(T)]))
+    pos = ed_positions_from_displacement(u).numpy()
+    inner = (slice(None), slice(8, 56), slice(8, 56))
+    for t in range(T):
+        assert np.abs(pos[t][inner] - true_ed_positions(t)[inner]).max() < 1e-3
 
 
 def test_ed_es_only_slice_fades_by_its_frame_index():

@@ -1,15 +1,19 @@
 """Tags that move and fade: the physics transform beyond the paper's static grid.
 
 For the frames of one slice, the tags are laid at end-diastole (ED) and carried by the tissue:
-the tag magnetisation at pixel ``x`` of frame ``t`` is the one tagged at the tissue's ED position
-``X = x - u_t(x)``, where ``u_t`` is the **displacement** of frame ``t`` (current minus ED
-position of the tissue seen at ``x``, in pixels, (row, col) on frame ``t``'s grid; the convention
-of a store's ``/displacement`` dataset). It then fades with the time since ED
+the tag magnetisation at pixel ``x`` of frame ``t`` is the one tagged at the **ED position**
+``X_t(x)`` of the tissue found there. It then fades with the time since ED
 (:func:`tagseg.physics.fading.faded_mz`: T1 recovery plus one readout per frame; blood, whose
 tags are washed out by inflow, gets a short effective T1).
 
-Without a ``/displacement`` the motion is estimated from the cine itself with TV-L1 optical flow
-(scikit-image) from ED to each frame.
+Where the ED positions come from:
+
+- a store's ``/displacement`` (the phantom's): the **Lagrangian** displacement ``u`` in pixels
+  (row, col) of the tissue at each ED pixel, zero at ED, so tissue at ``X`` is at ``X + u(X)`` in
+  frame ``t``; ``X_t(x)`` solves ``X + u(X) = x`` (fixed-point iterations,
+  :func:`ed_positions_from_displacement`);
+- otherwise TV-L1 optical flow (scikit-image) from each frame to ED, estimated from the cine
+  itself: ``frame_t(x) ~ ED(x + v(x))``, so ``X_t(x) = x + v(x)`` (:func:`ed_positions_from_flow`).
 """
 
 from __future__ import annotations
@@ -89,8 +93,44 @@ class FadingParams:
         return d
 
 
-def estimate_displacement(cine: np.ndarray, ref: int, **tvl1: Any) -> np.ndarray:
-    """Displacement of every frame from frame ``ref`` by TV-L1 optical flow (scikit-image).
+def pixel_positions(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(2, H, W) float64 row and column index of every pixel."""
+    h, w = int(shape[-2]), int(shape[-1])
+    rows = torch.arange(h, dtype=torch.float64, device=device).view(h, 1).expand(h, w)
+    cols = torch.arange(w, dtype=torch.float64, device=device).view(1, w).expand(h, w)
+    return torch.stack([rows, cols])
+
+
+def _sample(field: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``field`` (T, C, H, W) at pixel ``positions`` (T, 2, H, W) (border clamped)."""
+    h, w = field.shape[-2:]
+    grid = torch.stack([positions[:, 1] / max(w - 1, 1), positions[:, 0] / max(h - 1, 1)], dim=-1) * 2 - 1
+    return torch.nn.functional.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def ed_positions_from_displacement(displacement: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
+    """ED positions ``X`` of the tissue at each pixel ``x`` of each frame, from a Lagrangian displacement.
+
+    Solves ``X + u(X) = x`` by the fixed-point iteration ``X <- x - u(X)`` (contracting while
+    the displacement gradient stays below 1, as for any physical myocardial strain).
+
+    Args:
+        displacement: (T, 2, H, W) Lagrangian displacement in pixels (row, col) at the ED pixels.
+        n_iter: iterations.
+
+    Returns:
+        float64 (T, 2, H, W) ED positions (rows, cols).
+    """
+    u = displacement.to(torch.float64)
+    x = pixel_positions(u.shape, u.device).expand_as(u)
+    pos = x - u
+    for _ in range(n_iter):
+        pos = x - _sample(u, pos)
+    return pos
+
+
+def ed_positions_from_flow(cine: np.ndarray, ref: int, **tvl1: Any) -> torch.Tensor:
+    """ED positions of each pixel of each frame by TV-L1 optical flow from the frame to ED (scikit-image).
 
     Args:
         cine: (T, H, W) frames of one slice.
@@ -98,36 +138,30 @@ def estimate_displacement(cine: np.ndarray, ref: int, **tvl1: Any) -> np.ndarray
         **tvl1: options of ``skimage.registration.optical_flow_tvl1`` (``attachment``, ``num_warp`` ...).
 
     Returns:
-        float32 (T, 2, H, W): for frame ``t`` at pixel ``x``, current minus ED position (rows, cols);
-        zero for the ED frame.
+        float64 (T, 2, H, W) ED positions (rows, cols); the pixel grid itself for the ED frame.
     """
     from skimage.registration import optical_flow_tvl1
 
-    out = np.zeros((cine.shape[0], 2, *cine.shape[1:]), np.float32)
+    flow = np.zeros((cine.shape[0], 2, *cine.shape[1:]), np.float64)
     for t in range(cine.shape[0]):
-        if t == ref:
-            continue
-        # flow v with frame_t(x) ~ ED(x + v(x)): the ED position of x is x + v, so u = -v
-        out[t] = -optical_flow_tvl1(cine[t], cine[ref], **tvl1)
-    return out
+        if t != ref:
+            # frame_t(x) ~ ED(x + v(x)): the tissue at x sat at x + v at ED
+            flow[t] = optical_flow_tvl1(cine[t], cine[ref], **tvl1)
+    return pixel_positions(cine.shape) + torch.from_numpy(flow)
 
 
-def carried_tag_mz(displacement: torch.Tensor, tag: Mapping[str, Any]) -> torch.Tensor:
-    """Signed Mz right after tagging, at each pixel's ED position ``x - u``.
+def carried_tag_mz(ed_positions: torch.Tensor, tag: Mapping[str, Any]) -> torch.Tensor:
+    """Signed Mz right after tagging, evaluated at each pixel's ED position.
 
     Args:
-        displacement: (T, 2, H, W) displacement in pixels (rows, cols).
+        ed_positions: (T, 2, H, W) ED positions in pixels (rows, cols).
         tag: keyword arguments of :func:`~tagseg.physics.tagging.tag_mz`.
 
     Returns:
         float64 (T, H, W) in [-1, 1].
     """
-    t, _, h, w = displacement.shape
-    dev = displacement.device
-    rows = torch.arange(h, dtype=torch.float64, device=dev).view(1, h, 1)
-    cols = torch.arange(w, dtype=torch.float64, device=dev).view(1, 1, w)
-    u = displacement.to(torch.float64)
-    return tag_mz(rows - u[:, 0], cols - u[:, 1], **tag)
+    pos = ed_positions.to(torch.float64)
+    return tag_mz(pos[:, 0], pos[:, 1], **tag)
 
 
 def dynamic_tagging(
@@ -154,7 +188,8 @@ def dynamic_tagging(
         tag: tag geometry at ED (keyword arguments of :func:`~tagseg.physics.tagging.tag_mz`).
         fading: T1 / readout parameters.
         motion: ``displacement`` (given), ``tvl1`` (estimated from ``cine``) or ``none``.
-        displacement: (T, 2, H, W) when ``motion="displacement"``.
+        displacement: (T, 2, H, W) Lagrangian displacement (the store's convention) when
+            ``motion="displacement"``.
         cine: (T, H, W) original frames when ``motion="tvl1"``.
         ed_frame: frame index of ED (time since tagging is ``(frame - ed_frame) mod n_frames``).
         n_frames: frames per cycle (default ``max(frames) + 1``).
@@ -174,16 +209,16 @@ def dynamic_tagging(
         if displacement is None or tuple(np.shape(displacement)) != (t, 2, h, w):
             raise ConfigError(f"displacement must be (T, 2, H, W) = {(t, 2, h, w)}, got "
                               f"{None if displacement is None else np.shape(displacement)}")
-        u = torch.as_tensor(np.asarray(displacement), device=dev)
+        pos = ed_positions_from_displacement(torch.as_tensor(np.asarray(displacement), device=dev))
     elif motion == "tvl1":
         if cine is None:
             raise ConfigError("motion=tvl1 needs the cine frames")
-        u = torch.from_numpy(estimate_displacement(np.asarray(cine, np.float32), ref, **dict(tvl1 or {}))).to(dev)
+        pos = ed_positions_from_flow(np.asarray(cine, np.float32), ref, **dict(tvl1 or {})).to(dev)
     elif motion == "none":
-        u = torch.zeros(t, 2, h, w, device=dev)
+        pos = pixel_positions((h, w), dev).expand(t, 2, h, w)
     else:
         raise ConfigError(f"motion must be one of {list(MOTIONS)}, got {motion!r}")
-    mz0 = carried_tag_mz(u, tag)
+    mz0 = carried_tag_mz(pos, tag)
     since_ed = torch.from_numpy((frames - int(ed_frame)) % n_frames).to(dev, torch.float64).view(t, 1, 1)
     mz = faded_mz(mz0, since_ed, fading.frame_time_ms(n_frames), fading.t1_map(masks, dev), fading.readout_flip_deg)
     return contrasted * mz.abs().to(contrasted.dtype)

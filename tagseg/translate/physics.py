@@ -16,18 +16,10 @@ import torch
 
 from tagseg.errors import ConfigError
 from tagseg.physics.contrast import get_contrast
-from tagseg.physics.dynamic import FadingParams, MOTIONS, dynamic_tagging
+from tagseg.physics.dynamic import MOTIONS, FadingParams, dynamic_tagging, pixel_positions
 from tagseg.physics.tagging import tag_mz, tag_pattern
 from tagseg.translate.base import BatchRows, Translator, iter_slices
 from tagseg.translate.params import PhysicsParams
-
-
-def pixel_grid(shape: tuple[int, int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column index of every pixel, float64 (H, W) each."""
-    h, w = int(shape[0]), int(shape[1])
-    rows = torch.arange(h, dtype=torch.float64, device=device).view(h, 1).expand(h, w)
-    cols = torch.arange(w, dtype=torch.float64, device=device).view(1, w).expand(h, w)
-    return rows, cols
 
 
 class PhysicsTranslator(Translator):
@@ -68,13 +60,13 @@ class PhysicsTranslator(Translator):
         if not p.jittered and p.spacing_mm is None:
             return tag_pattern(shape, **p.tag_kwargs(), device=self.device, dtype=dtype)
         out = []
-        grid = pixel_grid(shape, self.device) if p.jittered else None
+        grid = pixel_positions(shape, self.device) if p.jittered else None
         for k in range(len(rows.index)):
             kw = p.tag_kwargs(self._spacing(rows, k), rngs[k] if rngs is not None else None)
             if grid is None:
                 out.append(tag_pattern(shape, **kw, device=self.device, dtype=dtype))
             else:
-                out.append(tag_mz(*grid, **kw).abs().to(dtype))
+                out.append(tag_mz(grid[0], grid[1], **kw).abs().to(dtype))
         return torch.stack(out)
 
     def translate_batch(self, images: torch.Tensor, rows: BatchRows) -> torch.Tensor:
