@@ -188,3 +188,22 @@ def test_cli_missing_root_is_one_clear_error(tmp_path):
     assert res.returncode == 2
     assert f"tagseg: error: {tmp_path / 'nope'}: ACDC root folder not found" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tagseg.data.prepare import ensure_store
+
+    rf.make_acdc_patient(tmp_path / "raw", "training", 1)
+    cfg = OmegaConf.create({"_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
+                            "store": str(tmp_path / "acdc.h5"), "root": str(tmp_path / "raw")})
+    path = ensure_store(cfg, seed=0)
+    store = read_store(path)
+    assert store.images.shape == (6, 256, 256)  # the prepare.image_size default
+    np.testing.assert_allclose(store.meta["spacing_mm"][0], [1.25 * 10 / 256, 1.5 * 12 / 256], rtol=1e-6)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_store(cfg) == path and path.stat().st_mtime_ns == stamp
+    cfg.store, cfg.root = str(tmp_path / "other.h5"), str(tmp_path / "missing")
+    with pytest.raises(DataError, match="missing: ACDC root folder not found"):
+        ensure_store(cfg)

@@ -231,7 +231,8 @@ def ensure_store(data_cfg: Any, seed: int = 0, split_ratios: Sequence[float] = (
         return store
     log.info("store %s not found: preparing it from data=%s", store, data_cfg.get("name", "?"))
     source = hydra.utils.instantiate(data_cfg)
-    size = data_cfg.get("image_size", None)
+    # the same default as `tagseg prepare` (prepare.image_size): raw datasets differ in size per file
+    size = data_cfg.get("image_size", 256)
     report = prepare_store(source, store, seed=seed, split_ratios=split_ratios, image_size=size,
                            attrs={"config": OmegaConf.to_yaml(data_cfg, resolve=True)})
     log.info("prepared %s (%d slices)", store, report.n_slices)
