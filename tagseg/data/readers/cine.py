@@ -21,6 +21,7 @@ class CineSource:
         datasets: which of ``sources`` to read, in order (e.g. ``[acdc, scd]`` without M&Ms).
         name: dataset name (store name).
         store: the store path (used by the stages, not by the reader).
+        roots: the ``<dataset>_root`` keys of the config (already interpolated into ``sources``).
 
     Raises:
         ConfigError: ``datasets`` names a source that is not configured.
