@@ -33,7 +33,7 @@ DEFAULT_ANATOMY: dict[str, Any] = {
     "centre_jitter_mm": 12.0, "rotation_jitter_deg": 20.0,
 }
 DEFAULT_MOTION: dict[str, Any] = {
-    "control_ecc": -0.20, "dmd_ecc": -0.145, "ecc_sd": 0.012, "area_gain": 0.05,
+    "control_ecc": -0.20, "dmd_ecc": -0.145, "ecc_sd": 0.012, "area_gain": 0.08,
     "twist_deg_per_cm": [3.0, 6.0], "dmd_twist_scale": 0.7, "slice_gap_mm": 10.0, "rv_pull_mm": [5.0, 9.0],
     "cycle_ms": [800.0, 1000.0], "peak_fraction": [0.35, 0.40],
 }
