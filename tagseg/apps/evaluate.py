@@ -1,0 +1,22 @@
+"""``tagseg evaluate``: test a checkpoint on a store split; per-image table + summary.json."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from tagseg.apps.common import CONF_DIR, user_errors
+from tagseg.rich_utils import print_summary
+from tagseg.training import evaluate
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@user_errors
+def main(cfg: DictConfig) -> float:
+    result = evaluate(cfg)
+    print_summary(result["summary"], result["summary_path"], title=f"{cfg.split} ({result['checkpoint']})")
+    return result["summary"]["dice_mean"]
+
+
+if __name__ == "__main__":
+    main()

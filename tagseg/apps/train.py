@@ -1,0 +1,24 @@
+"""``tagseg train``: fit a segmenter on a slice store, test it, print the Dice / HD95 table."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from tagseg.apps.common import CONF_DIR, user_errors
+from tagseg.rich_utils import print_summary
+from tagseg.training import train
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@user_errors
+def main(cfg: DictConfig) -> float | None:
+    result = train(cfg)
+    if "summary" in result:
+        print_summary(result["summary"], result["summary_path"])
+        return result["summary"]["dice_mean"]
+    return None
+
+
+if __name__ == "__main__":
+    main()

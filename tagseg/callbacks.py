@@ -1,0 +1,67 @@
+"""Lightning callbacks of tagseg (built from ``conf/callbacks/*.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.loggers import WandbLogger
+
+from tagseg.data.transforms import denormalise
+from tagseg.metrics import boundary
+
+#: RGB of ground-truth and predicted contours on the overlays
+TRUTH_RGB = (0, 220, 0)
+PRED_RGB = (230, 30, 30)
+
+
+def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): a [0, 1] image in grey with the truth (green) and prediction (red) boundaries.
+
+    Args:
+        image: float (H, W) in [0, 1].
+        truth: (H, W) foreground mask of the ground truth.
+        pred: (H, W) foreground mask of the prediction.
+    """
+    grey = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb[boundary(truth)] = TRUTH_RGB
+    rgb[boundary(pred)] = PRED_RGB
+    return rgb
+
+
+class PredictionOverlays(L.Callback):
+    """Log a few validation images with truth / prediction contours to W&B each validation epoch.
+
+    Does nothing unless a :class:`~lightning.pytorch.loggers.WandbLogger` is attached, so it can
+    stay in the default callbacks. Uses the first validation batch (the same images every epoch).
+
+    Args:
+        n_images: how many images per epoch.
+        key: the W&B panel name.
+    """
+
+    def __init__(self, n_images: int = 4, key: str = "val/overlays") -> None:
+        self.n_images = int(n_images)
+        self.key = key
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or self.n_images <= 0 or not trainer.is_global_zero:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not isinstance(outputs, Mapping) or "pred" not in outputs:
+            return
+        mean, std = pl_module.hparams.get("mean", 0.456), pl_module.hparams.get("std", 0.224)
+        n = min(self.n_images, batch["image"].shape[0])
+        images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
+        truth = (batch["label"][:n, 0] > 0).cpu().numpy()
+        pred = (outputs["pred"][:n] > 0).cpu().numpy()
+        pictures = [overlay(images[i], truth[i], pred[i]) for i in range(n)]
+        captions = [f"{batch['subject'][i]} slice {int(batch['slice'][i])} frame {int(batch['frame'][i])}" for i in range(n)]
+        for lg in loggers:
+            lg.log_image(key=self.key, images=pictures, caption=captions, step=trainer.global_step)
+
+
+__all__ = ["PredictionOverlays", "overlay"]

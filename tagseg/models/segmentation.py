@@ -1,0 +1,202 @@
+"""``SegmentationModule``: the LightningModule that trains, validates and tests a segmenter.
+
+* network: ``conf/model/<name>.yaml``'s ``network`` config (``_target_:
+  tagseg.models.networks.build_network``), built here with the module's ``image_size`` and
+  ``out_channels = 1 + K`` (background + the K target classes);
+* loss: METHOD Eq. 4 (``tagseg.losses.SegmentationLoss``: Dice + CE + gamma * shape loss) plus
+  ``vae_weight`` times SegResNetVAE's VAE loss when the network returns one (training only);
+* optimiser / scheduler: ``_partial_: true`` configs (Adam lr 0.01, ReduceLROnPlateau patience 10
+  on ``val/loss``) bound to the parameters in :meth:`configure_optimizers`;
+* logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
+  ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
+* test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
+  dice, hd95_mm), written to disk by :func:`tagseg.training.write_test_results`.
+
+Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
+checkpoint alone rebuilds the module: ``SegmentationModule.load_from_checkpoint(path)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import hydra.utils
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tagseg.data.transforms import NORM_MEAN, NORM_STD
+from tagseg.errors import ConfigError
+from tagseg.metrics import dice_batch, hd95_batch
+from tagseg.models.networks import init_xavier_normal_, main_head, split_output
+
+INITS = ("xavier_normal", "default")
+
+
+def plain(cfg: Any) -> Any:
+    """A DictConfig / ListConfig as plain (resolved) Python containers; anything else unchanged."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_list(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def image_metrics(pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image, per-class Dice and HD95 (mm) of class-index maps.
+
+    Args:
+        pred: int (B, H, W) predicted classes 0..K.
+        label: int (B, H, W) ground-truth classes 0..K.
+        spacing_mm: (B, 2) (row, col) spacing of each image.
+        n_classes: K.
+
+    Returns:
+        ``(dice, hd95_mm)``, each float64 (B, K); empty-mask policy of :mod:`tagseg.metrics`.
+    """
+    p, g = pred.detach().cpu().numpy(), label.detach().cpu().numpy()
+    sp = spacing_mm.detach().cpu().numpy().astype(np.float64)
+    dice = np.stack([dice_batch(p == c, g == c) for c in range(1, n_classes + 1)], axis=1)
+    hd = np.stack([hd95_batch(p == c, g == c, sp) for c in range(1, n_classes + 1)], axis=1)
+    return dice, hd
+
+
+class SegmentationModule(L.LightningModule):
+    """Segmentation of K target classes with a MONAI network and the loss of Eq. 4.
+
+    Args:
+        network: network config (``_target_`` + name + overrides); ``image_size`` and
+            ``out_channels`` are set here.
+        loss: loss config (``_target_: tagseg.losses.SegmentationLoss``, ``gamma``, ``k``).
+        optimizer: ``_partial_: true`` optimiser config (params bound later).
+        scheduler: ``_partial_: true`` LR scheduler config, or None.
+        image_size: square input side the network is built for (pixels).
+        classes: store labels of the K target classes (``[2]``: myocardium).
+        mean, std: intensity normalisation the inputs had (recorded for prediction).
+        vae_weight: weight of SegResNetVAE's VAE loss (0 disables it).
+        init: ``xavier_normal`` (runs from scratch, the paper) or ``default`` (MONAI's init).
+        scheduler_monitor: the metric ReduceLROnPlateau watches.
+
+    Raises:
+        ConfigError: unknown ``init``, negative ``vae_weight``, or ``out_channels`` not 1 + K.
+    """
+
+    def __init__(
+        self,
+        network: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        image_size: int = 256,
+        classes: Sequence[int] = (2,),
+        mean: float = NORM_MEAN,
+        std: float = NORM_STD,
+        vae_weight: float = 0.1,
+        init: str = "xavier_normal",
+        scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        network, loss, optimizer, scheduler, classes = plain(network), plain(loss), plain(optimizer), plain(scheduler), list(plain(classes))
+        image_size = int(image_size)
+        self.save_hyperparameters()
+        if init not in INITS:
+            raise ConfigError(f"model.init: expected one of {list(INITS)}, got '{init}'")
+        if not vae_weight >= 0:
+            raise ConfigError(f"model.vae_weight: expected >= 0, got {vae_weight}")
+        self.n_classes = len(classes)
+        net_cfg = dict(network)
+        out_channels = net_cfg.pop("out_channels", None)
+        if out_channels is not None and int(out_channels) != self.n_classes + 1:
+            raise ConfigError(f"model.network.out_channels: {out_channels} but classes {classes} need 1 + {self.n_classes}")
+        self.net = hydra.utils.instantiate(net_cfg, image_size=image_size, out_channels=self.n_classes + 1)
+        if init == "xavier_normal":
+            init_xavier_normal_(self.net)
+        self.loss_fn = hydra.utils.instantiate(loss)
+        self.vae_weight = float(vae_weight)
+        self.test_rows: list[dict[str, Any]] = []
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1 + K, H, W) of normalised images (B, 1, H, W) (full-resolution head only)."""
+        logits, _ = split_output(self.net(image))
+        return main_head(logits)
+
+    def _step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = split_output(self.net(batch["image"]))
+        parts = self.loss_fn(logits, batch["label"], batch["si"])
+        loss = parts["loss"]
+        size = batch["image"].shape[0]
+        logged = {f"{stage}/loss": loss, f"{stage}/dice_loss": parts["dice"], f"{stage}/ce": parts["ce"], f"{stage}/shape": parts["shape"]}
+        if aux is not None and self.vae_weight > 0:
+            loss = loss + self.vae_weight * aux
+            logged[f"{stage}/vae"] = aux.detach()
+            logged[f"{stage}/loss"] = loss
+        sync = stage != "train"
+        self.log_dict({k: v.detach() for k, v in logged.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=sync)
+        return loss, main_head(logits)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch, "train")
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, logits = self._step(batch, "val")
+        pred = logits.argmax(dim=1)
+        dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
+        size = pred.shape[0]
+        self.log("val/dice", float(dice.mean()), on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("val/hd95_mm", float(hd.mean()), on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        return {"loss": loss, "pred": pred}
+
+    def on_test_epoch_start(self) -> None:
+        self.test_rows = []
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        pred = logits.argmax(dim=1)
+        dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
+        classes = self.hparams.classes
+        for i in range(pred.shape[0]):
+            row = {
+                "index": int(batch["index"][i]),
+                "subject": str(batch["subject"][i]),
+                "slice": int(batch["slice"][i]),
+                "frame": int(batch["frame"][i]),
+                "group": str(batch["group"][i]),
+                "dice": float(dice[i].mean()),
+                "hd95_mm": float(hd[i].mean()),
+            }
+            if len(classes) > 1:
+                row.update({f"dice_{c}": float(dice[i, j]) for j, c in enumerate(classes)})
+                row.update({f"hd95_mm_{c}": float(hd[i, j]) for j, c in enumerate(classes)})
+            self.test_rows.append(row)
+        size = pred.shape[0]
+        self.log("test/dice", float(dice.mean()), on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("test/hd95_mm", float(hd.mean()), on_epoch=True, batch_size=size, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        # under DDP every rank saw part of the test set (the sampler may repeat rows): gather, dedupe
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, self.test_rows)
+            rows = {r["index"]: r for part in gathered for r in part}
+            self.test_rows = [rows[k] for k in sorted(rows)]
+        else:
+            self.test_rows = sorted(self.test_rows, key=lambda r: r["index"])
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Softmax probabilities (B, 1 + K, H, W)."""
+        return torch.softmax(self(batch["image"]).float(), dim=1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer)
+        optimizer = optimizer(self.parameters()) if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer) else optimizer
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
+        return {
+            "optimizer": optimizer,
+            # strict=False: a run stopped by max_steps before any validation just keeps its LR
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch", "frequency": 1, "strict": False},
+        }
+
+
+__all__ = ["SegmentationModule", "image_metrics", "plain"]

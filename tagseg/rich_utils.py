@@ -1,0 +1,69 @@
+"""Console output of runs: the resolved config as a tree, the test Dice / HD95 table (rich)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import rich
+import rich.syntax
+import rich.tree
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+#: top-level config groups printed first, in this order
+TREE_ORDER = ("data", "datamodule", "model", "loss", "trainer", "callbacks", "logger", "paths")
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, save_to: str | Path | None = None) -> None:
+    """Print the resolved config as a rich tree (rank zero only) and optionally save it as text.
+
+    Args:
+        cfg: the composed config.
+        order: top-level keys shown first; the rest follow in config order.
+        save_to: a file to write the same tree to (e.g. ``<run dir>/config_tree.log``).
+    """
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
+    for key in keys:
+        branch = tree.add(str(key), style="bold", guide_style="dim")
+        node = cfg[key]
+        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+
+
+def summary_table(summary: Mapping[str, Any], title: str = "test") -> Table:
+    """A rich table of a test summary: overall, then per group and per frame when present."""
+    table = Table(title=f"{title}: Dice and HD95 (mm), per image")
+    for col in ("subset", "n", "Dice mean", "Dice std", "HD95 mm mean", "HD95 mm std"):
+        table.add_column(col, justify="left" if col == "subset" else "right")
+
+    def row(name: str, s: Mapping[str, Any]) -> None:
+        table.add_row(name, str(s["n_images"]), f"{s['dice_mean']:.3f}", f"{s['dice_std']:.3f}",
+                      f"{s['hd95_mm_mean']:.2f}", f"{s['hd95_mm_std']:.2f}")
+
+    row("all", summary)
+    for key, label in (("per_group", "group"), ("per_frame", "frame")):
+        for name, s in (summary.get(key) or {}).items():
+            row(f"{label} {name}", s)
+    return table
+
+
+@rank_zero_only
+def print_summary(summary: Mapping[str, Any], summary_path: str | Path | None = None, title: str = "test") -> None:
+    """Print the test table and the path of ``summary.json`` (rank zero only)."""
+    console = Console()
+    console.print(summary_table(summary, title))
+    if summary_path is not None:
+        console.print(f"summary: {summary_path}")
+
+
+__all__ = ["print_config_tree", "print_summary", "summary_table"]

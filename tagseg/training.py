@@ -1,0 +1,345 @@
+"""Train, test and evaluate segmenters from a composed config (the library behind ``tagseg train``
+and ``tagseg evaluate``, also called by the strategy pipeline).
+
+:func:`train`: check inputs -> prepare the store if missing -> datamodule, model, callbacks,
+loggers, trainer -> fit (or resume ``ckpt_path``; or start from ``init_from`` weights) -> test the
+best checkpoint -> ``test_metrics.csv`` + ``summary.json`` in the run folder.
+:func:`evaluate`: a checkpoint alone + a store -> the same two files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import hydra.utils
+import lightning as L
+import pandas as pd
+import torch
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from tagseg.data.store import check_store
+from tagseg.errors import ConfigError, TagsegError
+from tagseg.models.networks import check_image_size
+from tagseg.models.segmentation import SegmentationModule, plain
+from tagseg.rich_utils import print_config_tree
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "test_metrics.csv"
+SUMMARY_FILE = "summary.json"
+METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
+
+
+def instantiate(cfg: Any, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`TagsegError` raised inside surface as itself.
+
+    Args:
+        cfg: the config node (with ``_target_``).
+        what: the config key, named in errors Hydra raises itself.
+        **kwargs: extra constructor arguments.
+
+    Raises:
+        TagsegError: from the constructor, unchanged.
+        ConfigError: the target cannot be imported or called (names ``what``).
+    """
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TagsegError):
+            cause = cause.__cause__
+        if isinstance(cause, TagsegError):
+            raise cause from None
+        raise ConfigError(f"{what}: cannot instantiate: {exc}") from exc
+
+
+def instantiate_group(cfg: Mapping[str, Any] | None, what: str) -> list[Any]:
+    """Instantiate every entry of a group holding several objects (``callbacks``, ``logger``); null entries are skipped."""
+    out = []
+    for key, node in (cfg or {}).items():
+        if node is not None and "_target_" in node:
+            out.append(instantiate(node, f"{what}.{key}"))
+    return out
+
+
+def network_settings(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(network name, overrides) of a model config's ``network`` node."""
+    net = dict(plain(model_cfg["network"]))
+    net.pop("_target_", None)
+    name = net.pop("name", None)
+    if name is None:
+        raise ConfigError("model.network.name: missing (expected resnetvae or nnunet)")
+    net.pop("out_channels", None)
+    net.pop("image_size", None)
+    return str(name), net
+
+
+def check_inputs(cfg: DictConfig) -> list[Path]:
+    """Every check that needs no training, so bad input fails in one clear line before any work.
+
+    Prepares the dataset's own store when it is missing (``tagseg.data.prepare.ensure_store``).
+
+    Returns:
+        The store paths.
+
+    Raises:
+        StoreError: a store is missing (and not the dataset's own) or malformed.
+        ConfigError: unknown network, image size the network does not accept, bad loss settings,
+            a resume / init checkpoint that does not exist.
+    """
+    name, overrides = network_settings(cfg.model)
+    check_image_size(name, cfg.datamodule.image_size, **overrides)
+    instantiate(cfg.model.loss, "loss")
+    for key in ("ckpt_path", "init_from"):
+        value = cfg.get(key)
+        if value and not Path(value).exists():
+            raise ConfigError(f"{key}: {value} does not exist (expected a .ckpt file or a run folder)")
+    stores = [Path(s) for s in cfg.datamodule.stores]
+    data_store = cfg.get("data", {}).get("store") if cfg.get("data") is not None else None
+    for store in stores:
+        if not store.exists() and data_store is not None and str(store) == str(data_store):
+            from tagseg.data.prepare import ensure_store
+
+            ensure_store(cfg.data, seed=cfg.get("seed", 0))
+        check_store(store)
+    return stores
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or a run folder -> its best checkpoint (else ``last.ckpt``).
+
+    Raises:
+        ConfigError: nothing usable at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    ckpts = path / "checkpoints"
+    for pattern in ("best*.ckpt", "last*.ckpt"):
+        found = sorted(ckpts.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    raise ConfigError(f"{path}: no checkpoint (expected a .ckpt file, or a run folder with checkpoints/best.ckpt or last.ckpt)")
+
+
+def load_weights(model: torch.nn.Module, ckpt: str | Path, strict: bool = True) -> dict[str, list[str]]:
+    """Load another run's weights into ``model`` (fine-tuning from a pretrained run).
+
+    Args:
+        model: the module to fill.
+        ckpt: a Lightning checkpoint (or a run folder, see :func:`resolve_checkpoint`).
+        strict: every key must match in name and shape; otherwise matching keys are loaded and
+            the others reported.
+
+    Returns:
+        ``{"missing", "unexpected", "mismatched"}`` key lists (empty when everything matched).
+
+    Raises:
+        ConfigError: with ``strict``, any missing / unexpected / shape-mismatched key, all listed.
+    """
+    path = resolve_checkpoint(ckpt)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    source = state.get("state_dict", state)
+    target = model.state_dict()
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    mismatched = sorted(k for k in set(source) & set(target) if tuple(source[k].shape) != tuple(target[k].shape))
+    report = {"missing": missing, "unexpected": unexpected, "mismatched": [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in mismatched]}
+    if strict and (missing or unexpected or mismatched):
+        parts = [f"{kind} {len(keys)}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for kind, keys in report.items() if keys]
+        raise ConfigError(f"init_from {path}: weights do not match the model ({'; '.join(parts)}); "
+                          "use the same model config, or init_from_strict=false to load only matching keys")
+    keep = {k: v for k, v in source.items() if k in target and k not in mismatched}
+    model.load_state_dict(keep, strict=False)
+    log.info("loaded %d/%d tensors from %s%s", len(keep), len(target), path,
+             "" if len(keep) == len(target) else f" (skipped: {report})")
+    return report
+
+
+def _stats(df: pd.DataFrame) -> dict[str, Any]:
+    n = len(df)
+    std = (lambda c: float(df[c].std(ddof=1)) if n > 1 else 0.0)
+    return {"dice_mean": float(df["dice"].mean()), "dice_std": std("dice"), "dice_median": float(df["dice"].median()),
+            "hd95_mm_mean": float(df["hd95_mm"].mean()), "hd95_mm_std": std("hd95_mm"),
+            "hd95_mm_median": float(df["hd95_mm"].median()), "n_images": n}
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Dice / HD95 statistics over per-image rows, overall, per group and per frame (std with ddof=1).
+
+    Raises:
+        ConfigError: no rows (nothing was tested).
+    """
+    if not rows:
+        raise ConfigError("test: no test images were evaluated (is the test split empty?)")
+    df = pd.DataFrame(list(rows))
+    summary = _stats(df)
+    summary["per_group"] = {str(g): _stats(d) for g, d in df.groupby("group", sort=True)}
+    summary["per_frame"] = {str(int(f)): _stats(d) for f, d in df.groupby("frame", sort=True)}
+    return summary
+
+
+def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path, extra: Mapping[str, Any] | None = None) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``test_metrics.csv`` (one row per image) and ``summary.json`` into ``run_dir``.
+
+    Returns:
+        ``(metrics_path, summary_path, summary)``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(list(rows))
+    cols = list(METRIC_COLUMNS) + [c for c in df.columns if c not in METRIC_COLUMNS]
+    metrics_path = run_dir / METRICS_FILE
+    df[cols].to_csv(metrics_path, index=False)
+    summary = {**summarise(rows), **dict(extra or {})}
+    summary_path = run_dir / SUMMARY_FILE
+    summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False))
+    return metrics_path, summary_path, summary
+
+
+def finish_wandb() -> None:
+    """Close the W&B run if one is open (every job ends its own run, so multirun jobs never share one)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _with_wandb_finish(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    def wrapper(cfg: DictConfig) -> dict[str, Any]:
+        try:
+            return task(cfg)
+        finally:
+            finish_wandb()
+
+    wrapper.__doc__, wrapper.__name__ = task.__doc__, task.__name__
+    return wrapper
+
+
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, save_to=run_dir / "config_tree.log")
+
+
+def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+@_with_wandb_finish
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit a segmenter, test its best checkpoint, write the results.
+
+    Args:
+        cfg: the composed ``conf/train.yaml``. Keys used: ``seed``, ``datamodule``, ``model``,
+            ``trainer``, ``callbacks``, ``logger``, ``paths.output_dir``, ``ckpt_path`` (resume this
+            run from its ``last.ckpt``: epoch, global step and optimiser continue), ``init_from``
+            (a checkpoint or run folder to take the weights from), ``init_from_strict``, ``test``.
+
+    Returns:
+        ``run_dir``, ``best_ckpt``, ``last_ckpt``, ``epochs``, ``global_step``, ``metrics``
+        (last logged values), and when tested ``summary``, ``summary_path``, ``metrics_path``.
+
+    Raises:
+        TagsegError: bad input, in one clear line, before any training.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    stores = check_inputs(cfg)
+    L.seed_everything(cfg.get("seed", 0), workers=True)
+    _save_config(cfg, run_dir)
+    datamodule = instantiate(cfg.datamodule, "datamodule")
+    model: SegmentationModule = instantiate(cfg.model, "model")
+    if cfg.get("init_from") and not cfg.get("ckpt_path"):
+        load_weights(model, cfg.init_from, strict=bool(cfg.get("init_from_strict", True)))
+    datamodule.setup("fit")
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    for lg in loggers:
+        lg.log_hyperparams({"config": plain(cfg), "slices": datamodule.split_counts(), "stores": [str(s) for s in stores]})
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_cb = _checkpoint_callback(callbacks)
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    last = Path(ckpt_cb.dirpath) / "last.ckpt" if ckpt_cb is not None and ckpt_cb.dirpath else None
+    result: dict[str, Any] = {
+        "run_dir": run_dir,
+        "best_ckpt": Path(best) if best else None,
+        "last_ckpt": last if last is not None and last.exists() else None,
+        "epochs": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
+    }
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        if trainer.is_global_zero:
+            extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
+            metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
+            result.update(summary=summary, summary_path=summary_path, metrics_path=metrics_path)
+    return result
+
+
+@_with_wandb_finish
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on a store split; write ``test_metrics.csv`` and ``summary.json``.
+
+    The network, image size, classes and normalisation come from the checkpoint alone; the
+    store(s) and split from ``cfg.datamodule`` and ``cfg.split``.
+
+    Args:
+        cfg: the composed ``conf/evaluate.yaml`` (``ckpt``: a .ckpt file or run folder; ``split``:
+            train | val | test).
+
+    Returns:
+        ``run_dir``, ``checkpoint``, ``summary``, ``summary_path``, ``metrics_path``.
+
+    Raises:
+        TagsegError: missing checkpoint or store, unknown split.
+    """
+    if not cfg.get("ckpt"):
+        raise ConfigError("ckpt: no checkpoint given (pass ckpt=<file.ckpt or run folder>)")
+    if not Path(cfg.ckpt).exists():
+        raise ConfigError(f"ckpt: {cfg.ckpt} does not exist (expected a .ckpt file or a run folder)")
+    split = str(cfg.get("split", "test"))
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split: expected train, val or test, got '{split}'")
+    ckpt = resolve_checkpoint(cfg.ckpt)
+    run_dir = Path(cfg.paths.output_dir)
+    model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    hp = model.hparams
+    stores = [Path(s) for s in cfg.datamodule.stores]
+    data_store = cfg.data.get("store") if cfg.get("data") is not None else None
+    for store in stores:
+        if not store.exists() and data_store is not None and str(store) == str(data_store):
+            from tagseg.data.prepare import ensure_store
+
+            ensure_store(cfg.data, seed=cfg.get("seed", 0))
+        check_store(store)
+    _save_config(cfg, run_dir)
+    datamodule = instantiate(cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std)
+    datamodule.setup("test")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
+    trainer.test(model, dataloaders=datamodule.eval_dataloader(split))
+    extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
+    metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
+    return {"run_dir": run_dir, "checkpoint": ckpt, "summary": summary, "summary_path": summary_path, "metrics_path": metrics_path}
+
+
+__all__ = [
+    "check_inputs",
+    "evaluate",
+    "finish_wandb",
+    "instantiate",
+    "load_weights",
+    "resolve_checkpoint",
+    "summarise",
+    "train",
+    "write_test_results",
+]
