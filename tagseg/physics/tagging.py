@@ -122,7 +122,21 @@ def tag_pattern(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The modulation pattern ``P = |Mz| / M0`` on an (H, W) pixel grid (cached, read-only)."""
+    """The modulation pattern ``P = |Mz| / M0`` on an (H, W) pixel grid.
+
+    Computed once per (shape, parameters, device, dtype) and cached: treat it as read-only.
+
+    Args:
+        shape: (H, W).
+        spacing_px, flip_deg, pattern, angle_deg, offset_px: as in :func:`tag_mz`.
+        device, dtype: of the returned tensor.
+
+    Returns:
+        (H, W) tensor in [0, 1].
+
+    Raises:
+        ConfigError: invalid parameters (see :func:`check_tag_params`).
+    """
     pat = check_tag_params(spacing_px, flip_deg, pattern)
     return _cached_pattern(
         (int(shape[0]), int(shape[1])), float(spacing_px), float(flip_deg), pat, float(angle_deg),
@@ -138,7 +152,18 @@ def apply_tagging(
     angle_deg: float = 45.0,
     offset_px: Sequence[float] = (0.0, 0.0),
 ) -> torch.Tensor:
-    """Tag images of shape (..., H, W): ``|images| * P`` with the cached pattern."""
+    """Tag images: ``|images| * P`` with the cached pattern (equal to the Bloch simulation).
+
+    Args:
+        images: magnitude images (..., H, W), any batch shape, device and float dtype.
+        spacing_px, flip_deg, pattern, angle_deg, offset_px: as in :func:`tag_mz`.
+
+    Returns:
+        Tagged images, same shape, device and dtype.
+
+    Raises:
+        ConfigError: ``images`` has fewer than 2 dimensions, or invalid parameters.
+    """
     if images.ndim < 2:
         raise ConfigError(f"images must have at least 2 dimensions (..., H, W), got shape {tuple(images.shape)}")
     p = tag_pattern(images.shape[-2:], spacing_px, flip_deg, pattern, angle_deg, offset_px, images.device, images.dtype)
