@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from skimage.transform import resize
 from torch import nn
 
 from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
@@ -173,3 +174,131 @@ def test_store_input_gives_a_store_with_predicted_masks(tmp_path):
     assert all(dice(pred.masks[i] == 2, truth[i]) > 0.85 for i in range(4))
     assert not (tmp_path / "out" / "new_overlay.png").exists()
     assert {p.name for p in report.files} >= {"new_pred.h5", "new_points.json", "reference_points.csv", "predictions.csv"}
+
+
+# -- checkpoints and the command ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """A tiny ResNetVAE SegmentationModule trained for 2 steps on a ring store, saved by a Lightning Trainer."""
+    import lightning as L
+
+    from conftest import write_ring_store
+    from tagseg.data.datamodule import SliceDataModule
+    from tagseg.models.segmentation import SegmentationModule
+
+    tmp = tmp_path_factory.mktemp("ckpt")
+    store = write_ring_store(tmp / "rings.h5")
+    dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=4, augment={"enabled": False})
+    module = SegmentationModule(
+        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
+        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+        image_size=32,
+    )
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp), accelerator="cpu")
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
+    return tmp / "run" / "checkpoints" / "best.ckpt"
+
+
+def test_load_segmenter_reads_the_training_preprocessing(trained_ckpt):
+    from tagseg.predict import load_segmenter
+
+    seg = load_segmenter(trained_ckpt.parents[1])  # a run folder with one checkpoint works too
+    assert seg.image_size == 32 and seg.labels == (0, 2) and (seg.mean, seg.std) == (0.456, 0.224)
+    frames, _ = ring_frames(2)
+    labels = seg.segment(frames, batch_size=1)
+    with torch.no_grad():
+        classes = seg.network(seg.preprocess(frames)).argmax(1).numpy()  # at the model size, 32x32
+    assert classes.shape == (2, 32, 32)
+    back = np.stack([resize(c, SHAPE, order=0, preserve_range=True, anti_aliasing=False) for c in classes]).astype(np.uint8)
+    np.testing.assert_array_equal(labels, np.where(back == 1, 2, 0))  # class 1 -> store label 2, in the frame's size
+
+
+def test_store_preprocessing_equals_the_datamodule(ring_store):
+    from tagseg.data.datamodule import SliceDataModule
+
+    dm = SliceDataModule(stores=[str(ring_store)], image_size=16, batch_size=4, augment={"enabled": False}, mean=0.4, std=0.3)
+    dm.setup("fit")
+    rows = dm.datasets["val"].rows
+    expected = torch.stack([dm.datasets["val"][i]["image"] for i in range(len(rows))])
+    images = read_store(ring_store).images[rows]
+    got = Segmenter(network=ThresholdNet(), image_size=16, mean=0.4, std=0.3).preprocess(images, scaled=True)
+    torch.testing.assert_close(got, expected)
+
+
+def test_checkpoint_errors(tmp_path, trained_ckpt):
+    from tagseg.errors import ConfigError
+    from tagseg.predict import load_segmenter
+
+    with pytest.raises(ConfigError, match="ckpt: checkpoint not found"):
+        load_segmenter(tmp_path / "none.ckpt")
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="junk.ckpt is not a readable"):
+        load_segmenter(tmp_path / "junk.ckpt")
+    torch.save({"hyper_parameters": {"generator": {}, "lr": 2e-4}, "state_dict": {}}, tmp_path / "gan.ckpt")
+    with pytest.raises(ConfigError, match=r"gan.ckpt is a checkpoint of another model type .*missing \['network', 'image_size'"):
+        load_segmenter(tmp_path / "gan.ckpt")
+    state = torch.load(trained_ckpt, weights_only=False)
+    state["state_dict"].pop(next(iter(state["state_dict"])))
+    torch.save(state, tmp_path / "cut.ckpt")
+    with pytest.raises(ConfigError, match="weights do not match.*missing"):
+        load_segmenter(tmp_path / "cut.ckpt")
+    with pytest.raises(ConfigError, match="candidate checkpoints"):
+        load_segmenter(tmp_path)
+
+
+def run_cli(*args: str, root: Path) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "tagseg.cli", "predict", *args, "progress=false"], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_predict_app_composes_and_runs(tmp_path, trained_ckpt):
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.apps.common import CONF_DIR
+    from tagseg.apps.predict import run
+
+    frames, _ = ring_frames(2)
+    write_matlab_imt(tmp_path / "in" / "slice.h5", frames, spacing=(1.4, 1.4))
+    out = tmp_path / "out"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("predict", overrides=[f"ckpt={trained_ckpt}", f"input={tmp_path / 'in'}", f"output={out}",
+                                            f"paths.output_dir={out}", "progress=false", "overlays=false", "device=cpu"])
+    run(cfg)
+    assert nib.load(str(out / "slice_mask.nii.gz")).shape == (56, 40, 2)
+    assert json.loads((out / "slice_points.json").read_text())["scan"] == "slice"
+    with open(out / "predictions.csv") as fh:
+        assert [r["frame"] for r in csv.DictReader(fh)] == ["0", "1"]
+    with pytest.raises(DataError, match="no scan found"):  # inputs are checked before the model is loaded
+        (tmp_path / "empty").mkdir()
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            run(compose("predict", overrides=[f"ckpt={trained_ckpt}", f"input={tmp_path / 'empty'}", f"output={out}"]))
+
+
+@pytest.mark.slow
+def test_tagseg_predict_command_end_to_end(tmp_path, trained_ckpt):
+    frames, _ = ring_frames(3)
+    write_matlab_imt(tmp_path / "in" / "1_D_D_301_mid.h5", frames, spacing=(1.4, 1.4))
+    write_nifti(tmp_path / "in" / "other.nii.gz", np.transpose(frames, (2, 1, 0)), zooms=(1.2, 1.2, 1.0))
+    out = tmp_path / "out"
+    proc = run_cli(f"ckpt={trained_ckpt}", f"input={tmp_path / 'in'}", f"output={out}", "n_points=12", root=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"predictions: {out}" in proc.stdout and "1_D_D_301_mid" in proc.stdout
+    for name in ("1_D_D_301_mid", "other"):
+        mask = nib.load(str(out / f"{name}_mask.nii.gz"))
+        assert mask.shape == (56, 40, 3)
+        assert (out / f"{name}_overlay.png").exists() and (out / f"{name}_points.json").exists()
+    with open(out / "predictions.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    bad = run_cli(f"ckpt={tmp_path / 'missing.ckpt'}", f"input={tmp_path / 'in'}", root=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("tagseg: error: ckpt: checkpoint not found")
