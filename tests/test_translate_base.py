@@ -130,3 +130,8 @@ def test_output_compression_round_trips(tmp_path, compression):
     with pytest.raises(StoreError, match="compression must be one of .*'zstd'"):
         Invert(progress=False).run(tmp_path / "in.h5", tmp_path / "o2.h5", compression="zstd")
     assert not (tmp_path / "o2.h5").exists()
+
+
+def test_translator_without_translate_batch_cannot_be_built():
+    with pytest.raises(TypeError, match="translate_batch"):
+        Translator()

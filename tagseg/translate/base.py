@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
@@ -84,7 +85,7 @@ class TranslateReport:
         return f"translated {self.n_slices} slices -> {self.output} ({times})"
 
 
-class Translator:
+class Translator(ABC):
     """Base class of cine -> tagged translators (subclass and implement :meth:`translate_batch`).
 
     Args:
@@ -111,9 +112,17 @@ class Translator:
 
     # ---- hooks -------------------------------------------------------------------------------
 
+    @abstractmethod
     def translate_batch(self, images: torch.Tensor, rows: BatchRows) -> torch.Tensor:
-        """Translate images (B, H, W) float32 in [0, 1] -> (B, H, W) in [0, 1]. Subclasses implement it."""
-        raise TypeError(f"{type(self).__name__} must implement translate_batch(images, rows)")
+        """Translate one batch.
+
+        Args:
+            images: (B, H, W) float32 in [0, 1], on ``self.device``.
+            rows: the batch's row indices, meta rows, masks and extras.
+
+        Returns:
+            (B, H, W) tagged-looking images in [0, 1] (tensor or array; clipped to [0, 1]).
+        """
 
     def batch_rows(self, meta: Mapping[str, np.ndarray], n_rows: int) -> list[np.ndarray]:
         """Row groups translated together (default: consecutive chunks of ``batch_size``)."""
