@@ -49,7 +49,7 @@ def phantom_metrics(tmp_path, image_size: int, n_frames: int, motion: str):
     return corr, depth
 
 
-@pytest.mark.parametrize("motion", ["displacement", "tvl1"])
+@pytest.mark.parametrize("motion", ["displacement", pytest.param("tvl1", marks=pytest.mark.slow)])
 def test_phantom_tags_follow_true_motion_and_fade(tmp_path, motion):
     corr, depth = phantom_metrics(tmp_path, image_size=128, n_frames=10, motion=motion)
     assert min(corr) > 0.8, corr
