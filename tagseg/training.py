@@ -14,16 +14,15 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import hydra.utils
 import lightning as L
 import pandas as pd
 import torch
-from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.store import check_store
-from tagseg.errors import ConfigError, TagsegError
+from tagseg.errors import ConfigError
+from tagseg.instantiate import instantiate
 from tagseg.models.networks import check_image_size
 from tagseg.models.segmentation import SegmentationModule, plain
 from tagseg.rich_utils import print_config_tree
@@ -33,29 +32,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "test_metrics.csv"
 SUMMARY_FILE = "summary.json"
 METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
-
-
-def instantiate(cfg: Any, what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a :class:`TagsegError` raised inside surface as itself.
-
-    Args:
-        cfg: the config node (with ``_target_``).
-        what: the config key, named in errors Hydra raises itself.
-        **kwargs: extra constructor arguments.
-
-    Raises:
-        TagsegError: from the constructor, unchanged.
-        ConfigError: the target cannot be imported or called (names ``what``).
-    """
-    try:
-        return hydra.utils.instantiate(cfg, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        while cause is not None and not isinstance(cause, TagsegError):
-            cause = cause.__cause__
-        if isinstance(cause, TagsegError):
-            raise cause from None
-        raise ConfigError(f"{what}: cannot instantiate: {exc}") from exc
 
 
 def instantiate_group(cfg: Mapping[str, Any] | None, what: str) -> list[Any]:

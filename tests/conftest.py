@@ -76,3 +76,14 @@ def make_ring_store(tmp_path: Path) -> Callable[..., Path]:
         return write_ring_store(tmp_path / name, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def single_thread():
+    """Run torch on one thread (tiny tensors: threads only contend on a shared CI machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

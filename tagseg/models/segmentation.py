@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.transforms import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
+from tagseg.instantiate import instantiate
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
 
@@ -107,10 +108,10 @@ class SegmentationModule(L.LightningModule):
         out_channels = net_cfg.pop("out_channels", None)
         if out_channels is not None and int(out_channels) != self.n_classes + 1:
             raise ConfigError(f"model.network.out_channels: {out_channels} but classes {classes} need 1 + {self.n_classes}")
-        self.net = hydra.utils.instantiate(net_cfg, image_size=image_size, out_channels=self.n_classes + 1)
+        self.net = instantiate(net_cfg, "model.network", image_size=image_size, out_channels=self.n_classes + 1)
         if init == "xavier_normal":
             init_xavier_normal_(self.net)
-        self.loss_fn = hydra.utils.instantiate(loss)
+        self.loss_fn = instantiate(loss, "loss")
         self.vae_weight = float(vae_weight)
         self.test_rows: list[dict[str, Any]] = []
 

@@ -1,0 +1,169 @@
+"""tagseg.training: fit + test + results, resume, init_from, W&B offline, evaluate, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from tagseg.errors import ConfigError, StoreError, TagsegError
+from tagseg.models.segmentation import SegmentationModule
+from tagseg.training import evaluate, load_weights, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TINY = [
+    "datamodule.image_size=32",
+    "datamodule.batch_size=8",
+    "datamodule.num_workers=0",
+    "datamodule.augment.enabled=false",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_model_summary=false",
+    "callbacks=minimal",
+    "print_config=false",
+]
+TINY_NNUNET = ["model=nnunet", "+model.network.strides=[1,2,2]", "+model.network.filters=[4,8,16]"]
+
+
+def compose_cfg(run_dir: Path, store: Path, *overrides: str, name: str = "train", tiny: bool = True):
+    base = [f"paths.output_dir={run_dir}", f"data.store={store}"]
+    if tiny and name == "train":
+        base += TINY + ([] if "model=nnunet" in overrides else ["+model.network.init_filters=8"])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=base + list(overrides))
+
+
+def test_train_writes_metrics_and_summary(tmp_path, ring_store):
+    result = train(compose_cfg(tmp_path / "run", ring_store))
+    run = tmp_path / "run"
+    assert result["run_dir"] == run and result["global_step"] == 2 and result["epochs"] == 1
+    assert result["best_ckpt"].exists() and result["last_ckpt"] == run / "checkpoints" / "last.ckpt"
+    assert (run / "config.yaml").exists() and list((run / "csv").glob("version_*/metrics.csv"))
+    logged = pd.read_csv(next((run / "csv").glob("version_*/metrics.csv")))
+    for column in ("train/loss", "train/dice_loss", "train/ce", "train/shape", "train/vae", "val/dice", "val/hd95_mm", "val/loss"):
+        assert column in logged.columns, column
+    df = pd.read_csv(run / "test_metrics.csv")
+    assert list(df.columns[:6]) == ["subject", "slice", "frame", "group", "dice", "hd95_mm"]
+    assert len(df) == 4 and set(df["subject"]) == {"s0"}  # s0 is the test subject of the fixture
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary == result["summary"]
+    assert summary["n_images"] == 4
+    assert summary["dice_mean"] == pytest.approx(df["dice"].mean())
+    assert summary["dice_std"] == pytest.approx(df["dice"].std(ddof=1))
+    assert summary["hd95_mm_mean"] == pytest.approx(df["hd95_mm"].mean())
+    assert summary["hd95_mm_std"] == pytest.approx(df["hd95_mm"].std(ddof=1))
+    assert set(summary["per_frame"]) == {"0", "1"} and summary["per_frame"]["0"]["n_images"] == 2
+    assert set(summary["per_group"]) == {"control"}
+    assert ((df["dice"] >= 0) & (df["dice"] <= 1)).all() and np.isfinite(df["hd95_mm"]).all()
+
+
+def test_resume_from_last_continues_the_run(tmp_path, ring_store):
+    run = tmp_path / "run"
+    first = train(compose_cfg(run, ring_store, "test=false"))
+    assert first["global_step"] == 2
+    second = train(compose_cfg(run, ring_store, "test=false", "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}"))
+    assert second["global_step"] == 4 and second["epochs"] == 2
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 4 and state["epoch"] == 1
+
+
+def test_nnunet_fits_two_steps(tmp_path, ring_store):
+    result = train(compose_cfg(tmp_path / "run", ring_store, *TINY_NNUNET, "test=false"))
+    assert result["global_step"] == 2
+    hp = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hp["network"]["name"] == "nnunet" and hp["image_size"] == 32
+
+
+def test_init_from_strict_and_relaxed(tmp_path, ring_store):
+    source = train(compose_cfg(tmp_path / "a", ring_store, "test=false"))
+    same = SegmentationModule.load_from_checkpoint(source["best_ckpt"], map_location="cpu", weights_only=False)
+    fresh = SegmentationModule(**{k: v for k, v in same.hparams.items()})
+    assert load_weights(fresh, tmp_path / "a") == {"missing": [], "unexpected": [], "mismatched": []}
+    for key, value in same.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), key
+    with pytest.raises(ConfigError, match=r"init_from .*best.ckpt: weights do not match the model \(missing \d+: net\..*unexpected \d+"):
+        train(compose_cfg(tmp_path / "b", ring_store, *TINY_NNUNET, f"init_from={source['best_ckpt']}"))
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    wider = compose_cfg(tmp_path / "c", ring_store, "model.network.init_filters=16", f"init_from={tmp_path / 'a'}",
+                        "init_from_strict=false", "test=false", "trainer.max_steps=1")
+    assert train(wider)["global_step"] == 1
+
+
+def test_wandb_offline_writes_a_run_dir(tmp_path, ring_store, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(tmp_path / "run", ring_store, "logger=wandb", "test=false", "trainer.max_steps=2", "callbacks=default",
+                      "~callbacks.rich_progress_bar")
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    import wandb
+
+    assert wandb.run is None, "every job must end its W&B run"
+
+
+def test_evaluate_a_checkpoint_alone(tmp_path, ring_store):
+    trained = train(compose_cfg(tmp_path / "run", ring_store, "test=false"))
+    cfg = compose_cfg(tmp_path / "eval", ring_store, f"ckpt={tmp_path / 'run'}", "split=val", "datamodule.num_workers=0",
+                      "trainer=cpu", "trainer.enable_model_summary=false", name="evaluate")
+    result = evaluate(cfg)
+    assert result["checkpoint"] == trained["best_ckpt"]
+    df = pd.read_csv(tmp_path / "eval" / "test_metrics.csv")
+    assert len(df) == 4 and set(df["subject"]) == {"s1"}  # the fixture's val subject
+    assert result["summary"]["split"] == "val" and result["summary"]["dice_mean"] == pytest.approx(df["dice"].mean())
+
+
+def _drop_key(store: Path) -> Path:
+    with h5py.File(store, "a") as f:
+        del f["masks"]
+    return store
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        (["datamodule.stores=[{missing}]"], StoreError, r"nope\.h5: slice store not found"),
+        (["model.network.name=unet"], ConfigError, r"unknown network 'unet'"),
+        (["loss.gamma=-0.5"], ConfigError, r"loss.gamma: the shape-loss weight must be >= 0, got -0.5"),
+        (["datamodule.image_size=40"], ConfigError, r"image_size 40x40 is not accepted by network 'resnetvae'"),
+        (["ckpt_path={missing}"], ConfigError, r"ckpt_path: .*nope\.h5 does not exist"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path, ring_store, overrides, error, match):
+    overrides = [o.format(missing=tmp_path / "nope.h5") for o in overrides]
+    with pytest.raises(error, match=match):
+        train(compose_cfg(tmp_path / "run", ring_store, *overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_store_without_required_key(tmp_path, ring_store):
+    with pytest.raises(StoreError, match=r"rings\.h5: missing required key\(s\) \['masks'\]"):
+        train(compose_cfg(tmp_path / "run", _drop_key(ring_store)))
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    env = dict(os.environ, TAGSEG_ROOT=str(tmp_path), WANDB_MODE="disabled")
+    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "train", f"datamodule.stores=[{tmp_path / 'nope.h5'}]"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
+    assert len(errors) == 1 and "nope.h5: slice store not found" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_errors_are_tagseg_errors():
+    assert issubclass(StoreError, TagsegError) and issubclass(ConfigError, TagsegError)
