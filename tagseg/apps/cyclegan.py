@@ -1,0 +1,25 @@
+"""``tagseg cyclegan``: train the cine (A) <-> tagged (B) CycleGAN."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from tagseg.apps.common import CONF_DIR, user_errors
+from tagseg.cyclegan_training import format_tagness, train_cyclegan
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cyclegan")
+@user_errors
+def main(cfg: DictConfig) -> None:
+    result = train_cyclegan(cfg)
+    print(f"trained {result['epochs'] + 1} epoch(s), {result['global_step']} step(s) in {result['seconds']:.0f} s")
+    if result["grids"]:
+        print(f"grids: {result['grids'][-1].parent} ({len(result['grids'])} PNG)")
+    print(f"checkpoint: {result['last_ckpt']}")
+    if "tagness" in result:
+        print(format_tagness(result["tagness"]))
+
+
+if __name__ == "__main__":
+    main()

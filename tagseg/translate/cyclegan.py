@@ -1,0 +1,110 @@
+"""``tagseg translate method=cyclegan``: cine -> tagged with a trained CycleGAN generator (A -> B).
+
+The generator ``g_ab`` of a ``tagseg cyclegan`` checkpoint runs in batches (eval mode, no
+gradients); images go through the one intensity conversion of :mod:`tagseg.data.intensity`
+([0, 1] store -> [-1, 1] GAN -> [0, 1] store). Masks, meta and extras are carried over by
+:class:`~tagseg.translate.base.Translator`; ``meta/source`` becomes ``cyclegan(<source>)``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import torch
+
+from tagseg.data.intensity import from_gan, to_gan
+from tagseg.data.store import check_store
+from tagseg.errors import ConfigError
+from tagseg.models.cyclegan import MODEL_TYPE
+from tagseg.models.gan_networks import ResnetGenerator
+from tagseg.translate.base import BatchRows, TranslateReport, Translator
+
+#: the generator applied by the translator (A = cine -> B = tagged)
+GENERATOR_PREFIX = "g_ab."
+
+
+def load_generator(ckpt: str | Path | None, device: str | torch.device = "cpu") -> tuple[ResnetGenerator, dict[str, Any]]:
+    """The cine -> tagged generator of a ``tagseg cyclegan`` checkpoint, in eval mode.
+
+    Args:
+        ckpt: the Lightning checkpoint (e.g. ``logs/cyclegan/runs/<time>/checkpoints/last.ckpt``).
+        device: where the generator is placed.
+
+    Returns:
+        ``(generator, hyper_parameters)``.
+
+    Raises:
+        ConfigError: no path, a missing or unreadable file, or a checkpoint of another model type.
+    """
+    if ckpt is None or str(ckpt) == "":
+        raise ConfigError("ckpt: no CycleGAN checkpoint given; pass ckpt=<checkpoints/last.ckpt of a `tagseg cyclegan` run>")
+    path = Path(ckpt)
+    if not path.is_file():
+        raise ConfigError(f"ckpt: CycleGAN checkpoint {path} not found (expected checkpoints/last.ckpt of a `tagseg cyclegan` run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ConfigError(f"ckpt: {path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+    kind = state.get("tagseg_model") if isinstance(state, dict) else None
+    weights = state.get("state_dict", {}) if isinstance(state, dict) else {}
+    if kind != MODEL_TYPE or not any(k.startswith(GENERATOR_PREFIX) for k in weights):
+        what = f"model type '{kind}'" if kind else "no tagseg model type"
+        raise ConfigError(f"ckpt: {path} is not a CycleGAN checkpoint ({what}); expected one written by `tagseg cyclegan`, "
+                          f"holding the '{GENERATOR_PREFIX[:-1]}' generator")
+    hparams = dict(state.get("hyper_parameters", {}))
+    generator = ResnetGenerator(**dict(hparams.get("generator", {})))
+    own = {k[len(GENERATOR_PREFIX):]: v for k, v in weights.items() if k.startswith(GENERATOR_PREFIX)}
+    try:
+        generator.load_state_dict(own)
+    except RuntimeError as exc:
+        raise ConfigError(f"ckpt: {path}: generator weights do not match its recorded architecture "
+                          f"{hparams.get('generator')}: {str(exc).splitlines()[0]}") from None
+    return generator.to(device).eval(), hparams
+
+
+class CycleGANTranslator(Translator):
+    """Translate a cine store with the A -> B generator of a trained CycleGAN.
+
+    Args:
+        ckpt: the ``tagseg cyclegan`` checkpoint.
+        batch_size, device, seed, n_figure, progress: see :class:`~tagseg.translate.base.Translator`.
+
+    Raises:
+        ConfigError: see :func:`load_generator` (raised at construction, before any work).
+    """
+
+    method = "cyclegan"
+
+    def __init__(self, ckpt: str | Path | None, batch_size: int = 32, device: str = "cpu", seed: int = 0,
+                 n_figure: int = 4, progress: bool = True) -> None:
+        super().__init__(batch_size=batch_size, device=device, seed=seed, n_figure=n_figure, progress=progress)
+        self.ckpt = Path(ckpt) if ckpt else None
+        self.generator, self.hparams = load_generator(ckpt, self.device)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "ckpt": str(self.ckpt), "generator": dict(self.hparams.get("generator", {}))}
+
+    def run(self, input: str | Path, output: str | Path, attrs: Mapping[str, Any] | None = None,
+            name: str | None = None) -> TranslateReport:
+        """As :meth:`Translator.run`, after checking that the generator takes the store's image size.
+
+        Raises:
+            ConfigError: the image size is not accepted by the generator (names the store).
+            StoreError: see :meth:`Translator.run`.
+        """
+        check_store(input)
+        with h5py.File(input, "r") as f:
+            h, w = (int(s) for s in f["images"].shape[1:])
+        self.generator.check_size(h, w, where=f"input store {input}")
+        return super().run(input, output, attrs=attrs, name=name)
+
+    def translate_batch(self, images: torch.Tensor, rows: BatchRows) -> torch.Tensor:
+        """(B, H, W) in [0, 1] -> G_AB -> (B, H, W) in [0, 1]."""
+        return from_gan(self.generator(to_gan(images).unsqueeze(1))).squeeze(1)
+
+
+__all__ = ["CycleGANTranslator", "load_generator"]

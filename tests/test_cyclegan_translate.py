@@ -1,0 +1,163 @@
+"""``tagseg translate method=cyclegan`` and ``tagseg cyclegan``: carry-over, errors, the app end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from tagseg.apps.common import CONF_DIR
+from tagseg.data.intensity import from_gan, to_gan
+from tagseg.data.store import read_store
+from tagseg.data.unpaired import UnpairedDataModule
+from tagseg.errors import ConfigError
+from tagseg.models.cyclegan import CycleGANModule
+from tagseg.translate.cyclegan import CycleGANTranslator, load_generator
+
+from cyclegan_fixtures import TINY_DISCRIMINATOR, TINY_GENERATOR, make_store, one_thread
+
+_one_thread = pytest.fixture(autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A CycleGAN checkpoint after one step on tiny stores, and the module."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("cg")
+    a = make_store(d / "cine.h5", n=4, seed=0)
+    b = make_store(d / "tagged.h5", n=4, tagged=True, seed=3)
+    pl.seed_everything(0)
+    model = CycleGANModule(generator=TINY_GENERATOR, discriminator=TINY_DISCRIMINATOR)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=d)
+    trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
+    ckpt = d / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt, model
+
+
+def test_translate_preserves_shapes_masks_meta_and_extras(tmp_path, trained):
+    ckpt, model = trained
+    src_path = make_store(tmp_path / "in.h5", n=5, size=(24, 40), seed=7, splits=["train", "val", "test", "train", "val"])
+    report = CycleGANTranslator(ckpt, batch_size=2, progress=False, n_figure=2).run(src_path, tmp_path / "out.h5")
+    src, out = read_store(src_path), read_store(tmp_path / "out.h5")
+    assert out.images.shape == src.images.shape == (5, 24, 40)
+    np.testing.assert_array_equal(out.masks, src.masks)
+    np.testing.assert_array_equal(out.extras["displacement"], src.extras["displacement"])
+    assert sorted(out.meta) == sorted(src.meta)
+    for key in src.meta:
+        if key != "source":
+            np.testing.assert_array_equal(out.meta[key], src.meta[key])
+    assert list(out.meta["source"]) == ["cyclegan(toy)"] * 5
+    assert float(out.images.min()) >= 0.0 and float(out.images.max()) <= 1.0
+    # exactly G_AB between the two conversions, whatever the batch size
+    with torch.no_grad():
+        expected = from_gan(model.g_ab.eval()(to_gan(torch.from_numpy(src.images)).unsqueeze(1))).squeeze(1).numpy()
+    np.testing.assert_allclose(out.images, expected, atol=1e-5)
+    assert json.loads(out.attrs["translate"])["method"] == "cyclegan"
+    assert report.figure is not None and report.figure.exists()
+
+
+def test_load_generator_bad_checkpoints(tmp_path):
+    with pytest.raises(ConfigError, match="ckpt: no CycleGAN checkpoint given"):
+        load_generator(None)
+    with pytest.raises(ConfigError, match=r"ckpt: CycleGAN checkpoint .*missing\.ckpt not found"):
+        load_generator(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable PyTorch checkpoint"):
+        load_generator(tmp_path / "junk.ckpt")
+    # a segmentation run's checkpoint: Lightning layout, another network
+    from tagseg.models.networks import build_network
+
+    net = build_network("nnunet", image_size=16, strides=[1, 2, 2], filters=[4, 8, 8])
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": {"lr": 1e-3},
+                "epoch": 3}, tmp_path / "seg.ckpt")
+    with pytest.raises(ConfigError, match=r"seg\.ckpt is not a CycleGAN checkpoint \(no tagseg model type\)"):
+        CycleGANTranslator(tmp_path / "seg.ckpt")
+
+
+def test_translate_rejects_a_store_size_the_generator_cannot_take_before_writing(tmp_path, trained):
+    ckpt, _ = trained
+    src = make_store(tmp_path / "odd.h5", n=2, size=30, seed=1)
+    with pytest.raises(ConfigError, match=r"input store .*odd\.h5: size 30x30 .* multiple of 4"):
+        CycleGANTranslator(ckpt, progress=False).run(src, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def compose_cyclegan(tmp_path: Path, store_a: Path, store_b: Path, *extra: str):
+    overrides = [
+        f"paths.output_dir={tmp_path / 'run'}", f"data_a.store={store_a}", f"data_b.store={store_b}",
+        "model.generator.ngf=4", "model.generator.n_blocks=1", "model.discriminator.ndf=4",
+        "model.discriminator.n_layers=2", "model.n_epochs=1", "model.n_epochs_decay=1",
+        "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2",
+        "+trainer.enable_progress_bar=false", "callbacks.cyclegan_grid.every_n_epochs=1",
+        "callbacks.cyclegan_grid.n_examples=2", *extra,
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="cyclegan", overrides=overrides)
+
+
+def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
+    from tagseg.cyclegan_training import format_tagness, train_cyclegan
+
+    a = make_store(tmp_path / "cine.h5", n=4, seed=0)
+    b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
+    cfg = compose_cyclegan(tmp_path, a, b, "tagness_check.enabled=true", f"tagness_check.output={tmp_path / 'tr.h5'}")
+    result = train_cyclegan(cfg)
+    run = tmp_path / "run"
+    assert result["last_ckpt"] == run / "checkpoints" / "last.ckpt" and result["last_ckpt"].exists()
+    assert result["epochs"] == 2 and result["global_step"] == 2 * 2 * 2  # epochs x batches x optimisers
+    assert sorted(p.name for p in (run / "grids").glob("*.png")) == ["epoch_001.png", "epoch_002.png"]
+    assert (run / "config.yaml").exists() and list(run.glob("csv/*/metrics.csv"))
+    tg = json.loads((run / "tagness.json").read_text())
+    assert set(tg) >= {"cine", "translated", "tagged", "translated_over_cine"} and tg["tagged"] > tg["cine"]
+    assert read_store(tmp_path / "tr.h5").images.shape == (4, 32, 32)
+    assert "translated / cine" in format_tagness(tg)
+    # the checkpoint drives `tagseg translate method=cyclegan ... ckpt=...`
+    from tagseg.apps.translate import build_translator
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        tcfg = compose(config_name="translate", overrides=["method=cyclegan", f"ckpt={result['last_ckpt']}",
+                                                            f"input={a}", f"output={tmp_path / 'out.h5'}"])
+    translator = build_translator(tcfg)
+    assert isinstance(translator, CycleGANTranslator) and translator.ckpt == result["last_ckpt"]
+
+
+def test_cyclegan_app_bad_input_fails_before_training(tmp_path):
+    from tagseg.cyclegan_training import train_cyclegan
+
+    a = make_store(tmp_path / "cine.h5", n=2, seed=0)
+    odd = make_store(tmp_path / "odd.h5", n=2, size=30, tagged=True, seed=3)
+    with pytest.raises(ConfigError, match=r"data_b store .*odd\.h5: size 30x30 .* multiple of 4"):
+        train_cyclegan(compose_cyclegan(tmp_path, a, odd))
+    with pytest.raises(ConfigError, match=r"ckpt_path: checkpoint .*nope\.ckpt not found"):
+        train_cyclegan(compose_cyclegan(tmp_path, a, a, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_gan_strategy_turns_on_unused_parameters_for_ddp():
+    from tagseg.cyclegan_training import gan_strategy
+
+    assert gan_strategy("ddp") == "ddp_find_unused_parameters_true"
+    assert gan_strategy("ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
+    assert gan_strategy("auto") == "auto"
+
+
+def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
+    a = make_store(tmp_path / "cine.h5", n=2, seed=0)
+    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "translate", "method=cyclegan", f"input={a}",
+                           f"ckpt={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'h'}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
+    assert len(lines) == 1 and "none.ckpt not found" in lines[0]
+    assert "Traceback" not in proc.stderr
