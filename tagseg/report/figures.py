@@ -56,7 +56,8 @@ def _draw(axes: np.ndarray, path: Path, rows_per_line: list[list[int]], meta: di
                 if (mask == MYO_LABEL).any():
                     ax.contour(mask == MYO_LABEL, levels=[0.5], colors="tab:red", linewidths=0.8)
                 phase = meta["phase"][r] if "phase" in meta else ""
-                ax.set_title(f"{labels[line]} t={int(meta['frame'][r])}{' ' + phase if phase else ''}", fontsize=7)
+                name = f"{labels[line]}\n" if col == 0 else "\n"  # row name once, on the first tile
+                ax.set_title(f"{name}t={int(meta['frame'][r])}{' ' + phase if phase else ''}", fontsize=7)
 
 
 def _save(fig, output: Path) -> Path:
