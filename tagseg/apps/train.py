@@ -12,7 +12,11 @@ from tagseg.training import train
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @user_errors
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | dict | None:
+    if cfg.get("strategy") is not None:
+        from tagseg.pipeline.strategy import run_strategy
+
+        return run_strategy(cfg)
     result = train(cfg)
     if "summary" in result:
         print_summary(result["summary"], result["summary_path"])

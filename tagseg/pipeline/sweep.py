@@ -74,6 +74,15 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
     return row
 
 
+def _run_summary(run_dir: Path) -> dict[str, Any]:
+    """The test metrics a plain ``tagseg train`` cell wrote (``<run dir>/summary.json``)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return {}
+    found = json.loads(path.read_text())
+    return {f"test_{k}": found[k] for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std") if k in found}
+
+
 def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     """Gather every job's ``cell.json`` under ``sweep_dir`` into ``summary.csv``.
 
@@ -156,7 +165,10 @@ class SweepSummary(Callback):
             return
         wall_s = time.monotonic() - self._start if self._start is not None else float("nan")
         out_dir = Path(hydra_cfg.runtime.output_dir)
-        row = cell_record(job_return._return_value, job=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),
+        value = job_return._return_value
+        if job_return.status == JobStatus.COMPLETED and not isinstance(value, Mapping):
+            value = _run_summary(out_dir)
+        row = cell_record(value, job=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),
                           wall_s=wall_s, run_dir=out_dir, status=job_return.status)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CELL).write_text(json.dumps(row, indent=2, default=str))

@@ -1,0 +1,390 @@
+"""Training strategies as chains of cached stages: ``tagseg train strategy=<name> model=<arch>``.
+
+A strategy (``conf/strategy/<name>.yaml``) lists its pretraining sources in ``chain``; the plan is
+
+``prepare[<tagged>]`` -> ``prepare[<cine>]`` -> ``cyclegan`` -> ``translate[<method>]`` ->
+``pretrain[<source>]`` (one per source, each from the previous one's weights) -> ``finetune``
+(from the last pretraining, or from scratch) -> ``test`` (the fine-tuned best checkpoint on the
+tagged test split, on one device)
+
+with only the stages the chain needs. Each stage is cached by :class:`~tagseg.pipeline.cache.StageCache`
+under a hash of what determines it (:func:`stage_config`), so cells of a sweep share their
+preparation, translation and pretraining, and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tagseg.errors import ConfigError
+from tagseg.pipeline.cache import RankSync, StageCache, StageResult
+from tagseg.pipeline.ddp import global_rank, world_size
+from tagseg.pipeline.runner import Stage, plan_table, run_stages
+
+log = logging.getLogger(__name__)
+
+#: pretraining sources a chain may name, and the translation each needs (None: the cine set itself)
+SOURCES = {"cine": None, "physics": "physics", "cyclegan": "cyclegan"}
+STORE = "store.h5"
+#: what ``paths.output_dir`` hashes as
+RUN_DIR = "<run dir>"
+
+
+# --------------------------------------------------------------------------- config helpers
+
+def plain(cfg: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """A resolved plain dict of ``cfg`` without the dotted keys in ``drop``.
+
+    Dropped leaves are blanked before resolving (they may hold what cannot be resolved here);
+    dropped sections are removed after. ``paths.output_dir`` (Hydra's run folder, unknown
+    outside a run) resolves to the placeholder ``<run dir>``, so a stage's hash does not depend
+    on which run computed it.
+    """
+    node = cfg.copy() if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+    raw = OmegaConf.to_container(node, resolve=False)
+    with open_dict(node):
+        if node._get_parent() is None and isinstance(raw.get("paths"), dict) and "output_dir" in raw["paths"]:
+            node.paths.output_dir = RUN_DIR
+        for key in drop:
+            parent, _, leaf = key.rpartition(".")
+            holder = _walk(raw, parent)
+            if isinstance(holder, dict) and leaf in holder and not isinstance(holder[leaf], (dict, list)):
+                OmegaConf.update(node, key, None, merge=False)
+    out = OmegaConf.to_container(node, resolve=True)
+    for key in drop:
+        parent, _, leaf = key.rpartition(".")
+        holder = _walk(out, parent)
+        if isinstance(holder, dict):
+            holder.pop(leaf, None)
+    return out
+
+
+def _walk(tree: Any, dotted: str) -> Any:
+    for part in [p for p in dotted.split(".") if p]:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """Compose another stage's config (``conf/<config_name>.yaml``) as its own command would.
+
+    Works inside a running Hydra app (reusing its search path) and outside one (tests, scripts).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tagseg.apps.common import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name, overrides=list(overrides))
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+@contextlib.contextmanager
+def single_process_env() -> Iterator[None]:
+    """Hide the launcher's rank variables, so Lightning builds a one-device trainer (testing)."""
+    names = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID", "RANK", "LOCAL_RANK",
+             "WORLD_SIZE", "NODE_RANK", "TORCHELASTIC_RUN_ID")
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+# --------------------------------------------------------------------------- stages
+
+def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str) -> Stage:
+    """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
+    size and modification time); otherwise the dataset is prepared into the cache."""
+    store = Path(str(data_cfg.store)) if data_cfg.get("store") else None
+    if store is not None and store.exists() and strategy.get("use_existing_stores", True):
+        stat = store.stat()
+        config = {"path": str(store.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return Stage("store", label, config, lambda out, inputs: {"store": store})
+
+    from tagseg.data.prepare import prepare_store
+
+    config = {"data": plain(data_cfg, ["store"]), "seed": int(strategy.prepare.seed),
+              "split_ratios": list(strategy.prepare.split_ratios)}
+
+    def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
+        from tagseg.training import instantiate
+
+        source = instantiate(data_cfg, label)
+        report = prepare_store(source, out / STORE, seed=config["seed"], split_ratios=config["split_ratios"],
+                               image_size=data_cfg.get("image_size"),
+                               attrs={"config": json.dumps(config, default=str)})
+        print(report.table())
+        return {"store": out / STORE, "n_slices": report.n_slices}
+
+    return Stage("prepare", label, config, compute)
+
+
+def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
+    """Train the cine -> tagged CycleGAN on the prepared cine (A) and tagged (B) stores."""
+    overrides = list(cfg.strategy.get("cyclegan") or [])
+    gan_cfg = compose_stage("cyclegan", overrides)
+    drop = list(cfg.strategy.cache_ignore) + ["data_a", "data_b", "datamodule.store_a", "datamodule.store_b",
+                                              "ckpt_path", "tagness_check.output"]
+    config = {"cyclegan": plain(gan_cfg, drop)}
+
+    def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
+        from tagseg.cyclegan_training import train_cyclegan
+
+        run_cfg = gan_cfg.copy()
+        last = out / "checkpoints" / "last.ckpt"
+        with open_dict(run_cfg):
+            run_cfg.paths.output_dir = str(out)
+            for domain, label in (("a", cine), ("b", tagged)):
+                store = str(inputs[label].outputs["store"])
+                run_cfg[f"data_{domain}"].store = store
+                run_cfg.datamodule[f"store_{domain}"] = store
+            run_cfg.ckpt_path = str(last) if last.exists() else None
+        result = train_cyclegan(run_cfg)
+        return {"ckpt": Path(result["last_ckpt"]), "run_dir": out}
+
+    return Stage("cyclegan", "cyclegan", config, compute, needs=(cine, tagged), collective=True)
+
+
+def translate_stage(cfg: DictConfig, source: str, cine: str, gan: str | None) -> Stage:
+    """Translate the prepared cine store with ``strategy.translate[<source>]`` overrides."""
+    overrides = list(cfg.strategy.translate[source])
+    tr_cfg = compose_stage("translate", overrides)
+    config = {"method": plain(tr_cfg.method, ["ckpt", "progress", "device", "n_figure"]), "seed": int(tr_cfg.seed)}
+    needs = (cine,) if gan is None else (cine, gan)
+
+    def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
+        from tagseg.apps.translate import build_translator
+
+        run_cfg = tr_cfg.copy()
+        if gan is not None:
+            with open_dict(run_cfg):
+                run_cfg.method.ckpt = str(inputs[gan].outputs["ckpt"])
+        report = build_translator(run_cfg).run(inputs[cine].outputs["store"], out / STORE,
+                                               attrs={"config": json.dumps(config, default=str)})
+        print(report.summary())
+        return {"store": out / STORE, "figure": report.figure}
+
+    return Stage("translate", f"translate[{source}]", config, compute, needs=needs)
+
+
+def training_config(cfg: DictConfig, data_cfg: DictConfig, merge: Mapping[str, Any] | None) -> DictConfig:
+    """The train config of one training stage: ``cfg`` with this stage's data and settings."""
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.data = data_cfg.copy()
+        run_cfg.test = False
+        run_cfg.ckpt_path = None
+        run_cfg.init_from = None
+    if merge:
+        try:
+            run_cfg = OmegaConf.merge(run_cfg, OmegaConf.create(OmegaConf.to_container(merge, resolve=True)
+                                                                 if OmegaConf.is_config(merge) else dict(merge)))
+        except Exception as exc:  # a typo'd key in strategy.pretrain / strategy.finetune
+            raise ConfigError(f"strategy: cannot merge {dict(merge) if not OmegaConf.is_config(merge) else OmegaConf.to_container(merge)} "
+                              f"into the training config: {exc}") from None
+    return run_cfg
+
+
+def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, store: str,
+                init: str | None) -> Stage:
+    """A training stage (``pretrain`` / ``finetune``): fit on ``store``'s data from ``init``'s weights."""
+    drop = list(cfg.strategy.cache_ignore) + ["data", "datamodule.stores", "init_from", "ckpt_path", "test"]
+    config = {"train": plain(run_cfg, drop)}
+    needs = (store,) if init is None else (store, init)
+
+    def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
+        from tagseg.training import train
+
+        stage_cfg = run_cfg.copy()
+        store_path = str(inputs[store].outputs["store"])
+        last = out / "checkpoints" / "last.ckpt"
+        with open_dict(stage_cfg):
+            stage_cfg.data.store = store_path
+            stage_cfg.datamodule.stores = [store_path]
+            stage_cfg.paths.output_dir = str(out)
+            stage_cfg.init_from = str(inputs[init].outputs["best_ckpt"]) if init is not None else None
+            stage_cfg.ckpt_path = str(last) if last.exists() else None
+            _wandb_identity(stage_cfg, cfg, label)
+        if stage_cfg.ckpt_path:
+            log.info("%s: resuming from %s", label, last)
+        result = train(stage_cfg)
+        best = result.get("best_ckpt") or result.get("last_ckpt")
+        if best is None:
+            raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
+        return {"best_ckpt": Path(best), "last_ckpt": result.get("last_ckpt"), "run_dir": out,
+                "epochs": result["epochs"], "global_step": result.get("global_step")}
+
+    return Stage(kind, label, config, compute, needs=needs, collective=True)
+
+
+def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
+    """Test the fine-tuned best checkpoint on the tagged store's test split, on one device."""
+    config = {"split": "test"}
+
+    def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
+        from tagseg.training import evaluate
+
+        store_path = str(inputs[store].outputs["store"])
+        ev_cfg = compose_stage("evaluate", [])
+        with open_dict(ev_cfg):
+            ev_cfg.ckpt = str(inputs[finetune].outputs["best_ckpt"])
+            ev_cfg.split = "test"
+            ev_cfg.paths.output_dir = str(out)
+            ev_cfg.data = cfg.data.copy()
+            ev_cfg.data.store = store_path
+            ev_cfg.datamodule.stores = [store_path]
+            ev_cfg.datamodule.num_workers = 0
+            ev_cfg.datamodule.batch_size = cfg.datamodule.get("eval_batch_size") or cfg.datamodule.batch_size
+            ev_cfg.trainer = OmegaConf.create({"_target_": "lightning.pytorch.trainer.Trainer", "devices": 1,
+                                               "accelerator": cfg.trainer.get("accelerator", "auto"),
+                                               "logger": False, "enable_progress_bar": False,
+                                               "default_root_dir": str(out)})
+            ev_cfg.logger = None
+            ev_cfg.callbacks = None
+        with single_process_env():
+            result = evaluate(ev_cfg)
+        return {"summary": result["summary"], "summary_path": result["summary_path"],
+                "metrics_path": result["metrics_path"]}
+
+    return Stage("test", "test", config, compute, needs=(store, finetune))
+
+
+def _wandb_identity(stage_cfg: DictConfig, cfg: DictConfig, label: str) -> None:
+    """One W&B group per sweep, a run name per cell and stage, tags strategy / arch / gamma."""
+    wandb = (stage_cfg.get("logger") or {}).get("wandb")
+    if wandb is None:
+        return
+    group, cell = sweep_identity()
+    wandb.group = group
+    wandb.name = f"{cell}/{label}" if cell else label
+    wandb.job_type = label.split("[")[0]
+    wandb.tags = sorted(set(list(cfg.get("tags") or []) + run_tags(cfg)))
+
+
+def sweep_identity() -> tuple[str, str]:
+    """(group, cell name): the sweep folder's name and the cell's overrides in a multirun,
+    else the run folder's name and ``""``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return "tagseg", ""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return f"{hc.job.name}-{Path(hc.sweep.dir).name}", hc.job.override_dirname or str(hc.job.num)
+    return Path(hc.runtime.output_dir).name, ""
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """``strategy:<name>``, ``arch:<network>``, ``gamma:<value>``."""
+    tags = [f"strategy:{cfg.strategy.name}"]
+    name = OmegaConf.select(cfg, "model.network.name")
+    if name is not None:
+        tags.append(f"arch:{name}")
+    gamma = OmegaConf.select(cfg, "loss.gamma")
+    if gamma is not None:
+        tags.append(f"gamma:{gamma}")
+    return tags
+
+
+# --------------------------------------------------------------------------- the plan
+
+def plan_strategy(cfg: DictConfig) -> list[Stage]:
+    """The stages of ``cfg.strategy`` for the composed train config ``cfg``.
+
+    Raises:
+        ConfigError: an unknown source in ``strategy.chain``, or a chain that needs the cine set
+            without ``strategy.source``.
+    """
+    strategy = cfg.strategy
+    chain = [str(s) for s in strategy.chain]
+    unknown = [s for s in chain if s not in SOURCES]
+    if unknown:
+        raise ConfigError(f"strategy.chain: unknown source(s) {unknown}; expected a list of {list(SOURCES)}")
+    stages: list[Stage] = []
+    tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
+    stages.append(store_stage(cfg.data, strategy, tagged))
+    cine = gan = None
+    if chain:
+        if strategy.get("source") is None:
+            raise ConfigError("strategy.source: no cine dataset to pretrain from (e.g. /data@strategy.source: phantom_cine)")
+        cine = f"prepare[{strategy.source.get('name', 'cine')}]"
+        if cine == tagged:
+            cine = f"{cine}#source"
+        stages.append(store_stage(strategy.source, strategy, cine))
+    if "cyclegan" in chain:
+        gan = "cyclegan"
+        stages.append(cyclegan_stage(cfg, cine, tagged))
+    source_store: dict[str, str] = {}
+    for src in dict.fromkeys(chain):
+        if SOURCES[src] is None:
+            source_store[src] = cine
+        else:
+            stage = translate_stage(cfg, src, cine, gan if src == "cyclegan" else None)
+            stages.append(stage)
+            source_store[src] = stage.label
+    init = None
+    for i, src in enumerate(chain):
+        label = f"pretrain[{'>'.join(chain[: i + 1])}]"
+        run_cfg = training_config(cfg, strategy.source, strategy.get("pretrain"))
+        stages.append(train_stage(cfg, "pretrain", label, run_cfg, source_store[src], init))
+        init = label
+    run_cfg = training_config(cfg, cfg.data, strategy.get("finetune"))
+    stages.append(train_stage(cfg, "finetune", "finetune", run_cfg, tagged, init))
+    stages.append(test_stage(cfg, tagged, "finetune"))
+    return stages
+
+
+def run_strategy(cfg: DictConfig) -> dict[str, Any]:
+    """Plan, show and run ``cfg.strategy``; the result is this cell's sweep record.
+
+    Returns:
+        ``status``, ``strategy``, test ``test_dice_mean/std``, ``test_hd95_mm_mean/std``,
+        ``epochs`` (of the fine-tuning), ``run_dir`` (of the fine-tuning), ``summary_path`` and
+        ``stages`` (label -> cache folder, key, reused). Also written to
+        ``<run dir>/strategy.json``.
+    """
+    stages = plan_strategy(cfg)
+    out_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+    token = f"{os.environ.get('SLURM_JOB_ID', os.environ.get('SUBMITIT_LOCAL_JOB_ID', 'job'))}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    cache = StageCache(cfg.strategy.cache_dir, force=_force(cfg.strategy.get("force", False)),
+                       sync=RankSync(out_dir / ".rank_sync" / token, global_rank(), world_size()))
+    if global_rank() == 0:
+        log.info("strategy %s (%s):\n%s", cfg.strategy.name, " -> ".join(s.label for s in stages), plan_table(stages, cache))
+    results = run_stages(stages, cache)
+    test, finetune = results["test"], results["finetune"]
+    summary = test.outputs["summary"]
+    record = {
+        "status": "ok",
+        "strategy": str(cfg.strategy.name),
+        "test_dice_mean": summary["dice_mean"], "test_dice_std": summary["dice_std"],
+        "test_hd95_mm_mean": summary["hd95_mm_mean"], "test_hd95_mm_std": summary["hd95_mm_std"],
+        "epochs": finetune.outputs["epochs"],
+        "run_dir": str(finetune.dir),
+        "summary_path": str(test.outputs["summary_path"]),
+        "stages": {label: {"dir": str(r.dir), "key": r.key, "reused": r.reused, "seconds": round(r.seconds, 1)}
+                   for label, r in results.items()},
+    }
+    if global_rank() == 0 and out_dir.is_dir():
+        (out_dir / "strategy.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _force(value: Any) -> bool | list[str]:
+    if isinstance(value, bool):
+        return value
+    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    raise ConfigError(f"strategy.force: expected true/false or a list of stage kinds, got '{value}'")
