@@ -69,7 +69,7 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed ``conf/cyclegan.yaml``. Keys used: ``seed``, ``data_a``, ``data_b``
             (dataset configs, stores prepared if missing), ``datamodule``, ``model``, ``trainer``
             (``max_epochs: null`` = the whole lr schedule), ``callbacks``, ``logger``,
-            ``ckpt_path``, ``tagness_check``, ``paths.output_dir``.
+            ``ckpt_path``, ``tagness_check``, ``threads`` (CPU threads), ``paths.output_dir``.
 
     Returns:
         ``run_dir``, ``last_ckpt``, ``epochs``, ``global_step``, ``seconds`` (fit), ``grids``
@@ -90,6 +90,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     _check_ckpt_path(cfg)
     for key in ("data_a", "data_b"):
         ensure_store(cfg[key], seed=cfg.get("seed", 0))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.get("seed", 0), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

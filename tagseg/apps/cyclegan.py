@@ -13,7 +13,7 @@ from tagseg.cyclegan_training import format_tagness, train_cyclegan
 @user_errors
 def main(cfg: DictConfig) -> None:
     result = train_cyclegan(cfg)
-    print(f"trained {result['epochs'] + 1} epoch(s), {result['global_step']} step(s) in {result['seconds']:.0f} s")
+    print(f"trained {result['epochs']} epoch(s), {result['global_step'] // 2} batch(es) in {result['seconds']:.0f} s")
     if result["grids"]:
         print(f"grids: {result['grids'][-1].parent} ({len(result['grids'])} PNG)")
     print(f"checkpoint: {result['last_ckpt']}")
