@@ -255,3 +255,24 @@ def test_unpaired_bad_input(tmp_path):
 
     with pytest.raises(StoreError, match="not found"):
         UnpairedDataModule(a, tmp_path / "missing.h5").setup()
+
+
+def test_grid_goes_to_wandb_when_a_wandb_logger_is_attached(tmp_path, stores):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    class RecordingWandb(WandbLogger):
+        def __init__(self):  # no W&B run: only the call is recorded
+            self.calls = []
+
+        def log_image(self, key, images, step=None, **kwargs):
+            self.calls.append((key, images, step, kwargs))
+
+    wandb = RecordingWandb()
+    dm = UnpairedDataModule(*stores)
+    trainer = SimpleNamespace(datamodule=dm, loggers=[wandb], global_step=7)
+    CycleGANGrid(tmp_path / "g", every_n_epochs=1, n_examples=2)._save(trainer, tiny_module(), 2)
+    (key, images, step, kwargs), = wandb.calls
+    assert key == "cyclegan/grid" and step == 7 and images == [str(tmp_path / "g" / "epoch_003.png")]
+    assert (tmp_path / "g" / "epoch_003.png").exists() and "fake B" in kwargs["caption"][0]

@@ -161,3 +161,19 @@ def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
     assert len(lines) == 1 and "none.ckpt not found" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Two ranks (gloo, spawned): find_unused_parameters is switched on, both steps run, last.ckpt written."""
+    from tagseg.cyclegan_training import train_cyclegan
+
+    a = make_store(tmp_path / "cine.h5", n=8, seed=0)
+    b = make_store(tmp_path / "tagged.h5", n=8, tagged=True, seed=3)
+    cfg = compose_cyclegan(tmp_path, a, b, "+trainer.strategy=ddp_spawn", "trainer.devices=2", "model.n_epochs_decay=0")
+    result = train_cyclegan(cfg)
+    assert result["last_ckpt"] is not None and result["last_ckpt"].exists()
+    state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert state["tagseg_model"] == "cyclegan"
+    # 2 batches per rank (limit_train_batches) x 2 optimisers
+    assert state["global_step"] == 4

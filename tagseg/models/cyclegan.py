@@ -185,9 +185,10 @@ class CycleGANModule(pl.LightningModule):
                 "loss/d_a": loss_d_a, "loss/d_b": loss_d_b}
         if "identity" in parts:
             logs["loss/identity"] = parts["identity"]
+        # sync_dist: epoch means over every rank's batches (a few scalars: cheap next to a GAN step)
         self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=True,
-                      batch_size=real_a.shape[0])
-        self.log("lr", opt_g.param_groups[0]["lr"], on_step=False, on_epoch=True)
+                      batch_size=real_a.shape[0], sync_dist=True)
+        self.log("lr", opt_g.param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         # manual optimisation: the schedulers are ours to step, once per epoch
