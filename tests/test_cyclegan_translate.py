@@ -177,3 +177,22 @@ def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     assert state["tagseg_model"] == "cyclegan"
     # 2 batches per rank (limit_train_batches) x 2 optimisers
     assert state["global_step"] == 4
+
+
+def test_resume_from_last_ckpt_continues_the_epoch_and_lr_schedule(tmp_path):
+    import pandas as pd
+
+    from tagseg.cyclegan_training import train_cyclegan
+
+    a = make_store(tmp_path / "cine.h5", n=4, seed=0)
+    b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
+    first = train_cyclegan(compose_cyclegan(tmp_path, a, b, "trainer.max_epochs=1"))
+    assert first["epochs"] == 1
+    resumed_run = tmp_path / "resumed"
+    cfg = compose_cyclegan(tmp_path, a, b, f"ckpt_path={first['last_ckpt']}", f"paths.output_dir={resumed_run}")
+    second = train_cyclegan(cfg)
+    assert second["epochs"] == 2 and second["global_step"] == 2 * first["global_step"]
+    metrics = pd.read_csv(next(resumed_run.glob("csv/*/metrics.csv")))
+    lrs = metrics.dropna(subset=["lr"])
+    # only epoch 1 ran here, at the decayed lr: 2e-4 * (1 - 1 / (1 + 1))
+    assert lrs["epoch"].tolist() == [1] and lrs["lr"].tolist() == pytest.approx([1e-4])
