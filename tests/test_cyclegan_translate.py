@@ -196,3 +196,22 @@ def test_resume_from_last_ckpt_continues_the_epoch_and_lr_schedule(tmp_path):
     lrs = metrics.dropna(subset=["lr"])
     # only epoch 1 ran here, at the decayed lr: 2e-4 * (1 - 1 / (1 + 1))
     assert lrs["epoch"].tolist() == [1] and lrs["lr"].tolist() == pytest.approx([1e-4])
+
+
+def test_translate_app_end_to_end_with_a_cyclegan_checkpoint(tmp_path, trained):
+    """The same call `tagseg translate method=cyclegan input=... output=... ckpt=...` makes."""
+    from tagseg.apps.translate import main
+
+    ckpt, _ = trained
+    src = make_store(tmp_path / "in.h5", n=3, seed=2)
+    argv = ["tagseg-translate", "method=cyclegan", f"input={src}", f"output={tmp_path / 'out.h5'}", f"ckpt={ckpt}",
+            "method.progress=false", f"hydra.run.dir={tmp_path / 'h'}"]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        main()
+    finally:
+        sys.argv = old
+    out, inp = read_store(tmp_path / "out.h5"), read_store(src)
+    np.testing.assert_array_equal(out.masks, inp.masks)
+    assert list(out.meta["source"]) == ["cyclegan(toy)"] * 3

@@ -89,8 +89,8 @@ class CycleGANTranslator(Translator):
         return {**super().params(), "ckpt": str(self.ckpt), "generator": dict(self.hparams.get("generator", {}))}
 
     def run(self, input: str | Path, output: str | Path, attrs: Mapping[str, Any] | None = None,
-            name: str | None = None) -> TranslateReport:
-        """As :meth:`Translator.run`, after checking that the generator takes the store's image size.
+            name: str | None = None, **kwargs: Any) -> TranslateReport:
+        """As :meth:`Translator.run` (same arguments), after checking that the generator takes the store's image size.
 
         Raises:
             ConfigError: the image size is not accepted by the generator (names the store).
@@ -100,7 +100,7 @@ class CycleGANTranslator(Translator):
         with h5py.File(input, "r") as f:
             h, w = (int(s) for s in f["images"].shape[1:])
         self.generator.check_size(h, w, where=f"input store {input}")
-        return super().run(input, output, attrs=attrs, name=name)
+        return super().run(input, output, attrs=attrs, name=name, **kwargs)
 
     def translate_batch(self, images: torch.Tensor, rows: BatchRows) -> torch.Tensor:
         """(B, H, W) in [0, 1] -> G_AB -> (B, H, W) in [0, 1]."""
