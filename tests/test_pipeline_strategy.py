@@ -24,7 +24,7 @@ TINY_DATA = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data
              "strategy.source.n_subjects=6", "strategy.source.n_frames=2", "strategy.source.image_size=32",
              "strategy.source.fov_mm=96", "strategy.use_existing_stores=false"]
 TINY_TRAIN = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0",
-              "+model.network.init_filters=4", "trainer=cpu", "callbacks=minimal", "trainer.max_epochs=1",
+              "+model.network.init_filters=8", "trainer=cpu", "callbacks=minimal", "trainer.max_epochs=1",
               "trainer.num_sanity_val_steps=0", "print_config=false", "strategy.pretrain.trainer.max_epochs=1"]
 
 

@@ -1,0 +1,87 @@
+"""DDP on 2 CPU processes (gloo), alone and inside a multirun: no re-launch, one set of outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tagseg.pipeline import ddp
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
+        "strategy.use_existing_stores=false", "datamodule.image_size=32", "datamodule.batch_size=4",
+        "datamodule.num_workers=0", "+model.network.init_filters=8", "callbacks=minimal", "print_config=false",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
+        "++trainer.max_steps=2", "++trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+        "strategy=scratch"]
+
+
+def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(TAGSEG_ROOT=str(root), WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *TINY, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_rank_and_strategy_follow_the_launcher(monkeypatch):
+    for var in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS",
+                "SUBMITIT_LOCAL_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert (ddp.global_rank(), ddp.world_size(), ddp.launcher_created_ranks()) == (0, 1, False)
+    assert ddp.ddp_strategy()._start_method == "spawn"
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    assert (ddp.global_rank(), ddp.world_size(), ddp.launcher_created_ranks()) == (1, 2, True)
+    assert ddp.ddp_strategy()._start_method == "popen"
+
+
+def test_submitit_local_tasks_get_torch_distributed_variables(monkeypatch):
+    for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    ddp.export_submitit_local_env()
+    assert (os.environ["RANK"], os.environ["LOCAL_RANK"], os.environ["WORLD_SIZE"]) == ("1", "1", "2")
+    port = int(os.environ["MASTER_PORT"])
+    assert 20000 <= port < 50000
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "0")
+    monkeypatch.delenv("LOCAL_RANK")
+    ddp.export_submitit_local_env()
+    assert int(os.environ["MASTER_PORT"]) == port  # both ranks agree
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_two_steps_one_set_of_outputs(tmp_path):
+    proc = _train(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (ft,) = [p.parent for p in (tmp_path / "cache" / "finetune").glob("*/done")]
+    outputs = json.loads((ft / "outputs.json").read_text())
+    assert outputs["global_step"] == 2
+    assert [p.name for p in (ft / "csv").iterdir()] == ["version_0"]  # one logger output, from rank 0
+    assert sorted(p.name for p in (ft / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "strategy.json").exists()
+    assert "world_size=2" in proc.stdout + proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_runs_each_cell_once(tmp_path):
+    proc = _train(tmp_path, "-m", "seed=0,1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("Launching 2 jobs locally") == 1
+    (sweep,) = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1"]
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["overrides"].split(",")[-1] for r in rows] == ["seed=0", "seed=1"]
+    assert len(list((tmp_path / "cache" / "finetune").glob("*/done"))) == 2
+    assert not (tmp_path / "logs" / "train" / "runs").exists()  # no rank re-ran the command as a single run
