@@ -7,9 +7,10 @@ Adam; the tagseg side goes through ``lightning.Trainer.fit`` and ``SegmentationM
 median round is reported. Also reported: the shape loss's share of a step (forward + backward of
 L_S alone vs the whole step), and what the authors' per-step CPU distance transform would cost.
 
-    .venv/bin/python bench/train_step.py [--size 96] [--batch 8] [--filters 8] [--steps 12] [--rounds 3]
+    .venv/bin/python bench/train_step.py [--size 96] [--batch 8] [--filters 8] [--steps 12] [--rounds 3] [--threads 1]
 
-Prints one JSON object (CPU-friendly defaults: 96x96, batch 8, init_filters 8).
+Prints one JSON object (CPU-friendly defaults: 96x96, batch 8, init_filters 8). Images/s come from the median
+step time of each round (robust to other jobs on a shared machine).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class StepClock(L.Callback):
 
 
 def throughput(times: list[float], warmup: int, batch: int) -> float:
-    """Images per second between the end of step ``warmup`` and the last step."""
-    return (len(times) - warmup) * batch / (times[-1] - times[warmup - 1])
+    """Images per second from the median step duration after ``warmup`` steps (robust to load spikes)."""
+    steps = np.diff(np.asarray(times[warmup - 1:]))
+    return batch / float(np.median(steps))
 
 
 def tagseg_round(module: SegmentationModule, data: dict[str, Any], steps: int, warmup: int) -> float:
@@ -125,7 +127,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default; 1 keeps a shared machine from distorting the ratio)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     data = make_batch(args.size, args.batch)

@@ -167,3 +167,20 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
 
 def test_errors_are_tagseg_errors():
     assert issubclass(StoreError, TagsegError) and issubclass(ConfigError, TagsegError)
+
+
+def test_missing_dataset_store_is_prepared_first(tmp_path, monkeypatch):
+    from conftest import write_ring_store
+
+    import tagseg.data.prepare
+
+    calls = []
+
+    def fake_ensure_store(data_cfg, seed=0, split_ratios=(0.7, 0.15, 0.15)):
+        calls.append((data_cfg.name, seed))
+        return write_ring_store(Path(data_cfg.store))
+
+    monkeypatch.setattr(tagseg.data.prepare, "ensure_store", fake_ensure_store)
+    fresh = tmp_path / "fresh" / "phantom.h5"
+    result = train(compose_cfg(tmp_path / "run", fresh, "test=false", "trainer.max_steps=1", "seed=7"))
+    assert calls == [("phantom_tagged", 7)] and fresh.exists() and result["global_step"] == 1
