@@ -66,7 +66,8 @@ def test_ddp_two_cpu_processes_train_two_steps_one_set_of_outputs(tmp_path):
     outputs = json.loads((ft / "outputs.json").read_text())
     assert outputs["global_step"] == 2
     assert [p.name for p in (ft / "csv").iterdir()] == ["version_0"]  # one logger output, from rank 0
-    assert sorted(p.name for p in (ft / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    ckpts = {p.name for p in (ft / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and ckpts <= {"best.ckpt", "last.ckpt"}  # no last-v1.ckpt from a second writer
     runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "strategy.json").exists()
     assert "world_size=2" in proc.stdout + proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr

@@ -223,10 +223,22 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
         best = result.get("best_ckpt") or result.get("last_ckpt")
         if best is None:
             raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
+        epochs, step = _progress(result.get("last_ckpt"), result["epochs"], result.get("global_step"))
         return {"best_ckpt": Path(best), "last_ckpt": result.get("last_ckpt"), "run_dir": out,
-                "epochs": result["epochs"], "global_step": result.get("global_step")}
+                "epochs": epochs, "global_step": step}
 
     return Stage(kind, label, config, compute, needs=needs, collective=True)
+
+
+def _progress(last_ckpt: Any, epochs: int, step: int | None) -> tuple[int, int | None]:
+    """(epochs, global step) from ``last.ckpt``: under ``ddp_spawn`` the trainer in this process
+    does not see the ranks' counters, the checkpoint written by rank 0 does."""
+    if not last_ckpt or not Path(last_ckpt).exists():
+        return int(epochs), step
+    import torch
+
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=False)
+    return int(state.get("epoch", epochs - 1)) + 1, int(state.get("global_step", step or 0))
 
 
 def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
