@@ -87,3 +87,27 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """A tiny ResNetVAE SegmentationModule trained for 2 steps on a ring store, saved by a Lightning Trainer."""
+    import lightning as L
+
+    from tagseg.data.datamodule import SliceDataModule
+    from tagseg.models.segmentation import SegmentationModule
+
+    tmp = tmp_path_factory.mktemp("ckpt")
+    store = write_ring_store(tmp / "rings.h5")
+    dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=4, augment={"enabled": False})
+    module = SegmentationModule(
+        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
+        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+        image_size=32,
+    )
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp), accelerator="cpu")
+    trainer.fit(module, datamodule=dm)
+    trainer.save_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
+    return tmp / "run" / "checkpoints" / "best.ckpt"

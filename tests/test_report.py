@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tagseg.errors import TagsegError
+from tagseg.report.examples import pick_quartile_rows, plot_examples
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
 from tagseg.report.tables import find_runs, load_metrics, summary_table, write_tables
 
@@ -71,3 +72,17 @@ def test_cli_report(sweep: Path, tmp_path: Path) -> None:
     assert (sweep / "report" / "summary.csv").exists() and "loss.gamma=0.1" in res.stdout
     bad = subprocess.run([*cmd[:4], f"path={tmp_path / 'missing'}", cmd[-1]], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "tagseg: error:" in bad.stderr
+
+
+def test_quartile_examples_are_picked_by_dice_and_drawn(trained_ckpt: Path) -> None:
+    run = trained_ckpt.parents[1]
+    dice = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    pd.DataFrame({"subject": "s", "slice": 0, "frame": range(9), "group": "g", "dice": dice,
+                  "hd95_mm": 1.0, "index": range(9)}).to_csv(run / "test_metrics.csv", index=False)
+    picked = pick_quartile_rows(pd.read_csv(run / "test_metrics.csv"))
+    assert picked["dice"].tolist() == [0.3, 0.5, 0.7] and picked["quantile"].tolist() == ["Q1", "median", "Q3"]
+    (run / "config.yaml").write_text(f"data:\n  store: {trained_ckpt.parents[2] / 'rings.h5'}\n")
+    png = plot_examples(run, run / "examples.png")
+    assert png is not None and png.stat().st_size > 5000
+    (run / "config.yaml").unlink()
+    assert plot_examples(run, run / "none.png") is None  # no config: nothing to re-segment, no error

@@ -21,6 +21,7 @@ def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
     table = breakdown(metrics, "frame")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run, df in table.groupby("run"):
+        run = run if run != "." else "run"
         x = df["frame"] + 1  # the paper counts frames from 1
         for ax, key in zip(axes, ("dice", "hd95_mm")):
             ax.plot(x, df[f"{key}_mean"], marker="o", ms=3, label=run)
@@ -63,14 +64,17 @@ def plot_convergence(root: Path, out: Path) -> Path | None:
     logs = sorted(root.rglob("metrics.csv"))
     if not logs:
         return None
-    keys = ("train/loss_epoch", "val/loss", "val/dice", "val/hd95_mm")
+    keys = ("train/loss", "val/loss", "val/dice", "val/hd95_mm")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
     plotted = False
     for log in logs:
         df = pd.read_csv(log)
         if "epoch" not in df.columns:
             continue
-        label = str(log.parent.relative_to(root))
+        rel = log.parent.relative_to(root)
+        # name a curve by its run (the folder above the logger's csv/version_N), not the logger folder
+        label = str(rel.parent.parent) if rel.parts[-2:-1] == ("csv",) else str(rel)
+        label = root.name if label == "." else label
         for ax, key in zip(axes, keys):
             if key in df.columns:
                 s = df[["epoch", key]].dropna().groupby("epoch")[key].mean()
@@ -81,7 +85,7 @@ def plot_convergence(root: Path, out: Path) -> Path | None:
         return None
     for ax, key in zip(axes, keys):
         ax.set(xlabel="epoch", title=key)
-    axes[-1].legend(fontsize=6)
+    next(ax for ax in axes if ax.lines).legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

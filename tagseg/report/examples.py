@@ -1,0 +1,65 @@
+"""Q1 / median / Q3 test examples of a run (the paper's Figs. 6-7): image, ground truth and
+prediction contours, picked by Dice from ``test_metrics.csv`` and re-segmented with the run's
+best checkpoint through the same pre-processing as ``tagseg predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from tagseg.data.store import read_store  # noqa: E402
+from tagseg.errors import TagsegError  # noqa: E402
+from tagseg.predict import find_checkpoint, load_segmenter  # noqa: E402
+
+MYO = 2
+
+
+def pick_quartile_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose Dice is nearest the first quartile, the median and the third quartile."""
+    q = np.percentile(metrics["dice"].to_numpy(float), [25, 50, 75])
+    rows = [metrics.iloc[int(np.argmin(np.abs(metrics["dice"].to_numpy(float) - v)))] for v in q]
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    out["quantile"] = ["Q1", "median", "Q3"]
+    return out
+
+
+def plot_examples(run: str | Path, out: str | Path) -> Path | None:
+    """Write the examples figure for one run folder; ``None`` if it has no checkpoint or store.
+
+    Raises:
+        TagsegError: ``test_metrics.csv`` has no ``index`` column (rows cannot be found in the store).
+    """
+    run, out = Path(run), Path(out)
+    metrics = pd.read_csv(run / "test_metrics.csv")
+    cfg_path = run / "config.yaml"
+    if not cfg_path.exists() or not (run / "checkpoints").exists():
+        return None
+    if "index" not in metrics.columns:
+        raise TagsegError(f"{run / 'test_metrics.csv'}: no 'index' column, cannot find the images in the store")
+    store_path = Path(yaml.safe_load(cfg_path.read_text())["data"]["store"])
+    if not store_path.exists():
+        return None
+    rows = pick_quartile_rows(metrics)
+    store = read_store(store_path, extras=False)
+    images = store.images[rows["index"].to_numpy(int)]
+    truth = store.masks[rows["index"].to_numpy(int)] == MYO
+    pred = load_segmenter(find_checkpoint(run)).segment(images, scaled=True) == MYO
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    for ax, img, gt, pr, row in zip(axes, images, truth, pred, rows.itertuples()):
+        ax.imshow(img, cmap="gray")
+        ax.contour(gt, levels=[0.5], colors="lime", linewidths=1.0)
+        ax.contour(pr, levels=[0.5], colors="red", linewidths=1.0)
+        ax.set_title(f"{row.quantile}: Dice {row.dice:.3f}, HD95 {row.hd95_mm:.1f} mm\n{row.subject} slice {row.slice} frame {row.frame}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("test examples: ground truth (green), prediction (red)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
