@@ -25,7 +25,9 @@ TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_
 def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(TAGSEG_ROOT=str(root), WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *TINY, *args], cwd=ROOT, env=env,
+    flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *flags, *TINY, *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
