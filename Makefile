@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# train on the phantom, then tables and figures (per frame, per group, Q1/median/Q3 examples) of that run
 demo: install
 	$(TAGSEG) train experiment=demo
+	$(TAGSEG) report path="$$(ls -td logs/demo/runs/*/ | head -n 1)"
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q

@@ -109,7 +109,7 @@ def test_experiment_configs(tmp_path, choice):
 
 def test_demo_is_small_and_has_its_own_store(tmp_path):
     demo, default = compose_train(tmp_path, "experiment=demo"), compose_train(tmp_path)
-    assert demo.data.store != default.data.store and demo.data.store.endswith("demo/phantom_tagged_96.h5")
+    assert demo.data.store != default.data.store and demo.data.store.endswith("demo/phantom_tagged_128.h5")
     assert 96 <= demo.datamodule.image_size <= 128 and demo.data.image_size == demo.datamodule.image_size
     assert 100 <= demo.data.n_subjects * demo.data.n_slices * demo.data.n_frames <= 600
     assert demo.model.network.name == "resnetvae" and demo.trainer.accelerator == "cpu"
