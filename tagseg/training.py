@@ -5,12 +5,17 @@ and ``tagseg evaluate``, also called by the strategy pipeline).
 loggers, trainer -> fit (or resume ``ckpt_path``; or start from ``init_from`` weights) -> test the
 best checkpoint -> ``test_metrics.csv`` + ``summary.json`` in the run folder.
 :func:`evaluate`: a checkpoint alone + a store -> the same two files.
+
+Testing always runs in one process on one device (:func:`evaluate_module`): after a DDP fit the
+process owning the run folder (the ``ddp_spawn`` parent, or rank 0 of launcher-created ranks)
+tests the best checkpoint alone, so every test image is counted once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -18,6 +23,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.store import check_store
@@ -25,6 +31,7 @@ from tagseg.errors import ConfigError
 from tagseg.instantiate import instantiate
 from tagseg.models.networks import check_image_size
 from tagseg.models.segmentation import SegmentationModule, plain
+from tagseg.pipeline.ddp import single_process_env
 from tagseg.rich_utils import print_config_tree
 
 log = logging.getLogger(__name__)
@@ -178,6 +185,81 @@ def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path, e
     return metrics_path, summary_path, summary
 
 
+def set_torch_threads(n_threads: Any) -> None:
+    """Apply ``torch_threads``: ``None`` keeps torch's default; an int sets this process's intra-op
+    threads and ``OMP_NUM_THREADS``, which the DDP ranks it starts inherit (Lightning keeps it).
+
+    Raises:
+        ConfigError: not null or an integer >= 1.
+    """
+    if n_threads is None:
+        return
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+        raise ConfigError(f"torch_threads: expected null or an integer >= 1, got {n_threads!r}")
+    torch.set_num_threads(n_threads)
+    os.environ["OMP_NUM_THREADS"] = str(n_threads)
+
+
+def one_device_trainer(trainer_cfg: Mapping[str, Any], **kwargs: Any) -> L.Trainer:
+    """The configured trainer (precision, accelerator, limits) on one device, for testing.
+
+    A DDP test would split the test set over the ranks (and under ``ddp_spawn`` keep the rows in
+    them); one device sees every image once, in this process.
+
+    Args:
+        trainer_cfg: a ``conf/trainer/*.yaml`` node; ``devices``, ``num_nodes``, ``strategy`` and
+            ``sync_batchnorm`` are replaced.
+        **kwargs: other Trainer arguments (``logger``, ``callbacks``, ...).
+
+    Returns:
+        A Lightning Trainer with one device and the default (single-device) strategy.
+    """
+    node = OmegaConf.create(plain(trainer_cfg))
+    node.update(devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False)
+    return instantiate(node, "trainer", **kwargs)
+
+
+def evaluate_module(trainer: L.Trainer, model: SegmentationModule, run_dir: str | Path, extra: Mapping[str, Any],
+                    **test_kwargs: Any) -> dict[str, Any]:
+    """Test ``model`` with a one-device ``trainer`` and write ``test_metrics.csv`` + ``summary.json``.
+
+    Args:
+        trainer: a trainer on one device (see :func:`one_device_trainer`).
+        model: the module to test (its rows land in ``model.test_rows``).
+        run_dir: where the two files go.
+        extra: entries added to the summary (``checkpoint``, ``stores``, ``split``).
+        **test_kwargs: passed to ``trainer.test`` (``datamodule`` or ``dataloaders``, ``ckpt_path``).
+
+    Returns:
+        ``summary``, ``summary_path``, ``metrics_path``.
+
+    Raises:
+        ConfigError: nothing was tested (empty split).
+    """
+    trainer.test(model, **test_kwargs)
+    metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
+    return {"summary": summary, "summary_path": summary_path, "metrics_path": metrics_path}
+
+
+def _test_loggers(loggers: Sequence[Any]) -> list[Any]:
+    """The loggers of a one-device test after a DDP fit, less the CSV logger: under ``ddp_spawn``
+    rank 0's copy wrote ``metrics.csv`` and this process's copy, not knowing its columns, would
+    rewrite it with the test columns only (the test metrics are in ``summary.json``)."""
+    return [lg for lg in loggers if not isinstance(lg, CSVLogger)]
+
+
+def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
+    """(epochs, global step) of a finished fit.
+
+    A spawned DDP fit counts in its ranks, not in this process's trainer (it reports 0); the
+    ``last.ckpt`` rank 0 wrote has the counters (its ``epoch`` is 0-based).
+    """
+    if trainer.world_size == 1 or last_ckpt is None:
+        return int(trainer.current_epoch), int(trainer.global_step)
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=False, mmap=True)
+    return int(state["epoch"]) + 1, int(state["global_step"])
+
+
 def finish_wandb() -> None:
     """Close the W&B run if one is open (every job ends its own run, so multirun jobs never share one)."""
     import sys
@@ -217,15 +299,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed ``conf/train.yaml``. Keys used: ``seed``, ``datamodule``, ``model``,
             ``trainer``, ``callbacks``, ``logger``, ``paths.output_dir``, ``ckpt_path`` (resume this
             run from its ``last.ckpt``: epoch, global step and optimiser continue), ``init_from``
-            (a checkpoint or run folder to take the weights from), ``init_from_strict``, ``test``.
+            (a checkpoint or run folder to take the weights from), ``init_from_strict``, ``test``,
+            ``torch_threads``.
 
     Returns:
         ``run_dir``, ``best_ckpt``, ``last_ckpt``, ``epochs``, ``global_step``, ``metrics``
-        (last logged values), and when tested ``summary``, ``summary_path``, ``metrics_path``.
+        (last logged values), and when tested (in the process owning the run folder only)
+        ``summary``, ``summary_path``, ``metrics_path``.
 
     Raises:
         TagsegError: bad input, in one clear line, before any training.
     """
+    set_torch_threads(cfg.get("torch_threads"))
     run_dir = Path(cfg.paths.output_dir)
     stores = check_inputs(cfg)
     L.seed_everything(cfg.get("seed", 0), workers=True)
@@ -244,20 +329,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     last = Path(ckpt_cb.dirpath) / "last.ckpt" if ckpt_cb is not None and ckpt_cb.dirpath else None
+    last = last if last is not None and last.exists() else None
+    epochs, global_step = fit_progress(trainer, last)
+    log.info("fit: %d epochs, %d steps on %d device(s); best checkpoint %s", epochs, global_step, trainer.world_size, best)
     result: dict[str, Any] = {
         "run_dir": run_dir,
         "best_ckpt": Path(best) if best else None,
-        "last_ckpt": last if last is not None and last.exists() else None,
-        "epochs": int(trainer.current_epoch),
-        "global_step": int(trainer.global_step),
+        "last_ckpt": last,
+        "epochs": epochs,
+        "global_step": global_step,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
     }
-    if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
-        if trainer.is_global_zero:
-            extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
-            metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
-            result.update(summary=summary, summary_path=summary_path, metrics_path=metrics_path)
+    if cfg.get("test", True) and trainer.is_global_zero:
+        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
+        test = dict(datamodule=datamodule, ckpt_path=best, weights_only=False)
+        if trainer.world_size == 1:
+            result.update(evaluate_module(trainer, model, run_dir, extra, **test))
+        else:
+            with single_process_env():
+                tester = one_device_trainer(cfg.trainer, logger=_test_loggers(loggers),
+                                            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
+                result.update(evaluate_module(tester, model, run_dir, extra, **test))
     return result
 
 
@@ -301,20 +393,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std)
     datamodule.setup("test")
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
-    trainer.test(model, dataloaders=datamodule.eval_dataloader(split))
+    trainer = one_device_trainer(cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
     extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
-    metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
-    return {"run_dir": run_dir, "checkpoint": ckpt, "summary": summary, "summary_path": summary_path, "metrics_path": metrics_path}
+    tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
+    return {"run_dir": run_dir, "checkpoint": ckpt, **tested}
 
 
 __all__ = [
     "check_inputs",
     "evaluate",
+    "evaluate_module",
     "finish_wandb",
+    "fit_progress",
     "instantiate",
     "load_weights",
+    "one_device_trainer",
     "resolve_checkpoint",
+    "set_torch_threads",
     "summarise",
     "train",
     "write_test_results",

@@ -1,15 +1,18 @@
-"""DDP on 2 CPU processes (gloo), alone and inside a multirun: no re-launch, one set of outputs."""
+"""DDP on 2 CPU processes (gloo), alone and inside a multirun: no re-launch, one set of outputs,
+and a plain ``tagseg train trainer=ddp`` tested once, on one device."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tagseg.pipeline import ddp
 
@@ -22,12 +25,19 @@ TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_
         "strategy=scratch"]
 
 
-def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
+# a plain run (no strategy) on a given store
+PLAIN = ["datamodule.image_size=32", "datamodule.batch_size=2", "datamodule.num_workers=0",
+         "datamodule.augment.enabled=false", "+model.network.init_filters=8", "callbacks=minimal", "print_config=false",
+         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+         "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false", "torch_threads=1"]
+
+
+def _train(root: Path, *args: str, base: list[str] = TINY) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(TAGSEG_ROOT=str(root), WANDB_MODE="disabled")
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *flags, *TINY, *overrides], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *flags, *base, *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -88,3 +98,25 @@ def test_multirun_with_ddp_runs_each_cell_once(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"] and [r["overrides"].split(",")[-1] for r in rows] == ["seed=0", "seed=1"]
     assert len(list((tmp_path / "cache" / "finetune").glob("*/done"))) == 2
     assert not (tmp_path / "logs" / "train" / "runs").exists()  # no rank re-ran the command as a single run
+
+
+@pytest.mark.slow
+def test_plain_ddp_run_tests_every_image_once_on_one_device(tmp_path, make_ring_store):
+    # 6 subjects x 3 slices: 12 train images (3 steps/epoch at 2 per device on 2 devices), 3 test
+    # images (s0): odd, so a DistributedSampler would pad one rank with a repeated image
+    store = make_ring_store("rings.h5", n_slices=3, n_frames=1)
+    proc = _train(tmp_path, f"data.store={store}", base=PLAIN)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run,) = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    rows = list(csv.DictReader(open(run / "test_metrics.csv")))
+    assert summary["n_images"] == 3 and summary["split"] == "test"
+    assert [(r["subject"], r["slice"]) for r in rows] == [("s0", "0"), ("s0", "1"), ("s0", "2")]
+    assert summary["dice_mean"] == pytest.approx(sum(float(r["dice"]) for r in rows) / 3)
+    assert summary["checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    assert re.search(r"│ all\s+│ 3 │", proc.stdout), proc.stdout[-2000:]  # the printed table: 3 images
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (state["epoch"], state["global_step"]) == (1, 6)
+    assert "fit: 2 epochs, 6 steps on 2 device(s)" in (run / "train.log").read_text()
+    logged = list(csv.DictReader(open(run / "csv" / "version_0" / "metrics.csv")))
+    assert len(logged) >= 2 and all("val/dice" in r for r in logged)  # rank 0's epoch log is kept whole

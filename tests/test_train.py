@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -14,10 +15,11 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from tagseg.errors import ConfigError, StoreError, TagsegError
 from tagseg.models.segmentation import SegmentationModule
-from tagseg.training import evaluate, load_weights, train
+from tagseg.training import evaluate, fit_progress, instantiate, load_weights, one_device_trainer, set_torch_threads, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -126,6 +128,42 @@ def test_evaluate_a_checkpoint_alone(tmp_path, ring_store):
     assert result["summary"]["split"] == "val" and result["summary"]["dice_mean"] == pytest.approx(df["dice"].mean())
 
 
+def test_fit_progress_of_a_spawned_fit_comes_from_its_last_checkpoint(tmp_path):
+    last = tmp_path / "last.ckpt"
+    torch.save({"epoch": 2, "global_step": 9, "state_dict": {}}, last)  # Lightning's epoch is 0-based
+    spawn_parent = SimpleNamespace(world_size=2, current_epoch=0, global_step=0)  # its counters never move
+    assert fit_progress(spawn_parent, last) == (3, 9)
+    assert fit_progress(spawn_parent, None) == (0, 0)
+    one_device = SimpleNamespace(world_size=1, current_epoch=4, global_step=16)
+    assert fit_progress(one_device, last) == (4, 16)  # a one-device trainer knows its own counters
+
+
+def test_one_device_trainer_keeps_the_ddp_config_but_not_its_devices(tmp_path, ring_store):
+    cfg = compose_cfg(tmp_path / "run", ring_store, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=7")
+    assert cfg.trainer.devices == 2 and cfg.trainer.sync_batchnorm
+    trainer = one_device_trainer(cfg.trainer, logger=False)
+    assert trainer.world_size == 1 and trainer.num_devices == 1 and isinstance(trainer.strategy, SingleDeviceStrategy)
+    assert trainer.max_epochs == 7 and trainer.default_root_dir == str(tmp_path / "run")
+
+
+def test_test_rows_refuse_a_multi_process_trainer(tmp_path, ring_store):
+    model = instantiate(compose_cfg(tmp_path, ring_store).model, "model")
+    model.trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(ConfigError, match=r"test: the per-image rows need one device .* 2 processes"):
+        model.on_test_epoch_start()
+
+
+def test_torch_threads_sets_this_process_and_the_ranks_it_starts(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    set_torch_threads(None)
+    assert torch.get_num_threads() == before and os.environ["OMP_NUM_THREADS"] == "1"
+    set_torch_threads(2)
+    assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    with pytest.raises(ConfigError, match=r"torch_threads: expected null or an integer >= 1, got '4'"):
+        set_torch_threads("4")
+
+
 def _drop_key(store: Path) -> Path:
     with h5py.File(store, "a") as f:
         del f["masks"]
@@ -140,6 +178,7 @@ def _drop_key(store: Path) -> Path:
         (["loss.gamma=-0.5"], ConfigError, r"loss.gamma: the shape-loss weight must be >= 0, got -0.5"),
         (["datamodule.image_size=40"], ConfigError, r"image_size 40x40 is not accepted by network 'resnetvae'"),
         (["ckpt_path={missing}"], ConfigError, r"ckpt_path: .*nope\.h5 does not exist"),
+        (["torch_threads=0"], ConfigError, r"torch_threads: expected null or an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, ring_store, overrides, error, match):

@@ -10,7 +10,8 @@
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
   ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.training.write_test_results`.
+  dice, hd95_mm), written to disk by :func:`tagseg.training.write_test_results`; on one device
+  only (after a DDP fit, :func:`tagseg.training.train` tests in one process).
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
 checkpoint alone rebuilds the module: ``SegmentationModule.load_from_checkpoint(path)``.
@@ -148,6 +149,10 @@ class SegmentationModule(L.LightningModule):
         return {"loss": loss, "pred": pred}
 
     def on_test_epoch_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # each rank would hold only its share of the rows (and under ddp_spawn keep them)
+            raise ConfigError("test: the per-image rows need one device (tagseg.training.one_device_trainer); "
+                              f"this trainer has {self.trainer.world_size} processes")
         self.test_rows = []
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -174,14 +179,7 @@ class SegmentationModule(L.LightningModule):
         self.log("test/hd95_mm", float(hd.mean()), on_epoch=True, batch_size=size, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        # under DDP every rank saw part of the test set (the sampler may repeat rows): gather, dedupe
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
-            gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, self.test_rows)
-            rows = {r["index"]: r for part in gathered for r in part}
-            self.test_rows = [rows[k] for k in sorted(rows)]
-        else:
-            self.test_rows = sorted(self.test_rows, key=lambda r: r["index"])
+        self.test_rows = sorted(self.test_rows, key=lambda r: r["index"])
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Softmax probabilities (B, 1 + K, H, W)."""

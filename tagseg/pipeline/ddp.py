@@ -13,13 +13,17 @@ trains two or three times. tagseg avoids the re-launch:
   :func:`ddp_strategy` returns plain ``ddp``; Lightning sees the ranks' environment and launches
   nothing. Every rank runs the job; :class:`~tagseg.pipeline.cache.StageCache` lets rank 0 alone
   prepare and translate, and only rank 0 writes the sweep record and the loggers' files.
+
+Either way, testing runs after the fit in one process on one device (:func:`single_process_env`
+hides the launcher's ranks from that one-device trainer), so every test image is seen exactly once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 #: environment variables naming this process's global rank, most specific first
 _RANK_VARS = ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK")
@@ -45,6 +49,18 @@ def world_size() -> int:
 def launcher_created_ranks() -> bool:
     """Whether the launcher (SLURM, torchrun, submitit) created several ranks for this job."""
     return world_size() > 1
+
+
+@contextlib.contextmanager
+def single_process_env() -> Iterator[None]:
+    """Hide the launcher's rank variables, so Lightning builds a one-device trainer (testing)."""
+    names = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID", "RANK", "LOCAL_RANK",
+             "WORLD_SIZE", "NODE_RANK", "TORCHELASTIC_RUN_ID")
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def export_submitit_local_env() -> None:

@@ -14,18 +14,17 @@ preparation, translation and pretraining, and a killed run resumes where it stop
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.errors import ConfigError
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
-from tagseg.pipeline.ddp import global_rank, world_size
+from tagseg.pipeline.ddp import global_rank, single_process_env, world_size
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
 
 log = logging.getLogger(__name__)
@@ -88,18 +87,6 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
         return compose(config_name, overrides=list(overrides))
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
-
-
-@contextlib.contextmanager
-def single_process_env() -> Iterator[None]:
-    """Hide the launcher's rank variables, so Lightning builds a one-device trainer (testing)."""
-    names = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID", "RANK", "LOCAL_RANK",
-             "WORLD_SIZE", "NODE_RANK", "TORCHELASTIC_RUN_ID")
-    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
 
 
 # --------------------------------------------------------------------------- stages
@@ -223,22 +210,10 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
         best = result.get("best_ckpt") or result.get("last_ckpt")
         if best is None:
             raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
-        epochs, step = _progress(result.get("last_ckpt"), result["epochs"], result.get("global_step"))
         return {"best_ckpt": Path(best), "last_ckpt": result.get("last_ckpt"), "run_dir": out,
-                "epochs": epochs, "global_step": step}
+                "epochs": result["epochs"], "global_step": result["global_step"]}
 
     return Stage(kind, label, config, compute, needs=needs, collective=True)
-
-
-def _progress(last_ckpt: Any, epochs: int, step: int | None) -> tuple[int, int | None]:
-    """(epochs, global step) from ``last.ckpt``: under ``ddp_spawn`` the trainer in this process
-    does not see the ranks' counters, the checkpoint written by rank 0 does."""
-    if not last_ckpt or not Path(last_ckpt).exists():
-        return int(epochs), step
-    import torch
-
-    state = torch.load(last_ckpt, map_location="cpu", weights_only=False)
-    return int(state.get("epoch", epochs - 1)) + 1, int(state.get("global_step", step or 0))
 
 
 def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
