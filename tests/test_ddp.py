@@ -32,12 +32,14 @@ PLAIN = ["datamodule.image_size=32", "datamodule.batch_size=2", "datamodule.num_
          "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false", "torch_threads=1"]
 
 
-def _train(root: Path, *args: str, base: list[str] = TINY) -> subprocess.CompletedProcess:
+def _train(root: Path, *args: str, base: list[str] = TINY, torchrun: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(TAGSEG_ROOT=str(root), WANDB_MODE="disabled")
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *flags, *base, *overrides], cwd=ROOT, env=env,
+    # torchrun creates the ranks (plain ddp, each rank runs the job); otherwise the job spawns them
+    python = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else [sys.executable]
+    return subprocess.run([*python, "-m", "tagseg.cli", "train", *flags, *base, *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -101,11 +103,14 @@ def test_multirun_with_ddp_runs_each_cell_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_plain_ddp_run_tests_every_image_once_on_one_device(tmp_path, make_ring_store):
+@pytest.mark.parametrize("torchrun", [False, True], ids=["ddp_spawn", "torchrun_ranks"])
+def test_plain_ddp_run_tests_every_image_once_on_one_device(tmp_path, make_ring_store, torchrun):
     # 6 subjects x 3 slices: 12 train images (3 steps/epoch at 2 per device on 2 devices), 3 test
     # images (s0): odd, so a DistributedSampler would pad one rank with a repeated image
     store = make_ring_store("rings.h5", n_slices=3, n_frames=1)
-    proc = _train(tmp_path, f"data.store={store}", base=PLAIN)
+    # the ranks of torchrun start the job separately: one run folder for both, not one per start time
+    same_dir = [f"hydra.run.dir={tmp_path / 'logs' / 'train' / 'runs' / 'torchrun'}"] if torchrun else []
+    proc = _train(tmp_path, f"data.store={store}", *same_dir, base=PLAIN, torchrun=torchrun)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = list((tmp_path / "logs" / "train" / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
@@ -118,5 +123,6 @@ def test_plain_ddp_run_tests_every_image_once_on_one_device(tmp_path, make_ring_
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert (state["epoch"], state["global_step"]) == (1, 6)
     assert "fit: 2 epochs, 6 steps on 2 device(s)" in (run / "train.log").read_text()
+    assert proc.stdout.count("summary: ") == 1  # tested and printed by one process only
     logged = list(csv.DictReader(open(run / "csv" / "version_0" / "metrics.csv")))
     assert len(logged) >= 2 and all("val/dice" in r for r in logged)  # rank 0's epoch log is kept whole
