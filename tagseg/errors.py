@@ -15,3 +15,19 @@ class StoreError(TagsegError):
 
 class DataError(TagsegError):
     """A raw dataset file is unreadable or inconsistent; the message names the file."""
+
+
+def reject_unknown_keys(given: object, known: object, where: str) -> None:
+    """Raise :class:`ConfigError` when a config mapping holds keys outside ``known``.
+
+    Args:
+        given: the keys the user gave (a mapping or any iterable of names).
+        known: the accepted keys.
+        where: the config path named in the message, e.g. ``"physics"``.
+
+    Raises:
+        ConfigError: ``<where>: unknown key(s) [...]; expected some of [...]``.
+    """
+    unknown = sorted(set(given) - set(known))  # type: ignore[call-overload]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")  # type: ignore[call-overload]

@@ -27,7 +27,7 @@ from monai.transforms import (
     ToTensord,
 )
 
-from tagseg.errors import ConfigError
+from tagseg.errors import ConfigError, reject_unknown_keys
 
 #: the paper's intensity normalisation, applied after scaling each image to [0, 1]
 NORM_MEAN = 0.456
@@ -77,10 +77,7 @@ class AugmentConfig:
             ConfigError: naming ``where`` and the offending key.
         """
         values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        reject_unknown_keys(values, {f.name for f in fields(cls)}, where)
         for key in ("blur_sigma", "elastic_magnitude"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])

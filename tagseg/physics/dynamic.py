@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from tagseg.errors import ConfigError
+from tagseg.errors import ConfigError, reject_unknown_keys
 from tagseg.physics.fading import faded_mz
 from tagseg.physics.tagging import tag_mz
 
@@ -68,10 +68,7 @@ class FadingParams:
         if isinstance(cfg, FadingParams):
             return cfg
         cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"method.fading: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        reject_unknown_keys(cfg, {f.name for f in dataclasses.fields(cls)}, "method.fading")
         if "blood_labels" in cfg:
             cfg["blood_labels"] = tuple(int(v) for v in cfg["blood_labels"])
         return cls(**cfg)

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tagseg.errors import ConfigError
+from tagseg.errors import ConfigError, reject_unknown_keys
 from tagseg.physics.contrast import get_contrast
 from tagseg.physics.tagging import DEFAULT_PATTERN, check_tag_params
 
@@ -70,10 +70,7 @@ class PhysicsParams:
         if isinstance(cfg, PhysicsParams):
             return cfg
         cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"physics: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        reject_unknown_keys(cfg, {f.name for f in dataclasses.fields(cls)}, "physics")
         if "pattern" in cfg:
             cfg["pattern"] = tuple(float(w) for w in cfg["pattern"])
         if "offset_px" in cfg:

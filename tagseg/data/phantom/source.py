@@ -22,7 +22,7 @@ from tagseg.data.phantom.imaging import (
 )
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
 from tagseg.data.records import SliceRecord
-from tagseg.errors import ConfigError
+from tagseg.errors import ConfigError, reject_unknown_keys
 
 MODALITIES = ("cine", "tagged")
 _COHORT = {"paired": 0, "cine": 1, "tagged": 2}
@@ -45,9 +45,7 @@ DEFAULT_TAGGING: dict[str, Any] = {
 
 def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"data.{where}: unknown key(s) {unknown}; expected some of {sorted(defaults)}")
+    reject_unknown_keys(given, defaults, f"data.{where}")
     return {**defaults, **given}
 
 
