@@ -259,16 +259,33 @@ def write_store(
     return Path(path)
 
 
+def open_store(path: str | os.PathLike, role: str = "slice store", hint: str = "check the path") -> h5py.File:
+    """Open a store for reading, with one clear error when it is missing or not HDF5.
+
+    Args:
+        path: the ``.h5`` file.
+        role: what the file is to the caller, for the message (e.g. ``"input store"``).
+        hint: where the path came from, for the message (e.g. ``"check input="``).
+
+    Returns:
+        The open file (the caller closes it).
+
+    Raises:
+        StoreError: ``<path>: <role> not found (...)`` or ``<path>: not a readable HDF5 slice store``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: {role} not found (run `tagseg prepare` first, or {hint})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise StoreError(f"{path}: not a readable HDF5 slice store ({exc})") from exc
+
+
 def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) -> None:
     """Raise :class:`StoreError` naming the file and key if ``path`` is not a valid store."""
     path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: slice store not found (run `tagseg prepare` first, or check the path)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise StoreError(f"{path}: not a readable HDF5 slice store ({exc})") from exc
-    with f:
+    with open_store(path) as f:
         missing = [k for k in required if k not in f]
         if missing:
             raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.data.store")

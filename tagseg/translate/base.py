@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.data.store import REQUIRED_META, StoreWriter, _read_array
+from tagseg.data.store import REQUIRED_META, StoreWriter, _read_array, open_store
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -259,12 +259,7 @@ class Translator(ABC):
 
 def _open_input(path: Path) -> h5py.File:
     """Open the input store; raise one clear error when it is missing, unreadable or has no masks."""
-    if not path.exists():
-        raise StoreError(f"{path}: input store not found (run `tagseg prepare` first, or check input=)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise StoreError(f"{path}: not a readable HDF5 slice store ({exc})") from exc
+    f = open_store(path, role="input store", hint="check input=")
     try:
         if "images" not in f:
             raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.data.store)")
