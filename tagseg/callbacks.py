@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 
-from tagseg.data.transforms import denormalise
+from tagseg.data.transforms import NORM_MEAN, NORM_STD, denormalise
 from tagseg.metrics import boundary
 
 #: RGB of ground-truth and predicted contours on the overlays
@@ -53,7 +53,7 @@ class PredictionOverlays(L.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers or not isinstance(outputs, Mapping) or "pred" not in outputs:
             return
-        mean, std = pl_module.hparams.get("mean", 0.456), pl_module.hparams.get("std", 0.224)
+        mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
         n = min(self.n_images, batch["image"].shape[0])
         images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
         truth = (batch["label"][:n, 0] > 0).cpu().numpy()

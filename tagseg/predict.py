@@ -40,7 +40,7 @@ from tagseg.data.readers.common import MYO
 from tagseg.data.records import SliceRecord
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
 from tagseg.data.store import write_store
-from tagseg.data.transforms import normalise
+from tagseg.data.transforms import NORM_MEAN, NORM_STD, normalise
 from tagseg.errors import ConfigError
 from tagseg.models.networks import main_head, split_output
 
@@ -62,8 +62,8 @@ class Segmenter:
 
     network: nn.Module
     image_size: int
-    mean: float = 0.456
-    std: float = 0.224
+    mean: float = NORM_MEAN
+    std: float = NORM_STD
     labels: tuple[int, ...] = (0, MYO)
 
     def preprocess(self, frames: np.ndarray, scaled: bool = False) -> torch.Tensor:

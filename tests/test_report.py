@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +87,21 @@ def test_quartile_examples_are_picked_by_dice_and_drawn(trained_ckpt: Path) -> N
     assert png is not None and png.stat().st_size > 5000
     (run / "config.yaml").unlink()
     assert plot_examples(run, run / "none.png") is None  # no config: nothing to re-segment, no error
+
+
+def test_example_rows_are_found_across_the_runs_stores(tmp_path: Path) -> None:
+    # test_metrics.csv's index numbers the rows of datamodule.stores concatenated in order
+    from tagseg.data.store import write_store
+    from tagseg.report.examples import run_slices
+
+    stores = []
+    for k, n in enumerate((3, 2)):
+        images = np.stack([np.full((8, 8), (10 * k + i) / 100, np.float32) for i in range(n)])
+        meta = {"subject": [f"s{k}{i}" for i in range(n)], "slice": [0] * n, "frame": [0] * n, "n_frames": [1] * n,
+                "phase": [""] * n, "group": ["g"] * n, "spacing_mm": [(1.0, 1.0)] * n, "source": ["t"] * n}
+        write_store(tmp_path / f"s{k}.h5", images, np.full((n, 8, 8), k, np.uint8), meta, name=f"s{k}")
+        stores.append(str(tmp_path / f"s{k}.h5"))
+    found = run_slices({"data": {"store": stores[0]}, "datamodule": {"stores": stores}}, [4, 0, 3])
+    assert [round(float(img[0, 0]) * 100) for img, _ in found] == [11, 0, 10]
+    assert [int(mask[0, 0]) for _, mask in found] == [1, 0, 1]
+    assert run_slices({"data": {"store": str(tmp_path / "gone.h5")}}, [0]) is None

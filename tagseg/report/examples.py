@@ -5,6 +5,7 @@ best checkpoint through the same pre-processing as ``tagseg predict``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -30,6 +31,30 @@ def pick_quartile_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def run_slices(cfg: dict, index: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Store image and mask of each of a run's test rows, at the store's size.
+
+    Args:
+        cfg: the run's resolved config (``config.yaml``).
+        index: ``test_metrics.csv``'s ``index`` values: rows of the run's stores
+            (``datamodule.stores``, else ``data.store``) concatenated in order, as the
+            SliceDataModule numbers them.
+
+    Returns:
+        ``(image, mask)`` per index, or ``None`` when a store no longer exists.
+    """
+    stores = [Path(s) for s in (cfg.get("datamodule") or {}).get("stores") or [cfg["data"]["store"]]]
+    if not all(s.exists() for s in stores):
+        return None
+    data = [read_store(s, extras=False) for s in stores]
+    starts = np.cumsum([0] + [len(d.images) for d in data])
+    out = []
+    for i in index:
+        k = int(np.searchsorted(starts, int(i), side="right")) - 1
+        out.append((data[k].images[int(i) - starts[k]], data[k].masks[int(i) - starts[k]]))
+    return out
+
+
 def plot_examples(run: str | Path, out: str | Path) -> Path | None:
     """Write the examples figure for one run folder; ``None`` if it has no checkpoint or store.
 
@@ -43,14 +68,14 @@ def plot_examples(run: str | Path, out: str | Path) -> Path | None:
         return None
     if "index" not in metrics.columns:
         raise TagsegError(f"{run / 'test_metrics.csv'}: no 'index' column, cannot find the images in the store")
-    store_path = Path(yaml.safe_load(cfg_path.read_text())["data"]["store"])
-    if not store_path.exists():
-        return None
     rows = pick_quartile_rows(metrics)
-    store = read_store(store_path, extras=False)
-    images = store.images[rows["index"].to_numpy(int)]
-    truth = store.masks[rows["index"].to_numpy(int)] == MYO
-    pred = load_segmenter(find_checkpoint(run)).segment(images, scaled=True) == MYO
+    found = run_slices(yaml.safe_load(cfg_path.read_text()), rows["index"].tolist())
+    if found is None:
+        return None
+    segmenter = load_segmenter(find_checkpoint(run))
+    images = [img for img, _ in found]
+    truth = [mask == MYO for _, mask in found]
+    pred = [segmenter.segment(img[None], scaled=True)[0] == MYO for img in images]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
     for ax, img, gt, pr, row in zip(axes, images, truth, pred, rows.itertuples()):
         ax.imshow(img, cmap="gray")
