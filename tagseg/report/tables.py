@@ -17,8 +17,6 @@ from tagseg.errors import TagsegError
 
 METRICS_FILE = "test_metrics.csv"
 SUMMARY_FILE = "summary.json"
-#: config keys shown as columns when they differ between runs
-LABEL_KEYS = ("strategy", "model", "gamma", "loss.gamma", "model.name", "data.name")
 
 
 def find_runs(root: str | Path) -> list[Path]:
