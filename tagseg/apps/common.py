@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
-from tagseg.errors import TagsegError
+from tagseg.errors import ConfigError, TagsegError
 
 log = logging.getLogger("tagseg")
 
@@ -44,6 +45,23 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def user_error(exc: BaseException) -> TagsegError | None:
+    """The error to show the user as one line, or ``None`` when ``exc`` is a bug.
+
+    A :class:`TagsegError`; the same wrapped by ``hydra.utils.instantiate`` (its ``__cause__``);
+    or a mandatory config value left unset (``???`` in the YAML, e.g. ``tagseg predict``
+    without ``ckpt=``), reported as a :class:`ConfigError` naming the key.
+    """
+    if isinstance(exc, TagsegError):
+        return exc
+    if isinstance(exc.__cause__, TagsegError):
+        return exc.__cause__
+    if isinstance(exc, MissingMandatoryValue):
+        key = exc.full_key or "?"
+        return ConfigError(f"{key}: no value given; pass {key}=<value> (`--help` lists the stage's options)")
+    return None
+
+
 def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a :class:`TagsegError` into one clear line on stderr and exit status 2.
 
@@ -56,19 +74,13 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except TagsegError as exc:
-            log.error("%s", exc)
-            print(f"tagseg: error: {exc}", file=sys.stderr)
-            if in_multirun():
-                return failed_cell(exc)
-            raise SystemExit(2) from None
         except Exception as exc:
-            cause = exc.__cause__
-            if isinstance(cause, TagsegError):  # hydra.utils.instantiate wraps a constructor's error
-                log.error("%s", cause)
-                print(f"tagseg: error: {cause}", file=sys.stderr)
+            user = user_error(exc)
+            if user is not None:
+                log.error("%s", user)
+                print(f"tagseg: error: {user}", file=sys.stderr)
                 if in_multirun():
-                    return failed_cell(cause)
+                    return failed_cell(user)
                 raise SystemExit(2) from None
             if not in_multirun():
                 raise
