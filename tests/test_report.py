@@ -105,3 +105,26 @@ def test_example_rows_are_found_across_the_runs_stores(tmp_path: Path) -> None:
     assert [round(float(img[0, 0]) * 100) for img, _ in found] == [11, 0, 10]
     assert [int(mask[0, 0]) for _, mask in found] == [1, 0, 1]
     assert run_slices({"data": {"store": str(tmp_path / "gone.h5")}}, [0]) is None
+
+
+def test_strategy_cells_are_reported_from_their_test_stage(tmp_path: Path) -> None:
+    # a `tagseg train -m ... strategy=...` cell tests in the stage cache; strategy.json points there
+    import json
+
+    from tagseg.report.tables import find_runs, write_tables
+
+    sweep = tmp_path / "sweep"
+    for job, dice in ((0, [0.8, 0.6]), (1, [0.9, 0.7])):
+        test_dir = tmp_path / "cache" / "test" / f"k{job}"
+        test_dir.mkdir(parents=True)
+        pd.DataFrame({"subject": "s", "slice": 0, "frame": [0, 1], "group": "g", "dice": dice, "hd95_mm": [2.0, 4.0],
+                      "index": [0, 1]}).to_csv(test_dir / "test_metrics.csv", index=False)
+        cell = sweep / str(job)
+        (cell / ".hydra").mkdir(parents=True)
+        (cell / ".hydra" / "overrides.yaml").write_text(f"- strategy=s{job}\n")
+        (cell / "strategy.json").write_text(json.dumps({"status": "ok", "summary_path": str(test_dir / "summary.json")}))
+    assert find_runs(sweep) == [sweep / "0", sweep / "1"]
+    table = pd.read_csv(write_tables(sweep, tmp_path / "report")["summary_csv"])
+    assert table["overrides"].tolist() == ["strategy=s1", "strategy=s0"]
+    assert table["dice_mean"].tolist() == pytest.approx([0.8, 0.7])
+    assert plot_examples(sweep / "0", tmp_path / "ex.png") is None  # checkpoints live in the cache

@@ -62,10 +62,10 @@ def plot_examples(run: str | Path, out: str | Path) -> Path | None:
         TagsegError: ``test_metrics.csv`` has no ``index`` column (rows cannot be found in the store).
     """
     run, out = Path(run), Path(out)
-    metrics = pd.read_csv(run / "test_metrics.csv")
     cfg_path = run / "config.yaml"
-    if not cfg_path.exists() or not (run / "checkpoints").exists():
-        return None
+    if not cfg_path.exists() or not (run / "checkpoints").exists() or not (run / "test_metrics.csv").exists():
+        return None  # e.g. a strategy cell: its checkpoints and test table live in the stage cache
+    metrics = pd.read_csv(run / "test_metrics.csv")
     if "index" not in metrics.columns:
         raise TagsegError(f"{run / 'test_metrics.csv'}: no 'index' column, cannot find the images in the store")
     rows = pick_quartile_rows(metrics)

@@ -16,11 +16,24 @@ import yaml
 from tagseg.errors import TagsegError
 
 METRICS_FILE = "test_metrics.csv"
-SUMMARY_FILE = "summary.json"
+#: written by a strategy cell (tagseg.pipeline.strategy.run_strategy)
+STRATEGY_FILE = "strategy.json"
+
+
+def metrics_file(run: Path) -> Path:
+    """A run's per-image table: its own ``test_metrics.csv``, or, for a strategy cell
+    (``tagseg train strategy=...``, which tests in the stage cache), the test stage's, found
+    through the cell's ``strategy.json``."""
+    own = run / METRICS_FILE
+    if own.exists() or not (run / STRATEGY_FILE).exists():
+        return own
+    record = json.loads((run / STRATEGY_FILE).read_text())
+    return Path(record.get("summary_path", own)).with_name(METRICS_FILE)
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every run folder at or below ``root`` (sorted), i.e. each folder with a ``test_metrics.csv``.
+    """Every run folder at or below ``root`` (sorted): each folder with a ``test_metrics.csv``,
+    or with a ``strategy.json`` whose test stage wrote one.
 
     Raises:
         TagsegError: ``root`` is missing or holds no run.
@@ -28,7 +41,8 @@ def find_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         raise TagsegError(f"{root}: no such run or sweep folder")
-    runs = sorted({p.parent for p in root.rglob(METRICS_FILE)})
+    cells = {p.parent for p in root.rglob(STRATEGY_FILE) if metrics_file(p.parent).exists()}
+    runs = sorted({p.parent for p in root.rglob(METRICS_FILE)} | cells)
     if not runs:
         raise TagsegError(f"{root}: no {METRICS_FILE} found below it (is it a tagseg train/evaluate run or sweep folder?)")
     return runs
@@ -47,10 +61,11 @@ def load_metrics(runs: list[Path], root: Path) -> pd.DataFrame:
     """All per-image rows of ``runs``, with a ``run`` column (path relative to ``root``) and ``overrides``."""
     frames = []
     for run in runs:
-        df = pd.read_csv(run / METRICS_FILE)
+        path = metrics_file(run)
+        df = pd.read_csv(path)
         missing = {"dice", "hd95_mm"} - set(df.columns)
         if missing:
-            raise TagsegError(f"{run / METRICS_FILE}: missing column(s) {sorted(missing)}")
+            raise TagsegError(f"{path}: missing column(s) {sorted(missing)}")
         df["run"] = str(run.relative_to(root)) if run != root else "."
         df["overrides"] = run_overrides(run)
         frames.append(df)
