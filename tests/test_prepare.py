@@ -17,7 +17,7 @@ from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.records import SliceRecord
 from tagseg.data.splits import split_column, split_subjects
 from tagseg.data.store import read_store, store_attrs
-from tagseg.errors import ConfigError, DataError
+from tagseg.errors import ConfigError, DataError, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,7 @@ def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
     rf.make_acdc_patient(tmp_path / "raw", "training", 1)
     cfg = OmegaConf.create({"_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
                             "store": str(tmp_path / "acdc.h5"), "root": str(tmp_path / "raw")})
-    path = ensure_store(cfg, seed=0)
+    path = ensure_store(cfg, seed=0, prepare_missing=True)
     store = read_store(path)
     assert store.images.shape == (6, 256, 256)  # the prepare.image_size default
     np.testing.assert_allclose(store.meta["spacing_mm"][0], [1.25 * 10 / 256, 1.5 * 12 / 256], rtol=1e-6)
@@ -206,4 +206,21 @@ def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
     assert ensure_store(cfg) == path and path.stat().st_mtime_ns == stamp
     cfg.store, cfg.root = str(tmp_path / "other.h5"), str(tmp_path / "missing")
     with pytest.raises(DataError, match="missing: ACDC root folder not found"):
-        ensure_store(cfg)
+        ensure_store(cfg, prepare_missing=True)
+
+
+def test_ensure_store_prepares_only_stores_at_their_configured_location(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tagseg.data.prepare import ensure_store
+
+    rf.make_acdc_patient(tmp_path / "raw", "training", 1)
+    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path / "data")}, "data": {
+        "_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
+        "store": "${paths.data_dir}/acdc.h5", "root": str(tmp_path / "raw")}})
+    assert ensure_store(cfg.data) == tmp_path / "data" / "acdc.h5" and (tmp_path / "data" / "acdc.h5").exists()
+    # an explicit path (a typo, say) must exist: no dataset is built there
+    cfg.data.store = str(tmp_path / "typo.h5")
+    with pytest.raises(StoreError, match=r"typo\.h5: slice store not found \(data=acdc\).*tagseg prepare data=acdc"):
+        ensure_store(cfg.data)
+    assert not (tmp_path / "typo.h5").exists()

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.data.store import StoreWriter
-from tagseg.errors import ConfigError, DataError
+from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -216,20 +216,49 @@ def _batch(recs: list[SliceRecord]) -> tuple[np.ndarray, np.ndarray, dict[str, A
     return np.stack([r.image for r in recs]), np.stack([r.mask for r in recs]), meta, extras
 
 
-def ensure_store(data_cfg: Any, seed: int = 0, split_ratios: Sequence[float] = (0.7, 0.15, 0.15)) -> Path:
+def ensure_store(
+    data_cfg: Any,
+    seed: int = 0,
+    split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    prepare_missing: bool | None = None,
+) -> Path:
     """Return ``data_cfg.store``, preparing it first if it does not exist yet.
 
     Lets ``tagseg train data=phantom_tagged`` (or any stage) run on a fresh machine without a
     separate ``tagseg prepare``: the dataset config (``conf/data/<name>.yaml``) says how to build
     it. A raw dataset whose ``root`` is missing fails here with the reader's clear error.
+
+    Only a store at its configured location (``store`` still an interpolation such as
+    ``${paths.data_dir}/phantom_tagged.h5``) is prepared on demand: a path given explicitly
+    (``data.store=/some/file.h5``) must exist, so a typo fails at once instead of building a new
+    dataset there.
+
+    Args:
+        data_cfg: the dataset config node (``cfg.data``).
+        seed: seeds the source and the subject-level split.
+        split_ratios: (train, val, test) subject ratios.
+        prepare_missing: force (True) or forbid (False) preparing a missing store; ``None``
+            applies the rule above.
+
+    Raises:
+        StoreError: the store is missing and may not be prepared here.
     """
     import hydra.utils
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     store = Path(data_cfg.store)
     if store.exists():
         return store
-    log.info("store %s not found: preparing it from data=%s", store, data_cfg.get("name", "?"))
+    if prepare_missing is None:
+        prepare_missing = isinstance(data_cfg, DictConfig) and OmegaConf.is_interpolation(data_cfg, "store")
+    name = data_cfg.get("name", "<dataset>")
+    if not prepare_missing:
+        raise StoreError(
+            f"{store}: slice store not found (data={name}). Check the path, or build it with "
+            f"`tagseg prepare data={name} output={store}`; a store left at its default location "
+            "(under paths.data_dir) is prepared automatically"
+        )
+    log.info("store %s not found: preparing it from data=%s", store, name)
     source = hydra.utils.instantiate(data_cfg)
     # the same default as `tagseg prepare` (prepare.image_size): raw datasets differ in size per file
     size = data_cfg.get("image_size", 256)
