@@ -31,6 +31,7 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from tagseg.data.records import LV, MYO, RV
 from tagseg.data.splits import SPLITS, split_column
 from tagseg.data.store import read_store
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, AugmentConfig, build_augmentation, normalise
@@ -40,7 +41,7 @@ from tagseg.losses import shape_information_batch
 log = logging.getLogger(__name__)
 
 #: labels of the store convention (0 bg, 1 RV, 2 MYO, 3 LV)
-STORE_LABELS = (1, 2, 3)
+STORE_LABELS = (RV, MYO, LV)
 SI_CHUNK = 256
 
 

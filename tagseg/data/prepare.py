@@ -19,14 +19,13 @@ import numpy as np
 from skimage.transform import resize
 from tqdm.auto import tqdm
 
-from tagseg.data.records import DatasetSource, SliceRecord
+from tagseg.data.records import LABELS, DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.data.store import StoreWriter
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 
-LABELS = (0, 1, 2, 3)
 
 
 @dataclass

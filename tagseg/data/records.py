@@ -18,6 +18,10 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
+#: the ACDC label convention used everywhere inside tagseg
+BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
+LABELS = (BACKGROUND, RV, MYO, LV)
+
 
 @dataclass
 class SliceRecord:

@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from tagseg.data.records import MYO as MYO_LABEL
 from tagseg.errors import ConfigError
 
-MYO_LABEL = 2
 
 
 def sqrt_contrast(images: torch.Tensor, masks: np.ndarray | None = None, rngs=None) -> torch.Tensor:

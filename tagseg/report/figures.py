@@ -14,10 +14,10 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from tagseg.data.records import MYO as MYO_LABEL
 from tagseg.data.store import read_meta, store_attrs
 from tagseg.errors import StoreError
 
-MYO_LABEL = 2
 
 
 def _pick_frames(frames: np.ndarray, wanted: Sequence[int] | None, n_frames: int) -> list[int]:

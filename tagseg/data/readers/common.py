@@ -19,13 +19,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from skimage.draw import polygon2mask
 
+from tagseg.data.records import BACKGROUND, LABELS, LV, MYO, RV  # noqa: F401  (re-exported for the readers)
 from tagseg.errors import DataError
 
 log = logging.getLogger(__name__)
-
-#: ACDC label convention used inside tagseg
-BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
-LABELS = (BACKGROUND, RV, MYO, LV)
 
 
 def require_dir(root: str | Path, dataset: str, layout: str) -> Path:
