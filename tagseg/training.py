@@ -82,8 +82,17 @@ def check_inputs(cfg: DictConfig) -> list[Path]:
         value = cfg.get(key)
         if value and not Path(value).exists():
             raise ConfigError(f"{key}: {value} does not exist (expected a .ckpt file or a run folder)")
+    return checked_stores(cfg)
+
+
+def checked_stores(cfg: DictConfig) -> list[Path]:
+    """``datamodule.stores``, each checked; the dataset's own store is prepared if missing.
+
+    Raises:
+        StoreError: a store is missing (and may not be prepared here) or malformed.
+    """
     stores = [Path(s) for s in cfg.datamodule.stores]
-    data_store = cfg.get("data", {}).get("store") if cfg.get("data") is not None else None
+    data_store = cfg.data.get("store") if cfg.get("data") is not None else None
     for store in stores:
         if not store.exists() and data_store is not None and str(store) == str(data_store):
             from tagseg.data.prepare import ensure_store
@@ -381,14 +390,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     hp = model.hparams
-    stores = [Path(s) for s in cfg.datamodule.stores]
-    data_store = cfg.data.get("store") if cfg.get("data") is not None else None
-    for store in stores:
-        if not store.exists() and data_store is not None and str(store) == str(data_store):
-            from tagseg.data.prepare import ensure_store
-
-            ensure_store(cfg.data, seed=cfg.get("seed", 0))
-        check_store(store)
+    stores = checked_stores(cfg)
     _save_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std)
     datamodule.setup("test")
