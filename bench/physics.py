@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from tagseg.data.store import write_store
+from tagseg.io.store import write_store
 from tagseg.physics.tagging import apply_tagging
 from tagseg.translate.physics import PhysicsTranslator
 

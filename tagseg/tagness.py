@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.data.store import check_store
+from tagseg.io.store import check_store
 from tagseg.errors import ConfigError, DataError
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from tagseg.data.store import write_store
+from tagseg.io.store import write_store
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagseg.data.store import write_store
+from tagseg.io.store import write_store
 from tagseg.physics.tagging import apply_tagging
 
 TINY_GENERATOR = {"ngf": 4, "n_blocks": 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagseg.data.store import SliceStore
+from tagseg.io.store import SliceStore
 
 
 def assert_carried_over(src: SliceStore, out: SliceStore, source: str) -> None:

@@ -11,13 +11,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tagseg.data.datamodule import SliceDataModule
-from tagseg.instantiate import instantiate
+from tagseg.runtime.config import instantiate
 from tagseg.losses import SegmentationLoss
 from tagseg.models.networks import count_parameters
 from tagseg.models.segmentation import SegmentationModule
-from tagseg.training import instantiate_group
+from tagseg.runtime.config import instantiate_group
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "tagseg" / "conf"
 PAPER_PARAMETERS = {"resnetvae": 3_555_891, "nnunet": 34_164_258}
 
 

@@ -219,7 +219,7 @@ def test_unpaired_datamodule_converts_once_and_uses_the_tagged_train_split(tmp_p
     dm = UnpairedDataModule(a, b, batch_size=2)
     dm.setup()
     assert len(dm.domain_a) == 6 and len(dm.domain_b) == 3  # all cine frames; tagged train rows only
-    from tagseg.data.store import read_store
+    from tagseg.io.store import read_store
 
     raw_b = read_store(b).images[[0, 3, 5]]
     np.testing.assert_allclose(dm.domain_b.images.numpy(), raw_b)

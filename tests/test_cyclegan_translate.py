@@ -14,9 +14,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tagseg.apps.common import CONF_DIR
+from tagseg.runtime.config import CONF_DIR
 from tagseg.data.intensity import from_gan, to_gan
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.data.unpaired import UnpairedDataModule
 from tagseg.errors import ConfigError
 from tagseg.models.cyclegan import CycleGANModule
@@ -102,7 +102,7 @@ def compose_cyclegan(tmp_path: Path, store_a: Path, store_b: Path, *extra: str):
 
 
 def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
-    from tagseg.cyclegan_training import format_tagness, train_cyclegan
+    from tagseg.stages.cyclegan import format_tagness, train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=4, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
@@ -118,7 +118,7 @@ def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
     assert read_store(tmp_path / "tr.h5").images.shape == (4, 32, 32)
     assert "translated / cine" in format_tagness(tg)
     # the checkpoint drives `tagseg translate method=cyclegan ... ckpt=...`
-    from tagseg.apps.translate import build_translator
+    from tagseg.stages.translate import build_translator
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         tcfg = compose(config_name="translate", overrides=["method=cyclegan", f"ckpt={result['last_ckpt']}",
@@ -128,7 +128,7 @@ def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
 
 
 def test_cyclegan_app_bad_input_fails_before_training(tmp_path):
-    from tagseg.cyclegan_training import train_cyclegan
+    from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=2, seed=0)
     odd = make_store(tmp_path / "odd.h5", n=2, size=30, tagged=True, seed=3)
@@ -140,7 +140,7 @@ def test_cyclegan_app_bad_input_fails_before_training(tmp_path):
 
 
 def test_gan_strategy_turns_on_unused_parameters_for_ddp():
-    from tagseg.cyclegan_training import gan_strategy
+    from tagseg.stages.cyclegan import gan_strategy
 
     assert gan_strategy("ddp") == "ddp_find_unused_parameters_true"
     assert gan_strategy("ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
@@ -162,7 +162,7 @@ def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     """Two ranks (gloo, spawned): find_unused_parameters is switched on, both steps run, last.ckpt written."""
-    from tagseg.cyclegan_training import train_cyclegan
+    from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=8, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=8, tagged=True, seed=3)
@@ -178,7 +178,7 @@ def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
 def test_resume_from_last_ckpt_continues_the_epoch_and_lr_schedule(tmp_path):
     import pandas as pd
 
-    from tagseg.cyclegan_training import train_cyclegan
+    from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=4, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)

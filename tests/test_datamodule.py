@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tagseg.data.datamodule import SliceDataModule, compute_si, load_slices, to_classes
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.errors import ConfigError, StoreError
 from tagseg.losses import shape_information
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagseg.pipeline import ddp
+from tagseg.runtime import ddp
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",

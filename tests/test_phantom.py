@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from tagseg.data.phantom import PhantomSource
 from tagseg.data.prepare import prepare_store
-from tagseg.data.store import read_store, write_store
+from tagseg.io.store import read_store, write_store
 from tagseg.errors import ConfigError
 from tagseg.report.figures import paired_montage, store_montage
 

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from tagseg.apps.common import CONF_DIR
+from tagseg.runtime.config import CONF_DIR
 from tagseg.errors import ConfigError
 from tagseg.pipeline.runner import assign_keys
 from tagseg.pipeline.strategy import RUN_DIR, plain, plan_strategy, run_tags

@@ -17,10 +17,10 @@ from torch import nn
 from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from tagseg.contours import myocardial_contours
 from tagseg.data.scans import find_inputs, read_scan
-from tagseg.data.store import read_store, write_store
+from tagseg.io.store import read_store, write_store
 from tagseg.errors import DataError
 from tagseg.metrics import dice
-from tagseg.predict import Segmenter, predict
+from tagseg.stages.predict import Segmenter, predict
 
 SHAPE = (40, 56)  # rows, cols: not square, not the model size
 R_IN, R_OUT = 6.0, 11.0
@@ -180,7 +180,7 @@ def test_store_input_gives_a_store_with_predicted_masks(tmp_path):
 
 
 def test_load_segmenter_reads_the_training_preprocessing(trained_ckpt):
-    from tagseg.predict import load_segmenter
+    from tagseg.stages.predict import load_segmenter
 
     seg = load_segmenter(trained_ckpt.parents[1])  # a run folder with one checkpoint works too
     assert seg.image_size == 32 and seg.labels == (0, 2) and (seg.mean, seg.std) == (0.456, 0.224)
@@ -207,7 +207,7 @@ def test_store_preprocessing_equals_the_datamodule(ring_store):
 
 def test_checkpoint_errors(tmp_path, trained_ckpt):
     from tagseg.errors import ConfigError
-    from tagseg.predict import load_segmenter
+    from tagseg.stages.predict import load_segmenter
 
     with pytest.raises(ConfigError, match="ckpt: checkpoint not found"):
         load_segmenter(tmp_path / "none.ckpt")
@@ -239,8 +239,8 @@ def run_cli(*args: str, root: Path) -> "subprocess.CompletedProcess[str]":
 def test_predict_app_composes_and_runs(tmp_path, trained_ckpt):
     from hydra import compose, initialize_config_dir
 
-    from tagseg.apps.common import CONF_DIR
-    from tagseg.apps.predict import run
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.predict import predict_scans as run
 
     frames, _ = ring_frames(2)
     write_matlab_imt(tmp_path / "in" / "slice.h5", frames, spacing=(1.4, 1.4))

@@ -16,7 +16,7 @@ from tagseg.data.prepare import normalise_record, prepare_store
 from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.records import SliceRecord
 from tagseg.data.splits import split_column, split_subjects
-from tagseg.data.store import read_store, store_attrs
+from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import ConfigError, DataError, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]

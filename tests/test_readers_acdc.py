@@ -11,7 +11,7 @@ import pytest
 import raw_fixtures as rf
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.acdc import AcdcSource
-from tagseg.data.store import read_store, store_attrs
+from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import DataError
 
 

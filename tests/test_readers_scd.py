@@ -9,7 +9,7 @@ import pytest
 import raw_fixtures as rf
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.scd import ScdSource, case_id, read_contour
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.errors import DataError
 
 

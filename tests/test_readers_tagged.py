@@ -10,7 +10,7 @@ import pytest
 import raw_fixtures as rf
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.tagged import TaggedSource
-from tagseg.data.store import read_store, store_attrs
+from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import ConfigError, DataError
 
 ROWS, COLS = rf.TAG_SHAPE  # 12 x 10: non-square, so a transposed read cannot pass

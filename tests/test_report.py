@@ -91,7 +91,7 @@ def test_quartile_examples_are_picked_by_dice_and_drawn(trained_ckpt: Path) -> N
 
 def test_example_rows_are_found_across_the_runs_stores(tmp_path: Path) -> None:
     # test_metrics.csv's index numbers the rows of datamodule.stores concatenated in order
-    from tagseg.data.store import write_store
+    from tagseg.io.store import write_store
     from tagseg.report.examples import run_slices
 
     stores = []

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tagseg.data.store import FORMAT_VERSION, StoreWriter, check_store, read_meta, read_store, store_attrs, write_store
+from tagseg.io.store import FORMAT_VERSION, StoreWriter, check_store, read_meta, read_store, store_attrs, write_store
 from tagseg.errors import StoreError
 
 

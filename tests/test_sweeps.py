@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = """
 import hydra
 from omegaconf import DictConfig
-from tagseg.apps.common import user_errors
+from tagseg.runtime.task import user_errors
 from tagseg.errors import ConfigError
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="toy")
@@ -55,7 +55,7 @@ def toy_app(tmp_path: Path) -> Path:
     conf = tmp_path / "conf"
     for group in ("paths", "hydra"):
         (conf / group).mkdir(parents=True)
-        (conf / group / "default.yaml").write_text((ROOT / "conf" / group / "default.yaml").read_text())
+        (conf / group / "default.yaml").write_text((ROOT / "tagseg" / "conf" / group / "default.yaml").read_text())
     (conf / "toy.yaml").write_text(TOY)
     (tmp_path / "toy.py").write_text(textwrap.dedent(APP))
     return tmp_path

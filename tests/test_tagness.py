@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagseg.data.store import write_store
+from tagseg.io.store import write_store
 from tagseg.errors import ConfigError, DataError
 from tagseg.physics.tagging import apply_tagging
 from tagseg.tagness import store_tagness, tagness

@@ -1,4 +1,4 @@
-"""tagseg.training: fit + test + results, resume, init_from, W&B offline, evaluate, bad input."""
+"""tagseg.stages.train: fit + test + results, resume, init_from, W&B offline, evaluate, bad input."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from tagseg.errors import ConfigError, StoreError, TagsegError
 from tagseg.models.segmentation import SegmentationModule
-from tagseg.training import evaluate, fit_progress, instantiate, load_weights, one_device_trainer, set_torch_threads, train
+from tagseg.runtime.config import instantiate, set_torch_threads
+from tagseg.stages.evaluate import evaluate
+from tagseg.stages.train import fit_progress, load_weights, one_device_trainer, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "tagseg" / "conf"
 TINY = [
     "datamodule.image_size=32",
     "datamodule.batch_size=8",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tagseg.apps.common import CONF_DIR
-from tagseg.apps.translate import build_translator
-from tagseg.data.store import read_store, write_store
+from tagseg.runtime.config import CONF_DIR
+from tagseg.stages.translate import build_translator
+from tagseg.io.store import read_store, write_store
 from tagseg.errors import ConfigError
 from tagseg.physics.tagging import simulate_tagging_direct
 from tagseg.translate.physics import PhysicsTranslator

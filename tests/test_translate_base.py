@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagseg.data.store import read_store, write_store
+from tagseg.io.store import read_store, write_store
 from tagseg.errors import DataError, StoreError
 from tagseg.translate.base import BatchRows, Translator, iter_slices
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tagseg.apps.common import CONF_DIR
-from tagseg.apps.translate import build_translator
+from tagseg.runtime.config import CONF_DIR
+from tagseg.stages.translate import build_translator
 from tagseg.data.prepare import prepare_store
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.physics.dynamic import ed_positions_from_displacement
 from tagseg.physics.tagging import tag_mz
 

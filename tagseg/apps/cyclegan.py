@@ -5,8 +5,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from tagseg.apps.common import CONF_DIR, user_errors
-from tagseg.cyclegan_training import format_tagness, train_cyclegan
+from tagseg.runtime.config import CONF_DIR
+from tagseg.runtime.task import user_errors
+from tagseg.stages.cyclegan import format_tagness, train_cyclegan
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cyclegan")

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from tagseg.apps.common import CONF_DIR, user_errors
-from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
-from tagseg.report.examples import plot_examples
-from tagseg.report.tables import find_runs, load_metrics, write_tables
+from tagseg.runtime.config import CONF_DIR
+from tagseg.runtime.task import user_errors
+from tagseg.stages.report import report
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 @user_errors
 def main(cfg: DictConfig) -> None:
-    root = Path(cfg.path)
-    out = Path(cfg.output) if cfg.output else root / "report"
-    paths = write_tables(root, out)
-    runs = find_runs(root)
-    metrics = load_metrics(runs, root)
-    figures = [
-        plot_per_frame(metrics, out / "per_frame.png"),
-        plot_per_group(metrics, out / "per_group.png"),
-        plot_convergence(root, out / "convergence.png"),
-    ]
-    if cfg.examples:
-        for run in runs:
-            name = "examples.png" if run == root else f"examples_{run.relative_to(root).as_posix().replace('/', '_')}.png"
-            figures.append(plot_examples(run, out / name))
+    paths, figures = report(cfg)
     print(paths["summary_md"].read_text())
-    for p in [*paths.values(), *(f for f in figures if f)]:
+    for p in [*paths.values(), *figures]:
         print(f"wrote {p}")
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from tagseg.apps.common import CONF_DIR, user_errors
-from tagseg.rich_utils import print_summary
-from tagseg.training import train
+from tagseg.runtime.config import CONF_DIR
+from tagseg.runtime.task import user_errors
+from tagseg.runtime.console import print_summary
+from tagseg.stages.train import train
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

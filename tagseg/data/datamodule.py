@@ -2,7 +2,7 @@
 
 What it does, once per process (``setup``), all in memory:
 
-1. read every store (``tagseg.data.store.read_store``), resize slices to ``image_size``
+1. read every store (``tagseg.io.store.read_store``), resize slices to ``image_size``
    (bilinear images, nearest labels; ``spacing_mm`` scaled so distances stay in mm);
 2. map the store's ACDC labels to training classes: 0 = background, 1..K = ``classes`` in order
    (``classes: [2]``, the myocardium, by default);
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from tagseg.data.records import LV, MYO, RV
 from tagseg.data.splits import SPLITS, split_column
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, AugmentConfig, build_augmentation, normalise
 from tagseg.errors import ConfigError, DataError, StoreError
 from tagseg.losses import shape_information_batch

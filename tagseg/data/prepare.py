@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tagseg.data.records import LABELS, DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
-from tagseg.data.store import StoreWriter
+from tagseg.io.store import StoreWriter
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class PrepareReport:
     """What ``prepare`` did: where, how many, what was skipped and why."""
 
     output: Path | None
+    name: str = ""
     n_slices: int = 0
     counts: Counter = field(default_factory=Counter)  # (source, split, phase) -> n
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
@@ -129,7 +130,7 @@ def prepare_store(
         raise ConfigError(f"prepare.spacing_mm must be > 0, got {spacing_mm}")
     output = Path(output)
     items = source.items()
-    report = PrepareReport(output=None if verify else output)
+    report = PrepareReport(output=None if verify else output, name=source.name)
     writer: StoreWriter | None = None
     subjects: list[str] = []
     presplit: list[str] = []

@@ -2,7 +2,7 @@
 
 An input is a file or a folder:
 
-* a slice store (``.h5`` with ``/images`` and ``/meta``, :mod:`tagseg.data.store`): one scan whose
+* a slice store (``.h5`` with ``/images`` and ``/meta``, :mod:`tagseg.io.store`): one scan whose
   frames are the store's rows;
 * an HDF5 / MATLAB v7.3 file with key ``imt`` (the real tagged layout, (x, y, t) as h5py reads it);
 * a NIfTI image (x, y[, t]) or (x, y, 1, t);
@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from tagseg.data.readers.tagged import TaggedItem, TaggedSource
-from tagseg.data.store import read_store
+from tagseg.io.store import read_store
 from tagseg.errors import DataError
 
 INPUT_KINDS = """  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',

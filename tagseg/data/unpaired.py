@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tagseg.data.intensity import to_gan
-from tagseg.data.store import check_store
+from tagseg.io.store import check_store
 from tagseg.errors import ConfigError, DataError
 
 #: seed offset of domain B's sampler, so the two domains never share a permutation

@@ -10,8 +10,8 @@
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
   ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.training.write_test_results`; on one device
-  only (after a DDP fit, :func:`tagseg.training.train` tests in one process).
+  dice, hd95_mm), written to disk by :func:`tagseg.stages.train.write_test_results`; on one device
+  only (after a DDP fit, :func:`tagseg.stages.train.train` tests in one process).
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
 checkpoint alone rebuilds the module: ``SegmentationModule.load_from_checkpoint(path)``.
@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.transforms import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
-from tagseg.instantiate import instantiate
+from tagseg.runtime.config import instantiate
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
 
@@ -151,7 +151,7 @@ class SegmentationModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         if self.trainer.world_size > 1:
             # each rank would hold only its share of the rows (and under ddp_spawn keep them)
-            raise ConfigError("test: the per-image rows need one device (tagseg.training.one_device_trainer); "
+            raise ConfigError("test: the per-image rows need one device (tagseg.stages.train.one_device_trainer); "
                               f"this trainer has {self.trainer.world_size} processes")
         self.test_rows = []
 

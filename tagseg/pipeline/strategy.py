@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.errors import ConfigError
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
-from tagseg.pipeline.ddp import global_rank, single_process_env, world_size
+from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tagseg.apps.common import CONF_DIR
+    from tagseg.runtime.config import CONF_DIR
 
     if GlobalHydra.instance().is_initialized():
         return compose(config_name, overrides=list(overrides))
@@ -106,7 +106,7 @@ def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str) -> Stage
               "split_ratios": list(strategy.prepare.split_ratios)}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.training import instantiate
+        from tagseg.runtime.config import instantiate
 
         source = instantiate(data_cfg, label)
         report = prepare_store(source, out / STORE, seed=config["seed"], split_ratios=config["split_ratios"],
@@ -127,7 +127,7 @@ def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
     config = {"cyclegan": plain(gan_cfg, drop)}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.cyclegan_training import train_cyclegan
+        from tagseg.stages.cyclegan import train_cyclegan
 
         run_cfg = gan_cfg.copy()
         last = out / "checkpoints" / "last.ckpt"
@@ -152,7 +152,7 @@ def translate_stage(cfg: DictConfig, source: str, cine: str, gan: str | None) ->
     needs = (cine,) if gan is None else (cine, gan)
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.apps.translate import build_translator
+        from tagseg.stages.translate import build_translator
 
         run_cfg = tr_cfg.copy()
         if gan is not None:
@@ -192,7 +192,7 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
     needs = (store,) if init is None else (store, init)
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.training import train
+        from tagseg.stages.train import train
 
         stage_cfg = run_cfg.copy()
         store_path = str(inputs[store].outputs["store"])
@@ -221,7 +221,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
     config = {"split": "test"}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.training import evaluate
+        from tagseg.stages.evaluate import evaluate
 
         store_path = str(inputs[store].outputs["store"])
         ev_cfg = compose_stage("evaluate", [])

@@ -7,7 +7,7 @@ SLURM node). When the sweep ends, :class:`SweepSummary.on_multirun_end` gathers 
 as ``failed``. ``python -m tagseg.pipeline.sweep <sweep dir>`` rebuilds the summary by hand, e.g.
 after a SLURM sweep whose launcher was interrupted.
 
-A failing cell does not stop the sweep: in multirun mode :func:`tagseg.apps.common.user_errors`
+A failing cell does not stop the sweep: in multirun mode :func:`tagseg.runtime.task.user_errors`
 turns its exception into a ``{"status": "failed", "error": ...}`` return value, recorded here.
 The command then exits with status 1 after writing the summary, so scripts notice.
 """
@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.pipeline.ddp import global_rank
+from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
 

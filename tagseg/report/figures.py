@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from tagseg.data.records import MYO as MYO_LABEL
-from tagseg.data.store import read_meta, store_attrs
+from tagseg.io.store import read_meta, store_attrs
 from tagseg.errors import StoreError
 
 

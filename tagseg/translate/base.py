@@ -4,7 +4,7 @@ A translator only says how to turn a batch of images into tagged-looking images;
 reads the input store in batches (progress bar), checks the input (2D images, no NaN, masks
 present), carries masks, every meta column and every extra dataset over unchanged, sets
 ``meta/source`` to ``<method>(<original source>)``, records the translator's parameters in the
-output's attrs, writes the output atomically (:class:`~tagseg.data.store.StoreWriter`) and saves a
+output's attrs, writes the output atomically (:class:`~tagseg.io.store.StoreWriter`) and saves a
 PNG of a few input/output pairs next to it.
 
 Example (a complete translator)::
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.data.store import REQUIRED_META, StoreWriter, _read_array, open_store
+from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, open_store
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Translator(ABC):
             attrs: extra attributes for the output (e.g. the resolved config).
             name: the output store's name (default ``<method>(<input name>)``).
             compression: HDF5 filters of the output (``gzip``, ``lzf`` or ``none``; see
-                :data:`tagseg.data.store.COMPRESSION`).
+                :data:`tagseg.io.store.COMPRESSION`).
 
         Returns:
             A :class:`TranslateReport` (output path, slices, figure, seconds per step).
@@ -262,7 +262,7 @@ def _open_input(path: Path) -> h5py.File:
     f = open_store(path, role="input store", hint="check input=")
     try:
         if "images" not in f:
-            raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.data.store)")
+            raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.io.store)")
         if f["images"].ndim != 3:
             raise DataError(f"{path}: /images must hold 2D images (N, H, W), got shape {f['images'].shape}")
         if "masks" not in f:
@@ -272,7 +272,7 @@ def _open_input(path: Path) -> h5py.File:
             raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {f['images'].shape}")
         missing = [f"meta/{k}" for k in REQUIRED_META if f"meta/{k}" not in f]
         if missing:
-            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.data.store")
+            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.io.store")
         if f["images"].shape[0] == 0:
             raise StoreError(f"{path}: the store holds no slices")
     except BaseException:

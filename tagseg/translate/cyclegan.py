@@ -17,7 +17,7 @@ import h5py
 import torch
 
 from tagseg.data.intensity import from_gan, to_gan
-from tagseg.data.store import check_store
+from tagseg.io.store import check_store
 from tagseg.errors import ConfigError
 from tagseg.models.cyclegan import MODEL_TYPE
 from tagseg.models.gan_networks import ResnetGenerator

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 from skimage.transform import resize
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -39,9 +40,10 @@ from tagseg.data.prepare import normalise_record
 from tagseg.data.readers.common import MYO
 from tagseg.data.records import SliceRecord
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
-from tagseg.data.store import write_store
+from tagseg.io.store import write_store
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, normalise
 from tagseg.errors import ConfigError
+from tagseg.runtime.config import config_yaml
 from tagseg.models.networks import main_head, split_output
 
 log = logging.getLogger(__name__)
@@ -328,6 +330,28 @@ def predict(
     report.files.append(_write_csv(out / "reference_points.csv", ["scan", "frame", "contour", "point", "x", "y", "x_mm", "y_mm"], point_rows))
     fields = ["scan", "frame", "myocardium_px", "myocardium_mm2", "closed_ring", "input"]
     report.files.append(_write_csv(out / "predictions.csv", fields, [[r[f] for f in fields] for r in report.rows]))
+    return report
+
+
+def predict_scans(cfg: DictConfig) -> PredictReport:
+    """``tagseg predict``: load the checkpoint, segment every input scan (``cfg.input``) into ``cfg.output``."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
+    ckpt = find_checkpoint(cfg.ckpt)
+    check_inputs(find_inputs(cfg.input))  # bad input fails before the model is loaded
+    segmenter = load_segmenter(ckpt, device=device)
+    report = predict(
+        segmenter,
+        cfg.input,
+        cfg.output,
+        batch_size=cfg.batch_size,
+        device=device,
+        n_points=cfg.n_points,
+        overlays=cfg.overlays,
+        overlay_max_frames=cfg.overlay_max_frames,
+        reader=OmegaConf.to_container(cfg.reader, resolve=True),
+        attrs={"config": config_yaml(cfg), "checkpoint": str(ckpt)},
+        progress=cfg.progress,
+    )
     return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tagseg.apps.common import user_error, user_errors
+from tagseg.runtime.task import user_error, user_errors
 from tagseg.errors import ConfigError, StoreError
 
 

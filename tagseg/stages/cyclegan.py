@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from tagseg.data.prepare import ensure_store
 from tagseg.errors import ConfigError
 from tagseg.tagness import store_tagness
-from tagseg.training import finish_wandb, instantiate, instantiate_group
+from tagseg.runtime.config import instantiate, instantiate_group
+from tagseg.runtime.task import finish_wandb
 
 log = logging.getLogger(__name__)
 

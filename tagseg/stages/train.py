@@ -4,7 +4,7 @@ and ``tagseg evaluate``, also called by the strategy pipeline).
 :func:`train`: check inputs -> prepare the store if missing -> datamodule, model, callbacks,
 loggers, trainer -> fit (or resume ``ckpt_path``; or start from ``init_from`` weights) -> test the
 best checkpoint -> ``test_metrics.csv`` + ``summary.json`` in the run folder.
-:func:`evaluate`: a checkpoint alone + a store -> the same two files.
+:func:`tagseg.stages.evaluate.evaluate`: a checkpoint alone + a store -> the same two files.
 
 Testing always runs in one process on one device (:func:`evaluate_module`): after a DDP fit the
 process owning the run folder (the ``ddp_spawn`` parent, or rank 0 of launcher-created ranks)
@@ -26,13 +26,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from tagseg.data.store import check_store
+from tagseg.io.store import check_store
 from tagseg.errors import ConfigError
-from tagseg.instantiate import instantiate
+from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
 from tagseg.models.networks import check_image_size
 from tagseg.models.segmentation import SegmentationModule, plain
-from tagseg.pipeline.ddp import single_process_env
-from tagseg.rich_utils import print_config_tree
+from tagseg.runtime.ddp import single_process_env
+from tagseg.runtime.console import print_config_tree
+from tagseg.runtime.task import finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ METRICS_FILE = "test_metrics.csv"
 SUMMARY_FILE = "summary.json"
 METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
 
-
-def instantiate_group(cfg: Mapping[str, Any] | None, what: str) -> list[Any]:
-    """Instantiate every entry of a group holding several objects (``callbacks``, ``logger``); null entries are skipped."""
-    out = []
-    for key, node in (cfg or {}).items():
-        if node is not None and "_target_" in node:
-            out.append(instantiate(node, f"{what}.{key}"))
-    return out
 
 
 def network_settings(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -194,20 +187,6 @@ def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path, e
     return metrics_path, summary_path, summary
 
 
-def set_torch_threads(n_threads: Any) -> None:
-    """Apply ``torch_threads``: ``None`` keeps torch's default; an int sets this process's intra-op
-    threads and ``OMP_NUM_THREADS``, which the DDP ranks it starts inherit (Lightning keeps it).
-
-    Raises:
-        ConfigError: not null or an integer >= 1.
-    """
-    if n_threads is None:
-        return
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-        raise ConfigError(f"torch_threads: expected null or an integer >= 1, got {n_threads!r}")
-    torch.set_num_threads(n_threads)
-    os.environ["OMP_NUM_THREADS"] = str(n_threads)
-
 
 def one_device_trainer(trainer_cfg: Mapping[str, Any], **kwargs: Any) -> L.Trainer:
     """The configured trainer (precision, accelerator, limits) on one device, for testing.
@@ -269,16 +248,8 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
     return int(state["epoch"]) + 1, int(state["global_step"])
 
 
-def finish_wandb() -> None:
-    """Close the W&B run if one is open (every job ends its own run, so multirun jobs never share one)."""
-    import sys
 
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
-
-
-def _with_wandb_finish(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+def with_wandb_finish(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
     def wrapper(cfg: DictConfig) -> dict[str, Any]:
         try:
             return task(cfg)
@@ -289,7 +260,7 @@ def _with_wandb_finish(task: Callable[[DictConfig], dict[str, Any]]) -> Callable
     return wrapper
 
 
-def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("print_config", True):
@@ -300,7 +271,7 @@ def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-@_with_wandb_finish
+@with_wandb_finish
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit a segmenter, test its best checkpoint, write the results.
 
@@ -323,7 +294,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     stores = check_inputs(cfg)
     L.seed_everything(cfg.get("seed", 0), workers=True)
-    _save_config(cfg, run_dir)
+    save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
     model: SegmentationModule = instantiate(cfg.model, "model")
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
@@ -362,56 +333,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@_with_wandb_finish
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on a store split; write ``test_metrics.csv`` and ``summary.json``.
-
-    The network, image size, classes and normalisation come from the checkpoint alone; the
-    store(s) and split from ``cfg.datamodule`` and ``cfg.split``.
-
-    Args:
-        cfg: the composed ``conf/evaluate.yaml`` (``ckpt``: a .ckpt file or run folder; ``split``:
-            train | val | test).
-
-    Returns:
-        ``run_dir``, ``checkpoint``, ``summary``, ``summary_path``, ``metrics_path``.
-
-    Raises:
-        TagsegError: missing checkpoint or store, unknown split.
-    """
-    if not cfg.get("ckpt"):
-        raise ConfigError("ckpt: no checkpoint given (pass ckpt=<file.ckpt or run folder>)")
-    if not Path(cfg.ckpt).exists():
-        raise ConfigError(f"ckpt: {cfg.ckpt} does not exist (expected a .ckpt file or a run folder)")
-    split = str(cfg.get("split", "test"))
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split: expected train, val or test, got '{split}'")
-    ckpt = resolve_checkpoint(cfg.ckpt)
-    run_dir = Path(cfg.paths.output_dir)
-    model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
-    hp = model.hparams
-    stores = checked_stores(cfg)
-    _save_config(cfg, run_dir)
-    datamodule = instantiate(cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std)
-    datamodule.setup("test")
-    loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer = one_device_trainer(cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
-    extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
-    tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
-    return {"run_dir": run_dir, "checkpoint": ckpt, **tested}
-
 
 __all__ = [
     "check_inputs",
-    "evaluate",
     "evaluate_module",
-    "finish_wandb",
     "fit_progress",
-    "instantiate",
     "load_weights",
     "one_device_trainer",
     "resolve_checkpoint",
-    "set_torch_threads",
     "summarise",
     "train",
     "write_test_results",

@@ -1,4 +1,4 @@
-"""Helpers shared by the thin stage apps."""
+"""The task wrapper every stage runs under: one-line errors, exit status 2, failed multirun cells, W&B finish."""
 
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ log = logging.getLogger("tagseg")
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name",
                         category=UserWarning)
 
-#: the folder holding the Hydra configs (``conf/`` at the project root)
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
 def in_multirun() -> bool:
     """Whether this job is one cell of a Hydra multirun (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
@@ -38,7 +34,7 @@ def failed_cell(exc: BaseException) -> dict[str, str]:
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _finish_wandb() -> None:
+def finish_wandb() -> None:
     # one W&B run per job: a sweep's next cell must not log into this one
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
@@ -87,11 +83,6 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             log.exception("cell failed: %s", exc)
             return failed_cell(exc)
         finally:
-            _finish_wandb()
+            finish_wandb()
 
     return wrapper
-
-
-def config_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML (recorded in stores and run folders)."""
-    return OmegaConf.to_yaml(cfg, resolve=True)

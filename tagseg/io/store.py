@@ -288,7 +288,7 @@ def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS
     with open_store(path) as f:
         missing = [k for k in required if k not in f]
         if missing:
-            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.data.store")
+            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.io.store")
         n, shape = f["images"].shape[0], f["images"].shape
         if len(shape) != 3:
             raise StoreError(f"{path}: /images must be (N, H, W), got {shape}")

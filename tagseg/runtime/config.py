@@ -1,0 +1,97 @@
+"""Configs: where they live, how they are composed, printed, flattened and instantiated.
+
+The Hydra configs are package data (``tagseg/conf``, also ``pkg://tagseg.conf``), so a wheel or a
+non-editable install finds them from any folder. Users add config folders of their own with
+``--config-dir`` or ``hydra.searchpath``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra.utils
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from tagseg.errors import ConfigError, TagsegError
+
+#: the folder holding the Hydra configs (package data)
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides, outside any running Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML (recorded in stores and run folders)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def plain(cfg: Any) -> Any:
+    """A config node as plain, resolved Python containers (dicts, lists, scalars); other values as they are."""
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def instantiate(cfg: Any, what: str, **kwargs: Any) -> Any:
+    """Build the object a config node describes (``_target_``), surfacing tagseg errors as themselves.
+
+    Args:
+        cfg: the config node (with ``_target_``).
+        what: the config key, named in errors that Hydra raises itself.
+        **kwargs: extra constructor arguments.
+
+    Raises:
+        TagsegError: raised by the constructor, unchanged (not wrapped by Hydra).
+        ConfigError: the target cannot be imported or called (names ``what``).
+    """
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TagsegError):
+            cause = cause.__cause__
+        if isinstance(cause, TagsegError):
+            raise cause from None
+        raise ConfigError(f"{what}: cannot instantiate: {exc}") from exc
+
+
+def instantiate_group(cfg: Any, what: str) -> list[Any]:
+    """Instantiate every entry of a group holding several objects (``callbacks``, ``logger``); null entries are skipped."""
+    out = []
+    for key, node in (cfg or {}).items():
+        if node is not None and "_target_" in node:
+            out.append(instantiate(node, f"{what}.{key}"))
+    return out
+
+
+def set_torch_threads(n_threads: Any) -> None:
+    """Apply ``torch_threads``: ``None`` keeps torch's default; an int sets this process's intra-op
+    threads and ``OMP_NUM_THREADS``, which the DDP ranks it starts inherit (Lightning keeps it).
+
+    Raises:
+        ConfigError: not null or an integer >= 1.
+    """
+    if n_threads is None:
+        return
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+        raise ConfigError(f"torch_threads: expected null or an integer >= 1, got {n_threads!r}")
+    import torch
+
+    torch.set_num_threads(n_threads)
+    os.environ["OMP_NUM_THREADS"] = str(n_threads)
+
+
+__all__ = ["CONF_DIR", "compose", "config_yaml", "instantiate", "instantiate_group", "plain", "set_torch_threads"]

@@ -1,0 +1,37 @@
+"""``tagseg report path=<run or sweep folder>``: tables (Table 3/4 style) and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
+from tagseg.report.examples import plot_examples
+from tagseg.report.tables import find_runs, load_metrics, write_tables
+
+
+def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
+    """Write the tables and figures of ``cfg.path`` under ``cfg.output`` (default ``<path>/report``).
+
+    Returns:
+        The table files by kind (``summary_md``, ...) and the figures written.
+    """
+    root = Path(cfg.path)
+    out = Path(cfg.output) if cfg.output else root / "report"
+    paths = write_tables(root, out)
+    runs = find_runs(root)
+    metrics = load_metrics(runs, root)
+    figures = [
+        plot_per_frame(metrics, out / "per_frame.png"),
+        plot_per_group(metrics, out / "per_group.png"),
+        plot_convergence(root, out / "convergence.png"),
+    ]
+    if cfg.examples:
+        for run in runs:
+            name = "examples.png" if run == root else f"examples_{run.relative_to(root).as_posix().replace('/', '_')}.png"
+            figures.append(plot_examples(run, out / name))
+    return paths, [f for f in figures if f]
+
+
+__all__ = ["report"]
