@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, denormalise
 from tagseg.metrics import boundary
@@ -65,3 +67,42 @@ class PredictionOverlays(L.Callback):
 
 
 __all__ = ["PredictionOverlays", "overlay"]
+
+
+class ResumedMetrics(L.Callback):
+    """Keep a resumed fit's metrics in one ``metrics.csv``: the rows the interrupted run logged for the
+    epochs the checkpoint holds are carried into the CSV logger's file, later rows are dropped.
+
+    Lightning's CSV logger starts a new file (``version_<N+1>``, or an emptied ``version_N``) when a
+    fit resumes; this callback puts the earlier epochs back in front of the resumed ones.
+
+    Args:
+        source: the interrupted run's ``metrics.csv`` (``None`` or missing: nothing to carry).
+    """
+
+    def __init__(self, source: str | Path | None) -> None:
+        self.source = Path(source) if source else None
+        self.rows: list[dict[str, str]] = []
+        # read now: creating the logger's writer in the same folder deletes the old file
+        if self.source is not None and self.source.is_file():
+            with open(self.source, newline="") as fh:
+                self.rows = list(csv.DictReader(fh))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch  # epochs restored from the checkpoint
+        keep = [{k: v for k, v in row.items() if v not in ("", None)} for row in self.rows
+                if row.get("epoch") not in (None, "") and float(row["epoch"]) < done]
+        for lg in trainer.loggers:
+            if isinstance(lg, CSVLogger) and keep:
+                lg.experiment.metrics[:0] = keep
+        self.rows = []
+
+
+def latest_metrics_csv(run_dir: str | Path, name: str = "csv") -> Path | None:
+    """The newest ``<run_dir>/<name>/version_N/metrics.csv`` (highest N), or ``None``."""
+    versions = sorted((Path(run_dir) / name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1])
+                      if p.name.split("_")[-1].isdigit() else -1)
+    for v in reversed(versions):
+        if (v / "metrics.csv").is_file():
+            return v / "metrics.csv"
+    return None

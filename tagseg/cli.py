@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 #: stage -> (module with a ``main`` Hydra app, one-line description)
@@ -15,7 +16,24 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("tagseg.apps.evaluate", "test a checkpoint on a store: per-image Dice / HD95 table + summary.json"),
     "predict": ("tagseg.apps.predict", "segment new tagged scans (masks, overlays, reference points)"),
     "report": ("tagseg.apps.report", "tables and figures from runs and sweeps"),
+    "store": ("tagseg.apps.store", "check a slice store in full: `tagseg store check <store.h5>`"),
 }
+
+#: stage -> config keys that bare words after the stage fill, in order (`tagseg store check x.h5`)
+POSITIONAL: dict[str, tuple[str, ...]] = {"store": ("action", "path")}
+
+
+def positional_overrides(stage: str, args: list[str]) -> list[str]:
+    """Bare words (no ``=``, no leading ``-``) as ``key=value`` overrides of the stage's positional keys."""
+    keys = list(POSITIONAL.get(stage, ()))
+    out = []
+    for arg in args:
+        if keys and "=" not in arg and not arg.startswith("-"):
+            quoted = arg if re.fullmatch(r"[\w./-]*", arg) or "'" in arg else f"'{arg}'"
+            out.append(f"{keys.pop(0)}={quoted}")
+        else:
+            out.append(arg)
+    return out
 
 USAGE = """usage: tagseg <stage> [key=value ...] [-m] [--help]
 
@@ -45,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     # absolute project root for ${paths.*}, fixed before Hydra (and any launcher) changes process
     os.environ.setdefault("TAGSEG_ROOT", os.getcwd())
     module = importlib.import_module(STAGES[stage][0])
-    sys.argv = [f"tagseg-{stage}", *argv[1:]]
+    sys.argv = [f"tagseg-{stage}", *positional_overrides(stage, argv[1:])]
     module.main()
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tagseg.data.records import LV, MYO, RV
+from tagseg.data.sampling import SeededSampler
 from tagseg.data.splits import SPLITS, split_column
 from tagseg.io.store import read_store
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, AugmentConfig, build_augmentation, normalise
@@ -199,7 +200,10 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``key``: a position, or ``(position, seed)`` from :class:`~tagseg.data.sampling.SeededSampler`
+        (the augmentation of that sample is then seeded with ``seed``, whichever worker loads it)."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
         r = int(self.rows[i])
         d = self.data
         sample: dict[str, Any] = {
@@ -208,6 +212,8 @@ class SliceDataset(Dataset):
             "si": torch.from_numpy(d.si[r]),
         }
         if self.augment is not None:
+            if seed is not None:
+                self.augment.set_random_state(seed=int(seed))
             sample["label"] = sample["label"].float()
             sample = self.augment(sample)
         return {
@@ -312,10 +318,13 @@ class SliceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if split == "test" and len(self.datasets[split]) == 0:
             raise DataError(f"{', '.join(self.stores)}: no 'test' slices to evaluate")
+        # the training order and augmentation come from (seed, epoch) (tagseg.data.sampling), so a resumed fit is exact
+        sampler = SeededSampler(len(self.datasets[split]), shuffle=True) if split == "train" else None
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

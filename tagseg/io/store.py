@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from tagseg.errors import StoreError
+from tagseg.io.atomic import OutputLock, remove_stale_partials, temp_path
 
 FORMAT_VERSION = 1
 
@@ -115,7 +116,10 @@ class StoreWriter:
     """Write a slice store incrementally and atomically.
 
     Rows are appended in batches; the file appears at ``path`` only when :meth:`close` succeeds
-    (a temporary ``.<name>.partial`` file is used meanwhile and removed on error).
+    and the written file passes :func:`verify_store` (every chunk read back, every value checked).
+    Meanwhile the rows go to a temporary ``.<name>.<pid>-<random>.partial`` file (removed on
+    error) and the writer holds an exclusive lock on ``path`` (:class:`tagseg.io.atomic.OutputLock`):
+    a second writer of the same path fails at once with one line (or waits, with ``wait=True``).
 
     Example::
 
@@ -132,19 +136,28 @@ class StoreWriter:
         extras: Mapping[str, tuple[tuple[int, ...], Any]] | None = None,
         attrs: Mapping[str, Any] | None = None,
         compression: str = "gzip",
+        wait: bool = False,
+        verify: bool = True,
     ) -> None:
         if compression not in COMPRESSION:
             raise StoreError(f"{path}: compression must be one of {sorted(COMPRESSION)}, got {compression!r}")
         filters = COMPRESSION[compression]
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.verify = verify
+        self._lock = OutputLock(self.path, wait=wait, what="slice store").acquire()
+        remove_stale_partials(self.path)
+        self.tmp = temp_path(self.path)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.extras_spec = dict(extras or {})
         self.attrs: dict[str, Any] = {"name": name, **dict(attrs or {})}
         self.n = 0
         self._meta_names: list[str] | None = None
-        self._file = h5py.File(self.tmp, "w")
+        try:
+            self._file = h5py.File(self.tmp, "w")
+        except BaseException:
+            self._lock.release()
+            raise
         h, w = self.image_shape
         chunk = (1, h, w)
         self._file.create_dataset("images", (0, h, w), np.float32, maxshape=(None, h, w), chunks=chunk, **filters)
@@ -222,15 +235,27 @@ class StoreWriter:
                 value = json.dumps(value)
             self._file.attrs[key] = value
         self._file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            if self.verify:
+                try:
+                    verify_store(self.tmp)
+                except StoreError as exc:
+                    raise StoreError(f"{str(exc).replace(str(self.tmp), str(self.path))} (nothing was written)") from None
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self._lock.release()
         return self.path
 
     def abort(self) -> None:
-        """Drop the partial file."""
+        """Drop the partial file (and release the lock)."""
         try:
             self._file.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -282,21 +307,157 @@ def open_store(path: str | os.PathLike, role: str = "slice store", hint: str = "
         raise StoreError(f"{path}: not a readable HDF5 slice store ({exc})") from exc
 
 
+#: label values of the store convention (0 background, 1 RV, 2 MYO, 3 LV)
+STORE_LABEL_VALUES = (0, 1, 2, 3)
+#: values of ``meta/split`` ("" leaves the row to the DataModule's seeded subject split)
+SPLIT_VALUES = ("train", "val", "test")
+#: rows per block when values are checked or every chunk is read (about 64 MB of 256x256 float32)
+CHECK_BLOCK_ROWS = 256
+
+
 def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) -> None:
-    """Raise :class:`StoreError` naming the file and key if ``path`` is not a valid store."""
+    """The cheap check run wherever a store is opened: layout, dtypes, meta lengths, split values.
+
+    Reads only the metadata (and ``meta/split``), never the images; the pixel values are checked
+    where they are read (:func:`check_values`, :func:`read_store`) and every chunk by
+    :func:`verify_store` (``tagseg store check``).
+
+    Raises:
+        StoreError: one line naming the file, the key and, for a value, its row.
+    """
     path = Path(path)
     with open_store(path) as f:
         missing = [k for k in required if k not in f]
         if missing:
             raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.io.store")
+        if "images" not in f:
+            return
         n, shape = f["images"].shape[0], f["images"].shape
         if len(shape) != 3:
             raise StoreError(f"{path}: /images must be (N, H, W), got {shape}")
-        if f["masks"].shape != shape:
+        if n == 0:
+            raise StoreError(f"{path}: the store holds no slices")
+        if "masks" in f and f["masks"].shape != shape:
             raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {shape}")
+        if f["images"].dtype != np.float32:
+            raise StoreError(f"{path}: /images has dtype {f['images'].dtype}, expected float32 scaled to [0, 1] "
+                             "(re-create the store with `tagseg prepare`)")
+        if "masks" in f and f["masks"].dtype != np.uint8:
+            raise StoreError(f"{path}: /masks has dtype {f['masks'].dtype}, expected uint8 labels {list(STORE_LABEL_VALUES)}")
         for key in f.get("meta", {}):
-            if f[f"meta/{key}"].shape[0] != n:
-                raise StoreError(f"{path}: meta/{key} has {f[f'meta/{key}'].shape[0]} rows, expected {n}")
+            rows = f[f"meta/{key}"].shape[0] if f[f"meta/{key}"].shape else 0
+            if rows != n:
+                raise StoreError(f"{path}: meta/{key} has {rows} rows, expected {n} (one per image)")
+        if "meta/split" in f:
+            split = _read_array(f["meta/split"])
+            bad = ~np.isin(split.astype(str), (*SPLIT_VALUES, ""))
+            if bad.any():
+                r = int(np.argmax(bad))
+                raise StoreError(f"{path}: meta/split row {r}{row_label(f, r)} is {split[r]!r}; "
+                                 f"expected one of {list(SPLIT_VALUES)} (or '' for a seeded split)")
+
+
+def row_label(f: h5py.File | Mapping[str, np.ndarray], row: int) -> str:
+    """`` (subject S, slice I, frame F)`` of a row, from an open store or meta columns ('' when unknown)."""
+    try:
+        meta = f["meta"] if isinstance(f, h5py.File) else f
+        subject = meta["subject"][row]
+        subject = subject.decode() if isinstance(subject, bytes) else subject
+        return f" (subject {subject}, slice {int(meta['slice'][row])}, frame {int(meta['frame'][row])})"
+    except Exception:  # a label for a message must never hide the real error
+        return ""
+
+
+def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray | None, start: int = 0,
+                 meta: h5py.File | Mapping[str, np.ndarray] | None = None) -> None:
+    """Check a block of rows (vectorised): finite images in [0, 1], mask labels in the convention.
+
+    Args:
+        path: the store, for the message.
+        images: (B, H, W) rows ``start .. start + B`` of ``/images``.
+        masks: the same rows of ``/masks`` (or ``None``).
+        start: the index of the block's first row in the store.
+        meta: the store (or its meta columns), to name the row's subject / slice / frame.
+
+    Raises:
+        StoreError: ``<path>: image row R (subject S, slice I, frame F) holds NaN ...``.
+    """
+    if images.size == 0:
+        return
+    flat = images.reshape(len(images), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        r = int(np.argmin(finite))
+        bad = flat[r][~np.isfinite(flat[r])][0]
+        raise StoreError(f"{path}: /images row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
+                         f"holds {bad} (NaN or infinite); expected finite values in [0, 1]")
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    outside = (lo < 0.0) | (hi > 1.0)
+    if outside.any():
+        r = int(np.argmax(outside))
+        value = lo[r] if lo[r] < 0.0 else hi[r]
+        raise StoreError(f"{path}: /images row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
+                         f"holds {float(value):g}; expected values in [0, 1] (re-create the store with `tagseg prepare`)")
+    if masks is not None and masks.size:
+        top = masks.reshape(len(masks), -1).max(axis=1)
+        over = top > max(STORE_LABEL_VALUES)
+        if over.any():
+            r = int(np.argmax(over))
+            raise StoreError(f"{path}: /masks row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
+                             f"holds label {int(top[r])}; expected labels {list(STORE_LABEL_VALUES)} "
+                             "(0 background, 1 RV, 2 MYO, 3 LV)")
+
+
+def _read_rows(f: h5py.File, key: str, rows: slice, path: Path) -> np.ndarray:
+    """Rows of a dataset; an unreadable chunk becomes one :class:`StoreError` naming the rows."""
+    try:
+        return f[key][rows]
+    except (OSError, RuntimeError) as exc:
+        first = rows.start or 0
+        for r in range(first, min(rows.stop, f[key].shape[0])):
+            try:
+                f[key][r]
+            except (OSError, RuntimeError):
+                first = r
+                break
+        raise StoreError(f"{path}: /{key} row {first}{row_label(f, first)} is unreadable ({exc}); "
+                         "the file is damaged: re-create it") from None
+
+
+def verify_store(path: str | os.PathLike) -> int:
+    """The full check (``tagseg store check``): :func:`check_store`, then every chunk of every dataset read
+    and every image / mask value checked, block by block.
+
+    Returns:
+        The number of slices.
+
+    Raises:
+        StoreError: the first problem, in one line naming the file, key, row and value.
+    """
+    path = Path(path)
+    check_store(path)
+    with open_store(path) as f:
+        n = f["images"].shape[0]
+        keys = [k for k in _dataset_keys(f) if k not in ("images", "masks")]
+        for start in range(0, n, CHECK_BLOCK_ROWS):
+            rows = slice(start, min(start + CHECK_BLOCK_ROWS, n))
+            check_values(path, _read_rows(f, "images", rows, path), _read_rows(f, "masks", rows, path), start, f)
+            for key in keys:
+                if f[key].shape and f[key].shape[0] == n:
+                    _read_rows(f, key, rows, path)
+        for key in keys:
+            if not f[key].shape or f[key].shape[0] != n:
+                try:
+                    f[key][...]
+                except (OSError, RuntimeError) as exc:
+                    raise StoreError(f"{path}: /{key} is unreadable ({exc}); the file is damaged: re-create it") from None
+    return int(n)
+
+
+def _dataset_keys(f: h5py.File) -> list[str]:
+    keys: list[str] = []
+    f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return keys
 
 
 def _read_array(ds: h5py.Dataset) -> np.ndarray:
@@ -318,8 +479,14 @@ def read_store(path: str | os.PathLike, extras: Iterable[str] | bool = True) -> 
     check_store(path)
     path = Path(path)
     with h5py.File(path, "r") as f:
-        images = f["images"][...].astype(np.float32, copy=False)
-        masks = f["masks"][...]
+        n = f["images"].shape[0]
+        images = np.empty(f["images"].shape, np.float32)
+        masks = np.empty(f["masks"].shape, np.uint8)
+        for start in range(0, n, CHECK_BLOCK_ROWS):
+            rows = slice(start, min(start + CHECK_BLOCK_ROWS, n))
+            images[rows] = _read_rows(f, "images", rows, path)
+            masks[rows] = _read_rows(f, "masks", rows, path)
+            check_values(path, images[rows], masks[rows], start, f)
         meta = {k: _read_array(f[f"meta/{k}"]) for k in f["meta"]}
         known = {"images", "masks", "meta"}
         names = [k for k in f if k not in known and isinstance(f[k], h5py.Dataset)]

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from tagseg.errors import ConfigError, TagsegError
+from tagseg.runtime.schema import validate_config
 
 log = logging.getLogger("tagseg")
 
@@ -61,6 +62,8 @@ def user_error(exc: BaseException) -> TagsegError | None:
 def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a :class:`TagsegError` into one clear line on stderr and exit status 2.
 
+    The config is validated first (:func:`tagseg.runtime.schema.validate_config`: types and
+    ranges of the values users override most), so a bad value fails before any work.
     Anything else is a bug and keeps its traceback. In a multirun, a failing cell (any
     exception) is logged and returned as :func:`failed_cell` instead, so the sweep goes on and
     its summary records the failure. An open W&B run is finished when the task ends.
@@ -69,6 +72,7 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
         try:
+            validate_config(cfg)
             return task(cfg)
         except Exception as exc:
             user = user_error(exc)

@@ -26,6 +26,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
+from tagseg.data.sampling import EpochSeed
 from tagseg.io.store import check_store
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
@@ -267,6 +269,31 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
         print_config_tree(cfg, save_to=run_dir / "config_tree.log")
 
 
+def resume_logging(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, ResumedMetrics | None]:
+    """Loggers and callback of a fit resumed from ``ckpt_path``, so its metrics stay in one file.
+
+    Resumed in the interrupted run's own folder, the CSV logger writes its latest ``version_N``
+    again (not ``version_N+1``); in any folder, the rows of the epochs the checkpoint holds are
+    carried into the new file (:class:`tagseg.callbacks.ResumedMetrics`).
+
+    Returns:
+        The ``logger`` config to instantiate and the callback (``None`` when not resuming).
+    """
+    loggers = OmegaConf.create(plain(cfg.get("logger") or {}))
+    if not cfg.get("ckpt_path"):
+        return loggers, None
+    old_run = Path(cfg.ckpt_path).resolve().parent.parent
+    source = None
+    for key, node in loggers.items():
+        if node is None or not str(node.get("_target_", "")).endswith("CSVLogger"):
+            continue
+        name = str(node.get("name", "lightning_logs"))
+        source = latest_metrics_csv(old_run, name)
+        if source is not None and old_run == run_dir.resolve() and node.get("version") is None:
+            node.version = int(source.parent.name.split("_")[-1])
+    return loggers, ResumedMetrics(source)
+
+
 def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
@@ -300,8 +327,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
         load_weights(model, cfg.init_from, strict=bool(cfg.get("init_from_strict", True)))
     datamodule.setup("fit")
-    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
-    loggers = instantiate_group(cfg.get("logger"), "logger")
+    logger_cfg, resumed = resume_logging(cfg, run_dir)
+    # data order and augmentation from (seed, epoch): a fit resumed from a checkpoint is exact
+    callbacks = [*instantiate_group(cfg.get("callbacks"), "callbacks"), EpochSeed(cfg.get("seed", 0))]
+    callbacks += [resumed] if resumed is not None else []
+    loggers = instantiate_group(logger_cfg, "logger")
     trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     for lg in loggers:
         lg.log_hyperparams({"config": plain(cfg), "slices": datamodule.split_counts(), "stores": [str(s) for s in stores]})
