@@ -309,7 +309,21 @@ class SliceDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             if len(self.datasets[split]) == 0:
                 raise DataError(f"{where}: no '{split}' slices (split column / subject split gives {self.split_counts()})")
+        if stage in (None, "fit"):
+            for split in ("train", "val"):
+                self.check_labelled(split)
         log.info("slices per split: %s", self.split_counts())
+
+    def check_labelled(self, split: str) -> None:
+        """Refuse a split whose masks hold none of the trained classes (its Dice would be 0 everywhere).
+
+        Raises:
+            StoreError: ``<stores>: every '<split>' mask is empty for classes [...]``.
+        """
+        rows = self.datasets[split].rows
+        if len(rows) and not any(self.data.labels[rows[i:i + SI_CHUNK]].any() for i in range(0, len(rows), SI_CHUNK)):
+            raise StoreError(f"{', '.join(self.stores)}: every '{split}' mask ({len(rows)} slices) is empty for "
+                             f"datamodule.classes={self.classes}; expected labelled slices (labels 1 RV, 2 MYO, 3 LV)")
 
     def split_counts(self) -> dict[str, int]:
         """Number of slices per split (after ``setup``)."""
@@ -318,6 +332,8 @@ class SliceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if split == "test" and len(self.datasets[split]) == 0:
             raise DataError(f"{', '.join(self.stores)}: no 'test' slices to evaluate")
+        if split == "test":
+            self.check_labelled(split)
         # the training order and augmentation come from (seed, epoch) (tagseg.data.sampling), so a resumed fit is exact
         sampler = SeededSampler(len(self.datasets[split]), shuffle=True) if split == "train" else None
         return DataLoader(
@@ -342,6 +358,7 @@ class SliceDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         if len(ds) == 0:
             raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate")
+        self.check_labelled(split)
         plain_ds = SliceDataset(ds.data, ds.rows, None, self.mean, self.std)
         return DataLoader(plain_ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory)
 

@@ -34,17 +34,22 @@ def lock_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-def temp_path(path: str | os.PathLike) -> Path:
-    """A temporary name next to ``path``, unique to this writer (pid + random)."""
+def temp_path(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
+    """A temporary name next to ``path``, unique to this writer (pid + random).
+
+    ``keep_suffix`` repeats the final suffixes (``.nii.gz``, ``.png``) for writers that choose the
+    format from the file name.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    tail = "".join(path.suffixes[-2:] if path.name.endswith(".nii.gz") else path.suffixes[-1:]) if keep_suffix else ""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial{tail}")
 
 
 def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     """Remove temporary files of ``path`` left by killed writers (call only while holding its lock)."""
     path = Path(path)
     removed = []
-    for stale in path.parent.glob(f".{path.name}.*.partial"):
+    for stale in [*path.parent.glob(f".{path.name}.*.partial"), *path.parent.glob(f".{path.name}.*.partial.*")]:
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
@@ -148,13 +153,27 @@ def atomic_path(path: str | os.PathLike, wait: bool = False, what: str = "output
             raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, wait: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically under its lock (small files: JSON, CSV, YAML)."""
+@contextlib.contextmanager
+def replaced(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary name (same suffix) for one file of an output the caller has locked; move it onto
+    ``path`` when the block succeeds, remove it when it fails."""
+    path = Path(path)
+    tmp = temp_path(path, keep_suffix=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary name of this writer's own (small files: JSON, CSV, YAML)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, wait=wait) as tmp:
+    with replaced(path) as tmp:
         tmp.write_text(text)
     return path
 
 
-__all__ = ["OutputLock", "atomic_path", "atomic_write_text", "lock_path", "remove_stale_partials", "temp_path"]
+__all__ = ["OutputLock", "atomic_path", "atomic_write_text", "lock_path", "remove_stale_partials", "replaced", "temp_path"]

@@ -275,11 +275,16 @@ def write_store(
     extras: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, Any] | None = None,
     name: str = "",
+    verify: bool = True,
 ) -> Path:
-    """Write a whole store at once (atomically). Returns the path."""
+    """Write a whole store at once (atomically). Returns the path.
+
+    ``verify=False`` skips the full check before the rename (tests writing deliberately bad stores).
+    """
     images = np.asarray(images)
     spec = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in (extras or {}).items()}
-    with StoreWriter(path, images.shape[1:], name=name or (attrs or {}).get("name", ""), extras=spec, attrs=attrs) as w:
+    with StoreWriter(path, images.shape[1:], name=name or (attrs or {}).get("name", ""), extras=spec, attrs=attrs,
+                     verify=verify) as w:
         w.append(images, masks, meta, extras)
     return Path(path)
 
@@ -368,44 +373,47 @@ def row_label(f: h5py.File | Mapping[str, np.ndarray], row: int) -> str:
         return ""
 
 
-def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray | None, start: int = 0,
+def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray | None, start: int | np.ndarray = 0,
                  meta: h5py.File | Mapping[str, np.ndarray] | None = None) -> None:
     """Check a block of rows (vectorised): finite images in [0, 1], mask labels in the convention.
 
     Args:
         path: the store, for the message.
-        images: (B, H, W) rows ``start .. start + B`` of ``/images``.
+        images: (B, H, W) rows of ``/images``.
         masks: the same rows of ``/masks`` (or ``None``).
-        start: the index of the block's first row in the store.
+        start: the store row of the block's first row, or the store rows of the block (B,).
         meta: the store (or its meta columns), to name the row's subject / slice / frame.
 
     Raises:
-        StoreError: ``<path>: image row R (subject S, slice I, frame F) holds NaN ...``.
+        StoreError: ``<path>: /images row R (subject S, slice I, frame F) holds nan ...``.
     """
     if images.size == 0:
         return
+
+    def where(r: int) -> str:
+        row = int(start[r]) if isinstance(start, np.ndarray) else int(start) + r
+        return f"row {row}{row_label(meta, row) if meta is not None else ''}"
+
     flat = images.reshape(len(images), -1)
     finite = np.isfinite(flat).all(axis=1)
     if not finite.all():
         r = int(np.argmin(finite))
         bad = flat[r][~np.isfinite(flat[r])][0]
-        raise StoreError(f"{path}: /images row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
-                         f"holds {bad} (NaN or infinite); expected finite values in [0, 1]")
+        raise StoreError(f"{path}: /images {where(r)} holds {bad} (NaN or infinite); expected finite values in [0, 1]")
     lo, hi = flat.min(axis=1), flat.max(axis=1)
     outside = (lo < 0.0) | (hi > 1.0)
     if outside.any():
         r = int(np.argmax(outside))
         value = lo[r] if lo[r] < 0.0 else hi[r]
-        raise StoreError(f"{path}: /images row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
-                         f"holds {float(value):g}; expected values in [0, 1] (re-create the store with `tagseg prepare`)")
+        raise StoreError(f"{path}: /images {where(r)} holds {float(value):g}; expected values in [0, 1] "
+                         "(re-create the store with `tagseg prepare`)")
     if masks is not None and masks.size:
         top = masks.reshape(len(masks), -1).max(axis=1)
         over = top > max(STORE_LABEL_VALUES)
         if over.any():
             r = int(np.argmax(over))
-            raise StoreError(f"{path}: /masks row {start + r}{row_label(meta, start + r) if meta is not None else ''} "
-                             f"holds label {int(top[r])}; expected labels {list(STORE_LABEL_VALUES)} "
-                             "(0 background, 1 RV, 2 MYO, 3 LV)")
+            raise StoreError(f"{path}: /masks {where(r)} holds label {int(top[r])}; expected labels "
+                             f"{list(STORE_LABEL_VALUES)} (0 background, 1 RV, 2 MYO, 3 LV)")
 
 
 def _read_rows(f: h5py.File, key: str, rows: slice, path: Path) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
 
+from tagseg.io.atomic import atomic_write_text
 from tagseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ def config_key(kind: str, config: Mapping[str, Any], length: int = 12) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # a temporary name of this writer's own, then rename
 
 
 def _relativise(value: Any, base: Path) -> Any:

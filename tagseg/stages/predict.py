@@ -40,6 +40,7 @@ from tagseg.data.prepare import normalise_record
 from tagseg.data.readers.common import MYO
 from tagseg.data.records import SliceRecord
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
+from tagseg.io.atomic import OutputLock, atomic_write_text, replaced
 from tagseg.io.store import write_store
 from tagseg.data.transforms import NORM_MEAN, NORM_STD, normalise
 from tagseg.errors import ConfigError
@@ -206,7 +207,8 @@ def _nifti_mask(scan: Scan, labels: np.ndarray, path: Path) -> Path:
         affine = np.diag([col_mm, row_mm, 1.0, 1.0])
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+    with replaced(path) as tmp:
+        nib.save(img, str(tmp))
     return path
 
 
@@ -235,7 +237,8 @@ def _overlay_png(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialCo
                 ax.plot(*np.vstack([pts, pts[:1]]).T, ".-", color=color, markersize=2, linewidth=0.6)
         ax.set_title(f"{scan.name} t={t}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with replaced(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -253,7 +256,7 @@ def _points_json(scan: Scan, contours: Sequence[MyocardialContours], path: Path)
     doc = {"scan": scan.name, "input": str(scan.path), "kind": scan.kind,
            "convention": "x = column, y = row, pixel units, pixel centres at integers; clockwise as displayed from the top point",
            "frames": frames}
-    path.write_text(json.dumps(doc, indent=1))
+    atomic_write_text(path, json.dumps(doc, indent=1))
     return path
 
 
@@ -339,24 +342,25 @@ def predict_scans(cfg: DictConfig) -> PredictReport:
     ckpt = find_checkpoint(cfg.ckpt)
     check_inputs(find_inputs(cfg.input))  # bad input fails before the model is loaded
     segmenter = load_segmenter(ckpt, device=device)
-    report = predict(
-        segmenter,
-        cfg.input,
-        cfg.output,
-        batch_size=cfg.batch_size,
-        device=device,
-        n_points=cfg.n_points,
-        overlays=cfg.overlays,
-        overlay_max_frames=cfg.overlay_max_frames,
-        reader=OmegaConf.to_container(cfg.reader, resolve=True),
-        attrs={"config": config_yaml(cfg), "checkpoint": str(ckpt)},
-        progress=cfg.progress,
-    )
-    return report
+    # one writer per output folder; each file appears complete or not at all (tagseg.io.atomic)
+    with OutputLock(cfg.output, what="predict output folder"):
+        return predict(
+            segmenter,
+            cfg.input,
+            cfg.output,
+            batch_size=cfg.batch_size,
+            device=device,
+            n_points=cfg.n_points,
+            overlays=cfg.overlays,
+            overlay_max_frames=cfg.overlay_max_frames,
+            reader=OmegaConf.to_container(cfg.reader, resolve=True),
+            attrs={"config": config_yaml(cfg), "checkpoint": str(ckpt)},
+            progress=cfg.progress,
+        )
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> Path:
-    with open(path, "w", newline="") as fh:
+    with replaced(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)

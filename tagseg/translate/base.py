@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, open_store
+from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, check_store, check_values, open_store
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ class Translator(ABC):
             figure_pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             pending: dict[int, np.ndarray] = {}
             next_row = 0
+            labelled = False
             writer = StoreWriter(output, (h, w), name=name or f"{self.method}({in_name})", extras=spec, attrs=out_attrs,
                                  compression=compression)
             try:
@@ -189,6 +190,8 @@ class Translator(ABC):
                     rows = _read_rows(f, index, meta, extra_names)
                     images = _read_images(f, index)
                     _check_images(images, index, meta, input)
+                    check_values(input, images, rows.masks, index, meta)
+                    labelled = labelled or bool(rows.masks.any())
                     seconds["read"] += time.perf_counter() - t
                     t = time.perf_counter()
                     with torch.no_grad():
@@ -202,6 +205,9 @@ class Translator(ABC):
                     t = time.perf_counter()
                     next_row = self._flush(f, writer, pending, next_row, meta, extra_names)
                     seconds["write"] += time.perf_counter() - t
+                if not labelled:
+                    raise StoreError(f"{input}: every mask is empty; translate makes a labelled pretraining set, "
+                                     "so the input store must hold labelled slices (labels 1 RV, 2 MYO, 3 LV)")
                 t = time.perf_counter()
                 writer.close()
                 seconds["write"] += time.perf_counter() - t
@@ -261,6 +267,8 @@ def _open_input(path: Path) -> h5py.File:
     """Open the input store; raise one clear error when it is missing, unreadable or has no masks."""
     f = open_store(path, role="input store", hint="check input=")
     try:
+        if "images" in f and "masks" in f and all(f"meta/{k}" in f for k in REQUIRED_META):
+            check_store(path)  # dtypes, meta lengths, split values (the layout errors below keep their wording)
         if "images" not in f:
             raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.io.store)")
         if f["images"].ndim != 3:
