@@ -335,7 +335,7 @@ class SliceDataModule(L.LightningDataModule):
         if split == "test":
             self.check_labelled(split)
         # the training order and augmentation come from (seed, epoch) (tagseg.data.sampling), so a resumed fit is exact
-        sampler = SeededSampler(len(self.datasets[split]), shuffle=True) if split == "train" else None
+        sampler = SeededSampler(len(self.datasets[split]), self.seed, self._trainer_epoch) if split == "train" else None
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
@@ -346,6 +346,11 @@ class SliceDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
+
+    def _trainer_epoch(self) -> int | None:
+        """The attached trainer's current epoch (restored from a checkpoint on resume), or ``None``."""
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``).

@@ -3,19 +3,21 @@
 Two pieces make the data order and the augmentation of epoch ``e`` the same whether the fit ran
 straight through or was killed and resumed from a checkpoint:
 
-* :class:`EpochSeed` (a Lightning callback) re-seeds Python, NumPy and torch at the start of every
-  training epoch from ``(seed, epoch)``, so whatever ran before (a sanity check, a restore, the
-  epochs of the first process) does not shift the random streams of the epochs that follow;
-* :class:`SeededSampler` draws the epoch's order and one augmentation seed per sample from that
-  stream in the main process and hands ``(row, seed)`` pairs to the dataset, which seeds its
-  MONAI transforms per sample: the same sample gets the same augmentation whichever worker, and
-  however many workers, load it (workers otherwise keep their own random state across epochs).
+* :class:`StepSeed` (a Lightning callback) re-seeds Python, NumPy and torch before every training
+  batch from ``(seed, global step)``, so whatever ran before (a sanity check, a restore, the
+  epochs of the first process) does not shift the random draws of the steps that follow;
+* :class:`SeededSampler` draws the epoch's order and one augmentation seed per sample from
+  ``(seed, epoch)`` in the main process and hands ``(row, seed)`` pairs to the dataset, which
+  seeds its MONAI transforms per sample: the same sample gets the same augmentation whichever
+  worker, and however many workers, load it (workers otherwise keep their own random state
+  across epochs). It does not read the global generators: Lightning fetches the first batch of a
+  process's first epoch before any epoch-start hook runs.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -26,9 +28,19 @@ from torch.utils.data import Sampler
 MAX_SEED = 2**32 - 1
 
 
+def derived_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed for ``keys`` (e.g. an epoch) of a run seeded with ``seed`` (independent streams)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *(int(k) for k in keys)]).generate_state(1)[0])
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for epoch ``epoch`` of a run seeded with ``seed`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1)[0])
+    """The seed of epoch ``epoch``'s data order and augmentation."""
+    return derived_seed(seed, 0, epoch)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of the global generators at optimiser step ``step`` (dropout, VAE sampling...)."""
+    return derived_seed(seed, 1, step)
 
 
 def seed_all(seed: int) -> None:
@@ -38,8 +50,12 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class EpochSeed(L.Callback):
-    """Re-seed every random stream at the start of each training epoch from ``(seed, epoch)``.
+class StepSeed(L.Callback):
+    """Re-seed Python, NumPy and torch before every training batch from ``(seed, global step)``.
+
+    Whatever drew from the global generators before (a sanity check, a restore, a data loader's
+    base seed, the epochs of an interrupted process) then leaves the model's random draws of each
+    step unchanged. (Epoch-start hooks would not do: a fit resumed at an epoch's end skips them.)
 
     Args:
         seed: the run's seed (``cfg.seed``).
@@ -48,36 +64,49 @@ class EpochSeed(L.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seed_all(epoch_seed(self.seed, trainer.current_epoch))
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int) -> None:
+        seed_all(step_seed(self.seed, trainer.global_step))
 
 
 class SeededSampler(Sampler):
     """Rows of a dataset in a shuffled (or fixed) order, each with its own augmentation seed.
 
     Yields ``(row, seed)`` pairs; :class:`tagseg.data.datamodule.SliceDataset` seeds the sample's
-    augmentation with ``seed``. Both are drawn from torch's global generator when iteration starts,
-    which :class:`EpochSeed` has set from ``(seed, epoch)``.
+    augmentation with ``seed``. Order and seeds are a function of ``(seed, epoch)`` only: the
+    epoch is asked from ``epoch_fn`` (the trainer's ``current_epoch``, restored from a checkpoint
+    before the first batch is fetched) or set with :meth:`set_epoch`.
 
     Args:
         n: number of rows.
+        seed: the run's seed.
+        epoch_fn: returns the current epoch (``None``: the value of :meth:`set_epoch`).
         shuffle: a random order (else 0..n-1).
     """
 
-    def __init__(self, n: int, shuffle: bool = True) -> None:
+    def __init__(self, n: int, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None,
+                 shuffle: bool = True) -> None:
         self.n = int(n)
+        self.seed = int(seed)
+        self.epoch_fn = epoch_fn
+        self.epoch = 0
         self.shuffle = shuffle
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def current_epoch(self) -> int:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        return self.epoch if epoch is None else int(epoch)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        base = int(torch.randint(0, MAX_SEED, (1,)).item())
-        gen = torch.Generator().manual_seed(base)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.current_epoch()))
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, MAX_SEED, (self.n,), generator=gen)
         for row, seed in zip(order.tolist(), seeds.tolist()):
             yield row, seed
 
 
-__all__ = ["EpochSeed", "MAX_SEED", "SeededSampler", "epoch_seed", "seed_all"]
+__all__ = ["MAX_SEED", "SeededSampler", "StepSeed", "derived_seed", "epoch_seed", "seed_all", "step_seed"]

@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
-from tagseg.data.sampling import EpochSeed
+from tagseg.data.sampling import StepSeed
 from tagseg.io.store import check_store
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
@@ -328,8 +328,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         load_weights(model, cfg.init_from, strict=bool(cfg.get("init_from_strict", True)))
     datamodule.setup("fit")
     logger_cfg, resumed = resume_logging(cfg, run_dir)
-    # data order and augmentation from (seed, epoch): a fit resumed from a checkpoint is exact
-    callbacks = [*instantiate_group(cfg.get("callbacks"), "callbacks"), EpochSeed(cfg.get("seed", 0))]
+    # data order and augmentation from (seed, epoch), other draws from (seed, step): a resumed fit is exact
+    callbacks = [*instantiate_group(cfg.get("callbacks"), "callbacks"), StepSeed(cfg.get("seed", 0))]
     callbacks += [resumed] if resumed is not None else []
     loggers = instantiate_group(logger_cfg, "logger")
     trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
