@@ -287,6 +287,8 @@ class SliceDataModule(L.LightningDataModule):
         self.mean, self.std = float(mean), float(std)
         self.data: SliceArrays | None = None
         self.datasets: dict[str, SliceDataset] = {}
+        #: training passes started (saved in checkpoints, see SeededSampler)
+        self.train_progress = {"epochs": 0}
 
     @property
     def n_classes(self) -> int:
@@ -335,7 +337,7 @@ class SliceDataModule(L.LightningDataModule):
         if split == "test":
             self.check_labelled(split)
         # the training order and augmentation come from (seed, epoch) (tagseg.data.sampling), so a resumed fit is exact
-        sampler = SeededSampler(len(self.datasets[split]), self.seed, self._trainer_epoch) if split == "train" else None
+        sampler = SeededSampler(len(self.datasets[split]), self.seed, self.train_progress) if split == "train" else None
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
@@ -347,10 +349,13 @@ class SliceDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
-    def _trainer_epoch(self) -> int | None:
-        """The attached trainer's current epoch (restored from a checkpoint on resume), or ``None``."""
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the number of training passes started (the sampler's epoch)."""
+        return {"train_epochs": int(self.train_progress["epochs"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (before the first pass of a resumed fit)."""
+        self.train_progress["epochs"] = int(state.get("train_epochs", 0))
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``).

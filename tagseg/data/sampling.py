@@ -7,7 +7,7 @@ straight through or was killed and resumed from a checkpoint:
   batch from ``(seed, global step)``, so whatever ran before (a sanity check, a restore, the
   epochs of the first process) does not shift the random draws of the steps that follow;
 * :class:`SeededSampler` draws the epoch's order and one augmentation seed per sample from
-  ``(seed, epoch)`` in the main process and hands ``(row, seed)`` pairs to the dataset, which
+  ``(seed, epoch)`` (the epoch count is saved in checkpoints) in the main process and hands ``(row, seed)`` pairs to the dataset, which
   seeds its MONAI transforms per sample: the same sample gets the same augmentation whichever
   worker, and however many workers, load it (workers otherwise keep their own random state
   across epochs). It does not read the global generators: Lightning fetches the first batch of a
@@ -17,7 +17,7 @@ straight through or was killed and resumed from a checkpoint:
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from typing import Iterator
 
 import lightning as L
 import numpy as np
@@ -72,41 +72,35 @@ class SeededSampler(Sampler):
     """Rows of a dataset in a shuffled (or fixed) order, each with its own augmentation seed.
 
     Yields ``(row, seed)`` pairs; :class:`tagseg.data.datamodule.SliceDataset` seeds the sample's
-    augmentation with ``seed``. Order and seeds are a function of ``(seed, epoch)`` only: the
-    epoch is asked from ``epoch_fn`` (the trainer's ``current_epoch``, restored from a checkpoint
-    before the first batch is fetched) or set with :meth:`set_epoch`.
+    augmentation with ``seed``. Order and seeds are a function of ``(seed, epoch)`` only, where
+    the epoch is the number of earlier passes, counted in ``progress["epochs"]``: the DataModule
+    saves that count in the checkpoint and restores it before the first pass of a resumed fit
+    (the trainer's epoch counter is not reliable then: Lightning fetches the first batch of a
+    resumed fit before it settles).
 
     Args:
         n: number of rows.
         seed: the run's seed.
-        epoch_fn: returns the current epoch (``None``: the value of :meth:`set_epoch`).
+        progress: a mutable ``{"epochs": int}`` shared with the owner (a fresh one if ``None``).
         shuffle: a random order (else 0..n-1).
     """
 
-    def __init__(self, n: int, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None,
-                 shuffle: bool = True) -> None:
+    def __init__(self, n: int, seed: int = 0, progress: dict[str, int] | None = None, shuffle: bool = True) -> None:
         self.n = int(n)
         self.seed = int(seed)
-        self.epoch_fn = epoch_fn
-        self.epoch = 0
+        self.progress = progress if progress is not None else {"epochs": 0}
         self.shuffle = shuffle
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def current_epoch(self) -> int:
-        epoch = self.epoch_fn() if self.epoch_fn is not None else None
-        return self.epoch if epoch is None else int(epoch)
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.current_epoch()))
+        epoch = self.progress["epochs"]
+        self.progress["epochs"] = epoch + 1
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, MAX_SEED, (self.n,), generator=gen)
-        for row, seed in zip(order.tolist(), seeds.tolist()):
-            yield row, seed
+        return iter(list(zip(order.tolist(), seeds.tolist())))
 
 
 __all__ = ["MAX_SEED", "SeededSampler", "StepSeed", "derived_seed", "epoch_seed", "seed_all", "step_seed"]
