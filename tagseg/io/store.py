@@ -416,13 +416,15 @@ def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray 
                              f"{list(STORE_LABEL_VALUES)} (0 background, 1 RV, 2 MYO, 3 LV)")
 
 
-def _read_rows(f: h5py.File, key: str, rows: slice, path: Path) -> np.ndarray:
-    """Rows of a dataset; an unreadable chunk becomes one :class:`StoreError` naming the rows."""
+def read_rows(f: h5py.File, key: str, rows: slice | np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Rows (a slice or sorted indices) of a dataset; an unreadable chunk becomes one
+    :class:`StoreError` naming the first unreadable row (subject, slice, frame)."""
     try:
         return f[key][rows]
     except (OSError, RuntimeError) as exc:
-        first = rows.start or 0
-        for r in range(first, min(rows.stop, f[key].shape[0])):
+        candidates = range(*rows.indices(f[key].shape[0])) if isinstance(rows, slice) else [int(r) for r in rows]
+        first = candidates[0] if len(candidates) else 0
+        for r in candidates:
             try:
                 f[key][r]
             except (OSError, RuntimeError):
@@ -449,10 +451,10 @@ def verify_store(path: str | os.PathLike) -> int:
         keys = [k for k in _dataset_keys(f) if k not in ("images", "masks")]
         for start in range(0, n, CHECK_BLOCK_ROWS):
             rows = slice(start, min(start + CHECK_BLOCK_ROWS, n))
-            check_values(path, _read_rows(f, "images", rows, path), _read_rows(f, "masks", rows, path), start, f)
+            check_values(path, read_rows(f, "images", rows, path), read_rows(f, "masks", rows, path), start, f)
             for key in keys:
                 if f[key].shape and f[key].shape[0] == n:
-                    _read_rows(f, key, rows, path)
+                    read_rows(f, key, rows, path)
         for key in keys:
             if not f[key].shape or f[key].shape[0] != n:
                 try:
@@ -492,8 +494,8 @@ def read_store(path: str | os.PathLike, extras: Iterable[str] | bool = True) -> 
         masks = np.empty(f["masks"].shape, np.uint8)
         for start in range(0, n, CHECK_BLOCK_ROWS):
             rows = slice(start, min(start + CHECK_BLOCK_ROWS, n))
-            images[rows] = _read_rows(f, "images", rows, path)
-            masks[rows] = _read_rows(f, "masks", rows, path)
+            images[rows] = read_rows(f, "images", rows, path)
+            masks[rows] = read_rows(f, "masks", rows, path)
             check_values(path, images[rows], masks[rows], start, f)
         meta = {k: _read_array(f[f"meta/{k}"]) for k in f["meta"]}
         known = {"images", "masks", "meta"}

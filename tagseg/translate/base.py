@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, check_store, check_values, open_store
+from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, check_store, check_values, open_store, read_rows
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,8 @@ class Translator(ABC):
         out_meta = {k: v[sl] for k, v in meta.items()}
         out_meta["source"] = np.asarray([f"{self.method}({s})" for s in meta["source"][sl]], dtype=object)
         images = np.stack([pending.pop(r) for r in range(next_row, stop)])
-        writer.append(images, f["masks"][sl], out_meta, {k: f[k][sl] for k in extra_names})
+        writer.append(images, read_rows(f, "masks", sl, f.filename), out_meta,
+                      {k: read_rows(f, k, sl, f.filename) for k in extra_names})
         return stop
 
 
@@ -290,18 +291,20 @@ def _open_input(path: Path) -> h5py.File:
 
 
 def _read_images(f: h5py.File, index: np.ndarray) -> np.ndarray:
+    path = f.filename
     if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-        return f["images"][int(index[0]):int(index[0]) + index.size].astype(np.float32, copy=False)
-    return np.stack([f["images"][int(r)] for r in index]).astype(np.float32, copy=False)
+        return read_rows(f, "images", slice(int(index[0]), int(index[0]) + index.size), path).astype(np.float32, copy=False)
+    return np.stack([read_rows(f, "images", np.asarray([r]), path)[0] for r in index]).astype(np.float32, copy=False)
 
 
 def _read_rows(f: h5py.File, index: np.ndarray, meta: Mapping[str, np.ndarray], extra_names: list[str]) -> BatchRows:
     contiguous = index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size))
 
     def take(ds: h5py.Dataset) -> np.ndarray:
+        key, path = ds.name.lstrip("/"), f.filename
         if contiguous:
-            return ds[int(index[0]):int(index[0]) + index.size]
-        return np.stack([ds[int(r)] for r in index])
+            return read_rows(f, key, slice(int(index[0]), int(index[0]) + index.size), path)
+        return np.stack([read_rows(f, key, np.asarray([r]), path)[0] for r in index])
 
     return BatchRows(index=index, meta={k: v[index] for k, v in meta.items()}, masks=take(f["masks"]),
                      extras={k: take(f[k]) for k in extra_names})

@@ -1,0 +1,48 @@
+"""Every bad input of the corpus (cases.py): exit status 2, one ``tagseg: error:`` line naming the file or
+key, no traceback, and no output left that looks complete."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reliability.cases import CASES, TINY_TRAIN, Case
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _params():
+    for case in CASES:
+        marks = [pytest.mark.xfail(strict=True, reason=f"needs {case.needs}")] if case.needs else []
+        yield pytest.param(case, id=case.id, marks=marks)
+
+
+def readable(argv: list[str], bad, tmp) -> list[str]:
+    """argv for the case table: folders as <bad> / <out>, the tiny-training overrides as one ``...``."""
+    out, skipped = [], False
+    for arg in argv:
+        if arg in TINY_TRAIN:
+            if not skipped:
+                out.append("...")
+            skipped = True
+            continue
+        out.append(arg.replace(str(bad.ckpts["good"]), "<run>/best.ckpt").replace(str(bad.root), "<bad>")
+                   .replace(str(tmp), "<out>"))
+    return out
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input_is_one_line_and_exit_2(case: Case, bad, run_tagseg, tmp_path, case_table):
+    argv = case.argv(bad, tmp_path)
+    result = run_tagseg(argv)
+    errors = [line for line in result.err.splitlines() if line.startswith("tagseg: error: ")]
+    case_table.append((case, readable(argv, bad, tmp_path),
+                       readable([errors[0][len("tagseg: error: "):]], bad, tmp_path)[0] if errors else f"(exit {result.status})"))
+    assert "Traceback" not in result.err, result.err[-3000:]
+    assert result.status == 2, f"exit {result.status}\n{result.err[-2000:]}"
+    assert len(errors) == 1, result.err[-2000:]
+    assert re.search(case.message, errors[0][len("tagseg: error: "):]), errors[0]
+    left = [p for pattern in case.forbidden for p in tmp_path.glob(pattern)]
+    assert not left, f"outputs left behind: {left}"
+    assert not list(tmp_path.rglob("*.partial*")), "temporary files left behind"
