@@ -116,10 +116,11 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def _same_run(a: Path, b: Path) -> None:
-    wa, wb = _weights(a / "checkpoints" / "last.ckpt"), _weights(b / "checkpoints" / "last.ckpt")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+    for name in ("last.ckpt", "best.ckpt"):  # the final weights and the tested ones
+        wa, wb = _weights(a / "checkpoints" / name), _weights(b / "checkpoints" / name)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), f"{name}: {k}"
     sa, sb = (json.loads((r / "summary.json").read_text()) for r in (a, b))
     sa.pop("checkpoint"), sb.pop("checkpoint")
     assert sa == sb
@@ -149,7 +150,7 @@ def _env(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("trial", range(3))
 def test_two_prepare_processes_on_one_output_give_a_valid_store_or_a_clear_refusal(tmp_path, trial):
     out = tmp_path / "data" / "phantom.h5"
-    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", "data.n_subjects=8", "data.n_frames=6", "data.image_size=64",
+    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", "data.n_subjects=6", "data.n_frames=5", "data.image_size=128",
            f"output={out}", "prepare.figure=false", f"seed={trial}"]
     procs = [subprocess.Popen([*cmd, f"hydra.run.dir={tmp_path / f'h{i}'}"], cwd=tmp_path, env=_env(tmp_path),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -165,7 +166,7 @@ def test_two_prepare_processes_on_one_output_give_a_valid_store_or_a_clear_refus
     assert any(status == 0 for status, _, _ in results)
     n = verify_store(out)  # every chunk readable, every value valid
     store = read_store(out)
-    assert n == len(store) == 8 * 3 * 6
+    assert n == len(store) == 6 * 3 * 5
     assert all(store.meta["subject"]) and set(store.meta["split"]) <= {"train", "val", "test"}
     assert sorted(p.name for p in out.parent.iterdir()) == ["phantom.h5"]  # no lock or temporary file left
 
