@@ -395,12 +395,13 @@ def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray 
         return f"row {row}{row_label(meta, row) if meta is not None else ''}"
 
     flat = images.reshape(len(images), -1)
-    finite = np.isfinite(flat).all(axis=1)
+    # two passes over the pixels: min and max propagate NaN, and an infinity is a min or a max
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    finite = np.isfinite(lo) & np.isfinite(hi)
     if not finite.all():
         r = int(np.argmin(finite))
         bad = flat[r][~np.isfinite(flat[r])][0]
         raise StoreError(f"{path}: /images {where(r)} holds {bad} (NaN or infinite); expected finite values in [0, 1]")
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
     outside = (lo < 0.0) | (hi > 1.0)
     if outside.any():
         r = int(np.argmax(outside))

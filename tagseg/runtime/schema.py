@@ -152,7 +152,7 @@ RULES: dict[str, Rule] = {
     "physics.flip_deg": Rule("number", low=0.0, high=180.0),
     "physics.*_jitter": NON_NEGATIVE,
     "physics.angle_jitter_deg": NON_NEGATIVE,
-    "tagness_check.max_images": Rule("int", low=0),
+    "tagness_check.max_images": Rule("int", low=0, null=True),
 }
 
 
