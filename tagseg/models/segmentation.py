@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tagseg.data.transforms import NORM_MEAN, NORM_STD
+from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import instantiate
 from tagseg.metrics import dice_batch, hd95_batch

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from tagseg.data.records import MYO  # noqa: E402
+from tagseg.conventions import MYO  # noqa: E402
 from tagseg.io.store import read_store  # noqa: E402
 from tagseg.errors import TagsegError  # noqa: E402
 from tagseg.stages.predict import find_checkpoint, load_segmenter  # noqa: E402

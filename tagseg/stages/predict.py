@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from tagseg.contours import MyocardialContours, myocardial_contours
 from tagseg.data.datamodule import resize_slices
 from tagseg.data.prepare import normalise_record
-from tagseg.data.readers.common import MYO
+from tagseg.conventions import MYO
 from tagseg.data.records import SliceRecord
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
 from tagseg.io.store import write_store
-from tagseg.data.transforms import NORM_MEAN, NORM_STD, normalise
+from tagseg.conventions import NORM_MEAN, NORM_STD
+from tagseg.data.transforms import normalise
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import config_yaml
 from tagseg.models.networks import main_head, split_output
