@@ -14,7 +14,8 @@
   only (after a DDP fit, :func:`tagseg.stages.train.train` tests in one process).
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
-checkpoint alone rebuilds the module: ``SegmentationModule.load_from_checkpoint(path)``.
+checkpoint alone rebuilds the module (:func:`tagseg.models.segmenter.load_segmentation_module`,
+which reads it with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -25,22 +26,15 @@ import hydra.utils
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
-from tagseg.runtime.config import instantiate
+from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
+from tagseg.runtime.config import instantiate, plain
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
 
 INITS = ("xavier_normal", "default")
-
-
-def plain(cfg: Any) -> Any:
-    """A DictConfig / ListConfig as plain (resolved) Python containers; anything else unchanged."""
-    if isinstance(cfg, DictConfig) or OmegaConf.is_list(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def image_metrics(pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +178,9 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Softmax probabilities (B, 1 + K, H, W)."""
         return torch.softmax(self(batch["image"]).float(), dim=1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_KEY] = SEGMENTATION  # the model type the stages check when loading
 
     def configure_optimizers(self) -> Any:
         optimizer = hydra.utils.instantiate(self.hparams.optimizer)
