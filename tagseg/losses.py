@@ -20,7 +20,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from tagseg.errors import ConfigError
-from tagseg.shape import check_k, shape_information, shape_information_batch  # noqa: F401  (their home: tagseg.shape)
+from tagseg.metrics import check_k, shape_information, shape_information_batch  # noqa: F401  (their home: tagseg.metrics)
 
 Array = Any  # np.ndarray | torch.Tensor
 

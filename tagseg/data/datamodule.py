@@ -37,7 +37,7 @@ from tagseg.io.store import read_store
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.data.transforms import AugmentConfig, build_augmentation, normalise
 from tagseg.errors import ConfigError, DataError, StoreError
-from tagseg.shape import shape_information_batch
+from tagseg.metrics import shape_information_batch
 
 log = logging.getLogger(__name__)
 
