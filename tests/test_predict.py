@@ -209,15 +209,15 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
     from tagseg.errors import ConfigError
     from tagseg.stages.predict import load_segmenter
 
-    with pytest.raises(ConfigError, match="ckpt: checkpoint not found"):
+    with pytest.raises(ConfigError, match=r"ckpt: checkpoint .*none\.ckpt not found"):
         load_segmenter(tmp_path / "none.ckpt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="junk.ckpt is not a readable"):
+    with pytest.raises(ConfigError, match="junk.ckpt: not a readable"):
         load_segmenter(tmp_path / "junk.ckpt")
     torch.save({"hyper_parameters": {"generator": {}, "lr": 2e-4}, "state_dict": {}}, tmp_path / "gan.ckpt")
-    with pytest.raises(ConfigError, match=r"gan.ckpt is a checkpoint of another model type .*missing \['network', 'image_size'"):
+    with pytest.raises(ConfigError, match=r"gan.ckpt: a checkpoint of another model type .*missing \['network', 'image_size'"):
         load_segmenter(tmp_path / "gan.ckpt")
-    state = torch.load(trained_ckpt, weights_only=False)
+    state = torch.load(trained_ckpt, weights_only=True)
     state["state_dict"].pop(next(iter(state["state_dict"])))
     torch.save(state, tmp_path / "cut.ckpt")
     with pytest.raises(ConfigError, match="weights do not match.*missing"):

@@ -80,20 +80,20 @@ def test_resume_from_last_continues_the_run(tmp_path, ring_store):
     assert first["global_step"] == 2
     second = train(compose_cfg(run, ring_store, "test=false", "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}"))
     assert second["global_step"] == 4 and second["epochs"] == 2
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 4 and state["epoch"] == 1
 
 
 def test_nnunet_fits_two_steps(tmp_path, ring_store):
     result = train(compose_cfg(tmp_path / "run", ring_store, *TINY_NNUNET, "test=false"))
     assert result["global_step"] == 2
-    hp = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)["hyper_parameters"]
+    hp = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)["hyper_parameters"]
     assert hp["network"]["name"] == "nnunet" and hp["image_size"] == 32
 
 
 def test_init_from_strict_and_relaxed(tmp_path, ring_store):
     source = train(compose_cfg(tmp_path / "a", ring_store, "test=false"))
-    same = SegmentationModule.load_from_checkpoint(source["best_ckpt"], map_location="cpu", weights_only=False)
+    same = SegmentationModule.load_from_checkpoint(source["best_ckpt"], map_location="cpu", weights_only=True)
     fresh = SegmentationModule(**{k: v for k, v in same.hparams.items()})
     assert load_weights(fresh, tmp_path / "a") == {"missing": [], "unexpected": [], "mismatched": []}
     for key, value in same.state_dict().items():

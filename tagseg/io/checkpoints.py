@@ -48,7 +48,7 @@ SEGMENTATION_HPARAMS = ("network", "image_size", "classes", "mean", "std")
 #: what writes each model type
 WRITERS = {SEGMENTATION: "`tagseg train`", CYCLEGAN: "`tagseg cyclegan`"}
 
-_GLOBAL = re.compile(r"(?i)unsupported\s+global:?\s*GLOBAL\s+([\w.]+)")
+_GLOBAL = re.compile(r"(?i)unsupported\s+(?:global:\s*)?GLOBAL\s+([\w.]+)")
 
 
 def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best", "last"] = "best") -> Path:
