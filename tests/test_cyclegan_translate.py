@@ -65,7 +65,7 @@ def test_translate_preserves_shapes_masks_meta_and_extras(tmp_path, trained):
 def test_load_generator_bad_checkpoints(tmp_path):
     with pytest.raises(ConfigError, match="ckpt: no CycleGAN checkpoint given"):
         load_generator(None)
-    with pytest.raises(ConfigError, match=r"ckpt: CycleGAN checkpoint .*missing\.ckpt not found"):
+    with pytest.raises(ConfigError, match=r"ckpt: checkpoint .*missing\.ckpt not found"):
         load_generator(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable PyTorch checkpoint"):
@@ -76,7 +76,7 @@ def test_load_generator_bad_checkpoints(tmp_path):
     net = build_network("nnunet", image_size=16, strides=[1, 2, 2], filters=[4, 8, 8])
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": {"lr": 1e-3},
                 "epoch": 3}, tmp_path / "seg.ckpt")
-    with pytest.raises(ConfigError, match=r"seg\.ckpt is not a CycleGAN checkpoint \(no tagseg model type\)"):
+    with pytest.raises(ConfigError, match=r"seg\.ckpt: a checkpoint of another model type .*expected a cyclegan checkpoint"):
         CycleGANTranslator(tmp_path / "seg.ckpt")
 
 

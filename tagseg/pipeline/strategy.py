@@ -208,11 +208,11 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
         if stage_cfg.ckpt_path:
             log.info("%s: resuming from %s", label, last)
         result = train(stage_cfg)
-        best = result.get("best_ckpt") or result.get("last_ckpt")
+        best = result.best_ckpt or result.last_ckpt
         if best is None:
             raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
-        return {"best_ckpt": Path(best), "last_ckpt": result.get("last_ckpt"), "run_dir": out,
-                "epochs": result["epochs"], "global_step": result["global_step"]}
+        return {"best_ckpt": Path(best), "last_ckpt": result.last_ckpt, "run_dir": out,
+                "epochs": result.epochs, "global_step": result.global_step}
 
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
@@ -243,8 +243,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
             ev_cfg.callbacks = None
         with single_process_env():
             result = evaluate(ev_cfg)
-        return {"summary": result["summary"], "summary_path": result["summary_path"],
-                "metrics_path": result["metrics_path"]}
+        return {"summary": result.summary, "summary_path": result.summary_path, "metrics_path": result.metrics_path}
 
     return Stage("test", "test", config, compute, needs=(store, finetune))
 

@@ -27,7 +27,7 @@ from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
 from tagseg.io.store import check_store
-from tagseg.models.networks import check_image_size
+from tagseg.models.networks import NETWORKS, check_image_size
 from tagseg.models.segmentation import SegmentationModule
 from tagseg.runtime.config import instantiate, instantiate_group, plain, set_torch_threads
 from tagseg.runtime.console import print_config_tree
@@ -45,7 +45,7 @@ def network_settings(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
     net.pop("_target_", None)
     name = net.pop("name", None)
     if name is None:
-        raise ConfigError("model.network.name: missing (expected resnetvae or nnunet)")
+        raise ConfigError(f"model.network.name: missing (expected one of {sorted(NETWORKS)})")
     net.pop("out_channels", None)
     net.pop("image_size", None)
     return str(name), net
@@ -182,7 +182,7 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
     """
     if trainer.world_size == 1 or last_ckpt is None:
         return int(trainer.current_epoch), int(trainer.global_step)
-    state = load_checkpoint(last_ckpt, kind=SEGMENTATION)
+    state = load_checkpoint(last_ckpt)
     return int(state["epoch"]) + 1, int(state["global_step"])
 
 
