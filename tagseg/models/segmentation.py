@@ -10,7 +10,7 @@
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
   ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.stages.train.write_test_results`; on one device
+  dice, hd95_mm), written to disk by :func:`tagseg.io.run_dir.write_test_results`; on one device
   only (after a DDP fit, :func:`tagseg.stages.train.train` tests in one process).
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
