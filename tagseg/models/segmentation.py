@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import hydra.utils
 import lightning as L
 import numpy as np
 import torch
@@ -183,11 +182,11 @@ class SegmentationModule(L.LightningModule):
         checkpoint[MODEL_KEY] = SEGMENTATION  # the model type the stages check when loading
 
     def configure_optimizers(self) -> Any:
-        optimizer = hydra.utils.instantiate(self.hparams.optimizer)
+        optimizer = instantiate(self.hparams.optimizer, "model.optimizer")
         optimizer = optimizer(self.parameters()) if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer) else optimizer
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
+        scheduler = instantiate(self.hparams.scheduler, "model.scheduler")(optimizer)
         return {
             "optimizer": optimizer,
             # strict=False: a run stopped by max_steps before any validation just keeps its LR
