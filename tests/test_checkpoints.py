@@ -22,6 +22,7 @@ from tagseg.io.checkpoints import (
     checkpoint_kind,
     load_checkpoint,
     resolve_checkpoint,
+    run_checkpoints,
 )
 from tagseg.runtime.config import CONF_DIR
 
@@ -120,6 +121,8 @@ def test_resolution_rule(tmp_path, seg_run):
         shutil.copy(ckpts / "best.ckpt", other / name / "checkpoints" / "best.ckpt")
     with pytest.raises(CheckpointError, match=r"checkpoints of 2 runs"):
         resolve_checkpoint(other)
+    assert run_checkpoints(other) == [other / n / "checkpoints" / "best.ckpt" for n in ("r1", "r2")]  # a sweep: one per run
+    assert run_checkpoints(seg_run) == [ckpts / "best.ckpt"]
     with pytest.raises(CheckpointError, match=r"init_from: checkpoint .*nope\.ckpt not found"):
         resolve_checkpoint(tmp_path / "nope.ckpt", key="init_from")
     (tmp_path / "empty").mkdir()

@@ -90,6 +90,21 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
     raise CheckpointError(f"{key}: no checkpoint in {folder} (expected best.ckpt or {LAST_CKPT})")
 
 
+def run_checkpoints(path: str | Path, key: str = "ckpt") -> list[Path]:
+    """One checkpoint per run: a file or a run folder -> ``[resolve_checkpoint(path)]``; a folder of
+    several runs (a sweep) -> each run's checkpoint by the same ``best`` rule, sorted.
+
+    Raises:
+        CheckpointError: nothing found, or a run folder with several candidates.
+    """
+    path = Path(str(path)).expanduser()
+    if path.is_dir() and not any(path.glob("*.ckpt")) and not (path / CHECKPOINTS_DIR).is_dir():
+        folders = sorted({p.parent for p in path.rglob("*.ckpt")})
+        if len(folders) > 1:
+            return [resolve_checkpoint(folder, key=key) for folder in folders]
+    return [resolve_checkpoint(path, key=key)]
+
+
 def _checkpoint_folder(path: Path, key: str) -> Path:
     own = path / CHECKPOINTS_DIR
     if own.is_dir() and any(own.glob("*.ckpt")):
@@ -187,5 +202,5 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "CYCLEGAN", "MODEL_KEY", "SEGMENTATION", "SEGMENTATION_HPARAMS", "check_checkpoint", "checkpoint_kind",
-    "load_checkpoint", "resolve_checkpoint",
+    "load_checkpoint", "resolve_checkpoint", "run_checkpoints",
 ]
