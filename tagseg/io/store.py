@@ -306,6 +306,9 @@ def read_array(ds: h5py.Dataset) -> np.ndarray:
     return ds[...]
 
 
+_read_array = read_array  # the former name, for code written against it (import read_array)
+
+
 def read_store(path: str | os.PathLike, extras: Iterable[str] | bool = True) -> SliceStore:
     """Read a whole store into memory.
 

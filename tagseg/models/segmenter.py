@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from tagseg.data.transforms import normalise
 from tagseg.errors import CheckpointError
 from tagseg.io.checkpoints import SEGMENTATION, load_checkpoint, resolve_checkpoint
 from tagseg.models.networks import main_head, split_output
-from tagseg.models.segmentation import SegmentationModule
+
+if TYPE_CHECKING:
+    from tagseg.models.segmentation import SegmentationModule
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Segmenter:
 
 
 def load_segmentation_module(ckpt: str | Path, map_location: str | torch.device = "cpu",
-                             key: str = "ckpt") -> tuple[SegmentationModule, Path]:
+                             key: str = "ckpt") -> tuple["SegmentationModule", Path]:
     """The :class:`SegmentationModule` of a ``tagseg train`` checkpoint, rebuilt from its
     hyper-parameters, weights loaded (strict), in eval mode.
 
@@ -102,6 +105,8 @@ def load_segmentation_module(ckpt: str | Path, map_location: str | torch.device 
         CheckpointError: see :func:`~tagseg.io.checkpoints.load_checkpoint`; or weights that do
             not match the rebuilt network (mismatched keys listed).
     """
+    from tagseg.models.segmentation import SegmentationModule
+
     path = resolve_checkpoint(ckpt, key=key)
     state = load_checkpoint(path, kind=SEGMENTATION, map_location=map_location)
     module = SegmentationModule(**{**state["hyper_parameters"], "init": "default"})
