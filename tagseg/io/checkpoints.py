@@ -186,6 +186,18 @@ def check_checkpoint(path: str | Path, kind: str | None = None) -> Path:
     return Path(path)
 
 
+def resume_checkpoint(path: str | Path | None, kind: str, key: str = "ckpt_path") -> Path | None:
+    """The checkpoint to resume training from: ``path`` (a ``last.ckpt`` or its run folder, by
+    ``which="last"``) checked as a ``kind`` checkpoint before Lightning reads it; None when not resuming.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe, or of another model type.
+    """
+    if not path:
+        return None
+    return check_checkpoint(resolve_checkpoint(path, key=key, which="last"), kind=kind)
+
+
 def _describe(state: dict[str, Any]) -> str:
     hparams = state.get("hyper_parameters")
     keys = sorted(hparams) if isinstance(hparams, dict) else "none"
@@ -202,5 +214,5 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "CYCLEGAN", "MODEL_KEY", "SEGMENTATION", "SEGMENTATION_HPARAMS", "check_checkpoint", "checkpoint_kind",
-    "load_checkpoint", "resolve_checkpoint", "run_checkpoints",
+    "load_checkpoint", "resolve_checkpoint", "resume_checkpoint", "run_checkpoints",
 ]

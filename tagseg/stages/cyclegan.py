@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tagseg.data.prepare import ensure_store
 from tagseg.errors import ConfigError
 from tagseg.tagness import store_tagness
-from tagseg.io.checkpoints import CYCLEGAN, check_checkpoint, resolve_checkpoint
+from tagseg.io.checkpoints import CYCLEGAN, resume_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, LAST_CKPT, TAGNESS_FILE
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
 
@@ -45,18 +45,6 @@ def gan_strategy(strategy: Any) -> Any:
     if isinstance(strategy, str):
         return _UNUSED_PARAMETER_STRATEGIES.get(strategy, strategy)
     return strategy
-
-
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
-    """``ckpt_path`` (a ``last.ckpt`` or its run folder), checked as a CycleGAN checkpoint with
-    ``weights_only=True`` before Lightning reads it; None when not resuming.
-
-    Raises:
-        CheckpointError: missing, unreadable, unsafe, or not a CycleGAN checkpoint.
-    """
-    if not cfg.get("ckpt_path"):
-        return None
-    return check_checkpoint(resolve_checkpoint(cfg.ckpt_path, key="ckpt_path", which="last"), kind=CYCLEGAN)
 
 
 def _last_checkpoint(trainer: L.Trainer) -> Path | None:
@@ -87,7 +75,7 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
     """
     set_torch_threads(cfg.get("torch_threads"))
     run_dir = Path(cfg.paths.output_dir)
-    resume = resume_checkpoint(cfg)
+    resume = resume_checkpoint(cfg.get("ckpt_path"), kind=CYCLEGAN)
     for key in ("data_a", "data_b"):
         ensure_store(cfg[key], seed=cfg.get("seed", 0))
     L.seed_everything(cfg.get("seed", 0), workers=True)

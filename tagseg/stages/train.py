@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.errors import ConfigError
-from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint
+from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
 from tagseg.io.store import check_store
 from tagseg.models.networks import NETWORKS, check_image_size
@@ -198,18 +198,6 @@ def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-def resume_checkpoint(cfg: DictConfig) -> Path | None:
-    """``ckpt_path`` (a ``last.ckpt`` or its run folder), checked as a segmentation checkpoint with
-    ``weights_only=True`` before Lightning reads it; None when not resuming.
-
-    Raises:
-        CheckpointError: missing, unreadable, unsafe, or not a segmentation checkpoint.
-    """
-    if not cfg.get("ckpt_path"):
-        return None
-    return check_checkpoint(resolve_checkpoint(cfg.ckpt_path, key="ckpt_path", which="last"), kind=SEGMENTATION)
-
-
 @task_wrapper
 def train(cfg: DictConfig) -> TrainResult:
     """Fit a segmenter, test its best checkpoint, write the results.
@@ -234,7 +222,7 @@ def train(cfg: DictConfig) -> TrainResult:
     set_torch_threads(cfg.get("torch_threads"))
     run_dir = Path(cfg.paths.output_dir)
     stores = check_inputs(cfg)
-    resume = resume_checkpoint(cfg)
+    resume = resume_checkpoint(cfg.get("ckpt_path"), kind=SEGMENTATION)
     L.seed_everything(cfg.get("seed", 0), workers=True)
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
@@ -280,6 +268,5 @@ __all__ = [
     "fit_progress",
     "load_weights",
     "one_device_trainer",
-    "resume_checkpoint",
     "train",
 ]
