@@ -68,3 +68,7 @@ def test_write_test_results_and_typed_results(tmp_path):
                     metrics_path=metrics_path)
     assert ev["checkpoint"] == Path("c.ckpt") and set(ev.keys()) == {"run_dir", "checkpoint", "summary", "summary_path",
                                                                        "metrics_path"}
+    ev["shifts"] = Path("shifts.csv")  # a key of its own: kept in extra, read back like the fields
+    ev.update({"summary_path": Path("s.json")})
+    assert ev["shifts"] == Path("shifts.csv") and ev.extra == {"shifts": Path("shifts.csv")} and ev.summary_path == Path("s.json")
+    assert {**ev}["shifts"] == Path("shifts.csv")

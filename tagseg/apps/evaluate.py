@@ -15,8 +15,8 @@ from tagseg.stages.evaluate import evaluate
 @task_wrapper(app=True)
 def main(cfg: DictConfig) -> float:
     result = evaluate(cfg)
-    print_summary(result.summary, result.summary_path, title=f"{cfg.split} ({result.checkpoint})")
-    return result.summary["dice_mean"]
+    print_summary(result["summary"], result["summary_path"], title=f"{cfg.split} ({result['checkpoint']})")
+    return result["summary"]["dice_mean"]
 
 
 if __name__ == "__main__":

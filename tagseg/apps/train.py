@@ -19,9 +19,9 @@ def main(cfg: DictConfig) -> float | dict | None:
 
         return run_strategy(cfg)
     result = train(cfg)
-    if result.summary is not None:
-        print_summary(result.summary, result.summary_path)
-        return result.summary["dice_mean"]
+    if "summary" in result:
+        print_summary(result["summary"], result["summary_path"])
+        return result["summary"]["dice_mean"]
     return None
 
 

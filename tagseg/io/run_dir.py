@@ -112,12 +112,26 @@ def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path,
 
 
 class _Fields:
-    """Read-only mapping access (``result["summary"]``, ``"summary" in result``, ``result.get``) on a
+    """Mapping access (``result["summary"]``, ``"summary" in result``, ``result.get``, ``**result``) on a
     result dataclass, for callers written against the former dict results; unset (None) fields
-    count as absent."""
+    count as absent. A key that is no field (a stage's own addition, e.g. ``result["shifts"] = path``)
+    lives in the ``extra`` dict."""
+
+    extra: dict[str, Any]
 
     def _present(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}  # type: ignore[arg-type]
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}  # type: ignore[arg-type]
+        return {k: v for k, v in {**own, **self.extra}.items() if v is not None}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in {f.name for f in fields(self)} and key != "extra":  # type: ignore[arg-type]
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def update(self, other: Mapping[str, Any]) -> None:
+        for key, value in dict(other).items():
+            self[key] = value
 
     def __getitem__(self, key: str) -> Any:
         present = self._present()
@@ -145,6 +159,7 @@ class TestResult(_Fields):
     summary: dict[str, Any]
     summary_path: Path
     metrics_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
 
     __test__ = False  # not a pytest test class
 
@@ -162,6 +177,7 @@ class TrainResult(_Fields):
         metrics: the last logged scalar metrics.
         summary, summary_path, metrics_path: set when the run was tested (in the process owning
             the run folder).
+        extra: anything else a caller records (read and written as ``result[key]``).
     """
 
     run_dir: Path
@@ -173,6 +189,7 @@ class TrainResult(_Fields):
     summary: dict[str, Any] | None = None
     summary_path: Path | None = None
     metrics_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def add_test(self, test: TestResult) -> None:
         """Record what testing wrote."""
@@ -188,6 +205,7 @@ class EvalResult(_Fields):
     summary: dict[str, Any]
     summary_path: Path
     metrics_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 __all__ = [

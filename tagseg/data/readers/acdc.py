@@ -26,8 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tagseg.conventions import LABELS
-from tagseg.data.readers.common import check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
+from tagseg.data.readers.common import LABELS, check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 

@@ -30,8 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tagseg.conventions import MYO
-from tagseg.data.readers.common import dicom_spacing, myocardium_mask, read_dicom, require_dir
+from tagseg.data.readers.common import MYO, dicom_spacing, myocardium_mask, read_dicom, require_dir
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 
