@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -226,9 +227,8 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
         load_segmenter(tmp_path)
 
 
-def run_cli(*args: str, root: Path) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
