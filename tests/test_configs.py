@@ -121,7 +121,8 @@ def test_stage_fixtures_are_tiny_and_write_under_tmp_path(
     assert cfg_train.trainer.accelerator == "cpu" and cfg_train.trainer.max_epochs == 1
     assert cfg_train.datamodule.image_size == 32 and cfg_train.model.network.init_filters == 8
     assert cfg_train.data.store == str(tmp_path / "data" / "phantom_tagged.h5")
-    assert cfg_translate.input == str(tmp_path / "data" / "phantom_cine.h5") and cfg_predict.output == str(tmp_path / "run")
+    assert cfg_translate.input == str(tmp_path / "data" / "phantom_cine.h5")
+    assert cfg_predict.output == str(tmp_path / "run")
     report, figure = prepare(cfg_prepare)
     assert report.output == tmp_path / "data" / "phantom_tagged.h5" and figure is None
     assert read_store(report.output).images.shape == (8, 32, 32)  # 4 subjects x 1 slice x 2 frames

@@ -44,12 +44,25 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(
         ROOT / "tagseg",
         src / "tagseg",
-        ignore=lambda folder, names: [n for n in names if n == "__pycache__" or (Path(folder).name == "local" and n.endswith(".yaml"))],
+        ignore=lambda folder, names: [
+            n for n in names if n == "__pycache__" or (Path(folder).name == "local" and n.endswith(".yaml"))
+        ],
     )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     site = tmp / "site"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(site),
+        str(src),
+    ]
     done = subprocess.run(pip, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     user = tmp / "user_conf"

@@ -254,7 +254,11 @@ def test_checker_catches_an_upward_import_inside_a_function(tmp_path, monkeypatc
     paths = plant(
         tmp_path,
         monkeypatch,
-        {"__init__.py": "", "io/__init__.py": "", "io/store.py": "def f():\n    from tagseg.stages.train import train\n"},
+        {
+            "__init__.py": "",
+            "io/__init__.py": "",
+            "io/store.py": "def f():\n    from tagseg.stages.train import train\n",
+        },
     )
     with pytest.raises(AssertionError, match=r"tagseg/io/store.py:2: from tagseg.stages.train import train"):
         test_imports_do_not_go_up(planted_imports(paths))
@@ -272,7 +276,10 @@ def test_checker_catches_relative_imports_and_cycles(tmp_path, monkeypatch):
         },
     )
     found = planted_imports(paths)
-    assert {(i.importer, i.module) for i in found} == {("tagseg.data.a", "tagseg.physics"), ("tagseg.physics.contrast", "tagseg.data.a")}
+    assert {(i.importer, i.module) for i in found} == {
+        ("tagseg.data.a", "tagseg.physics"),
+        ("tagseg.physics.contrast", "tagseg.data.a"),
+    }
     with pytest.raises(AssertionError, match=r"tagseg.data <-> tagseg.physics"):
         test_no_package_cycles(found)
     with pytest.raises(AssertionError, match=r"tagseg/physics/contrast.py:1: import tagseg.data.a"):
