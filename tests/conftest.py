@@ -148,7 +148,8 @@ TINY: dict[str, list[str]] = {
     "predict": ["progress=false", "overlays=false", "device=cpu"],
     "cyclegan": ["model.generator.ngf=4", "model.generator.n_blocks=1", "model.discriminator.ndf=4",
                  "model.discriminator.n_layers=2", "model.n_epochs=1", "model.n_epochs_decay=1",
-                 "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2", "+trainer.enable_progress_bar=false",
+                 "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2",
+                 "+trainer.enable_progress_bar=false",
                  "callbacks.cyclegan_grid.every_n_epochs=1", "callbacks.cyclegan_grid.n_examples=2"],
 }
 #: tiny network width for the default model; left out when a test picks its own ``model=``
