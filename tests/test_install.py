@@ -32,7 +32,7 @@ torch_threads: 3
 
 
 def shipped_configs(conf: Path) -> set[str]:
-    return {str(p.relative_to(conf)) for p in conf.rglob("*.yaml") if p.parent.name != "local"}
+    return {str(p.relative_to(conf)) for p in conf.rglob("*.yaml")}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,10 @@ def installed(tmp_path_factory) -> dict[str, Path]:
     """The project installed with ``pip install --no-deps --target``, an empty working folder and a user config folder."""
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
-    # a copy, so the build leaves no build/ or *.egg-info in the checkout; never ship a developer's local/ overrides
-    shutil.copytree(
-        ROOT / "tagseg",
-        src / "tagseg",
-        ignore=lambda folder, names: [
-            n for n in names if n == "__pycache__" or (Path(folder).name == "local" and n.endswith(".yaml"))
-        ],
-    )
+    # a copy, so the build leaves no build/ or *.egg-info in the checkout
+    shutil.copytree(ROOT / "tagseg", src / "tagseg", ignore=shutil.ignore_patterns("__pycache__"))
+    # a developer's git-ignored machine settings must not ship
+    (src / "tagseg" / "conf" / "local" / "default.yaml").write_text("# @package _global_\ntorch_threads: 99\n")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     site = tmp / "site"
@@ -86,7 +82,8 @@ def run_installed(installed: dict[str, Path], *args: str, timeout: int = 300) ->
 
 def test_install_ships_every_config(installed):
     conf = installed["site"] / "tagseg" / "conf"
-    assert shipped_configs(conf) == shipped_configs(CONF)
+    assert shipped_configs(conf) == {c for c in shipped_configs(CONF) if not c.startswith("local/")}
+    assert not (conf / "local" / "default.yaml").exists()
     assert "experiment/demo.yaml" in shipped_configs(conf) and "train.yaml" in shipped_configs(conf)
     done = run_installed(installed, "-c", "import tagseg.runtime.config as c; print(c.CONF_DIR)")
     assert done.returncode == 0, done.stderr
