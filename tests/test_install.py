@@ -1,5 +1,8 @@
 """A non-editable install (``pip install --target``) works from any folder: CLI, package configs, user configs.
 
+Fast: the install, ``--help`` and ``train --cfg job`` (with a user's --config-dir). Slow (``make test-all``):
+a tiny ``tagseg train experiment=demo`` run from the empty folder.
+
 The project is copied and installed into a temporary folder, then run with ``PYTHONPATH=<that folder>``
 from another, empty folder, so nothing can come from the checkout (the installed ``tagseg`` is asserted).
 """
@@ -121,6 +124,7 @@ def test_cfg_job_finds_package_and_user_configs(installed):
     assert "torch_threads: 3" in done.stdout
 
 
+@pytest.mark.slow
 def test_train_demo_from_another_folder(installed):
     """``tagseg train experiment=demo`` (tiny: 64 px store, 6 subjects, 1 epoch; ~10 s): data and run under the start folder.
 
