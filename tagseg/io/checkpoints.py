@@ -162,7 +162,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
             raise CheckpointError(f"{path}: refused: unpickling it needs {found.group(1)}, not a tensor or plain "
                                   "container (tagseg loads checkpoints with weights_only=True only)") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:  # IndexError: a text file
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)}; truncated or "
                               "not written by torch.save?)") from None
     if not isinstance(state, dict):
