@@ -17,7 +17,7 @@ straight through or was killed and resumed from a checkpoint:
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import numpy as np

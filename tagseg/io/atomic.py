@@ -22,8 +22,9 @@ import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from tagseg.errors import StoreError
 
@@ -78,7 +79,7 @@ class OutputLock:
         self.what = what
         self._fh: IO[str] | None = None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         self.lock.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fh = open(self.lock, "a")
@@ -112,7 +113,7 @@ class OutputLock:
     def held(self) -> bool:
         return self._fh is not None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

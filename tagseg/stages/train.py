@@ -211,7 +211,7 @@ def resume_logging(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, ResumedM
         return loggers, None
     old_run = Path(cfg.ckpt_path).resolve().parent.parent
     source = None
-    for key, node in loggers.items():
+    for node in loggers.values():
         if node is None or not str(node.get("_target_", "")).endswith("CSVLogger"):
             continue
         name = str(node.get("name", "lightning_logs"))

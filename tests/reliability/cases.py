@@ -9,9 +9,10 @@ branch (a strict xfail until that branch is merged).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: overrides that keep a training case tiny (it must fail before fitting anyway)
 TINY_TRAIN = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0", "trainer=cpu",

@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import pytest
-
 from conftest import write_ring_store
-
 
 
 @dataclass
@@ -123,10 +121,10 @@ def build_checkpoints(d: Path, trained: Path, cyclegan: Path) -> dict[str, Path]
 def build_cyclegan_ckpt(d: Path) -> Path:
     import lightning as L
     import torch
+    from cyclegan_fixtures import make_store as make_blob_store
 
     from tagseg.data.unpaired import UnpairedDataModule
     from tagseg.models.cyclegan import CycleGANModule
-    from cyclegan_fixtures import make_store as make_blob_store
 
     torch.set_num_threads(1)
     a = make_blob_store(d / "cg_cine.h5", n=4, seed=0)

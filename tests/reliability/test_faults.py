@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ring_slices, write_ring_store
+
 from tagseg.data.sampling import SeededSampler
 from tagseg.errors import StoreError
 from tagseg.io.atomic import OutputLock, lock_path
