@@ -82,7 +82,11 @@ def test_callback_configs(compose_config, choice):
 def test_segmentation_callbacks_keep_last_and_best_by_val_dice(compose_config, choice):
     callbacks = instantiate_group(compose_config("train", f"callbacks={choice}", **AS_SHIPPED).callbacks, "callbacks")
     ckpt = [c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)]
-    assert len(ckpt) == 1 and ckpt[0].monitor == "val/dice" and ckpt[0].mode == "max" and ckpt[0].save_last
+    # the best by val/dice first (train reads its best_model_path), then last.ckpt after every epoch
+    # (Lightning's save_last rewrites last.ckpt only when the best changes)
+    best, last = ckpt
+    assert best.monitor == "val/dice" and best.mode == "max" and best.filename == "best"
+    assert last.monitor is None and last.filename == "last" and last.save_top_k == 1 and not last._enable_version_counter
 
 
 @pytest.mark.parametrize("choice", choices("debug"))
