@@ -91,8 +91,7 @@ SIDE = Rule("int", low=8)
 
 #: key pattern -> rule (checked in this order; the first failure is reported)
 RULES: dict[str, Rule] = {
-    "seed": INT,
-    "torch_threads": Rule("int", low=1, null=True),
+    "seed": INT,  # (torch_threads: checked by runtime.config.set_torch_threads)
     # optimisers and schedulers (train: model.optimizer; cyclegan: model.lr)
     "model.optimizer.lr": POSITIVE,
     "model.optimizer.weight_decay": NON_NEGATIVE,
