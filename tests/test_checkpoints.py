@@ -3,6 +3,7 @@ a trojaned checkpoint (one whose unpickling would run a shell command) before th
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from tagseg.errors import CheckpointError, ConfigError
 from tagseg.io.checkpoints import (
@@ -24,7 +25,6 @@ from tagseg.io.checkpoints import (
     resolve_checkpoint,
     run_checkpoints,
 )
-from tagseg.runtime.config import CONF_DIR
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -67,15 +67,16 @@ def run_app(stage: str, *overrides: str, capsys) -> tuple[int, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory) -> Path:
+def seg_run(tmp_path_factory, cfg_train_global) -> Path:
     """A tiny `tagseg train` run folder (config.yaml, checkpoints/best.ckpt + last.ckpt, test_metrics.csv)."""
     from tests.conftest import write_ring_store
     from tagseg.stages.train import train
 
     tmp = tmp_path_factory.mktemp("segrun")
     store = write_ring_store(tmp / "rings.h5")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp / 'run'}", f"data.store={store}", *TINY])
+    cfg = copy.deepcopy(cfg_train_global)  # the shared tiny train config (tests/conftest.py)
+    with open_dict(cfg):
+        cfg.paths.root_dir, cfg.paths.output_dir, cfg.data.store = str(tmp), str(tmp / "run"), str(store)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -67,18 +67,14 @@ def test_a_custom_reader_prepares_a_store(project):
     assert sorted(set(store.meta["subject"])) == ["r0", "r1", "r2", "r3"] and set(store.meta["source"]) == {"rings"}
 
 
-def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_store):
+def test_a_registered_network_trains_and_its_checkpoint_rebuilds(compose_config, project, ring_store):
     assert "tagseg train model.network.name=mytags.net:tiny_fcn +model.network.width=8" in doc_text()
     from tagseg.models.segmenter import load_segmenter
-    from tagseg.runtime.config import CONF_DIR
     from tagseg.stages.train import train
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={project / 'run'}", f"data.store={ring_store}", "model.network.name=mytags.net:tiny_fcn",
-            "+model.network.width=8", "datamodule.image_size=30", "datamodule.batch_size=8", "datamodule.num_workers=0",
-            "datamodule.augment.enabled=false", "trainer=cpu", "trainer.max_steps=1", "trainer.num_sanity_val_steps=0",
-            "trainer.enable_model_summary=false", "callbacks=minimal", "print_config=false", "test=false"])
+    cfg = compose_config("train", "model.network.name=mytags.net:tiny_fcn", "+model.network.width=8",
+                         "datamodule.image_size=30", "trainer.max_steps=1", "test=false",
+                         output_dir=project / "run", store=ring_store)
     result = train(cfg)
     assert result.global_step == 1 and result.last_ckpt is not None
     assert type(NETWORKS["tiny_fcn"].cls).__name__ == "type" and NETWORKS["tiny_fcn"].cls.__name__ == "TinyFCN"
