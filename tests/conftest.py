@@ -159,7 +159,8 @@ TINY_MODEL = ["+model.network.init_filters=8"]
 def compose_stage(name: str, overrides: list[str] | tuple[str, ...] = (), tiny: bool = True) -> DictConfig:
     """``tagseg/conf/<name>.yaml`` with the tiny overrides (``tiny=True``), then ``overrides``."""
     base = list(TINY.get(name, [])) if tiny else []
-    if tiny and name == "train" and not any(o.startswith(("model=", "~model", "model.network.name=")) for o in overrides):
+    own_network = any(o.startswith(("model=", "~model", "model.network.name=")) for o in overrides)
+    if tiny and name == "train" and not own_network:
         base += TINY_MODEL
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
