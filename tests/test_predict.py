@@ -12,14 +12,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from skimage.transform import resize
 from torch import nn
 
-from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from tagseg.contours import myocardial_contours
 from tagseg.data.scans import find_inputs, read_scan
-from tagseg.io.store import read_store, write_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store, write_store
 from tagseg.metrics import dice
 from tagseg.stages.predict import Segmenter, predict
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import normalise_record, prepare_store
 from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.records import SliceRecord
 from tagseg.data.splits import split_column, split_subjects
-from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import read_store, store_attrs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from skimage.transform import resize
@@ -22,8 +23,8 @@ from tqdm.auto import tqdm
 from tagseg.conventions import LABELS
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
-from tagseg.io.store import StoreWriter
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,17 @@ follow tagseg's orientation (rows = image y, columns = image x) and spacing rule
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
 
 from tagseg.data.readers.tagged import TaggedItem, TaggedSource
-from tagseg.io.store import read_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store
 
 INPUT_KINDS = """  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',
   a NIfTI image (x, y[, t]), a folder of DICOM files, or a folder holding any of these"""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -20,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.prepare import ensure_store
 from tagseg.errors import ConfigError
-from tagseg.tagness import store_tagness
 from tagseg.io.checkpoints import CYCLEGAN, resume_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, LAST_CKPT, TAGNESS_FILE
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
+from tagseg.tagness import store_tagness
 
 log = logging.getLogger(__name__)
 

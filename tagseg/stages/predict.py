@@ -23,9 +23,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,8 @@ from tqdm.auto import tqdm
 from tagseg.contours import MyocardialContours, myocardial_contours
 from tagseg.conventions import MYO
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
-from tagseg.io.store import write_store
 from tagseg.io.checkpoints import resolve_checkpoint
+from tagseg.io.store import write_store
 from tagseg.models.segmenter import Segmenter, load_segmenter  # noqa: F401  (their home: tagseg.models.segmenter)
 from tagseg.runtime.config import config_yaml
 

@@ -21,12 +21,20 @@ zeros and the store says ``labelled: false``): CycleGAN domain A / the dynamic p
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from tagseg.data.readers.common import LABELS, check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
+from tagseg.data.readers.common import (
+    LABELS,
+    check_label_values,
+    check_same_shape,
+    load_nifti,
+    nifti_slice,
+    nifti_spacing,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 

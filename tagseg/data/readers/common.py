@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from skimage.draw import polygon2mask

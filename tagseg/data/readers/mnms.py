@@ -20,12 +20,21 @@ With ``all_frames=True`` every frame is read without labels (zero masks, ``label
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from tagseg.data.readers.common import LABELS, check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
+from tagseg.data.readers.common import (
+    LABELS,
+    check_label_values,
+    check_same_shape,
+    load_nifti,
+    nifti_slice,
+    nifti_spacing,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 

@@ -34,14 +34,25 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from tagseg.data.readers.common import MYO, check_label_values, check_same_shape, dicom_spacing, load_nifti, myocardium_mask, nifti_has_spacing, nifti_spacing, read_dicom, require_dir
+from tagseg.data.readers.common import (
+    MYO,
+    check_label_values,
+    check_same_shape,
+    dicom_spacing,
+    load_nifti,
+    myocardium_mask,
+    nifti_has_spacing,
+    nifti_spacing,
+    read_dicom,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, DataError
 
