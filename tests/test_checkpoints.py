@@ -69,8 +69,8 @@ def run_app(stage: str, *overrides: str, capsys) -> tuple[int, list[str]]:
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory) -> Path:
     """A tiny `tagseg train` run folder (config.yaml, checkpoints/best.ckpt + last.ckpt, test_metrics.csv)."""
-    from tests.conftest import write_ring_store
     from tagseg.stages.train import train
+    from tests.conftest import write_ring_store
 
     tmp = tmp_path_factory.mktemp("segrun")
     store = write_ring_store(tmp / "rings.h5")
