@@ -119,6 +119,9 @@ def test_resolution_rule(tmp_path, seg_run):
         resolve_checkpoint(other)
     assert run_checkpoints(other) == [other / n / "checkpoints" / "best.ckpt" for n in ("r1", "r2")]  # a sweep: one per run
     assert run_checkpoints(seg_run) == [ckpts / "best.ckpt"]
+    assert run_checkpoints([seg_run, ckpts / "last.ckpt"]) == [ckpts / "best.ckpt", ckpts / "last.ckpt"]  # ckpt=[a, b]
+    with pytest.raises(CheckpointError, match="an empty list"):
+        run_checkpoints([])
     with pytest.raises(CheckpointError, match=r"init_from: checkpoint .*nope\.ckpt not found"):
         resolve_checkpoint(tmp_path / "nope.ckpt", key="init_from")
     (tmp_path / "empty").mkdir()
