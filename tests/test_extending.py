@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from tagseg.io.store import read_store
 from tagseg.models.networks import NETWORKS
+from tests.conftest import compose_stage
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 BLOCK = re.compile(r"```(?:python|yaml) file=(\S+)\n(.*?)```", re.S)
@@ -67,14 +68,14 @@ def test_a_custom_reader_prepares_a_store(project):
     assert sorted(set(store.meta["subject"])) == ["r0", "r1", "r2", "r3"] and set(store.meta["source"]) == {"rings"}
 
 
-def test_a_registered_network_trains_and_its_checkpoint_rebuilds(compose_config, project, ring_store):
+def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_store):
     assert "tagseg train model.network.name=mytags.net:tiny_fcn +model.network.width=8" in doc_text()
     from tagseg.models.segmenter import load_segmenter
     from tagseg.stages.train import train
 
-    cfg = compose_config("train", "model.network.name=mytags.net:tiny_fcn", "+model.network.width=8",
-                         "datamodule.image_size=30", "trainer.max_steps=1", "test=false",
-                         output_dir=project / "run", store=ring_store)
+    cfg = compose_stage("train", ["model=resnetvae", f"paths.output_dir={project / 'run'}", f"data.store={ring_store}",
+                                  "model.network.name=mytags.net:tiny_fcn", "+model.network.width=8", "datamodule.image_size=30",
+                                  "trainer.max_steps=1", "test=false"])
     result = train(cfg)
     assert result.global_step == 1 and result.last_ckpt is not None
     assert type(NETWORKS["tiny_fcn"].cls).__name__ == "type" and NETWORKS["tiny_fcn"].cls.__name__ == "TinyFCN"
