@@ -198,7 +198,7 @@ def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
     rf.make_acdc_patient(tmp_path / "raw", "training", 1)
     cfg = OmegaConf.create({"_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
                             "store": str(tmp_path / "acdc.h5"), "root": str(tmp_path / "raw")})
-    path = ensure_store(cfg, seed=0, prepare_missing=True)
+    path = ensure_store(cfg, prepare_missing=True)
     store = read_store(path)
     assert store.images.shape == (6, 256, 256)  # the prepare.image_size default
     np.testing.assert_allclose(store.meta["spacing_mm"][0], [1.25 * 10 / 256, 1.5 * 12 / 256], rtol=1e-6)

@@ -217,11 +217,11 @@ def test_missing_dataset_store_is_prepared_first(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_ensure_store(data_cfg, seed=0, split_ratios=(0.7, 0.15, 0.15)):
-        calls.append((data_cfg.name, seed))
+    def fake_ensure_store(data_cfg, spec=None, prepare_missing=None):
+        calls.append((data_cfg.name, spec.seed))
         return write_ring_store(Path(data_cfg.store))
 
     monkeypatch.setattr(tagseg.data.prepare, "ensure_store", fake_ensure_store)
     fresh = tmp_path / "fresh" / "phantom.h5"
-    result = train(compose_cfg(tmp_path / "run", fresh, "test=false", "trainer.max_steps=1", "seed=7"))
-    assert calls == [("phantom_tagged", 7)] and fresh.exists() and result["global_step"] == 1
+    result = train(compose_cfg(tmp_path / "run", fresh, "test=false", "trainer.max_steps=1", "seed=7", "prepare.seed=3"))
+    assert calls == [("phantom_tagged", 3)] and fresh.exists() and result["global_step"] == 1

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.prepare import ensure_store
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.tagness import store_tagness
 from tagseg.runtime.config import instantiate, instantiate_group
@@ -90,7 +91,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     _check_ckpt_path(cfg)
     for key in ("data_a", "data_b"):
-        ensure_store(cfg[key], seed=cfg.get("seed", 0))
+        ensure_store(cfg[key], StoreSpec.from_config(cfg.get("prepare"), cfg[key]))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.get("seed", 0), workers=True)
