@@ -105,3 +105,46 @@ def test_cli_writes_a_layout_and_prints_what_it_wrote(tmp_path):
     bad = subprocess.run([*cmd[:4], "format=dicomdir", f"hydra.run.dir={tmp_path}/run2"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "tagseg: error: format: expected one of" in bad.stderr
+
+
+PAPER_SHRUNK = ["trainer=cpu", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32", "trainer.max_epochs=1",
+                "strategy.pretrain.trainer.max_epochs=1", "datamodule.image_size=32", "datamodule.num_workers=0",
+                "datamodule.pin_memory=false", f"prepare.image_size={SIZE}"]
+
+
+def paper_roots(root: Path) -> list[str]:
+    return [f"data.root={root / 'tagged'}", f"strategy.source.acdc_root={root / 'acdc'}",
+            f"strategy.source.mnms_root={root / 'mnms'}", f"strategy.source.scd_root={root / 'scd'}"]
+
+
+def test_paper_experiment_prepares_the_raw_roots_with_nothing_lost(raw, tmp_path):
+    """experiment=paper from raw folders: the prepare stages of the tagged set and of data=cine (ACDC + M&Ms + SCD)."""
+    from omegaconf import open_dict
+
+    from tagseg.pipeline.strategy import plan_strategy
+
+    root, manifests = raw
+    cfg = compose("train", ["experiment=paper", "strategy=cine", *paper_roots(root), *PAPER_SHRUNK,
+                            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.data_dir={tmp_path / 'data'}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    stages = {s.label: s for s in plan_strategy(cfg)}
+    for label, datasets in (("prepare[tagged]", ["tagged"]), ("prepare[cine]", ["acdc", "mnms", "scd"])):
+        out = tmp_path / label
+        out.mkdir()
+        result = stages[label].compute(out, {})
+        assert result["n_skipped"] == 0
+        store = read_store(result["store"], extras=False)
+        counts = json.loads(store_attrs(result["store"])["slice_counts"])
+        assert counts == {d: manifests[d]["counts"] for d in datasets}  # Table 1 = what was written
+        assert store.images.shape[1:] == (SIZE, SIZE)
+        assert (store.meta["spacing_mm"] > 1.6 * 40 / SIZE - 1e-6).all()  # scaled with the resize (matrix >= 40)
+        splits: dict[str, set] = {}
+        for sub, sp in zip(store.meta["subject"], store.meta["split"]):
+            splits.setdefault(sub, set()).add(sp)
+        assert all(len(v) == 1 for v in splits.values())
+        for d in datasets:
+            for s in manifests[d]["subjects"]:
+                if d in ("acdc", "mnms") and s["split"] == "test":
+                    assert splits[s["id"]] == {"test"}
+    assert {"vendor", "centre"} <= set(store.meta) and set(store.meta["vendor"]) >= {"GE", "Siemens"}
