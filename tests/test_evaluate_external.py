@@ -82,3 +82,17 @@ def test_a_store_without_labels_is_refused_in_one_line(trained):
     test_only = _subset(full, tmp / "val_missing.h5", np.arange(4), "test")
     with pytest.raises(DataError, match=r"no 'val' slices to evaluate .*split=all"):
         evaluate(_cfg("evaluate", tmp / "ev_val", test_only, f"ckpt={tmp / 'run'}", "split=val"))
+
+
+def test_a_raw_dataset_is_prepared_on_demand_and_evaluated_whole(trained, tmp_path):
+    import raw_fixtures as rf
+
+    tmp, _ = trained
+    rf.make_acdc(tmp_path / "acdc", n_train=2, n_test=1)
+    cfg = _cfg("evaluate", tmp_path / "ev", tmp_path / "unused.h5", f"ckpt={tmp / 'run'}", "split=all", "data=acdc",
+               f"data.root={tmp_path / 'acdc'}", f"paths.data_dir={tmp_path / 'data'}", "prepare.image_size=32",
+               "data.store=${paths.data_dir}/acdc.h5")
+    result = evaluate(cfg)
+    rows = pd.read_csv(result["metrics_path"])
+    assert len(rows) == 3 * 2 * 3 and set(rows["subject"]) == {"patient001", "patient002", "patient101"}
+    assert (tmp_path / "data" / "acdc.h5").is_file()
