@@ -20,7 +20,8 @@ SIZE = 32
 SHRUNK = ["trainer=cpu", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32", "trainer.max_epochs=1",
           "trainer.num_sanity_val_steps=0", "strategy.pretrain.trainer.max_epochs=1", f"datamodule.image_size={SIZE}",
           "datamodule.batch_size=16", "datamodule.num_workers=0", "datamodule.pin_memory=false", f"prepare.image_size={SIZE}",
-          'strategy.cyclegan=["trainer=cpu","model.generator.ngf=4","model.generator.n_blocks=1","model.discriminator.ndf=4",'
+          'strategy.cyclegan=["trainer=cpu","model.generator.ngf=4","model.generator.n_blocks=1",'
+          '"model.discriminator.ndf=4",'
           '"model.discriminator.n_layers=1","model.n_epochs=1","model.n_epochs_decay=0","datamodule.batch_size=4",'
           '"+trainer.limit_train_batches=4"]',
           'strategy.translate.physics=["method=physics"]', 'strategy.translate.cyclegan=["method=cyclegan"]',

@@ -304,7 +304,10 @@ def ensure_store(data_cfg: Any, spec: StoreSpec | None = None, prepare_missing: 
         )
     spec = spec if spec is not None else StoreSpec.from_config(None, data_cfg)
     log.info("store %s not found: preparing it from data=%s (%s)", store, name, spec)
-    config = OmegaConf.to_yaml(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else json.dumps(dict(data_cfg), default=str)
+    if OmegaConf.is_config(data_cfg):
+        config = OmegaConf.to_yaml(data_cfg, resolve=True)
+    else:
+        config = json.dumps(dict(data_cfg), default=str)
     report = build_store(data_cfg, store, spec, attrs={"config": config})
     log.info("prepared %s (%d slices)\n%s", store, report.n_slices, report.table())
     return store

@@ -62,8 +62,9 @@ class CohortSpec:
         if unknown:
             raise ConfigError(f"cohort: unknown key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
         out: dict[str, Any] = {}
-        for key, lo, hi, kind in (("matrix", 32, 1024, int), ("spacing_mm", 0.2, 3.5, float), ("thickness_mm", 0.5, 20.0, float),
-                                  ("frames", 2, 60, int), ("slices", 1, 30, int), ("snr", 1.0, 1000.0, float)):
+        bounds = (("matrix", 32, 1024, int), ("spacing_mm", 0.2, 3.5, float), ("thickness_mm", 0.5, 20.0, float),
+                  ("frames", 2, 60, int), ("slices", 1, 30, int), ("snr", 1.0, 1000.0, float))
+        for key, lo, hi, kind in bounds:
             if key in values:
                 out[key] = _range(values[key], f"cohort.{key}", lo, hi, kind)
         if "unlabelled_slices" in values:
@@ -75,7 +76,8 @@ class CohortSpec:
             orients = tuple(str(o) for o in values["orientations"])
             bad = [o for o in orients if o not in ORIENTATIONS]
             if bad or not orients:
-                raise ConfigError(f"cohort.orientations must be a non-empty list of {list(ORIENTATIONS)}, got {list(orients)}")
+                raise ConfigError(f"cohort.orientations must be a non-empty list of {list(ORIENTATIONS)}, "
+                                  f"got {list(orients)}")
             out["orientations"] = orients
         for key in ("test_fraction", "val_fraction"):
             if key in values:

@@ -22,7 +22,7 @@ import numpy as np
 from tagseg.data.phantom.cohort import (
     CohortSpec, CohortSubject, contour_xy, display_to_stored, draw_subject, folder_split, nifti_affine, nifti_volume,
 )
-from tagseg.data.records import LV, MYO, RV
+from tagseg.data.records import LV, MYO
 from tagseg.errors import ConfigError
 
 FORMATS = ("acdc", "mnms", "scd", "tagged")
@@ -220,7 +220,8 @@ def write_scd_subject(root: Path, subject: CohortSubject, number: int, series: i
     case = scd_case(subject, number)
     padded = "-".join(f"{int(t):02d}" if t.isdigit() else t for t in case.split("-"))
     img_dir = root / "challenge_training" / case
-    ctr_dir = root / "Sunnybrook Cardiac MR Database ContoursPart3" / "TrainingDataContours" / padded / "contours-manual" / "IRCCI-expert"
+    contours = root / "Sunnybrook Cardiac MR Database ContoursPart3" / "TrainingDataContours"
+    ctr_dir = contours / padded / "contours-manual" / "IRCCI-expert"
     uids = _uids(case)
     ints = np.clip(np.rint(subject.images * INTENSITY_SCALE), 0, 65535).astype(np.uint16)
     n_z, n_t = subject.images.shape[:2]
@@ -228,7 +229,8 @@ def write_scd_subject(root: Path, subject: CohortSubject, number: int, series: i
     for z in range(n_z):
         for t in range(n_t):
             number_ = z * n_t + t + 1
-            write_dicom_image(img_dir / f"IM-{series:04d}-{number_:04d}.dcm", display_to_stored(ints[z, t], subject.orientation),
+            pixels = display_to_stored(ints[z, t], subject.orientation)
+            write_dicom_image(img_dir / f"IM-{series:04d}-{number_:04d}.dcm", pixels,
                               spacing=subject.spacing_mm, thickness=subject.thickness_mm, z_mm=z * subject.thickness_mm,
                               orientation=subject.orientation, instance=number_, series=series, n_phases=n_t,
                               trigger_ms=t * 1000.0 / n_t, patient=case, uids=uids, manufacturer="GE MEDICAL SYSTEMS")
@@ -313,10 +315,12 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
             ints = np.clip(np.rint(frames * INTENSITY_SCALE), 0, 65535).astype(np.uint16)
             stored = np.stack([display_to_stored(m, subject.orientation) for m in myo])  # (T, r, c) as the DICOM pixels
             for t in range(subject.n_frames):
-                write_dicom_image(root / name / f"IM-0001-{t + 1:04d}.dcm", display_to_stored(ints[t], subject.orientation),
-                                  spacing=subject.spacing_mm, thickness=subject.thickness_mm, z_mm=z * subject.thickness_mm,
+                pixels = display_to_stored(ints[t], subject.orientation)
+                write_dicom_image(root / name / f"IM-0001-{t + 1:04d}.dcm", pixels, spacing=subject.spacing_mm,
+                                  thickness=subject.thickness_mm, z_mm=z * subject.thickness_mm,
                                   orientation=subject.orientation, instance=t + 1, series=1, n_phases=subject.n_frames,
-                                  trigger_ms=t * 1000.0 / subject.n_frames, patient=name, uids=uids, manufacturer="Philips")
+                                  trigger_ms=t * 1000.0 / subject.n_frames, patient=name, uids=uids,
+                                  manufacturer="Philips")
             # mask (x, y, t) with x = DICOM column
             affine = nifti_affine((stored.shape[2], stored.shape[1], stored.shape[0]), np.eye(3),
                                   (subject.spacing_mm, subject.spacing_mm, 1.0))
@@ -351,7 +355,8 @@ def write_cohort(fmt: str, output: str | Path, n_subjects: int, seed: int, spec:
         raise ConfigError(f"n_subjects must be an integer >= 1, got {n_subjects!r}")
     bad = [lay for lay in tagged_layouts if lay not in TAGGED_LAYOUTS]
     if bad or not tagged_layouts:
-        raise ConfigError(f"tagged_layouts: expected a non-empty list of {list(TAGGED_LAYOUTS)}, got {list(tagged_layouts)}")
+        raise ConfigError(f"tagged_layouts: expected a non-empty list of {list(TAGGED_LAYOUTS)}, "
+                          f"got {list(tagged_layouts)}")
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     modality = "tagged" if fmt == "tagged" else "cine"

@@ -204,7 +204,7 @@ def check_series(datasets: Sequence, paths: Sequence[str | Path]) -> list:
         if len(shape) != 2:
             raise DataError(f"{path}: expected one 2D image per DICOM file, got pixel array shape {shape}")
         if shape != common:
-            raise DataError(f"{path}: matrix {shape[0]}x{shape[1]} differs from the {common[0]}x{common[1]} of the other "
-                            f"{shapes.count(common)} frame(s) of its series")
+            raise DataError(f"{path}: matrix {shape[0]}x{shape[1]} differs from the {common[0]}x{common[1]} of "
+                            f"the other {shapes.count(common)} frame(s) of its series")
     order = sorted(range(len(datasets)), key=lambda i: int(datasets[i].InstanceNumber))
     return [datasets[i] for i in order]
