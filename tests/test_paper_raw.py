@@ -64,11 +64,10 @@ def test_paper_experiments_from_raw_folders(tmp_path):
     print(json.dumps({"paper_raw_seconds": seconds}))
     # gamma_sweep (2 of its gammas) and a strategy_matrix cell with the other architecture
     sweep = tmp_path / "sweeps"
-    res = _train(tmp_path, "-m", "experiment=gamma_sweep", "hydra.sweeper.params.loss.gamma=0,0.5", *TINY_RESNET,
+    res = _train(tmp_path, "-m", "experiment=gamma_sweep", "loss.gamma=0,0.5", *TINY_RESNET,
                  f"hydra.sweep.dir={sweep / 'gamma'}")
     assert res.returncode == 0, res.stderr[-3000:]
-    res = _train(tmp_path, "-m", "experiment=strategy_matrix", "hydra.sweeper.params.model=nnunet",
-                 "hydra.sweeper.params.strategy=scratch", *TINY_NNUNET, f"hydra.sweep.dir={sweep / 'matrix'}")
+    res = _train(tmp_path, "-m", "experiment=strategy_matrix", "model=nnunet", "strategy=scratch", *TINY_NNUNET, f"hydra.sweep.dir={sweep / 'matrix'}")
     assert res.returncode == 0, res.stderr[-3000:]
     for name, n in (("gamma", 2), ("matrix", 1)):
         rows = list(csv.DictReader((sweep / name / "summary.csv").open()))
