@@ -123,6 +123,15 @@ def test_scd_case_with_an_odd_matrix_is_skipped_and_counted(tmp_path):
     assert f"{odd}: matrix 64x64 differs" in report.skipped[0][1]
 
 
+def test_acdc_frames_of_another_matrix_are_an_error_naming_the_file(tmp_path):
+    pdir = rf.make_acdc_patient(tmp_path, "training", 1, ed=1, es=4)
+    rf.write_nifti(pdir / "patient001_frame04.nii.gz", np.zeros((64, 64, 3), np.int16), rf.ACDC_ZOOMS)
+    rf.write_nifti(pdir / "patient001_frame04_gt.nii.gz", np.ones((64, 64, 3), np.uint8), rf.ACDC_ZOOMS)
+    src = AcdcSource(tmp_path)
+    with pytest.raises(DataError, match=r"patient001_frame04.nii.gz: shape \(64, 64, 3\) differs from the \(12, 10, 3\)"):
+        src.load(src.items()[0], 0)
+
+
 def test_ed_equal_to_es_is_an_error_naming_the_file(tmp_path):
     pdir = rf.make_acdc_patient(tmp_path / "acdc", "training", 1, ed=2, es=2)
     src = AcdcSource(tmp_path / "acdc")

@@ -145,6 +145,7 @@ class AcdcSource:
         if self.all_frames:
             return self._all_frames(item, ed, es, n_frames, base)
         records: list[SliceRecord] = []
+        first: tuple[str, tuple[int, ...]] | None = None
         for phase, frame in (("ED", ed), ("ES", es)):
             image_path = find_nifti(item, f"{item.name}_frame{frame + 1:02d}")
             label_path = find_nifti(item, f"{item.name}_frame{frame + 1:02d}_gt")
@@ -153,6 +154,10 @@ class AcdcSource:
             check_same_shape(image, labels, image_path, label_path)
             if image.ndim != 3:
                 raise DataError(f"{image_path}: expected a 3D (x, y, z) volume, got shape {image.shape}")
+            if first is not None and image.shape != first[1]:  # two frames of one cine series
+                raise DataError(f"{image_path}: shape {image.shape} differs from the {first[1]} of {first[0]} "
+                                "(frames of one series)")
+            first = first or (image_path.name, image.shape)
             check_label_values(labels, LABELS, label_path, "0 bg, 1 RV, 2 MYO, 3 LV")
             if not labels.any():
                 raise DataError(f"{label_path}: empty mask (every voxel is background)")
