@@ -15,15 +15,27 @@ from tagseg.runtime.config import CONF_DIR
 from tagseg.stages.evaluate import evaluate
 from tagseg.stages.train import train
 
-TINY = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0", "datamodule.augment.enabled=false",
-        "trainer=cpu", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false",
-        "callbacks=minimal", "print_config=false", "+model.network.init_filters=8"]
+TINY = [
+    "datamodule.image_size=32",
+    "datamodule.batch_size=8",
+    "datamodule.num_workers=0",
+    "datamodule.augment.enabled=false",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_model_summary=false",
+    "callbacks=minimal",
+    "print_config=false",
+    "+model.network.init_filters=8",
+]
 KEYS = ["subject", "slice", "frame", "group"]
 
 
 def _cfg(name: str, run_dir: Path, store: Path, *overrides: str):
     base = [f"paths.output_dir={run_dir}", f"data.store={store}"]
-    extra = TINY if name == "train" else ["datamodule.num_workers=0", "trainer=cpu", "trainer.enable_model_summary=false"]
+    extra = (
+        TINY if name == "train" else ["datamodule.num_workers=0", "trainer=cpu", "trainer.enable_model_summary=false"]
+    )
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(name, overrides=base + extra + list(overrides))
 
@@ -89,9 +101,18 @@ def test_a_raw_dataset_is_prepared_on_demand_and_evaluated_whole(trained, tmp_pa
 
     tmp, _ = trained
     rf.make_acdc(tmp_path / "acdc", n_train=2, n_test=1)
-    cfg = _cfg("evaluate", tmp_path / "ev", tmp_path / "unused.h5", f"ckpt={tmp / 'run'}", "split=all", "data=acdc",
-               f"data.root={tmp_path / 'acdc'}", f"paths.data_dir={tmp_path / 'data'}", "prepare.image_size=32",
-               "data.store=${paths.data_dir}/acdc.h5")
+    cfg = _cfg(
+        "evaluate",
+        tmp_path / "ev",
+        tmp_path / "unused.h5",
+        f"ckpt={tmp / 'run'}",
+        "split=all",
+        "data=acdc",
+        f"data.root={tmp_path / 'acdc'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "prepare.image_size=32",
+        "data.store=${paths.data_dir}/acdc.h5",
+    )
     result = evaluate(cfg)
     rows = pd.read_csv(result["metrics_path"])
     assert len(rows) == 3 * 2 * 3 and set(rows["subject"]) == {"patient001", "patient002", "patient101"}

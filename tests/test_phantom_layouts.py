@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from phantom_raw import TINY_COHORT, write_raw_trees
+
 from tagseg.data.phantom.cohort import CohortSpec, display_to_stored, draw_subject
 from tagseg.data.prepare import build_store
 from tagseg.data.readers.acdc import AcdcSource
@@ -94,27 +94,56 @@ def test_cohort_ranges_are_checked():
 
 def test_cli_writes_a_layout_and_prints_what_it_wrote(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    cmd = [sys.executable, "-m", "tagseg.cli", "phantom", "format=acdc", "n_subjects=2", "cohort.matrix=[36,40]",
-           "cohort.frames=[12,12]", "cohort.slices=[2,2]", f"hydra.run.dir={tmp_path}/run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tagseg.cli",
+        "phantom",
+        "format=acdc",
+        "n_subjects=2",
+        "cohort.matrix=[36,40]",
+        "cohort.frames=[12,12]",
+        "cohort.slices=[2,2]",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "data" / "raw" / "acdc"
     assert sorted(p.name for p in (out / "training").iterdir()) == ["patient001", "patient002"]
     assert json.loads((out / "tagseg_phantom.json").read_text())["counts"]["total"] == 2 * 4 * 2
     assert f"tagseg prepare data=acdc data.root={out}" in res.stdout
-    bad = subprocess.run([*cmd[:4], "format=dicomdir", f"hydra.run.dir={tmp_path}/run2"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*cmd[:4], "format=dicomdir", f"hydra.run.dir={tmp_path}/run2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "tagseg: error: format: expected one of" in bad.stderr
 
 
-PAPER_SHRUNK = ["trainer=cpu", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32", "trainer.max_epochs=1",
-                "strategy.pretrain.trainer.max_epochs=1", "datamodule.image_size=32", "datamodule.num_workers=0",
-                "datamodule.pin_memory=false", f"prepare.image_size={SIZE}"]
+PAPER_SHRUNK = [
+    "trainer=cpu",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.precision=32",
+    "trainer.max_epochs=1",
+    "strategy.pretrain.trainer.max_epochs=1",
+    "datamodule.image_size=32",
+    "datamodule.num_workers=0",
+    "datamodule.pin_memory=false",
+    f"prepare.image_size={SIZE}",
+]
 
 
 def paper_roots(root: Path) -> list[str]:
-    return [f"data.root={root / 'tagged'}", f"strategy.source.acdc_root={root / 'acdc'}",
-            f"strategy.source.mnms_root={root / 'mnms'}", f"strategy.source.scd_root={root / 'scd'}"]
+    return [
+        f"data.root={root / 'tagged'}",
+        f"strategy.source.acdc_root={root / 'acdc'}",
+        f"strategy.source.mnms_root={root / 'mnms'}",
+        f"strategy.source.scd_root={root / 'scd'}",
+    ]
 
 
 def test_paper_experiment_prepares_the_raw_roots_with_nothing_lost(raw, tmp_path):
@@ -124,8 +153,17 @@ def test_paper_experiment_prepares_the_raw_roots_with_nothing_lost(raw, tmp_path
     from tagseg.pipeline.strategy import plan_strategy
 
     root, manifests = raw
-    cfg = compose("train", ["experiment=paper", "strategy=cine", *paper_roots(root), *PAPER_SHRUNK,
-                            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.data_dir={tmp_path / 'data'}"])
+    cfg = compose(
+        "train",
+        [
+            "experiment=paper",
+            "strategy=cine",
+            *paper_roots(root),
+            *PAPER_SHRUNK,
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     stages = {s.label: s for s in plan_strategy(cfg)}

@@ -10,8 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.readers.mnms import MnmsSource
@@ -22,7 +22,9 @@ from tagseg.errors import DataError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def acdc_patient(root: Path, volume: np.ndarray, labels: np.ndarray, affine: np.ndarray, suffix: str = ".nii.gz") -> Path:
+def acdc_patient(
+    root: Path, volume: np.ndarray, labels: np.ndarray, affine: np.ndarray, suffix: str = ".nii.gz"
+) -> Path:
     pdir = root / "training" / "patient001"
     pdir.mkdir(parents=True)
     (pdir / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\nNbFrame: 2\n")
@@ -62,7 +64,9 @@ def test_voxel_order_rule_flipped_and_permuted_affines(tmp_path, subject):
         assert b.spacing_mm == a.spacing_mm
     # in-plane axes permuted (x <-> y in the voxel order): transposed slices, row / column spacing swapped
     perm = np.array([[0, 1.5, 0, 0], [0.8, 0, 0, 0], [0, 0, 8.0, 0], [0, 0, 0, 1]])
-    permuted = _records(acdc_patient(tmp_path / "perm", volume.transpose(1, 0, 2), labels.transpose(1, 0, 2), perm).parents[1])
+    permuted = _records(
+        acdc_patient(tmp_path / "perm", volume.transpose(1, 0, 2), labels.transpose(1, 0, 2), perm).parents[1]
+    )
     for a, b in zip(ref, permuted):
         np.testing.assert_array_equal(b.image, a.image.T)
         np.testing.assert_array_equal(b.mask, a.mask.T)
@@ -90,8 +94,10 @@ def test_nii_and_nii_gz_read_alike(tmp_path, subject):
 
 def _dicom_series(folder: Path, shapes, numbers) -> list[Path]:
     rng = np.random.default_rng(0)
-    return [rf.write_dicom(folder / f"f{i:02d}.dcm", rng.integers(0, 500, shape), instance=n)
-            for i, (shape, n) in enumerate(zip(shapes, numbers))]
+    return [
+        rf.write_dicom(folder / f"f{i:02d}.dcm", rng.integers(0, 500, shape), instance=n)
+        for i, (shape, n) in enumerate(zip(shapes, numbers))
+    ]
 
 
 def _tagged_dicom(root: Path, shapes, numbers) -> list[Path]:
@@ -128,7 +134,9 @@ def test_acdc_frames_of_another_matrix_are_an_error_naming_the_file(tmp_path):
     rf.write_nifti(pdir / "patient001_frame04.nii.gz", np.zeros((64, 64, 3), np.int16), rf.ACDC_ZOOMS)
     rf.write_nifti(pdir / "patient001_frame04_gt.nii.gz", np.ones((64, 64, 3), np.uint8), rf.ACDC_ZOOMS)
     src = AcdcSource(tmp_path)
-    with pytest.raises(DataError, match=r"patient001_frame04.nii.gz: shape \(64, 64, 3\) differs from the \(12, 10, 3\)"):
+    with pytest.raises(
+        DataError, match=r"patient001_frame04.nii.gz: shape \(64, 64, 3\) differs from the \(12, 10, 3\)"
+    ):
         src.load(src.items()[0], 0)
 
 
@@ -148,8 +156,16 @@ def test_ed_equal_to_es_is_an_error_naming_the_file(tmp_path):
 def test_verify_exits_non_zero_when_it_found_problems(tmp_path):
     rf.make_acdc(tmp_path / "acdc", n_train=2, n_test=0)
     env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", "data=acdc", f"data.root={tmp_path / 'acdc'}", "verify=true",
-           f"hydra.run.dir={tmp_path}/run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tagseg.cli",
+        "prepare",
+        "data=acdc",
+        f"data.root={tmp_path / 'acdc'}",
+        "verify=true",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "acdc" / "training" / "patient002" / "Info.cfg").write_text("ED: 1\nES: 1\nGroup: NOR\nNbFrame: 6\n")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import raw_fixtures as rf
 from omegaconf import open_dict
 
-import raw_fixtures as rf
 from tagseg.data.prepare import ensure_store
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
@@ -60,8 +60,16 @@ def test_spec_defaults_come_from_one_yaml_and_auto_follows_the_dataset():
 def test_strategy_prepare_stage_keeps_every_patient_and_equals_tagseg_prepare(tmp_path):
     root = heterogeneous_acdc(tmp_path / "acdc")
     # the strategy's prepare stage of the cine source (tagseg train strategy=cine data@strategy.source=acdc)
-    cfg = compose("train", ["strategy=cine", "data@strategy.source=acdc", f"strategy.source.root={root}",
-                            f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    cfg = compose(
+        "train",
+        [
+            "strategy=cine",
+            "data@strategy.source=acdc",
+            f"strategy.source.root={root}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     stage = next(s for s in plan_strategy(cfg) if s.label == "prepare[acdc]")
     out = tmp_path / "stage"
     out.mkdir()
@@ -73,10 +81,21 @@ def test_strategy_prepare_stage_keeps_every_patient_and_equals_tagseg_prepare(tm
     # spacing scaled with the resize: (row, col) = (1.3 * ny / 256, 1.4 * nx / 256) per patient
     for (nx, ny), sub in zip(SHAPES, ["patient001", "patient002", "patient003", "patient004"]):
         rows = via_strategy.meta["subject"] == sub
-        np.testing.assert_allclose(via_strategy.meta["spacing_mm"][rows][0], [1.3 * ny / 256, 1.4 * nx / 256], rtol=1e-5)
+        np.testing.assert_allclose(
+            via_strategy.meta["spacing_mm"][rows][0], [1.3 * ny / 256, 1.4 * nx / 256], rtol=1e-5
+        )
     # `tagseg prepare data=acdc` with the same seed writes the same arrays and splits
-    pcfg = compose("prepare", ["data=acdc", f"data.root={root}", f"output={tmp_path / 'prepared.h5'}", "seed=0",
-                               "prepare.figure=false", f"paths.data_dir={tmp_path / 'data'}"])
+    pcfg = compose(
+        "prepare",
+        [
+            "data=acdc",
+            f"data.root={root}",
+            f"output={tmp_path / 'prepared.h5'}",
+            "seed=0",
+            "prepare.figure=false",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+    )
     report, _ = prepare(pcfg)
     assert report.skipped == []
     via_prepare = read_store(tmp_path / "prepared.h5")
@@ -94,8 +113,18 @@ def test_strategy_prepare_stage_keeps_every_patient_and_equals_tagseg_prepare(tm
 
 def test_table1_counts_are_stored_and_printed(tmp_path):
     root = heterogeneous_acdc(tmp_path / "acdc")
-    cfg = compose("prepare", ["data=acdc", f"data.root={root}", f"output={tmp_path / 's.h5'}", "prepare.figure=false",
-                              "prepare.image_size=32"])
+    cfg = compose(
+        "prepare",
+        [
+            "data=acdc",
+            f"data.root={root}",
+            f"output={tmp_path / 's.h5'}",
+            "prepare.figure=false",
+            "prepare.image_size=32",
+        ],
+    )
     report, _ = prepare(cfg)
-    assert json.loads(store_attrs(tmp_path / "s.h5")["slice_counts"]) == {"acdc": {"ED": 8, "ES": 8, "other": 0, "total": 16}}
+    assert json.loads(store_attrs(tmp_path / "s.h5")["slice_counts"]) == {
+        "acdc": {"ED": 8, "ES": 8, "other": 0, "total": 16}
+    }
     assert report.table1().splitlines()[1].split() == ["acdc", "8", "8", "0", "16"]

@@ -8,9 +8,10 @@ same dataset and seed give the same store whichever command wrote it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -44,7 +45,7 @@ class StoreSpec:
     split_ratios: tuple[float, float, float]
 
     @classmethod
-    def from_config(cls, node: Any = None, data_cfg: Any = None) -> "StoreSpec":
+    def from_config(cls, node: Any = None, data_cfg: Any = None) -> StoreSpec:
         """The spec of ``data_cfg`` under the ``prepare`` node ``node`` (missing keys: the YAML defaults).
 
         ``image_size: auto`` becomes ``data_cfg.image_size`` where the dataset renders at a size of
@@ -65,8 +66,12 @@ class StoreSpec:
         if size == "auto":
             own = _plain(data_cfg).get("image_size")
             size = own if own is not None else values["auto_size"]
-        return cls(image_size=_size(size), spacing_mm=_spacing(values["spacing_mm"]), seed=_seed(values["seed"]),
-                   split_ratios=_ratios(values["split_ratios"]))
+        return cls(
+            image_size=_size(size),
+            spacing_mm=_spacing(values["spacing_mm"]),
+            seed=_seed(values["seed"]),
+            split_ratios=_ratios(values["split_ratios"]),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (store attribute ``store_spec``, strategy cache keys)."""

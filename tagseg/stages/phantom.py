@@ -37,8 +37,9 @@ def export_phantom(cfg: DictConfig) -> list[dict[str, Any]]:
     manifests = []
     for fmt, root in phantom_targets(cfg):
         with tqdm(total=int(cfg.n_subjects), desc=f"phantom {fmt}", unit="subject") as bar:
-            manifest = write_cohort(fmt, root, int(cfg.n_subjects), int(cfg.seed), spec, layouts,
-                                    progress=lambda _i: bar.update(1))
+            manifest = write_cohort(
+                fmt, root, int(cfg.n_subjects), int(cfg.seed), spec, layouts, progress=lambda _i: bar.update(1)
+            )
         manifest["root"] = str(root)
         manifests.append(manifest)
     return manifests
@@ -50,8 +51,10 @@ def manifest_table(manifests: list[dict[str, Any]]) -> str:
     for m in manifests:
         splits = [s["split"] for s in m["subjects"]]
         c = m["counts"]
-        lines.append(f"{m['format']:<8}{len(splits):>9}{splits.count('test'):>6}{splits.count('val'):>5}"
-                     f"{c['ED']:>7}{c['ES']:>7}{c['other']:>7}{c['total']:>7}  {m['root']}")
+        lines.append(
+            f"{m['format']:<8}{len(splits):>9}{splits.count('test'):>6}{splits.count('val'):>5}"
+            f"{c['ED']:>7}{c['ES']:>7}{c['other']:>7}{c['total']:>7}  {m['root']}"
+        )
     return "\n".join(lines)
 
 

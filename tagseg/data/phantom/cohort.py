@@ -9,8 +9,9 @@ on-disk layout of ACDC, M&Ms, SCD or the tagged set (``tagseg phantom format=...
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class CohortSpec:
     snr: tuple[float, float] = (10.0, 30.0)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> "CohortSpec":
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> CohortSpec:
         """Build and check a spec from config values (``tagseg phantom cohort.<key>=...``).
 
         Raises:
@@ -62,8 +63,14 @@ class CohortSpec:
         if unknown:
             raise ConfigError(f"cohort: unknown key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
         out: dict[str, Any] = {}
-        bounds = (("matrix", 32, 1024, int), ("spacing_mm", 0.2, 3.5, float), ("thickness_mm", 0.5, 20.0, float),
-                  ("frames", 2, 60, int), ("slices", 1, 30, int), ("snr", 1.0, 1000.0, float))
+        bounds = (
+            ("matrix", 32, 1024, int),
+            ("spacing_mm", 0.2, 3.5, float),
+            ("thickness_mm", 0.5, 20.0, float),
+            ("frames", 2, 60, int),
+            ("slices", 1, 30, int),
+            ("snr", 1.0, 1000.0, float),
+        )
         for key, lo, hi, kind in bounds:
             if key in values:
                 out[key] = _range(values[key], f"cohort.{key}", lo, hi, kind)
@@ -76,8 +83,9 @@ class CohortSpec:
             orients = tuple(str(o) for o in values["orientations"])
             bad = [o for o in orients if o not in ORIENTATIONS]
             if bad or not orients:
-                raise ConfigError(f"cohort.orientations must be a non-empty list of {list(ORIENTATIONS)}, "
-                                  f"got {list(orients)}")
+                raise ConfigError(
+                    f"cohort.orientations must be a non-empty list of {list(ORIENTATIONS)}, got {list(orients)}"
+                )
             out["orientations"] = orients
         for key in ("test_fraction", "val_fraction"):
             if key in values:
@@ -149,8 +157,9 @@ def folder_split(index: int, n_subjects: int, spec: CohortSpec) -> str:
     return ""
 
 
-def draw_subject(modality: str, index: int, n_subjects: int, seed: int, spec: CohortSpec,
-                 unlabelled_ends: bool = True) -> CohortSubject:
+def draw_subject(
+    modality: str, index: int, n_subjects: int, seed: int, spec: CohortSpec, unlabelled_ends: bool = True
+) -> CohortSubject:
     """Render subject ``index`` of a cohort of ``n_subjects`` with its own acquisition (deterministic in the seed).
 
     Args:
@@ -171,26 +180,45 @@ def draw_subject(modality: str, index: int, n_subjects: int, seed: int, spec: Co
     ends = spec.unlabelled_slices if unlabelled_ends else 0
     n_z = n_labelled + 2 * ends
     side = max(rows, cols, 32)
-    source = PhantomSource(name=f"phantom_{modality}", modality=modality, image_size=side, spacing_mm=spacing,
-                           n_subjects=n_subjects, n_slices=n_z, n_frames=n_frames, snr=list(spec.snr))
+    source = PhantomSource(
+        name=f"phantom_{modality}",
+        modality=modality,
+        image_size=side,
+        spacing_mm=spacing,
+        n_subjects=n_subjects,
+        n_slices=n_z,
+        n_frames=n_frames,
+        snr=list(spec.snr),
+    )
     records = source.load(index, seed)
     images = np.stack([r.image for r in records]).reshape(n_z, n_frames, side, side)
     labels = np.stack([r.mask for r in records]).reshape(n_z, n_frames, side, side)
     r0, c0 = (side - rows) // 2, (side - cols) // 2
-    images = np.ascontiguousarray(images[:, :, r0:r0 + rows, c0:c0 + cols], dtype=np.float32)
-    labels = np.ascontiguousarray(labels[:, :, r0:r0 + rows, c0:c0 + cols])
+    images = np.ascontiguousarray(images[:, :, r0 : r0 + rows, c0 : c0 + cols], dtype=np.float32)
+    labels = np.ascontiguousarray(labels[:, :, r0 : r0 + rows, c0 : c0 + cols])
     labelled = np.zeros(n_z, bool)
-    labelled[ends:n_z - ends] = True
+    labelled[ends : n_z - ends] = True
     labels[~labelled] = 0
     es = next(r.frame for r in records if r.phase == "ES") if any(r.phase == "ES" for r in records) else n_frames // 3
-    return CohortSubject(index=index, group=records[0].group, images=images, labels=labels, labelled=labelled, ed=0,
-                         es=int(es), spacing_mm=spacing, thickness_mm=thickness, orientation=orientation)
+    return CohortSubject(
+        index=index,
+        group=records[0].group,
+        images=images,
+        labels=labels,
+        labelled=labelled,
+        ed=0,
+        es=int(es),
+        spacing_mm=spacing,
+        thickness_mm=thickness,
+        orientation=orientation,
+    )
 
 
 MODALITY_CODE = {"cine": 1, "tagged": 2}
 
 
 # --------------------------------------------------------------------------- voxel orders
+
 
 def nifti_volume(slices: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
     """A NIfTI (x, y, ...) volume and its voxel-axis permutation / flips from display slices (..., rows, cols).
@@ -247,5 +275,14 @@ def contour_xy(region: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(best[:, ::-1])
 
 
-__all__ = ["CohortSpec", "CohortSubject", "ORIENTATIONS", "contour_xy", "display_to_stored", "draw_subject",
-           "folder_split", "nifti_affine", "nifti_volume"]
+__all__ = [
+    "CohortSpec",
+    "CohortSubject",
+    "ORIENTATIONS",
+    "contour_xy",
+    "display_to_stored",
+    "draw_subject",
+    "folder_split",
+    "nifti_affine",
+    "nifti_volume",
+]

@@ -13,14 +13,22 @@ from __future__ import annotations
 import json
 import os
 import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
 
 from tagseg.data.phantom.cohort import (
-    CohortSpec, CohortSubject, contour_xy, display_to_stored, draw_subject, folder_split, nifti_affine, nifti_volume,
+    CohortSpec,
+    CohortSubject,
+    contour_xy,
+    display_to_stored,
+    draw_subject,
+    folder_split,
+    nifti_affine,
+    nifti_volume,
 )
 from tagseg.data.records import LV, MYO
 from tagseg.errors import ConfigError
@@ -60,13 +68,23 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, frame_ms: floa
 
 
 def _record(subject: CohortSubject, name: str, counts: dict[str, int], **extra: Any) -> dict[str, Any]:
-    return {"id": name, "split": subject.split, "group": subject.group, "matrix": list(subject.matrix),
-            "spacing_mm": round(subject.spacing_mm, 4), "thickness_mm": round(subject.thickness_mm, 3),
-            "n_frames": subject.n_frames, "n_slices": int(len(subject.labelled)), "orientation": subject.orientation,
-            "images": counts, **extra}
+    return {
+        "id": name,
+        "split": subject.split,
+        "group": subject.group,
+        "matrix": list(subject.matrix),
+        "spacing_mm": round(subject.spacing_mm, 4),
+        "thickness_mm": round(subject.thickness_mm, 3),
+        "n_frames": subject.n_frames,
+        "n_slices": int(len(subject.labelled)),
+        "orientation": subject.orientation,
+        "images": counts,
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------- ACDC
+
 
 def write_acdc_subject(root: Path, subject: CohortSubject, pid: int) -> dict[str, Any]:
     """``training|testing/patientNNN/{Info.cfg, _4d, _frameYY, _frameYY_gt}.nii.gz`` (YY 1-based)."""
@@ -75,9 +93,11 @@ def write_acdc_subject(root: Path, subject: CohortSubject, pid: int) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(pid)
     group = ACDC_GROUPS[subject.group][int(rng.integers(len(ACDC_GROUPS[subject.group])))]
-    (folder / "Info.cfg").write_text(f"ED: {subject.ed + 1}\nES: {subject.es + 1}\nGroup: {group}\n"
-                                     f"Height: {rng.uniform(150, 190):.1f}\nNbFrame: {subject.n_frames}\n"
-                                     f"Weight: {rng.uniform(50, 100):.1f}\n")
+    (folder / "Info.cfg").write_text(
+        f"ED: {subject.ed + 1}\nES: {subject.es + 1}\nGroup: {group}\n"
+        f"Height: {rng.uniform(150, 190):.1f}\nNbFrame: {subject.n_frames}\n"
+        f"Weight: {rng.uniform(50, 100):.1f}\n"
+    )
     zooms = (subject.spacing_mm, subject.spacing_mm, subject.thickness_mm)
     movie, axes = nifti_volume(_int_image(subject.images), subject.orientation)  # (x, y, z, t)
     affine = nifti_affine(movie.shape, axes, zooms)
@@ -93,6 +113,7 @@ def write_acdc_subject(root: Path, subject: CohortSubject, pid: int) -> dict[str
 
 
 # --------------------------------------------------------------------------- M&Ms
+
 
 def _mnms_code(rng: np.random.Generator, used: set[str]) -> str:
     while True:
@@ -125,8 +146,18 @@ def write_mnms_subject(root: Path, subject: CohortSubject, code: str, rng: np.ra
     counts = _phase_counts()
     _add(counts, "ED", movie.shape[2])
     _add(counts, "ES", movie.shape[2])
-    return _record(subject, code, counts, folder=folder, ed=ed, es=es, vendor_name=vendor_name, vendor=vendor,
-                   centre=centre, pathology="NOR" if subject.group == "control" else "DCM")
+    return _record(
+        subject,
+        code,
+        counts,
+        folder=folder,
+        ed=ed,
+        es=es,
+        vendor_name=vendor_name,
+        vendor=vendor,
+        centre=centre,
+        pathology="NOR" if subject.group == "control" else "DCM",
+    )
 
 
 def write_mnms_csv(path: Path, records: list[dict[str, Any]], rng: np.random.Generator) -> Path:
@@ -135,13 +166,16 @@ def write_mnms_csv(path: Path, records: list[dict[str, Any]], rng: np.random.Gen
     for i, r in enumerate(records):
         height = "" if i % 3 == 2 else f"{rng.uniform(150, 190):.1f}"  # Height / Weight may be empty
         weight = "" if i % 3 == 2 else f"{rng.uniform(50, 100):.1f}"
-        lines.append(f"{i},{r['id']},{r['vendor_name']},{r['vendor']},{r['centre']},{r['ed']},{r['es']},"
-                     f"{int(rng.integers(10, 80))},{r['pathology']},{'MF'[int(rng.integers(2))]},{height},{weight}")
+        lines.append(
+            f"{i},{r['id']},{r['vendor_name']},{r['vendor']},{r['centre']},{r['ed']},{r['es']},"
+            f"{int(rng.integers(10, 80))},{r['pathology']},{'MF'[int(rng.integers(2))]},{height},{weight}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 # --------------------------------------------------------------------------- DICOM (SCD, tagged)
+
 
 def _dicom_orientation(orientation: str) -> tuple[list[float], list[float]]:
     """(row direction, column direction) cosines of a stored slice in ``orientation`` (display: +x, +y)."""
@@ -155,9 +189,22 @@ def _dicom_orientation(orientation: str) -> tuple[list[float], list[float]]:
     return row, col
 
 
-def write_dicom_image(path: Path, pixels: np.ndarray, *, spacing: float, thickness: float, z_mm: float,
-                      orientation: str, instance: int, series: int, n_phases: int, trigger_ms: float,
-                      patient: str, uids: dict[str, str], manufacturer: str) -> Path:
+def write_dicom_image(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    spacing: float,
+    thickness: float,
+    z_mm: float,
+    orientation: str,
+    instance: int,
+    series: int,
+    n_phases: int,
+    trigger_ms: float,
+    patient: str,
+    uids: dict[str, str],
+    manufacturer: str,
+) -> Path:
     """One MR image (pydicom) with the geometry tags a real series carries."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -207,6 +254,7 @@ def _write_contour(path: Path, points: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- SCD
 
+
 def scd_case(subject: CohortSubject, number: int) -> str:
     """``SC-<cohort>-<n>`` (image folder; the contour folder is zero-padded)."""
     groups = SCD_GROUPS[subject.group]
@@ -230,10 +278,21 @@ def write_scd_subject(root: Path, subject: CohortSubject, number: int, series: i
         for t in range(n_t):
             number_ = z * n_t + t + 1
             pixels = display_to_stored(ints[z, t], subject.orientation)
-            write_dicom_image(img_dir / f"IM-{series:04d}-{number_:04d}.dcm", pixels,
-                              spacing=subject.spacing_mm, thickness=subject.thickness_mm, z_mm=z * subject.thickness_mm,
-                              orientation=subject.orientation, instance=number_, series=series, n_phases=n_t,
-                              trigger_ms=t * 1000.0 / n_t, patient=case, uids=uids, manufacturer="GE MEDICAL SYSTEMS")
+            write_dicom_image(
+                img_dir / f"IM-{series:04d}-{number_:04d}.dcm",
+                pixels,
+                spacing=subject.spacing_mm,
+                thickness=subject.thickness_mm,
+                z_mm=z * subject.thickness_mm,
+                orientation=subject.orientation,
+                instance=number_,
+                series=series,
+                n_phases=n_t,
+                trigger_ms=t * 1000.0 / n_t,
+                patient=case,
+                uids=uids,
+                manufacturer="GE MEDICAL SYSTEMS",
+            )
             if not subject.labelled[z] or t not in (subject.ed, subject.es):
                 continue
             labels = display_to_stored(subject.labels[z, t], subject.orientation)
@@ -316,14 +375,27 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
             stored = np.stack([display_to_stored(m, subject.orientation) for m in myo])  # (T, r, c) as the DICOM pixels
             for t in range(subject.n_frames):
                 pixels = display_to_stored(ints[t], subject.orientation)
-                write_dicom_image(root / name / f"IM-0001-{t + 1:04d}.dcm", pixels, spacing=subject.spacing_mm,
-                                  thickness=subject.thickness_mm, z_mm=z * subject.thickness_mm,
-                                  orientation=subject.orientation, instance=t + 1, series=1, n_phases=subject.n_frames,
-                                  trigger_ms=t * 1000.0 / subject.n_frames, patient=name, uids=uids,
-                                  manufacturer="Philips")
+                write_dicom_image(
+                    root / name / f"IM-0001-{t + 1:04d}.dcm",
+                    pixels,
+                    spacing=subject.spacing_mm,
+                    thickness=subject.thickness_mm,
+                    z_mm=z * subject.thickness_mm,
+                    orientation=subject.orientation,
+                    instance=t + 1,
+                    series=1,
+                    n_phases=subject.n_frames,
+                    trigger_ms=t * 1000.0 / subject.n_frames,
+                    patient=name,
+                    uids=uids,
+                    manufacturer="Philips",
+                )
             # mask (x, y, t) with x = DICOM column
-            affine = nifti_affine((stored.shape[2], stored.shape[1], stored.shape[0]), np.eye(3),
-                                  (subject.spacing_mm, subject.spacing_mm, 1.0))
+            affine = nifti_affine(
+                (stored.shape[2], stored.shape[1], stored.shape[0]),
+                np.eye(3),
+                (subject.spacing_mm, subject.spacing_mm, 1.0),
+            )
             _save_nifti(root / f"{name}_mask.nii.gz", np.ascontiguousarray(stored.transpose(2, 1, 0)), affine)
             n = int(sum(m.any() for m in myo))
         else:
@@ -336,9 +408,16 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
 
 # --------------------------------------------------------------------------- cohorts
 
-def write_cohort(fmt: str, output: str | Path, n_subjects: int, seed: int, spec: CohortSpec,
-                 tagged_layouts: tuple[str, ...] = TAGGED_LAYOUTS,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+
+def write_cohort(
+    fmt: str,
+    output: str | Path,
+    n_subjects: int,
+    seed: int,
+    spec: CohortSpec,
+    tagged_layouts: tuple[str, ...] = TAGGED_LAYOUTS,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Render ``n_subjects`` phantom subjects and write them in the layout of ``fmt`` under ``output``.
 
     Returns:
@@ -355,8 +434,9 @@ def write_cohort(fmt: str, output: str | Path, n_subjects: int, seed: int, spec:
         raise ConfigError(f"n_subjects must be an integer >= 1, got {n_subjects!r}")
     bad = [lay for lay in tagged_layouts if lay not in TAGGED_LAYOUTS]
     if bad or not tagged_layouts:
-        raise ConfigError(f"tagged_layouts: expected a non-empty list of {list(TAGGED_LAYOUTS)}, "
-                          f"got {list(tagged_layouts)}")
+        raise ConfigError(
+            f"tagged_layouts: expected a non-empty list of {list(TAGGED_LAYOUTS)}, got {list(tagged_layouts)}"
+        )
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     modality = "tagged" if fmt == "tagged" else "cine"
@@ -385,8 +465,14 @@ def write_cohort(fmt: str, output: str | Path, n_subjects: int, seed: int, spec:
     for r in records:
         for key in ("ED", "ES", "other"):
             _add(counts, key, r["images"][key])
-    manifest = {"format": fmt, "seed": int(seed), "n_subjects": n_subjects, "cohort": _spec_dict(spec),
-                "subjects": records, "counts": counts}
+    manifest = {
+        "format": fmt,
+        "seed": int(seed),
+        "n_subjects": n_subjects,
+        "cohort": _spec_dict(spec),
+        "subjects": records,
+        "counts": counts,
+    }
     tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(root / MANIFEST)
