@@ -8,6 +8,7 @@ import sys
 
 #: stage -> (module with a ``main`` Hydra app, one-line description)
 STAGES: dict[str, tuple[str, str]] = {
+    "phantom": ("tagseg.apps.phantom", "write phantom subjects in the on-disk layout of ACDC, M&Ms, SCD or the tagged set"),
     "prepare": ("tagseg.apps.prepare", "build a slice store from the phantom or a raw dataset (ACDC, M&Ms, SCD, tagged)"),
     "translate": ("tagseg.apps.translate", "turn a cine store into a tagged-looking store (method=physics|physics_dynamic|cyclegan)"),
     "cyclegan": ("tagseg.apps.cyclegan", "train the cine <-> tagged CycleGAN"),
