@@ -18,7 +18,7 @@ import yaml  # noqa: E402
 from tagseg.data.records import MYO  # noqa: E402
 from tagseg.io.store import read_store  # noqa: E402
 from tagseg.errors import TagsegError  # noqa: E402
-from tagseg.stages.predict import find_checkpoint, load_segmenter  # noqa: E402
+from tagseg.stages.segmenter import find_checkpoint, load_segmenter  # noqa: E402
 
 
 
