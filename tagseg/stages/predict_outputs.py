@@ -168,9 +168,16 @@ def _overlay_png(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialCo
 
 
 def dicom_seg(scan: Scan, labels: np.ndarray, path: Path) -> None:
-    """A DICOM SEG (binary, one segment: myocardium) referencing the source instances (highdicom)."""
+    """A DICOM SEG (binary, one segment: myocardium) referencing the source instances (highdicom).
+
+    A SEG holds one mask per plane position, so a series over time gets one file per frame
+    (``<scan>_seg_t<frame>.dcm``, see :func:`dicom_seg_names`); the file written here covers the
+    images at the given indices.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
+
+    from tagseg.errors import DataError
 
     assert scan.dicom is not None
     vol = scan.dicom
@@ -179,18 +186,34 @@ def dicom_seg(scan: Scan, labels: np.ndarray, path: Path) -> None:
     for ds in vol.datasets:
         if all(ds is not s for s in sources):
             sources.append(ds)
-    if len(sources) == 1 and vol.frame_numbers[0] is not None:  # multi-frame: masks in the instance's frame order
+    if vol.frame_numbers[0] is not None:
+        if vol.n_times > 1:
+            raise DataError(f"{scan.path}: dicom_seg: a multi-frame source with several time frames per position is not "
+                            "supported (a SEG holds one mask per position); the NIfTI mask was not affected")
         pixels = np.zeros((int(sources[0].NumberOfFrames), *myo.shape[1:]), bool)
         for i, f in enumerate(vol.frame_numbers):
             pixels[int(f) - 1] = myo[i]
-    else:
-        order = [next(j for j, s in enumerate(sources) if s is ds) for ds in vol.datasets]
-        pixels = np.zeros((len(sources), *myo.shape[1:]), bool)
-        for i, j in enumerate(order):
-            pixels[j] = myo[i]
+        _write_seg(hd, codes, sources, pixels, path)
+        return
+    for t in range(vol.n_times):
+        index = [z * vol.n_times + t for z in range(vol.n_slices)]
+        target = path if vol.n_times == 1 else path.with_name(path.name.replace("_seg.dcm", f"_seg_t{t:02d}.dcm"))
+        _write_seg(hd, codes, [vol.datasets[i] for i in index], myo[index], target)
+
+
+def dicom_seg_names(scan: Scan) -> list[str]:
+    """File names of a scan's DICOM SEG output(s)."""
+    assert scan.dicom is not None
+    if scan.dicom.frame_numbers[0] is not None or scan.dicom.n_times == 1:
+        return [f"{scan.name}_seg.dcm"]
+    return [f"{scan.name}_seg_t{t:02d}.dcm" for t in range(scan.dicom.n_times)]
+
+
+def _write_seg(hd: Any, codes: Any, sources: list[Any], pixels: np.ndarray, path: Path) -> None:
     segment = hd.seg.SegmentDescription(
         segment_number=1, segment_label="myocardium", segmented_property_category=codes.SCT.Tissue,
-        segmented_property_type=codes.SCT.Myocardium, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        segmented_property_type=hd.sr.CodedConcept("74281007", "SCT", "Myocardium structure"),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(name="tagseg", version=_version(), family=codes.DCM.ArtificialIntelligence))
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -231,7 +254,9 @@ def scan_outputs(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialCo
 
             nib.save(nifti_mask(scan, labels), str(target(f"{scan.name}_mask.nii.gz")))
         if dicom_seg_file and scan.dicom is not None:
-            dicom_seg(scan, labels, target(f"{scan.name}_seg.dcm"))
+            names = dicom_seg_names(scan)
+            tmps = [target(n) for n in names]
+            dicom_seg(scan, labels, tmps[0].with_name(tmps[0].name.replace(names[0], f"{scan.name}_seg.dcm")))
         if overlays:
             _overlay_png(scan, labels, contours, target(f"{scan.name}_overlay.png"), overlay_max_frames)
         target(f"{scan.name}_points.json").write_text(json.dumps(_points_doc(scan, contours), indent=1))
