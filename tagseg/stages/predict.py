@@ -54,8 +54,9 @@ class PredictReport:
         files: every file written.
         rows: one ``predictions.csv`` row per image.
         failures: (file, reason) of each scan that failed.
-        timings: seconds spent per step (``read``, ``segment``, ``write``; ``start_up`` and
-            ``load_model`` from :func:`predict_scans`) and ``images`` segmented.
+        timings: seconds spent per step (``read``, ``segment``, ``write``; ``start_up`` (wall and
+            ``start_up_cpu``: imports and config, before any work), ``load_model`` and ``total`` from
+            :func:`predict_scans`) and ``images`` segmented.
     """
 
     output: Path
@@ -83,6 +84,8 @@ class PredictReport:
         parts = [f"{label} {t[key]:.2f} s" for key, label in (("start_up", "start-up"), ("load_model", "load model"),
                                                                ("read", "read"), ("segment", "segment"), ("write", "write"))
                  if key in t]
+        if "start_up_cpu" in t and parts:
+            parts[0] += f" ({t['start_up_cpu']:.2f} s CPU)"
         if t.get("images"):
             parts[-2 if "write" in t else -1] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
         if "total" in t:
@@ -214,12 +217,13 @@ def _device(name: str) -> str:
 
 
 def load_predictor(cfg: Any) -> Segmenter | Ensemble:
-    """The segmenter of ``cfg.model`` (an exported model folder) or ``cfg.ckpt`` (checkpoint(s), a sweep folder).
+    """The segmenter of ``cfg.exported_model`` (``model=`` on the command line: a folder written by
+    ``tagseg export``) or ``cfg.ckpt`` (checkpoint(s), a sweep folder).
 
     Raises:
         ConfigError: neither or both given, or a bad checkpoint / model.
     """
-    model, ckpt = cfg.get("model"), cfg.get("ckpt")
+    model, ckpt = cfg.get("exported_model"), cfg.get("ckpt")
     if (model is None) == (ckpt is None):
         raise ConfigError("ckpt / model: pass exactly one: ckpt=<checkpoint, run folder, [a,b,c] or sweep folder> "
                           "or model=<folder written by tagseg export>")
@@ -234,7 +238,7 @@ def predict_scans(cfg: Any) -> PredictReport:
     """``tagseg predict``: load the model(s), segment every input scan (``cfg.input``) into ``cfg.output``."""
     from omegaconf import OmegaConf
 
-    start_up = process_seconds()
+    start_up, start_up_cpu = process_seconds(), time.process_time()
     t0 = time.perf_counter()
     if cfg.tta not in (None, "none", "flip"):
         raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
@@ -258,6 +262,7 @@ def predict_scans(cfg: Any) -> PredictReport:
     )
     if start_up is not None:
         report.timings["start_up"] = start_up
+        report.timings["start_up_cpu"] = start_up_cpu
     report.timings["load_model"] = t1 - t0
     report.timings["total"] = (start_up or 0.0) + time.perf_counter() - t0
     return report
