@@ -97,7 +97,7 @@ def main() -> None:
     import torch
 
     from tagseg.stages.export import export_model, load_exported
-    from tagseg.stages.segmenter import load_segmenter
+    from tagseg.models.segmenter import load_segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,7 @@ import torch
 from tagseg.data.records import MYO
 from tagseg.io.store import read_store
 from tagseg.metrics import dice_batch
-from tagseg.stages.segmenter import Ensemble, load_segmenter
+from tagseg.models.segmenter import Ensemble, load_segmenter
 
 
 def measure(model, images: np.ndarray, truth: np.ndarray, tta: bool, repeat: int) -> dict[str, float]:

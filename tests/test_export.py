@@ -11,7 +11,7 @@ import pytest
 from tagseg.errors import ConfigError
 from tagseg.stages.export import export_model, load_exported
 from tagseg.stages.predict import predict
-from tagseg.stages.segmenter import load_segmenter
+from tagseg.models.segmenter import load_segmenter
 
 
 def _scan(tmp_path):

@@ -11,7 +11,7 @@ from torch import nn
 
 from tagseg.contours import myocardial_contours
 from tagseg.errors import ConfigError
-from tagseg.stages.segmenter import Ensemble, Segmenter, find_checkpoints, load_segmenters, softmax
+from tagseg.models.segmenter import Ensemble, Segmenter, find_checkpoints, load_segmenters, softmax
 
 
 class ShiftNet(nn.Module):
@@ -48,7 +48,7 @@ def test_ensemble_averages_member_softmax_even_at_different_sizes():
     ens = Ensemble([a, b])
     x = a.preprocess(frames())
     avg = (softmax(a.logits(x)) + softmax(b.logits(x))) / 2
-    from tagseg.stages.segmenter import resize_nearest
+    from tagseg.models.segmenter import resize_nearest
 
     np.testing.assert_array_equal(ens.segment(frames()), np.where(resize_nearest(avg.argmax(1).astype(np.uint8), (20, 24)) == 1, 2, 0))
     assert Ensemble([a, a]).segment(frames()).tolist() == a.segment(frames()).tolist()

@@ -14,7 +14,7 @@ from torch import nn
 
 from tagseg.data.scans import find_inputs, read_scan
 from tagseg.stages.predict import predict
-from tagseg.stages.segmenter import Segmenter
+from tagseg.models.segmenter import Segmenter
 
 ROWS, COLS, T = 40, 48, 3
 #: an oblique affine with shear (sform) and a different, rotation-only qform

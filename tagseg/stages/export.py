@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tagseg.errors import ConfigError
-from tagseg.stages.segmenter import Segmenter
+from tagseg.models.segmenter import Segmenter
 
 SIDECAR = "model.json"
 FILES = {"onnx": "model.onnx", "torch_export": "model.pt2"}
@@ -61,7 +61,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
     """Export the segmenter of ``ckpt`` to ``output`` (created): the model file and ``model.json``.
 
     Args:
-        ckpt: a checkpoint file or run folder (see :func:`tagseg.stages.segmenter.find_checkpoint`).
+        ckpt: a checkpoint file or run folder (see :func:`tagseg.models.segmenter.find_checkpoint`).
         fmt: ``onnx`` or ``torch_export``.
         output: the folder written.
         onnx_dynamo: ONNX through ``torch.export`` (onnxscript; ~20x slower to export here) instead of
@@ -76,7 +76,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
     import torch
 
     from tagseg import __version__
-    from tagseg.stages.segmenter import find_checkpoint, load_segmenter
+    from tagseg.models.segmenter import find_checkpoint, load_segmenter
 
     if fmt not in FILES:
         raise ConfigError(f"format: expected one of {sorted(FILES)}, got {fmt!r}")

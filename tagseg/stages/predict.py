@@ -3,7 +3,7 @@
 Every scan under the input (:mod:`tagseg.data.scans`) is predicted on its own: a scan that cannot
 be read or written is one line on the console and one row of ``failed.csv`` (file, reason), and
 the others go on. Each image is pre-processed as in training and segmented in batches
-(:mod:`tagseg.stages.segmenter`: one model, an ensemble, optional flip TTA), and the class map is
+(:mod:`tagseg.models.segmenter`: one model, an ensemble, optional flip TTA), and the class map is
 written back in the tagseg label convention (0 background, 2 myocardium, ...). Outputs, under the
 output folder (formats in ``docs/data-formats.md``):
 
@@ -35,7 +35,7 @@ from tagseg.data.scans import Scan, ScanInput, find_inputs, read_scan
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.stages.predict_outputs import (FAILED_FIELDS, POINT_FIELDS, PREDICTION_FIELDS, contours_of, point_rows,
                                            prediction_rows, publish, scan_outputs, write_csv)
-from tagseg.stages.segmenter import (Ensemble, Segmenter, find_checkpoint, find_checkpoints, load_segmenter,  # noqa: F401
+from tagseg.models.segmenter import (Ensemble, Segmenter, find_checkpoint, find_checkpoints, load_segmenter,  # noqa: F401
                                      load_segmenters)
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def predict(
     """Segment every scan under ``input_path`` and write masks, overlays and reference points.
 
     Args:
-        segmenter: a trained network and its pre-processing, or an ensemble (:mod:`tagseg.stages.segmenter`).
+        segmenter: a trained network and its pre-processing, or an ensemble (:mod:`tagseg.models.segmenter`).
         input_path: a file or folder (see :mod:`tagseg.data.scans`).
         output: the folder to write into (created).
         batch_size: images per forward pass.

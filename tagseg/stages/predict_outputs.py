@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tagseg.contours import MyocardialContours, myocardial_contours
-from tagseg.data.records import MYO, RV
+from tagseg.conventions import MYO, RV
 from tagseg.data.scans import Scan
 
 #: schema name and version written in every points JSON

@@ -1,4 +1,7 @@
-"""Trained segmenters for ``tagseg predict``: pre-processing, test-time flips, ensembles, loading.
+"""A trained segmenter ready to use: the network with the pre-processing it was trained with,
+rebuilt from a ``tagseg train`` checkpoint read safely (:mod:`tagseg.io.checkpoints`); test-time
+flips and ensembles. Used by ``tagseg predict`` (also with exported models, :mod:`tagseg.stages.export`),
+``tagseg evaluate`` (:func:`load_segmentation_module`) and the report's examples.
 
 The pre-processing is the training chain in NumPy (no torch needed for an exported ONNX model):
 each raw frame is scaled to [0, 1] at its own size (``tagseg prepare``), resized bilinearly to the
@@ -16,15 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from tagseg.data.records import MYO
-from tagseg.errors import ConfigError
+from tagseg.conventions import MYO, NORM_MEAN, NORM_STD
+from tagseg.errors import CheckpointError, ConfigError
 
-#: training-time normalisation defaults (tagseg.data.transforms.NORM_MEAN / NORM_STD)
-NORM_MEAN, NORM_STD = 0.456, 0.224
+if TYPE_CHECKING:
+    from tagseg.models.segmentation import SegmentationModule
 
 #: flips averaged by ``tta=flip``: axes of a (B, C, H, W) batch
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
@@ -220,96 +223,78 @@ def segment_frames(members: Sequence[Segmenter], frames: np.ndarray, batch_size:
     return out
 
 
-# -- checkpoints ----------------------------------------------------------------------------------
-
-#: hyper-parameters a SegmentationModule checkpoint must carry for prediction
-REQUIRED_HPARAMS = ("network", "image_size", "classes", "mean", "std")
+# -- checkpoints (torch and the checkpoint reader are imported only here: exported models need neither) ----------
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the single best checkpoint of a run folder.
+def find_checkpoint(path: str | Path, key: str = "ckpt") -> Path:
+    """The checkpoint file ``path`` means (:func:`tagseg.io.checkpoints.resolve_checkpoint`, ``best``)."""
+    from tagseg.io.checkpoints import resolve_checkpoint
 
-    A folder is searched for ``*.ckpt``; ``last.ckpt`` is used only when it is the only one.
-
-    Raises:
-        ConfigError: nothing found, or several candidates (listed) in a folder.
-    """
-    path = Path(str(path)).expanduser()
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise ConfigError(f"ckpt: checkpoint not found: {path} (expected a .ckpt file written by `tagseg train`, or its run folder)")
-    found = sorted(path.rglob("*.ckpt"))
-    best = [p for p in found if p.name != "last.ckpt"] or found
-    if len(best) != 1:
-        shown = [str(p) for p in best[:10]] or "none"
-        raise ConfigError(f"ckpt: {path} is a folder with {len(best)} candidate checkpoints ({shown}); pass ckpt=<file.ckpt>")
-    return best[0]
+    return resolve_checkpoint(path, key=key)
 
 
-def _run_folder(ckpt: Path) -> Path:
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
-def find_checkpoints(spec: Any) -> list[Path]:
-    """The checkpoints of ``ckpt=``: a file, a run folder, a list of either, or a sweep folder (one best per run).
+def find_checkpoints(spec: Any, key: str = "ckpt") -> list[Path]:
+    """The checkpoints of ``ckpt=``: a file, a run folder, a list of either, or a sweep folder (one per run).
 
     Raises:
-        ConfigError: a missing path, or a run folder with several candidate checkpoints.
+        CheckpointError: a missing path, a run folder with several candidates, an empty list.
     """
-    if isinstance(spec, (list, tuple)) or (hasattr(spec, "__iter__") and not isinstance(spec, (str, Path))):
-        paths = [find_checkpoint(p) for p in spec]
+    from tagseg.io.checkpoints import resolve_checkpoint, run_checkpoints
+
+    if not isinstance(spec, (str, Path)) and hasattr(spec, "__iter__"):
+        paths = [resolve_checkpoint(p, key=key) for p in spec]
         if not paths:
-            raise ConfigError("ckpt: an empty list; pass ckpt=<file or run folder> or ckpt=[a,b,c]")
+            raise CheckpointError(f"{key}: an empty list; pass {key}=<file or run folder> or {key}=[a,b,c]")
         return paths
-    path = Path(str(spec)).expanduser()
-    if path.is_dir():
-        runs: dict[Path, list[Path]] = {}
-        for p in sorted(path.rglob("*.ckpt")):
-            runs.setdefault(_run_folder(p), []).append(p)
-        if len(runs) > 1:  # a sweep: one model per run folder
-            return [find_checkpoint(run) for run in sorted(runs)]
-    return [find_checkpoint(path)]
+    return run_checkpoints(spec, key=key)
 
 
-def _load_state(path: Path, device: str) -> dict[str, Any]:
-    import torch
-
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a (safe) checkpoint
-        raise ConfigError(f"ckpt: {path} is not a readable PyTorch / Lightning checkpoint (loaded with weights_only=True; "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"ckpt: {path} holds a {type(state).__name__}, expected a checkpoint dictionary")
-    return state
-
-
-def load_segmenter(ckpt: str | Path, device: str = "cpu") -> Segmenter:
-    """The trained network and its pre-processing from a ``tagseg train`` checkpoint.
-
-    Reads the :class:`~tagseg.models.segmentation.SegmentationModule` hyper-parameters
-    (network, ``image_size``, ``classes``, ``mean``, ``std``), rebuilds its network and loads its
-    weights (strict); Lightning itself is not imported.
+def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt") -> tuple["SegmentationModule", Path]:
+    """The :class:`SegmentationModule` of a ``tagseg train`` checkpoint, rebuilt from its
+    hyper-parameters, weights loaded (strict), in eval mode (``tagseg evaluate``).
 
     Args:
-        ckpt: a Lightning ``.ckpt`` file, or a run folder holding exactly one best checkpoint.
-        device: where the weights are loaded.
+        ckpt: a ``.ckpt`` file or a run folder (:func:`~tagseg.io.checkpoints.resolve_checkpoint`).
+        map_location: where the weights are loaded.
+        key: the config key ``ckpt`` came from (named in errors).
+
+    Returns:
+        ``(module, checkpoint file)``.
 
     Raises:
-        ConfigError: missing or unreadable checkpoint, a checkpoint of another model type, or
-            weights that do not match the rebuilt network (mismatched keys listed).
+        CheckpointError: see :func:`~tagseg.io.checkpoints.load_checkpoint`; or weights that do
+            not match the rebuilt network (mismatched keys listed).
     """
+    from tagseg.io.checkpoints import SEGMENTATION, load_checkpoint, resolve_checkpoint
+    from tagseg.models.segmentation import SegmentationModule
+
+    path = resolve_checkpoint(ckpt, key=key)
+    state = load_checkpoint(path, kind=SEGMENTATION, map_location=map_location)
+    module = SegmentationModule(**{**state["hyper_parameters"], "init": "default"})
+    result = module.load_state_dict(state["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
+                              f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}")
+    return module.eval(), path
+
+
+def load_segmenter(ckpt: str | Path, device: str = "cpu", key: str = "ckpt") -> Segmenter:
+    """The trained network and its pre-processing (``image_size``, ``classes``, ``mean``, ``std``)
+    from a ``tagseg train`` checkpoint or run folder.
+
+    Only the network is rebuilt from the hyper-parameters (Lightning is not imported); its
+    weights (``net.*``) are loaded strictly.
+
+    Raises:
+        CheckpointError: see :func:`~tagseg.io.checkpoints.load_checkpoint`; or weights that do
+            not match the rebuilt network (mismatched keys listed).
+    """
+    from tagseg.io.checkpoints import SEGMENTATION, load_checkpoint, resolve_checkpoint
     from tagseg.runtime.config import instantiate
 
-    path = find_checkpoint(ckpt)
-    state = _load_state(path, device)
-    hparams = state.get("hyper_parameters")
-    missing = [k for k in REQUIRED_HPARAMS if not isinstance(hparams, dict) or k not in hparams]
-    if missing or "state_dict" not in state:
-        keys = sorted(hparams) if isinstance(hparams, dict) else "none"
-        raise ConfigError(f"ckpt: {path} is a checkpoint of another model type (hyper-parameters: {keys}; "
-                          f"missing {missing or ['state_dict']}); expected a segmentation checkpoint from `tagseg train`")
+    path = resolve_checkpoint(ckpt, key=key)
+    state = load_checkpoint(path, kind=SEGMENTATION, map_location=device)
+    hparams = state["hyper_parameters"]
     classes = [int(c) for c in hparams["classes"]]
     net_cfg = {k: v for k, v in dict(hparams["network"]).items() if k != "out_channels"}
     network = instantiate(net_cfg, "model.network", image_size=int(hparams["image_size"]), out_channels=len(classes) + 1)
@@ -317,8 +302,8 @@ def load_segmenter(ckpt: str | Path, device: str = "cpu") -> Segmenter:
     others = [k for k in state["state_dict"] if not k.startswith(("net.", "loss_fn."))]
     result = network.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys or others:
-        raise ConfigError(f"ckpt: {path}: weights do not match the network rebuilt from its hyper-parameters; "
-                          f"missing {result.missing_keys[:10]}, unexpected {(result.unexpected_keys + others)[:10]}")
+        raise CheckpointError(f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
+                              f"missing {result.missing_keys[:10]}, unexpected {(result.unexpected_keys + others)[:10]}")
     return Segmenter(network=network.to(device).eval(), image_size=int(hparams["image_size"]), mean=float(hparams["mean"]),
                      std=float(hparams["std"]), labels=(0, *classes), device=str(device), source=str(path))
 
@@ -331,5 +316,6 @@ def load_segmenters(ckpt: Any, device: str = "cpu") -> Segmenter | Ensemble:
     return Ensemble([load_segmenter(p, device) for p in paths])
 
 
-__all__ = ["Ensemble", "Segmenter", "TTA_FLIPS", "find_checkpoint", "find_checkpoints", "load_segmenter", "load_segmenters",
+__all__ = ["Ensemble", "Segmenter", "TTA_FLIPS", "find_checkpoint", "find_checkpoints", "load_segmentation_module",
+           "load_segmenter", "load_segmenters",
            "resize_bilinear", "resize_nearest", "scale01", "segment_frames", "softmax"]
