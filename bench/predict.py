@@ -96,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from tagseg.stages.export import export_model, load_exported
     from tagseg.models.segmenter import load_segmenter
+    from tagseg.stages.export import export_model, load_exported
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tagseg.errors import ConfigError
+from tagseg.models.segmenter import load_segmenter
 from tagseg.stages.export import export_model, load_exported
 from tagseg.stages.predict import predict
-from tagseg.models.segmenter import load_segmenter
 
 
 def _scan(tmp_path):

@@ -12,16 +12,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from torch import nn
 
-from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from tagseg.contours import myocardial_contours
 from tagseg.data.scans import find_inputs, read_scan
-from tagseg.io.store import read_store, write_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store, write_store
 from tagseg.metrics import dice
-from tagseg.stages.predict import predict
 from tagseg.models.segmenter import Segmenter, resize_nearest
+from tagseg.stages.predict import predict
 
 SHAPE = (40, 56)  # rows, cols: not square, not the model size
 R_IN, R_OUT = 6.0, 11.0

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from tagseg.data.scans import find_inputs, read_scan
-from tagseg.stages.predict import predict
 from tagseg.models.segmenter import Segmenter
+from tagseg.stages.predict import predict
 
 ROWS, COLS, T = 40, 48, 3
 #: an oblique affine with shear (sform) and a different, rotation-only qform

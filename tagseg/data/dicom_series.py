@@ -18,9 +18,10 @@ as nibabel does (DICOM patient space is LPS: x and y are negated)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,9 +17,10 @@ model's mean / std. Class maps go back to each frame's own size by nearest neigh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ class Segmenter:
     device: str = "cpu"
     source: str = ""
 
-    def to(self, device: str) -> "Segmenter":
+    def to(self, device: str) -> Segmenter:
         """Run a torch network on ``device`` from now on."""
         self.device = str(device)
         if hasattr(self.network, "to") and not hasattr(self.network, "run"):
@@ -249,7 +250,7 @@ def find_checkpoints(spec: Any, key: str = "ckpt") -> list[Path]:
     return run_checkpoints(spec, key=key)
 
 
-def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt") -> tuple["SegmentationModule", Path]:
+def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt") -> tuple[SegmentationModule, Path]:
     """The :class:`SegmentationModule` of a ``tagseg train`` checkpoint, rebuilt from its
     hyper-parameters, weights loaded (strict), in eval mode (``tagseg evaluate``).
 

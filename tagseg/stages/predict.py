@@ -33,10 +33,25 @@ from typing import Any
 
 from tagseg.data.scans import Scan, ScanInput, find_inputs, read_scan
 from tagseg.errors import ConfigError, TagsegError
-from tagseg.stages.predict_outputs import (FAILED_FIELDS, POINT_FIELDS, PREDICTION_FIELDS, contours_of, point_rows,
-                                           prediction_rows, publish, scan_outputs, write_csv)
-from tagseg.models.segmenter import (Ensemble, Segmenter, find_checkpoint, find_checkpoints, load_segmenter,  # noqa: F401
-                                     load_segmenters)
+from tagseg.models.segmenter import (  # noqa: F401
+    Ensemble,
+    Segmenter,
+    find_checkpoint,
+    find_checkpoints,
+    load_segmenter,
+    load_segmenters,
+)
+from tagseg.stages.predict_outputs import (
+    FAILED_FIELDS,
+    POINT_FIELDS,
+    PREDICTION_FIELDS,
+    contours_of,
+    point_rows,
+    prediction_rows,
+    publish,
+    scan_outputs,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
