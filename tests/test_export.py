@@ -69,3 +69,25 @@ def test_exported_model_checks(onnx_model, tmp_path):
         load_exported(bad)
     with pytest.raises(ConfigError, match="format: expected one of"):
         export_model(tmp_path / "x.ckpt", "tflite", tmp_path / "o")
+
+
+def test_predict_stage_takes_model_on_the_command_line(onnx_model, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.cli import alias
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.predict import predict_scans
+
+    assert alias("predict", f"model={onnx_model}") == f"exported_model={onnx_model}"  # `model` is a config group
+    assert alias("train", "model=resnetvae") == "model=resnetvae"
+    scan = _scan(tmp_path)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("predict", overrides=[alias("predict", f"model={onnx_model}"), f"input={scan}", f"output={tmp_path / 'out'}",
+                                            f"paths.output_dir={tmp_path}", "overlays=false", "progress=false"])
+    report = predict_scans(cfg)
+    assert report.scans == ["scan"] and not report.failures and report.timings["images"] == 3
+    assert report.timing_line().startswith("time: ") and "ms/image" in report.timing_line()
+    with pytest.raises(ConfigError, match="pass exactly one"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            predict_scans(compose("predict", overrides=[f"exported_model={onnx_model}", f"ckpt={onnx_model}", f"input={scan}",
+                                                        f"paths.output_dir={tmp_path}"]))
