@@ -235,19 +235,15 @@ def find_checkpoint(path: str | Path, key: str = "ckpt") -> Path:
 
 
 def find_checkpoints(spec: Any, key: str = "ckpt") -> list[Path]:
-    """The checkpoints of ``ckpt=``: a file, a run folder, a list of either, or a sweep folder (one per run).
+    """The checkpoints of ``ckpt=``: a file, a run folder, a list of either, or a sweep folder (one per run)
+    (:func:`tagseg.io.checkpoints.run_checkpoints`).
 
     Raises:
         CheckpointError: a missing path, a run folder with several candidates, an empty list.
     """
-    from tagseg.io.checkpoints import resolve_checkpoint, run_checkpoints
+    from tagseg.io.checkpoints import run_checkpoints
 
-    if not isinstance(spec, (str, Path)) and hasattr(spec, "__iter__"):
-        paths = [resolve_checkpoint(p, key=key) for p in spec]
-        if not paths:
-            raise CheckpointError(f"{key}: an empty list; pass {key}=<file or run folder> or {key}=[a,b,c]")
-        return paths
-    return run_checkpoints(spec, key=key)
+    return run_checkpoints(spec if isinstance(spec, (str, Path)) else list(spec), key=key)
 
 
 def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt") -> tuple[SegmentationModule, Path]:
