@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -269,6 +270,8 @@ def test_dicom_seg_references_the_source_instances(tmp_path):
         assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "myocardium"
         referenced |= {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
     assert referenced == {pydicom.dcmread(str(p)).SOPInstanceUID for p in paths}
+    shutil.copy(tmp_path / "out" / "series_seg_t00.dcm", tmp_path / "series")  # a SEG next to its sources is not a scan
+    assert [i.name for i in find_inputs(tmp_path / "series")] == ["series"]
 
 
 # -- folders are batches -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """DICOM inputs of ``tagseg predict``: recognition by preamble, series grouping, patient geometry.
 
 A file is DICOM when bytes 128-131 read ``DICM`` (whatever its suffix). Single-frame files are
-grouped into series by ``SeriesInstanceUID``; a multi-frame file (``NumberOfFrames`` > 1, enhanced
+grouped into series by ``SeriesInstanceUID`` (segmentations, structured reports and other
+non-image objects are skipped); a multi-frame file (``NumberOfFrames`` > 1, enhanced
 with per-frame functional groups, or a legacy multi-frame file) is a series on its own.
 
 Every 2D plane of a series is placed by ``ImagePositionPatient`` (IPP), ``ImageOrientationPatient``
@@ -28,6 +29,9 @@ import numpy as np
 from tagseg.errors import DataError
 
 log = logging.getLogger(__name__)
+
+#: DICOM objects that are not images to segment (e.g. SEG files a previous prediction wrote)
+SKIPPED_MODALITIES = ("SEG", "SR", "RTSTRUCT", "PR", "KO")
 
 #: LPS (DICOM patient space) -> RAS (NIfTI / nibabel)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -111,6 +115,8 @@ def group_series(files: Sequence[Path], folder_name: str) -> list[DicomSeriesInp
         ds = _read_header(path)
         if ds is None:
             out.append(DicomSeriesInput(path.name, [path]))
+            continue
+        if str(getattr(ds, "Modality", "")) in SKIPPED_MODALITIES:
             continue
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             out.append(DicomSeriesInput(_stem(path), [path], multiframe=True))
