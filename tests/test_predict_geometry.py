@@ -334,3 +334,23 @@ def test_predict_command_exit_status_with_a_bad_scan(tmp_path, trained_ckpt):
     assert "time: start-up" in proc.stdout
     with open(tmp_path / "out" / "failed.csv") as fh:
         assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["b.nii.gz"]
+
+
+def test_legacy_multiframe_dicom_without_functional_groups(tmp_path):
+    movie = ring_movie()
+    iop = _orthonormal(IOP)
+    ds = _base("1.2.840.10008.5.1.4.1.1.4")
+    ds.SeriesInstanceUID, ds.InstanceNumber, ds.NumberOfFrames = "1.2.3.4.10", 1, T
+    ds.ImageOrientationPatient = [f"{v:.7f}" for v in iop]
+    ds.ImagePositionPatient = ["1.5", "-2.0", "33.0"]
+    ds.PixelSpacing, ds.SliceThickness = [str(SPACING[0]), str(SPACING[1])], "6"
+    ds.PixelData = movie[0].astype(np.uint16).tobytes()
+    ds.save_as(str(tmp_path / "cine"), enforce_file_format=True)  # no suffix
+    predict(segmenter(), tmp_path / "cine", tmp_path / "out", overlays=False, progress=False)
+    out = nib.load(str(tmp_path / "out" / "cine_mask.nii.gz"))
+    assert out.shape == (COLS, ROWS, T)
+    lps = np.eye(4)
+    normal = np.cross(iop[:3], iop[3:])
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = iop[:3] * SPACING[1], iop[3:] * SPACING[0], 6.0 * normal, (1.5, -2.0, 33.0)
+    np.testing.assert_allclose(out.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, atol=1e-4)
+    assert dice(np.asarray(out.dataobj) == 2, np.transpose(movie[0] > 500, (2, 1, 0))) > 0.85
