@@ -190,7 +190,7 @@ def dicom_seg(scan: Scan, labels: np.ndarray, path: Path) -> None:
     if vol.frame_numbers[0] is not None:
         if vol.n_times > 1:
             raise DataError(f"{scan.path}: dicom_seg: a multi-frame source with several time frames per position is not "
-                            "supported (a SEG holds one mask per position); the NIfTI mask was not affected")
+                            "supported (a SEG holds one mask per position); predict this scan without dicom_seg=true")
         pixels = np.zeros((int(sources[0].NumberOfFrames), *myo.shape[1:]), bool)
         for i, f in enumerate(vol.frame_numbers):
             pixels[int(f) - 1] = myo[i]
