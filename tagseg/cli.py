@@ -15,8 +15,13 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("tagseg.apps.train", "train / fine-tune a segmenter, or run a whole strategy (strategy=...)"),
     "evaluate": ("tagseg.apps.evaluate", "test a checkpoint on a store: per-image Dice / HD95 table + summary.json"),
     "predict": ("tagseg.apps.predict", "segment new tagged scans (masks, overlays, reference points)"),
+    "export": ("tagseg.apps.export", "a checkpoint as a deployable ONNX / torch.export model with a JSON sidecar"),
     "report": ("tagseg.apps.report", "tables and figures from runs and sweeps"),
 }
+
+#: stage -> {command-line key: config key}: ``tagseg predict model=<folder>`` names a key that is
+#: also a config group (``conf/model``, the training networks), so it is renamed before Hydra sees it
+ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "exported_model"}}
 
 USAGE = """usage: tagseg <stage> [key=value ...] [-m] [--help]
 
@@ -34,6 +39,13 @@ def usage() -> str:
     return USAGE.format(stages=rows)
 
 
+def alias(stage: str, arg: str) -> str:
+    """``key=value`` with ``key`` renamed by :data:`ALIASES` (other arguments unchanged)."""
+    key, sep, value = arg.partition("=")
+    renamed = ALIASES.get(stage, {}).get(key)
+    return f"{renamed}={value}" if sep and renamed else arg
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -46,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     # absolute project root for ${paths.*}, fixed before Hydra (and any launcher) changes process
     os.environ.setdefault("TAGSEG_ROOT", os.getcwd())
     module = importlib.import_module(STAGES[stage][0])
-    sys.argv = [f"tagseg-{stage}", *argv[1:]]
+    sys.argv = [f"tagseg-{stage}", *(alias(stage, arg) for arg in argv[1:])]
     module.main()
 
 

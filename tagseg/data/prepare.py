@@ -24,8 +24,8 @@ from tagseg.conventions import LABELS
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.data.store_spec import StoreSpec
-from tagseg.io.store import StoreWriter
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import StoreWriter
 
 log = logging.getLogger(__name__)
 

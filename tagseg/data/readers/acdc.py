@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from tagseg.data.readers.common import (
-    LABELS, check_label_values, check_same_shape, find_nifti, load_nifti, nifti_slice, nifti_spacing, require_dir,
+    LABELS,
+    check_label_values,
+    check_same_shape,
+    find_nifti,
+    load_nifti,
+    nifti_slice,
+    nifti_spacing,
+    require_dir,
 )
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError

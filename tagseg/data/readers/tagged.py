@@ -43,8 +43,19 @@ import h5py
 import numpy as np
 
 from tagseg.data.readers.common import (
-    MYO, NIFTI_SUFFIXES, check_label_values, check_same_shape, check_series, dicom_spacing, load_nifti, myocardium_mask,
-    nifti_has_spacing, nifti_spacing, nifti_stem, read_dicom, require_dir,
+    MYO,
+    NIFTI_SUFFIXES,
+    check_label_values,
+    check_same_shape,
+    check_series,
+    dicom_spacing,
+    load_nifti,
+    myocardium_mask,
+    nifti_has_spacing,
+    nifti_spacing,
+    nifti_stem,
+    read_dicom,
+    require_dir,
 )
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, DataError
