@@ -147,7 +147,7 @@ RULES: dict[str, Rule] = {
     "batch_size": COUNT,
     "n_points": Rule("int", low=3),
     "overlay_max_frames": Rule("int", low=0),
-    "split": Rule("str", choices=("train", "val", "test")),
+    "split": Rule("str", choices=("train", "val", "test", "all")),
     "physics.spacing_px": POSITIVE,
     "physics.flip_deg": Rule("number", low=0.0, high=180.0),
     "physics.*_jitter": NON_NEGATIVE,

@@ -180,7 +180,7 @@ def _config_cases() -> list[Case]:
         cfg("train-split-ratios", train("good", "datamodule.split_ratios=[0.5,0.5]"), "datamodule.split_ratios=[0.5,0.5]",
             r"^datamodule\.split_ratios: expected a list of 3 numbers"),
         cfg("evaluate-split-unknown", lambda bad, tmp: [*evaluate("good")(bad, tmp), "split=training"], "split=training",
-            r"^split: expected one of \['train', 'val', 'test'\], got 'training'"),
+            r"^split: expected one of \['train', 'val', 'test', 'all'\], got 'training'"),
         cfg("translate-seed-abc", translate("good", "seed=abc"), "seed=abc", r"^seed: expected an integer, got 'abc'",
             STORE_OUTPUTS),
         cfg("predict-batch-size-zero", predict("nan_store", "good", "batch_size=0"), "batch_size=0",
