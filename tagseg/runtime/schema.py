@@ -35,6 +35,7 @@ class Rule:
         null: ``null`` is allowed.
         length: the exact length of a ``numbers`` list.
         choices: the allowed values of a ``str``.
+        words: strings accepted besides the kind (e.g. ``auto`` for a size).
     """
 
     kind: str
@@ -44,6 +45,7 @@ class Rule:
     null: bool = False
     length: int | None = None
     choices: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
     def expected(self) -> str:
         what = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
@@ -57,11 +59,13 @@ class Rule:
             bounds.append(f"<= {self.high:g}")
         if bounds:
             what += (" (each " if self.kind == "numbers" else " ") + " and ".join(bounds) + (")" if self.kind == "numbers" else "")
-        return what + (" or null" if self.null else "")
+        return what + "".join(f" or {w!r}" for w in self.words) + (" or null" if self.null else "")
 
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.null
+        if isinstance(value, str) and value in self.words:
+            return True
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "str":
@@ -141,7 +145,7 @@ RULES: dict[str, Rule] = {
     "datamodule.augment.blur_sigma": Rule("numbers", low=0.0, length=2),
     "datamodule.augment.elastic_magnitude": Rule("numbers", low=0.0, length=2),
     # prepare / translate / predict / evaluate
-    "prepare.image_size": Rule("int", low=8, null=True),
+    "prepare.image_size": Rule("int", low=8, null=True, words=("auto",)),
     "prepare.spacing_mm": Rule("number", low=0.0, low_open=True, null=True),
     "prepare.split_ratios": Rule("numbers", low=0.0, length=3),
     "batch_size": COUNT,

@@ -10,7 +10,7 @@ branch (a strict xfail until that branch is merged).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ class Case:
     message: str
     forbidden: tuple[str, ...] = ()
     needs: str | None = None
-    extra: tuple[str, ...] = field(default=())
+    #: exit status and line prefix: 2 / "tagseg: error: " (refused), or predict's 1 / "tagseg: failed: "
+    #: (one scan of a batch failed: the others go on, the scan is listed in failed.csv)
+    status: int = 2
+    prefix: str = "tagseg: error: "
 
 
 def train(store: str, *overrides: str) -> Argv:
@@ -65,6 +68,9 @@ def prepare(kind: str, data: str, *overrides: str) -> Argv:
 
 
 PREDICT_OUTPUTS = ("pred/predictions.csv", "pred/reference_points.csv", "pred/*_pred.h5", "pred/*_mask.nii.gz")
+#: a scan that fails inside a batch: no mask or overlay of it (predict's tables and failed.csv are written)
+SCAN_OUTPUTS = ("pred/*_pred.h5", "pred/*_mask.nii.gz", "pred/*_overlay.png", "pred/*_points.json")
+SCAN_FAILED = {"status": 1, "prefix": "tagseg: failed: "}
 
 STORE_MESSAGES = {
     "nan": r"nan\.h5: /images row 5 \(subject s1, slice 0, frame 1\) holds nan",
@@ -110,21 +116,22 @@ def _store_cases() -> list[Case]:
 
 def _predict_cases() -> list[Case]:
     return [
-        Case("predict-store-nan", "predict", "nan.h5", predict("nan_store"), STORE_MESSAGES["nan"], PREDICT_OUTPUTS),
+        Case("predict-store-nan", "predict", "nan.h5", predict("nan_store"), STORE_MESSAGES["nan"], SCAN_OUTPUTS,
+             **SCAN_FAILED),
         Case("predict-store-unreadable", "predict", "unreadable.h5", predict("unreadable_store"),
-             STORE_MESSAGES["unreadable"], PREDICT_OUTPUTS),
+             STORE_MESSAGES["unreadable"], SCAN_OUTPUTS, **SCAN_FAILED),
         Case("predict-input-missing", "predict", "no_scans_here", predict("missing"), r"no_scans_here: input not found",
              PREDICT_OUTPUTS),
         Case("predict-input-empty-folder", "predict", "empty_folder/", predict("empty_folder"),
              r"empty_folder: no scan found", PREDICT_OUTPUTS),
         Case("predict-input-nan-nifti", "predict", "nan_scan.nii.gz", predict("nan_nifti"),
-             r"nan_scan\.nii\.gz: .*(NaN|nan)", PREDICT_OUTPUTS, needs="predict"),
+             r"nan_scan\.nii\.gz: .*(NaN|nan)", SCAN_OUTPUTS, **SCAN_FAILED),
         Case("predict-input-broken-nifti", "predict", "broken_scan.nii.gz", predict("bad_nifti"), r"broken_scan\.nii\.gz",
-             PREDICT_OUTPUTS),
+             SCAN_OUTPUTS, **SCAN_FAILED),
         Case("predict-input-1d-nifti", "predict", "line_scan.nii.gz", predict("one_d_nifti"), r"line_scan\.nii\.gz",
-             PREDICT_OUTPUTS),
+             SCAN_OUTPUTS, **SCAN_FAILED),
         Case("predict-input-text-file", "predict", "notes.txt", predict("text_file"), r"notes\.txt: unrecognised input",
-             PREDICT_OUTPUTS),
+             SCAN_OUTPUTS, **SCAN_FAILED),
     ]
 
 
@@ -186,7 +193,7 @@ def _config_cases() -> list[Case]:
         cfg("predict-batch-size-zero", predict("nan_store", "good", "batch_size=0"), "batch_size=0",
             r"^batch_size: expected an integer >= 1, got 0", PREDICT_OUTPUTS),
         cfg("prepare-image-size-abc", lambda bad, tmp: ["prepare", "prepare.image_size=abc", f"output={tmp / 'out.h5'}"],
-            "prepare.image_size=abc", r"^prepare\.image_size: expected an integer >= 8 or null, got 'abc'", STORE_OUTPUTS),
+            "prepare.image_size=abc", r"^prepare\.image_size: expected an integer >= 8 or 'auto' or null, got 'abc'", STORE_OUTPUTS),
     ]
 
 
@@ -197,7 +204,7 @@ def _raw_cases() -> list[Case]:
         Case("prepare-acdc-broken-label-file", "raw", "acdc *_gt.nii.gz not NIfTI",
              prepare("acdc_bad_nifti", "acdc", "strict=true"), r"_gt\.nii\.gz", STORE_OUTPUTS),
         Case("prepare-scd-frame-of-another-matrix", "raw", "scd series with one 20x18 frame",
-             prepare("scd_matrix", "scd", "strict=true"), r"IM-0004-0021\.dcm|SC-HF-I-1", STORE_OUTPUTS, needs="raw"),
+             prepare("scd_matrix", "scd", "strict=true"), r"IM-0004-0021\.dcm|SC-HF-I-1", STORE_OUTPUTS),
         Case("prepare-missing-root", "raw", "acdc root missing", prepare("missing_root", "acdc"), r"no_such_dataset",
              STORE_OUTPUTS),
         Case("prepare-verify-with-problems", "raw", "acdc ED == ES, verify=true",

@@ -8,6 +8,7 @@ predict inputs, and a run folder for ``tagseg report``. ``run_tagseg`` runs a co
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -218,6 +219,25 @@ def bad(tmp_path_factory, trained_ckpt) -> BadInputs:
                      report_run=build_report_run(d, trained_ckpt, stores["nan"], stores["good"]))
 
 
+def _logging_state() -> dict:
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
+
+
+def _restore_logging(state: dict) -> None:
+    for lg in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        if not isinstance(lg, logging.Logger):
+            continue
+        handlers, level, propagate, disabled = state.get(lg, ([], logging.NOTSET, True, False))
+        for h in lg.handlers[:]:
+            if h not in handlers:
+                lg.removeHandler(h)
+                h.close()
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
 @pytest.fixture
 def run_tagseg(tmp_path, monkeypatch, capsys) -> Callable[[list[str]], Result]:
     """Run ``tagseg <argv>`` in this process (its Hydra output under ``tmp_path``)."""
@@ -231,6 +251,7 @@ def run_tagseg(tmp_path, monkeypatch, capsys) -> Callable[[list[str]], Result]:
         from tagseg.cli import main
 
         GlobalHydra.instance().clear()
+        logging_state = _logging_state()
         argv = [*argv, f"hydra.run.dir={tmp_path / 'hydra'}"]
         capsys.readouterr()
         old = list(sys.argv)
@@ -247,6 +268,7 @@ def run_tagseg(tmp_path, monkeypatch, capsys) -> Callable[[list[str]], Result]:
         finally:
             sys.argv = old
             GlobalHydra.instance().clear()
+            _restore_logging(logging_state)  # Hydra's job logging would echo later tests' errors
         captured = capsys.readouterr()
         return Result(status, captured.out, captured.err)
 
@@ -266,7 +288,7 @@ def pytest_sessionfinish(session, exitstatus):
     target = os.environ.get("TAGSEG_CASE_TABLE")
     if not target or not _TABLE:
         return
-    lines = ["| case | input | command | message |", "|---|---|---|---|"]
+    lines = ["| case | input | command | exit: message |", "|---|---|---|---|"]
     for case, argv, message in sorted(_TABLE, key=lambda r: r[0].id):
         command = " ".join(["tagseg", *argv])
         lines.append(f"| {case.id} | {case.input} | `{command}` | {message.replace('|', '/')} |")
