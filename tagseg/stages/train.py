@@ -23,7 +23,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.io.store import check_store
@@ -34,6 +34,7 @@ from tagseg.models.segmentation import SegmentationModule, plain
 from tagseg.runtime.ddp import single_process_env
 from tagseg.runtime.console import print_config_tree
 from tagseg.runtime.task import finish_wandb
+from tagseg.runtime.wandb_run import apply_identity, define_metrics, flat_config
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,14 @@ def evaluate_module(trainer: L.Trainer, model: SegmentationModule, run_dir: str 
     Raises:
         ConfigError: nothing was tested (empty split).
     """
+    from tagseg.callbacks import TestExamples
+    from tagseg.stages.dashboard import OVERLAYS, log_test, wandb_runs
+
+    trainer.callbacks.append(TestExamples(str(Path(run_dir) / OVERLAYS)))
     trainer.test(model, **test_kwargs)
     metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
+    for run in wandb_runs(trainer.loggers):
+        log_test(run, run_dir, summary)
     return {"summary": summary, "summary_path": summary_path, "metrics_path": metrics_path}
 
 
@@ -294,6 +301,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     stores = check_inputs(cfg)
     L.seed_everything(cfg.get("seed", 0), workers=True)
+    apply_identity(cfg)
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
     model: SegmentationModule = instantiate(cfg.model, "model")
@@ -303,8 +311,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    from tagseg.stages.dashboard import best_validation, wandb_runs
+
+    hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
     for lg in loggers:
-        lg.log_hyperparams({"config": plain(cfg), "slices": datamodule.split_counts(), "stores": [str(s) for s in stores]})
+        if isinstance(lg, WandbLogger):  # flat keys: W&B filters and groups on them
+            define_metrics(lg.experiment)
+            lg.experiment.config.update({**flat_config(cfg), **hparams}, allow_val_change=True)
+        else:
+            lg.log_hyperparams({"config": plain(cfg), **hparams})
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
@@ -320,8 +335,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": global_step,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
     }
+    best_val = best_validation(run_dir) if trainer.is_global_zero else {}
+    result["metrics"].update(best_val)
+    for run in wandb_runs(loggers) if trainer.is_global_zero else []:
+        run.summary.update(best_val)
     if cfg.get("test", True) and trainer.is_global_zero:
-        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
+        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test",
+                 "epochs": epochs, "global_step": global_step, **{k.replace("/", "_"): v for k, v in best_val.items()}}
         test = dict(datamodule=datamodule, ckpt_path=best, weights_only=False)
         if trainer.world_size == 1:
             result.update(evaluate_module(trainer, model, run_dir, extra, **test))
@@ -330,11 +350,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 tester = one_device_trainer(cfg.trainer, logger=_test_loggers(loggers),
                                             callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
                 result.update(evaluate_module(tester, model, run_dir, extra, **test))
+    if trainer.is_global_zero and wandb_runs(loggers) and OmegaConf.select(cfg, "artifacts.stores", default=False):
+        from tagseg.stages.dashboard import log_artifacts, store_key
+
+        for run in wandb_runs(loggers):
+            log_artifacts(run, stores={str(s): (s, store_key(s)) for s in stores})
     return result
+
+
+def cell_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers a sweep may optimise (``optimized_metric``): ``test/dice``, ``test/hd95_mm`` (means),
+    ``val/dice_best``, ``val/dice_best_epoch``; only those the run produced."""
+    out = {k: float(v) for k, v in (result.get("metrics") or {}).items() if k.startswith("val/dice_best")}
+    summary = result.get("summary")
+    if summary:
+        out.update({"test/dice": float(summary["dice_mean"]), "test/hd95_mm": float(summary["hd95_mm_mean"])})
+    return out
 
 
 
 __all__ = [
+    "cell_metrics",
     "check_inputs",
     "evaluate_module",
     "fit_progress",
