@@ -274,6 +274,16 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
         print_config_tree(cfg, save_to=run_dir / "config_tree.log")
 
 
+def progress_bar_setting(trainer_cfg: Mapping[str, Any], callbacks: Sequence[Any]) -> dict[str, bool]:
+    """``enable_progress_bar`` follows the callbacks (``callbacks=minimal`` has no progress bar, so Lightning
+    must not add its default one), unless the trainer config sets it."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    if trainer_cfg.get("enable_progress_bar") is not None:
+        return {}
+    return {"enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks)}
+
+
 def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
@@ -310,7 +320,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
+                                     **progress_bar_setting(cfg.trainer, callbacks))
     from tagseg.stages.dashboard import best_validation, wandb_runs
 
     hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
