@@ -67,6 +67,22 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
-def offline_runs(folder: str | Path) -> list[dict[str, Any]]:
-    """Every offline run below ``folder`` (``**/wandb/offline-run-*``), read with :func:`read_run`."""
-    return [read_run(d) for d in sorted(Path(folder).glob("**/wandb/offline-run-*")) if list(d.glob("run-*.wandb"))]
+def offline_runs(folder: str | Path, wait_s: float = 15.0) -> list[dict[str, Any]]:
+    """Every offline run below ``folder`` (``**/wandb/offline-run-*``), read with :func:`read_run`.
+
+    W&B's writer process may still be flushing a run file just after ``finish()``: a run whose file
+    has no ``run`` record yet is read again (for up to ``wait_s`` seconds).
+    """
+    import time
+
+    runs = []
+    for d in sorted(Path(folder).glob("**/wandb/offline-run-*")):
+        if not list(d.glob("run-*.wandb")):
+            continue
+        deadline = time.monotonic() + wait_s
+        run = read_run(d)
+        while "name" not in run and time.monotonic() < deadline:
+            time.sleep(0.5)
+            run = read_run(d)
+        runs.append(run)
+    return runs

@@ -31,7 +31,7 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def test_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+def summary_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Flat W&B summary keys of a test ``summary.json``: ``test/dice`` (mean), ``test/dice_std``,
     ``test/dice_median``, the same for ``hd95_mm``, ``test/n_images``, and per group / frame
     ``test/group/<g>/dice`` ... ``test/frame/<f>/hd95_mm``."""
@@ -90,7 +90,7 @@ def validation_curves(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def test_table(test_dir: str | Path, n_images: int = N_TABLE_IMAGES) -> Any:
+def images_table(test_dir: str | Path, n_images: int = N_TABLE_IMAGES) -> Any:
     """A ``wandb.Table`` of the per-image test rows (``test_metrics.csv``), with the overlay image
     (``overlays/<index>.png``) of the rows that have one (the first ``n_images``)."""
     import wandb
@@ -115,9 +115,9 @@ def log_test(run: Any, test_dir: str | Path, summary: Mapping[str, Any] | None =
     test_dir = Path(test_dir)
     if summary is None:
         summary = json.loads((test_dir / "summary.json").read_text())
-    run.summary.update(test_metrics(summary))
+    run.summary.update(summary_metrics(summary))
     if (test_dir / "test_metrics.csv").exists():
-        run.log({"test/images": test_table(test_dir)})
+        run.log({"test/images": images_table(test_dir)})
 
 
 def wandb_runs(loggers: Iterable[Any]) -> list[Any]:
@@ -239,5 +239,5 @@ def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: 
         run.finish()
 
 
-__all__ = ["best_validation", "log_artifacts", "log_cell_run", "log_sweep", "log_test", "store_key", "test_metrics",
-           "test_table", "validation_curves", "wandb_runs"]
+__all__ = ["best_validation", "log_artifacts", "log_cell_run", "log_sweep", "log_test", "store_key", "summary_metrics",
+           "images_table", "validation_curves", "wandb_runs"]
