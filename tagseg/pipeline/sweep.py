@@ -170,8 +170,9 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             return "nan" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
         return str(v)
 
-    cols = ("job", "overrides", "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
-            "test_hd95_mm_std", "epochs", "wall_s")
+    keys = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "override_list"]
+    cols = ("job", *(keys or ["overrides"]), "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
+            "test_hd95_mm_std", "val_dice_best", "epochs", "wall_s")
     cells = [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
