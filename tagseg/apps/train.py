@@ -7,13 +7,13 @@ from omegaconf import DictConfig
 
 from tagseg.pipeline.objective import objective_value
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.runtime.console import print_summary
 from tagseg.stages.train import cell_metrics, train
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> float:
     """Returns ``optimized_metric`` of the cell (what a sweeper optimises); the sweep table reads the rest
     from the run folder."""

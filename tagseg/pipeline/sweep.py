@@ -7,7 +7,7 @@ SLURM node). When the sweep ends, :class:`SweepSummary.on_multirun_end` gathers 
 as ``failed``. ``python -m tagseg.pipeline.sweep <sweep dir>`` rebuilds the summary by hand, e.g.
 after a SLURM sweep whose launcher was interrupted.
 
-A failing cell does not stop the sweep: in multirun mode :func:`tagseg.runtime.task.user_errors`
+A failing cell does not stop the sweep: in multirun mode :func:`tagseg.runtime.task.task_wrapper`
 turns its exception into a ``{"status": "failed", "error": ...}`` return value, recorded here.
 The command then exits with status 1 after writing the summary, so scripts notice.
 """
@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
 def _run_summary(run_dir: Path) -> dict[str, Any]:
     """The metrics a cell left in its folder: a strategy cell's ``strategy.json``, a plain ``tagseg train``
     cell's ``summary.json`` (test metrics, epochs, best validation Dice)."""
-    strategy = run_dir / "strategy.json"
+    strategy = run_dir / STRATEGY_FILE
     if strategy.exists():
         return json.loads(strategy.read_text())
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     if not path.exists():
         return {}
     found = json.loads(path.read_text())
