@@ -141,7 +141,7 @@ def apply_identity(cfg: DictConfig) -> None:
             node.name = run_name(Path(str(OmegaConf.select(cfg, "paths.output_dir", default="run"))).name)
         if node.get("group") is None:
             node.group = group_name(cfg)
-        node.tags = run_tags(cfg)
+        node.tags = list(dict.fromkeys([*(str(t) for t in (node.get("tags") or [])), *run_tags(cfg)]))
 
 
 def define_metrics(run: Any) -> None:
