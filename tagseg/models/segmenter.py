@@ -89,7 +89,7 @@ class Segmenter:
 
 
 def load_segmentation_module(ckpt: str | Path, map_location: str | torch.device = "cpu",
-                             key: str = "ckpt") -> tuple["SegmentationModule", Path]:
+                             key: str = "ckpt") -> tuple[SegmentationModule, Path]:
     """The :class:`SegmentationModule` of a ``tagseg train`` checkpoint, rebuilt from its
     hyper-parameters, weights loaded (strict), in eval mode.
 
