@@ -3,22 +3,20 @@ the sweep table and figure, the Optuna trial values, callbacks=minimal."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
+from wandb_files import offline_runs
 
 from tagseg.pipeline.optuna_sweeper import trial_value
 from tagseg.report.sweep import plot_sweep, sweep_markdown, swept_columns
 from tagseg.runtime.wandb_run import flatten, short_key
 from tagseg.stages.dashboard import best_validation, log_cell_run, summary_metrics
 from tagseg.stages.train import write_test_results
-from wandb_files import offline_runs
 
 ROWS = [{"index": i, "subject": f"s{i // 2}", "slice": 0, "frame": i % 2, "group": "control" if i < 2 else "dmd",
          "dice": 0.5 + 0.1 * i, "hd95_mm": 10.0 - i} for i in range(4)]

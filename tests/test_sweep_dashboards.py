@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from wandb_files import offline_runs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
 import pytest
-from types import SimpleNamespace
 
 from tagseg.data.datamodule import SliceDataModule
 from tagseg.models.segmentation import SegmentationModule

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK = 32768
 HEADER = 7  # checksum (4), length (2), type (1)

@@ -7,8 +7,8 @@ from omegaconf import DictConfig
 
 from tagseg.pipeline.objective import objective_value
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import task_wrapper
 from tagseg.runtime.console import print_summary
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.train import cell_metrics, train
 
 

@@ -16,7 +16,7 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import optuna
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
@@ -53,7 +53,7 @@ def _sqlite_folder(storage: Any) -> None:
 class TagsegOptunaSweeperImpl(OptunaSweeperImpl):
     """The plugin's implementation with a sweep loop that records failed trials and resumes studies."""
 
-    def sweep(self, arguments: List[str]) -> None:
+    def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
         self._process_searchspace_config()
         params_conf = self._parse_sweeper_params_config()

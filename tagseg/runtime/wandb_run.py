@@ -6,8 +6,9 @@ Used by every stage that logs to W&B (``logger=wandb``): a plain ``tagseg train`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 

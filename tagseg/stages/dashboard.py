@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
