@@ -118,3 +118,18 @@ def test_minimal_callbacks_keep_the_lr_monitor_and_draw_no_progress_bar(tmp_path
     assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
     default = instantiate_group(compose("train", ["callbacks=default", f"paths.output_dir={tmp_path}"]).callbacks, "callbacks")
     assert progress_bar_setting(cfg.trainer, default) == {"enable_progress_bar": True}
+
+
+def test_report_on_a_sweep_folder_writes_the_sweep_table_and_figure(tmp_path):
+    from tagseg.stages.report import report
+
+    sweep = tmp_path / "sweep"
+    for job, gamma in enumerate(("0", "0.1")):
+        write_test_results(ROWS, sweep / str(job))
+    pd.DataFrame([{"job": j, "loss.gamma": g, "overrides": f"loss.gamma={g}", "status": "ok", "error": None,
+                   "test_dice_mean": 0.65, "test_dice_std": 0.1, "test_hd95_mm_mean": 8.5, "test_hd95_mm_std": 1.3,
+                   "val_dice_best": 0.6, "val_dice_best_epoch": 2, "epochs": 3, "wall_s": 1.0, "run_dir": str(sweep / str(j))}
+                  for j, g in enumerate(("0", "0.1"))]).to_csv(sweep / "summary.csv", index=False)
+    paths, figures = report(OmegaConf.create({"path": str(sweep), "output": None, "examples": False}))
+    assert paths["sweep_md"].read_text().splitlines()[0] == "| loss.gamma | Dice | HD95 (mm) | best val Dice | epochs |"
+    assert sweep / "report" / "sweep.png" in figures
