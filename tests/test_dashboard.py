@@ -133,3 +133,22 @@ def test_report_on_a_sweep_folder_writes_the_sweep_table_and_figure(tmp_path):
     paths, figures = report(OmegaConf.create({"path": str(sweep), "output": None, "examples": False}))
     assert paths["sweep_md"].read_text().splitlines()[0] == "| loss.gamma | Dice | HD95 (mm) | best val Dice | epochs |"
     assert sweep / "report" / "sweep.png" in figures
+
+
+def test_checkpoint_artifact_named_by_its_cache_key(tmp_path, monkeypatch):
+    import wandb
+
+    from tagseg.stages.dashboard import log_artifacts
+    from wandb_files import records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "best.ckpt").write_bytes(b"weights")
+    (tmp_path / "store.h5").write_bytes(b"slices")
+    run = wandb.init(project="tagseg", dir=str(tmp_path), reinit="finish_previous")
+    log_artifacts(run, checkpoint=tmp_path / "best.ckpt", checkpoint_key="abc123",
+                  stores={"prepare[phantom_tagged]": (tmp_path / "store.h5", "k1")})
+    run.finish()
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    arts = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"]
+    assert [(a.name, a.type) for a in arts] == [("model-abc123", "model")]

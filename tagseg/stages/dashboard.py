@@ -159,9 +159,13 @@ def log_artifacts(run: Any, *, checkpoint: str | Path | None = None, checkpoint_
 
     for label, (path, key) in (stores or {}).items():
         name = f"store-{key or Path(path).stem}"
+        run.summary[f"artifacts/{label}"] = name
         art = wandb.Artifact(name, type="dataset", metadata={"label": label, "path": str(path), "key": key})
         art.add_reference(Path(path).resolve().as_uri(), name=Path(path).name, checksum=False)
-        run.use_artifact(art)
+        try:
+            run.use_artifact(art)
+        except TypeError as exc:  # offline runs cannot record inputs (wandb: "Cannot use artifact ...")
+            log.warning("store artifact %s not linked: %s (the name is in the run summary)", name, exc)
     if checkpoint is not None and Path(checkpoint).exists():
         name = f"model-{checkpoint_key or run.id}"
         art = wandb.Artifact(name, type="model", metadata={"path": str(checkpoint), "key": checkpoint_key})
