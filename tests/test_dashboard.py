@@ -137,9 +137,9 @@ def test_report_on_a_sweep_folder_writes_the_sweep_table_and_figure(tmp_path):
 
 def test_checkpoint_artifact_named_by_its_cache_key(tmp_path, monkeypatch):
     import wandb
+    from wandb_files import records
 
     from tagseg.stages.dashboard import log_artifacts
-    from wandb_files import records
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
