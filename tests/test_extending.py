@@ -80,7 +80,7 @@ def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_s
     assert result.global_step == 1 and result.last_ckpt is not None
     assert type(NETWORKS["tiny_fcn"].cls).__name__ == "type" and NETWORKS["tiny_fcn"].cls.__name__ == "TinyFCN"
     segmenter = load_segmenter(result.last_ckpt)  # the checkpoint names the network; loading rebuilds it
-    assert type(segmenter.network.net).__name__ == "TinyFCN" and segmenter.image_size == 30
+    assert type(segmenter.network).__name__ == "TinyFCN" and segmenter.image_size == 30  # the bare network, no Lightning
     labels = segmenter.segment(np.random.default_rng(0).random((2, 40, 36)).astype(np.float32))
     assert labels.shape == (2, 40, 36) and set(np.unique(labels)) <= {0, 2}
 

@@ -19,9 +19,10 @@ batches are augmented (MONAI, see :mod:`tagseg.data.transforms`); val / test bat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -31,12 +32,11 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from tagseg.conventions import LV, MYO, RV
+from tagseg.conventions import LV, MYO, NORM_MEAN, NORM_STD, RV
 from tagseg.data.splits import SPLITS, split_column
-from tagseg.io.store import read_store
-from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.data.transforms import AugmentConfig, build_augmentation, normalise
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import read_store
 from tagseg.metrics import shape_information_batch
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,8 @@ class SliceDataModule(L.LightningDataModule):
             rows = np.flatnonzero(self.data.split == split)
             self.datasets[split] = SliceDataset(self.data, rows, augment if split == "train" else None, self.mean, self.std)
         where = ", ".join(self.stores)
-        for split in ("train", "val"):
+        # fitting needs train and val slices; testing one split (an external, test-only store) does not
+        for split in ("train", "val") if stage in (None, "fit", "validate") else ():
             if len(self.datasets[split]) == 0:
                 raise DataError(f"{where}: no '{split}' slices (split column / subject split gives {self.split_counts()})")
         log.info("slices per split: %s", self.split_counts())
@@ -324,16 +325,22 @@ class SliceDataModule(L.LightningDataModule):
         )
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``).
+        """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``), or over
+        every slice of the stores (``split=all``: a whole new cohort).
 
         Raises:
             ConfigError: unknown split.
+            DataError: the split holds no slice.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"split: expected one of {list(SPLITS)}, got '{split}'")
-        ds = self.datasets[split]
+        if split not in (*SPLITS, "all"):
+            raise ConfigError(f"split: expected one of {[*SPLITS, 'all']}, got '{split}'")
+        if split == "all":
+            ds = SliceDataset(self.data, np.arange(len(self.data)), None, self.mean, self.std)
+        else:
+            ds = self.datasets[split]
         if len(ds) == 0:
-            raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate")
+            raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate (slices per split: "
+                            f"{self.split_counts()}; split=all evaluates every slice)")
         plain_ds = SliceDataset(ds.data, ds.rows, None, self.mean, self.std)
         return DataLoader(plain_ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory)
 

@@ -93,29 +93,27 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 # --------------------------------------------------------------------------- stages
 
-def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str) -> Stage:
+def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_node: Any = None) -> Stage:
     """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
-    size and modification time); otherwise the dataset is prepared into the cache."""
+    size and modification time); otherwise the dataset is prepared into the cache with the one store
+    specification (``spec_node``, the run's ``prepare`` node), as ``tagseg prepare`` would."""
     store = Path(str(data_cfg.store)) if data_cfg.get("store") else None
     if store is not None and store.exists() and strategy.get("use_existing_stores", True):
         stat = store.stat()
         config = {"path": str(store.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return Stage("store", label, config, lambda out, inputs: {"store": store})
 
-    from tagseg.data.prepare import prepare_store
+    from tagseg.data.prepare import build_store
+    from tagseg.data.store_spec import StoreSpec
 
-    config = {"data": plain(data_cfg, ["store"]), "seed": int(strategy.prepare.seed),
-              "split_ratios": list(strategy.prepare.split_ratios)}
+    spec = StoreSpec.from_config(spec_node, data_cfg)
+    config = {"data": plain(data_cfg, ["store"]), "spec": spec.as_dict()}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.runtime.config import instantiate
-
-        source = instantiate(data_cfg, label)
-        report = prepare_store(source, out / STORE, seed=config["seed"], split_ratios=config["split_ratios"],
-                               image_size=data_cfg.get("image_size"),
-                               attrs={"config": json.dumps(config, default=str)})
+        report = build_store(data_cfg, out / STORE, spec, attrs={"config": json.dumps(config, default=str)})
         print(report.table())
-        return {"store": out / STORE, "n_slices": report.n_slices}
+        print(report.table1())
+        return {"store": out / STORE, "n_slices": report.n_slices, "n_skipped": len(report.skipped)}
 
     return Stage("prepare", label, config, compute)
 
@@ -312,7 +310,7 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
                           "(a new source: strategy.translate.<name>=[method=...])")
     stages: list[Stage] = []
     tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
-    stages.append(store_stage(cfg.data, strategy, tagged))
+    stages.append(store_stage(cfg.data, strategy, tagged, cfg.get("prepare")))
     cine = gan = None
     if chain:
         if strategy.get("source") is None:
@@ -320,7 +318,7 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
         cine = f"prepare[{strategy.source.get('name', 'cine')}]"
         if cine == tagged:
             cine = f"{cine}#source"
-        stages.append(store_stage(strategy.source, strategy, cine))
+        stages.append(store_stage(strategy.source, strategy, cine, cfg.get("prepare")))
     if any(needs_cyclegan(sources[src]) for src in chain):
         gan = "cyclegan"
         stages.append(cyclegan_stage(cfg, cine, tagged))

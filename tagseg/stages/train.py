@@ -87,8 +87,9 @@ def checked_stores(cfg: DictConfig) -> list[Path]:
     for store in stores:
         if not store.exists() and data_store is not None and str(store) == str(data_store):
             from tagseg.data.prepare import ensure_store
+            from tagseg.data.store_spec import StoreSpec
 
-            ensure_store(cfg.data, seed=cfg.get("seed", 0))
+            ensure_store(cfg.data, StoreSpec.from_config(cfg.get("prepare"), cfg.data))
         check_store(store)
     return stores
 

@@ -10,15 +10,27 @@ subjects (ids ``phantom-000``) in both modalities.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from tagseg.data.phantom.anatomy import (
-    TISSUE_INDEX, SliceAnatomy, label_map, sample_subject, slice_anatomy, tissue_fractions,
+    TISSUE_INDEX,
+    SliceAnatomy,
+    label_map,
+    sample_subject,
+    slice_anatomy,
+    tissue_fractions,
 )
 from tagseg.data.phantom.imaging import (
-    CINE_SIGNAL, TAGGED_SIGNAL, TagParams, add_rician_noise, cine_signal, coil_shading, tagged_signal,
+    CINE_SIGNAL,
+    TAGGED_SIGNAL,
+    TagParams,
+    add_rician_noise,
+    cine_signal,
+    coil_shading,
+    tagged_signal,
 )
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
 from tagseg.data.records import SliceRecord
