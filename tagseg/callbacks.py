@@ -131,9 +131,15 @@ class ResumedMetrics(L.Callback):
                 self.rows = list(csv.DictReader(fh))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        done = trainer.current_epoch  # epochs restored from the checkpoint
-        keep = [{k: v for k, v in row.items() if v not in ("", None)} for row in self.rows
-                if row.get("epoch") not in (None, "") and float(row["epoch"]) < done]
+        done, steps = trainer.current_epoch, trainer.global_step  # restored from the checkpoint
+
+        def before(row: dict[str, str]) -> bool:
+            # rows of an epoch by their epoch; rows without one (e.g. the learning rate at an epoch's start) by step
+            if row.get("epoch") not in (None, ""):
+                return float(row["epoch"]) < done
+            return row.get("step") not in (None, "") and float(row["step"]) < steps
+
+        keep = [{k: v for k, v in row.items() if v not in ("", None)} for row in self.rows if before(row)]
         for lg in trainer.loggers:
             if isinstance(lg, CSVLogger) and keep:
                 lg.experiment.metrics[:0] = keep
