@@ -101,3 +101,66 @@ def test_preset_with_explicit_overrides():
     assert spec["snr"] == (8.0, 9.0)
     assert spec["tag_angle_deg"] == tuple(PRESETS["wide"]["tag_angle_deg"])
     assert parse_randomise(None) == {} and parse_randomise({}) == {}
+
+
+# -- shifted test sets ------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from tagseg.data.shifts import check_shifts, shift_data_config, shift_names  # noqa: E402
+
+TAGGED = {"_target_": "tagseg.data.phantom.PhantomSource", "name": "phantom_tagged", "modality": "tagged",
+          "store": "/x/phantom_tagged.h5", "image_size": 64, "fov_mm": 128.0, "n_subjects": 16, "n_frames": 8,
+          "randomise": "wide"}
+
+
+def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
+    assert set(shift_names()) >= {"tag_angle", "pixel_size", "low_snr", "anatomy", "scanner"}
+    for name in shift_names():
+        cfg = shift_data_config(OmegaConf.create(TAGGED), name, 2)
+        assert cfg.n_subjects == 2 and cfg.store is None and cfg.name == f"shift_{name}"
+        src = PhantomSource(**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"})
+        assert src.image_size == 64  # the training geometry
+        assert src.randomise != parse_randomise("wide")  # the training randomisation is not carried over
+        fixed = small(n_subjects=1)  # the same geometry, subjects and seed, unshifted
+        assert digest(PhantomSource(**{**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"},
+                                       "n_subjects": 1, "n_slices": 2, "n_frames": 4}), 5) != digest(fixed)
+
+
+def test_unknown_shift_and_non_phantom_data_are_clear_errors():
+    with pytest.raises(ConfigError, match="shifts: unknown shifted test set 'tag_angel'"):
+        check_shifts(["tag_angel"])
+    assert check_shifts("all") == shift_names() and check_shifts(None) == []
+    with pytest.raises(ConfigError, match="shifts: shifted test sets are phantom variants"):
+        shift_data_config(OmegaConf.create({"_target_": "tagseg.data.readers.tagged.TaggedSource"}), "tag_angle", 2)
+
+
+def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckpt):
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.data.prepare import prepare_store
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.evaluate import evaluate
+
+    store = tmp_path / "tagged.h5"
+    prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
+    overrides = [f"ckpt={trained_ckpt}", f"paths.output_dir={tmp_path / 'eval'}", f"data.store={store}",
+                 "data.image_size=64", "data.fov_mm=128", "data.n_frames=2", "data.n_slices=1",
+                 "shifts=[tag_angle,low_snr]", "shift_subjects=1", f"shift_dir={tmp_path / 'shift'}",
+                 "datamodule.num_workers=0", "trainer=cpu", "trainer.enable_model_summary=false", "logger=csv"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    result = evaluate(cfg)
+    table = pd.read_csv(result["shifts"])
+    assert list(table["test_set"]) == ["test", "tag_angle", "low_snr"]
+    assert list(table["n_images"]) == [2, 2, 2]
+    for name in ("tag_angle", "low_snr"):
+        assert (tmp_path / "eval" / "shift" / name / "test_metrics.csv").exists()
+    stores = sorted(Path(tmp_path / "shift").glob("*.h5"))
+    assert len(stores) == 2
+    before = [p.stat().st_mtime_ns for p in stores]
+    evaluate(cfg)  # prepared once, reused
+    assert [p.stat().st_mtime_ns for p in stores] == before
