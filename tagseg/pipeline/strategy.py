@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift_data_config
 from tagseg.errors import ConfigError
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
 from tagseg.runtime.ddp import global_rank, single_process_env, world_size
@@ -91,9 +92,11 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 # --------------------------------------------------------------------------- stages
 
-def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str) -> Stage:
+def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, seed: int | None = None,
+                split_ratios: Sequence[float] | None = None) -> Stage:
     """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
-    size and modification time); otherwise the dataset is prepared into the cache."""
+    size and modification time); otherwise the dataset is prepared into the cache (with
+    ``strategy.prepare``'s seed and split ratios unless given)."""
     store = Path(str(data_cfg.store)) if data_cfg.get("store") else None
     if store is not None and store.exists() and strategy.get("use_existing_stores", True):
         stat = store.stat()
@@ -102,8 +105,11 @@ def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str) -> Stage
 
     from tagseg.data.prepare import prepare_store
 
-    config = {"data": plain(data_cfg, ["store"]), "seed": int(strategy.prepare.seed),
-              "split_ratios": list(strategy.prepare.split_ratios)}
+    data = plain(data_cfg, ["store"])
+    if data.get("randomise", "") is None:
+        data.pop("randomise")  # the fixed phantom keeps the cache keys it had before randomisation existed
+    config = {"data": data, "seed": int(strategy.prepare.seed if seed is None else seed),
+              "split_ratios": list(strategy.prepare.split_ratios if split_ratios is None else split_ratios)}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
         from tagseg.runtime.config import instantiate
@@ -216,8 +222,9 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
 
-def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
-    """Test the fine-tuned best checkpoint on the tagged store's test split, on one device."""
+def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") -> Stage:
+    """Test the fine-tuned best checkpoint on ``store``'s test split (the tagged store's, or a
+    shifted set's), on one device."""
     config = {"split": "test"}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
@@ -245,7 +252,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
         return {"summary": result["summary"], "summary_path": result["summary_path"],
                 "metrics_path": result["metrics_path"]}
 
-    return Stage("test", "test", config, compute, needs=(store, finetune))
+    return Stage("test", label, config, compute, needs=(store, finetune))
 
 
 def _wandb_identity(stage_cfg: DictConfig, cfg: DictConfig, label: str) -> None:
@@ -310,7 +317,9 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
         cine = f"prepare[{strategy.source.get('name', 'cine')}]"
         if cine == tagged:
             cine = f"{cine}#source"
-        stages.append(store_stage(strategy.source, strategy, cine))
+        source_ratios = strategy.prepare.get("source_split_ratios")
+        stages.append(store_stage(strategy.source, strategy, cine,
+                                  split_ratios=list(source_ratios) if source_ratios is not None else None))
     if "cyclegan" in chain:
         gan = "cyclegan"
         stages.append(cyclegan_stage(cfg, cine, tagged))
@@ -326,11 +335,20 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     for i, src in enumerate(chain):
         label = f"pretrain[{'>'.join(chain[: i + 1])}]"
         run_cfg = training_config(cfg, strategy.source, strategy.get("pretrain"))
+        with open_dict(run_cfg):
+            # the labelled tagged subjects limit the fine-tuning only: a pretraining is shared across n
+            run_cfg.datamodule.n_train_subjects = None
         stages.append(train_stage(cfg, "pretrain", label, run_cfg, source_store[src], init))
         init = label
     run_cfg = training_config(cfg, cfg.data, strategy.get("finetune"))
     stages.append(train_stage(cfg, "finetune", "finetune", run_cfg, tagged, init))
     stages.append(test_stage(cfg, tagged, "finetune"))
+    for name in check_shifts(strategy.get("shifts")):
+        data_cfg = shift_data_config(cfg.data, name, int(strategy.get("shift_subjects", 8)))
+        shifted = f"prepare[shift_{name}]"
+        stages.append(store_stage(data_cfg, strategy, shifted, seed=int(strategy.prepare.seed) + SHIFT_SEED_OFFSET,
+                                  split_ratios=TEST_ONLY))
+        stages.append(test_stage(cfg, shifted, "finetune", label=f"test[{name}]"))
     return stages
 
 
@@ -353,9 +371,16 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     results = run_stages(stages, cache)
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
+    tests = {label: r for label, r in results.items() if r.kind == "test"}
     record = {
         "status": "ok",
         "strategy": str(cfg.strategy.name),
+        "seed": int(cfg.get("seed", 0)),
+        "n_train_subjects": OmegaConf.select(cfg, "datamodule.n_train_subjects"),
+        # every test set: "test" (the tagged test split) and "test[<shift>]"
+        "tests": {("test" if label == "test" else label[5:-1]): {
+            "dice_mean": r.outputs["summary"]["dice_mean"], "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
+            "metrics_path": str(r.outputs["metrics_path"])} for label, r in tests.items()},
         "test_dice_mean": summary["dice_mean"], "test_dice_std": summary["dice_std"],
         "test_hd95_mm_mean": summary["hd95_mm_mean"], "test_hd95_mm_std": summary["hd95_mm_std"],
         "epochs": finetune.outputs["epochs"],
