@@ -167,3 +167,19 @@ def test_report_on_a_synthetic_sweep(tmp_path):
 def test_convergence_skips_cells_without_logs(tmp_path):
     per_cell, curves = convergence([{"strategy": "scratch", "n_train_subjects": 1, "seed": 0, "run_dir": str(tmp_path)}])
     assert per_cell.empty and curves.empty
+
+
+def test_randomised_cells_are_their_own_strategy(tmp_path):
+    import shutil
+
+    sweep = make_sweep(tmp_path)
+    shutil.copytree(sweep / "0", sweep / "0w")  # scratch n=1 seed 0, again, on the randomised phantom
+    (sweep / "0w" / ".hydra").mkdir()
+    (sweep / "0w" / ".hydra" / "config.yaml").write_text("data:\n  randomise: wide\n")
+    (sweep / "1" / ".hydra").mkdir()
+    (sweep / "1" / ".hydra" / "config.yaml").write_text("data:\n  randomise: null\n")
+    cells = {c["cell_dir"]: c["strategy"] for c in find_cells(sweep)}
+    assert cells[str(sweep / "0w")] == "scratch+wide" and cells[str(sweep / "0")] == cells[str(sweep / "1")] == "scratch"
+    diff = paired_differences(subject_means(load_cells(find_cells(sweep))))
+    wide = diff[diff["strategy"] == "scratch+wide"]
+    assert list(wide["n"]) == [1, 1] and wide["d_dice"].abs().max() < 1e-12  # the same tables: no difference

@@ -24,7 +24,8 @@ STRATEGY_ORDER = ("scratch", "cine", "physics", "physics_dynamic", "cyclegan", "
 
 def _strategies(table: pd.DataFrame) -> list[str]:
     found = list(dict.fromkeys(table["strategy"]))
-    return [s for s in STRATEGY_ORDER if s in found] + sorted(s for s in found if s not in STRATEGY_ORDER)
+    return sorted(found, key=lambda s: (STRATEGY_ORDER.index(s.split("+")[0]) if s.split("+")[0] in STRATEGY_ORDER
+                                        else len(STRATEGY_ORDER), s))
 
 
 def _interval(mean: float, lo: float, hi: float, signed: bool = False) -> str:

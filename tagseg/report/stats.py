@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from tagseg.errors import TagsegError
 
@@ -59,15 +60,31 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, level
 # --------------------------------------------------------------------------- reading a sweep
 
 def find_cells(root: str | Path) -> list[dict]:
-    """Every cell record (``strategy.json``) below ``root`` that has ``n_train_subjects`` and tests."""
+    """Every cell record (``strategy.json``) below ``root`` that has ``n_train_subjects`` and tests.
+
+    A cell trained on a randomised phantom (``data.randomise`` in its ``.hydra/config.yaml``) is
+    labelled ``<strategy>+<preset>`` (``+randomised`` for explicit ranges), so one report can
+    compare it with the same strategy on the fixed phantom.
+    """
     cells = []
     for path in sorted(Path(root).rglob(STRATEGY_FILE)):
         record = json.loads(path.read_text())
         if record.get("status", "ok") != "ok" or record.get("n_train_subjects") is None or not record.get("tests"):
             continue
         record["cell_dir"] = str(path.parent)
+        randomise = _randomise(path.parent)
+        if randomise:
+            record["strategy"] = f"{record['strategy']}+{randomise if isinstance(randomise, str) else 'randomised'}"
         cells.append(record)
     return cells
+
+
+def _randomise(cell_dir: Path) -> object:
+    config = cell_dir / ".hydra" / "config.yaml"
+    if not config.exists():
+        return None
+    data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    return data.get("randomise") if isinstance(data, dict) else None
 
 
 def load_cells(cells: Sequence[dict]) -> pd.DataFrame:
