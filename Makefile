@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TAGSEG := $(VENV)/bin/tagseg
 STAMP := $(VENV)/.install-stamp
+LINT_PATHS := tagseg tests bench
 export WANDB_MODE ?= offline
 
 .PHONY: install demo test test-all bench lint clean help
@@ -15,6 +16,7 @@ help:
 	@echo "make test      fast tests (< 10 min on 2 cores)"
 	@echo "make test-all  every test, slow ones included (DDP, sweeps, launchers)"
 	@echo "make bench     run the benchmarks in bench/ (JSON on stdout)"
+	@echo "make lint      ruff check + ruff format --check on tagseg/ tests/ bench/"
 
 install: $(STAMP)
 
@@ -36,6 +38,10 @@ test: install
 
 test-all: install
 	WANDB_MODE=disabled $(PY) -m pytest -q -m "slow or not slow"
+
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done

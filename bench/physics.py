@@ -75,7 +75,7 @@ def bench_patterns(size: int, naive_images: int, batch: int = 64, repeats: int =
     images, _ = cine_like(max(batch, naive_images), size)
     naive, naive_times = [], []
     for k in range(naive_images):
-        (dt,), out = _timed(lambda: naive_tagging(images[k]), 1)
+        (dt,), out = _timed(lambda k=k: naive_tagging(images[k]), 1)
         naive.append(out)
         naive_times.append(dt)
     batch_t = torch.from_numpy(images[:batch])

@@ -8,7 +8,8 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 
-from tagseg.data.transforms import NORM_MEAN, NORM_STD, denormalise
+from tagseg.conventions import NORM_MEAN, NORM_STD
+from tagseg.data.transforms import denormalise
 from tagseg.metrics import boundary
 
 #: RGB of ground-truth and predicted contours on the overlays

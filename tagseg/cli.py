@@ -22,7 +22,7 @@ USAGE = """usage: tagseg <stage> [key=value ...] [-m] [--help]
 Stages:
 {stages}
 
-Each stage is a Hydra app over conf/<stage>.yaml: override any value as key=value, sweep with -m,
+Each stage is a Hydra app over tagseg/conf/<stage>.yaml: override any value as key=value, sweep with -m,
 see a stage's options with `tagseg <stage> --help` and its resolved config with `--cfg job`.
 """
 

@@ -31,3 +31,8 @@ def reject_unknown_keys(given: object, known: object, where: str) -> None:
     unknown = sorted(set(given) - set(known))  # type: ignore[call-overload]
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")  # type: ignore[call-overload]
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint is missing, unreadable, unsafe to unpickle or of another model type; the message
+    starts with the file (or the config key when no file was found)."""

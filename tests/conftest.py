@@ -1,15 +1,26 @@
-"""Shared fixtures: a tiny synthetic slice store (rings of myocardium around a blood pool)."""
+"""Shared fixtures: a tiny synthetic slice store (rings of myocardium around a blood pool) and composed stage configs.
+
+Stage configs come from one place (as lightning-hydra-template's ``cfg_train_global`` / ``cfg_train``):
+``cfg_<stage>_global`` composes ``tagseg/conf/<stage>.yaml`` once per session with CPU / tiny overrides,
+``cfg_<stage>`` is a copy of it whose paths point into the test's ``tmp_path``, and ``compose_config``
+composes any stage with a test's own overrides (group choices such as ``model=nnunet``) on top of the same.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.io.store import write_store
+from tagseg.runtime.config import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -111,3 +122,136 @@ def trained_ckpt(tmp_path_factory) -> Path:
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
     return tmp / "run" / "checkpoints" / "best.ckpt"
+
+
+# --- composed stage configs -------------------------------------------------------------------------------------
+
+#: CPU-only, tiny (32 px, one epoch, 8 filters, no figures / progress) overrides of each stage config
+TINY: dict[str, list[str]] = {
+    "train": [
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        "datamodule.augment.enabled=false",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_model_summary=false",
+        "callbacks=minimal",
+        "print_config=false",
+    ],
+    "evaluate": ["datamodule.image_size=32", "datamodule.num_workers=0", "trainer.accelerator=cpu"],
+    "prepare": ["data.n_subjects=4", "data.n_slices=1", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
+                "prepare.figure=false"],
+    "translate": ["data.n_subjects=1", "data.n_slices=1", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
+                  "method.progress=false"],
+    "predict": ["progress=false", "overlays=false", "device=cpu"],
+    "cyclegan": ["model.generator.ngf=4", "model.generator.n_blocks=1", "model.discriminator.ndf=4",
+                 "model.discriminator.n_layers=2", "model.n_epochs=1", "model.n_epochs_decay=1",
+                 "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2",
+                 "+trainer.enable_progress_bar=false",
+                 "callbacks.cyclegan_grid.every_n_epochs=1", "callbacks.cyclegan_grid.n_examples=2"],
+}
+#: tiny network width for the default model; left out when a test picks its own ``model=``
+TINY_MODEL = ["+model.network.init_filters=8"]
+
+
+def compose_stage(name: str, overrides: list[str] | tuple[str, ...] = (), tiny: bool = True) -> DictConfig:
+    """``tagseg/conf/<name>.yaml`` with the tiny overrides (``tiny=True``), then ``overrides``."""
+    base = list(TINY.get(name, [])) if tiny else []
+    if tiny and name == "train" and not any(o.startswith(("model=", "~model")) for o in overrides):
+        base += TINY_MODEL
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=base + list(overrides))
+
+
+def in_tmp(cfg: DictConfig, tmp_path: Path) -> DictConfig:
+    """A copy of ``cfg`` reading and writing under ``tmp_path`` (data, logs, cache; run folder ``tmp_path/run``)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+    return cfg
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Factory: ``compose_config(stage, *overrides, tiny=True, output_dir=None, store=None, resolve=False)``.
+
+    A stage config with its paths under ``tmp_path``: run folder ``output_dir`` (default ``tmp_path/run``),
+    ``data.store=store`` when given; ``resolve=True`` resolves every interpolation (one that cannot fails here).
+    """
+
+    def make(
+        name: str = "train",
+        *overrides: str,
+        tiny: bool = True,
+        output_dir: Path | str | None = None,
+        store: Path | str | None = None,
+        resolve: bool = False,
+    ) -> DictConfig:
+        paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={output_dir or tmp_path / 'run'}"]
+        if store is not None:
+            paths.append(f"data.store={store}")
+        cfg = compose_stage(name, [*paths, *overrides], tiny=tiny)
+        if resolve:
+            OmegaConf.resolve(cfg)
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cfg_train_global() -> DictConfig:
+    return compose_stage("train")
+
+
+@pytest.fixture(scope="session")
+def cfg_evaluate_global() -> DictConfig:
+    return compose_stage("evaluate")
+
+
+@pytest.fixture(scope="session")
+def cfg_prepare_global() -> DictConfig:
+    return compose_stage("prepare")
+
+
+@pytest.fixture(scope="session")
+def cfg_translate_global() -> DictConfig:
+    return compose_stage("translate")
+
+
+@pytest.fixture(scope="session")
+def cfg_predict_global() -> DictConfig:
+    return compose_stage("predict")
+
+
+@pytest.fixture
+def cfg_train(cfg_train_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """``tagseg train``'s config: tiny ResNetVAE, one epoch on the CPU, paths under ``tmp_path``."""
+    return in_tmp(cfg_train_global, tmp_path)
+
+
+@pytest.fixture
+def cfg_evaluate(cfg_evaluate_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """``tagseg evaluate``'s config (set ``ckpt``), 32 px on the CPU, paths under ``tmp_path``."""
+    return in_tmp(cfg_evaluate_global, tmp_path)
+
+
+@pytest.fixture
+def cfg_prepare(cfg_prepare_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """``tagseg prepare``'s config: a 4-subject 32 px phantom store under ``tmp_path/data``."""
+    return in_tmp(cfg_prepare_global, tmp_path)
+
+
+@pytest.fixture
+def cfg_translate(cfg_translate_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """``tagseg translate``'s config: physics on a 1-subject 32 px cine phantom, paths under ``tmp_path``."""
+    return in_tmp(cfg_translate_global, tmp_path)
+
+
+@pytest.fixture
+def cfg_predict(cfg_predict_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """``tagseg predict``'s config (set ``ckpt`` and ``input``), CPU, no overlays, output ``tmp_path/run``."""
+    return in_tmp(cfg_predict_global, tmp_path)

@@ -12,9 +12,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from tagseg.runtime.config import CONF_DIR
 from tagseg.data.intensity import from_gan, to_gan
 from tagseg.io.store import read_store
 from tagseg.data.unpaired import UnpairedDataModule
@@ -65,7 +63,7 @@ def test_translate_preserves_shapes_masks_meta_and_extras(tmp_path, trained):
 def test_load_generator_bad_checkpoints(tmp_path):
     with pytest.raises(ConfigError, match="ckpt: no CycleGAN checkpoint given"):
         load_generator(None)
-    with pytest.raises(ConfigError, match=r"ckpt: CycleGAN checkpoint .*missing\.ckpt not found"):
+    with pytest.raises(ConfigError, match=r"ckpt: checkpoint .*missing\.ckpt not found"):
         load_generator(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable PyTorch checkpoint"):
@@ -76,7 +74,7 @@ def test_load_generator_bad_checkpoints(tmp_path):
     net = build_network("nnunet", image_size=16, strides=[1, 2, 2], filters=[4, 8, 8])
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": {"lr": 1e-3},
                 "epoch": 3}, tmp_path / "seg.ckpt")
-    with pytest.raises(ConfigError, match=r"seg\.ckpt is not a CycleGAN checkpoint \(no tagseg model type\)"):
+    with pytest.raises(ConfigError, match=r"seg\.ckpt: a checkpoint of another model type .*expected a cyclegan checkpoint"):
         CycleGANTranslator(tmp_path / "seg.ckpt")
 
 
@@ -88,25 +86,16 @@ def test_translate_rejects_a_store_size_the_generator_cannot_take_before_writing
     assert not (tmp_path / "out.h5").exists()
 
 
-def compose_cyclegan(tmp_path: Path, store_a: Path, store_b: Path, *extra: str):
-    overrides = [
-        f"paths.output_dir={tmp_path / 'run'}", f"data_a.store={store_a}", f"data_b.store={store_b}",
-        "model.generator.ngf=4", "model.generator.n_blocks=1", "model.discriminator.ndf=4",
-        "model.discriminator.n_layers=2", "model.n_epochs=1", "model.n_epochs_decay=1",
-        "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2",
-        "+trainer.enable_progress_bar=false", "callbacks.cyclegan_grid.every_n_epochs=1",
-        "callbacks.cyclegan_grid.n_examples=2", *extra,
-    ]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="cyclegan", overrides=overrides)
+def stores(store_a: Path, store_b: Path) -> list[str]:
+    return [f"data_a.store={store_a}", f"data_b.store={store_b}"]
 
 
-def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
+def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(compose_config, tmp_path):
     from tagseg.stages.cyclegan import format_tagness, train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=4, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
-    cfg = compose_cyclegan(tmp_path, a, b, "tagness_check.enabled=true", f"tagness_check.output={tmp_path / 'tr.h5'}")
+    cfg = compose_config("cyclegan", *stores(a, b), "tagness_check.enabled=true", f"tagness_check.output={tmp_path / 'tr.h5'}")
     result = train_cyclegan(cfg)
     run = tmp_path / "run"
     assert result["last_ckpt"] == run / "checkpoints" / "last.ckpt" and result["last_ckpt"].exists()
@@ -120,22 +109,21 @@ def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(tmp_path):
     # the checkpoint drives `tagseg translate method=cyclegan ... ckpt=...`
     from tagseg.stages.translate import build_translator
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        tcfg = compose(config_name="translate", overrides=["method=cyclegan", f"ckpt={result['last_ckpt']}",
-                                                            f"input={a}", f"output={tmp_path / 'out.h5'}"])
+    tcfg = compose_config("translate", "method=cyclegan", f"ckpt={result['last_ckpt']}", f"input={a}",
+                          f"output={tmp_path / 'out.h5'}", tiny=False)
     translator = build_translator(tcfg)
     assert isinstance(translator, CycleGANTranslator) and translator.ckpt == result["last_ckpt"]
 
 
-def test_cyclegan_app_bad_input_fails_before_training(tmp_path):
+def test_cyclegan_app_bad_input_fails_before_training(compose_config, tmp_path):
     from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=2, seed=0)
     odd = make_store(tmp_path / "odd.h5", n=2, size=30, tagged=True, seed=3)
     with pytest.raises(ConfigError, match=r"data_b store .*odd\.h5: size 30x30 .* multiple of 4"):
-        train_cyclegan(compose_cyclegan(tmp_path, a, odd))
+        train_cyclegan(compose_config("cyclegan", *stores(a, odd)))
     with pytest.raises(ConfigError, match=r"ckpt_path: checkpoint .*nope\.ckpt not found"):
-        train_cyclegan(compose_cyclegan(tmp_path, a, a, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+        train_cyclegan(compose_config("cyclegan", *stores(a, a), f"ckpt_path={tmp_path / 'nope.ckpt'}"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -160,13 +148,13 @@ def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
+def test_cyclegan_trains_under_ddp_on_two_cpu_processes(compose_config, tmp_path):
     """Two ranks (gloo, spawned): find_unused_parameters is switched on, both steps run, last.ckpt written."""
     from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=8, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=8, tagged=True, seed=3)
-    cfg = compose_cyclegan(tmp_path, a, b, "+trainer.strategy=ddp_spawn", "trainer.devices=2", "model.n_epochs_decay=0")
+    cfg = compose_config("cyclegan", *stores(a, b), "+trainer.strategy=ddp_spawn", "trainer.devices=2", "model.n_epochs_decay=0")
     result = train_cyclegan(cfg)
     assert result["last_ckpt"] is not None and result["last_ckpt"].exists()
     state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
@@ -175,17 +163,17 @@ def test_cyclegan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     assert state["global_step"] == 4
 
 
-def test_resume_from_last_ckpt_continues_the_epoch_and_lr_schedule(tmp_path):
+def test_resume_from_last_ckpt_continues_the_epoch_and_lr_schedule(compose_config, tmp_path):
     import pandas as pd
 
     from tagseg.stages.cyclegan import train_cyclegan
 
     a = make_store(tmp_path / "cine.h5", n=4, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
-    first = train_cyclegan(compose_cyclegan(tmp_path, a, b, "trainer.max_epochs=1"))
+    first = train_cyclegan(compose_config("cyclegan", *stores(a, b), "trainer.max_epochs=1"))
     assert first["epochs"] == 1
     resumed_run = tmp_path / "resumed"
-    cfg = compose_cyclegan(tmp_path, a, b, f"ckpt_path={first['last_ckpt']}", f"paths.output_dir={resumed_run}")
+    cfg = compose_config("cyclegan", *stores(a, b), f"ckpt_path={first['last_ckpt']}", output_dir=resumed_run)
     second = train_cyclegan(cfg)
     assert second["epochs"] == 2 and second["global_step"] == 2 * first["global_step"]
     metrics = pd.read_csv(next(resumed_run.glob("csv/*/metrics.csv")))

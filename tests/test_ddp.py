@@ -120,7 +120,7 @@ def test_plain_ddp_run_tests_every_image_once_on_one_device(tmp_path, make_ring_
     assert summary["dice_mean"] == pytest.approx(sum(float(r["dice"]) for r in rows) / 3)
     assert summary["checkpoint"] == str(run / "checkpoints" / "best.ckpt")
     assert re.search(r"│ all\s+│ 3 │", proc.stdout), proc.stdout[-2000:]  # the printed table: 3 images
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (state["epoch"], state["global_step"]) == (1, 6)
     assert "fit: 2 epochs, 6 steps on 2 device(s)" in (run / "train.log").read_text()
     assert proc.stdout.count("summary: ") == 1  # tested and printed by one process only

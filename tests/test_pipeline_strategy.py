@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from tagseg.runtime.config import CONF_DIR
 from tagseg.errors import ConfigError
 from tagseg.pipeline.runner import assign_keys
 from tagseg.pipeline.strategy import RUN_DIR, plain, plan_strategy, run_tags
@@ -28,53 +26,50 @@ TINY_TRAIN = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule
               "trainer.num_sanity_val_steps=0", "print_config=false", "strategy.pretrain.trainer.max_epochs=1"]
 
 
-def _compose(*overrides: str):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_DATA, *TINY_TRAIN, *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = "unused"
-    return cfg
+@pytest.fixture
+def strategy_cfg(compose_config):
+    """``strategy_cfg(*overrides)``: the train config with the tiny data and stages above (paths under tmp_path)."""
+    return lambda *overrides: compose_config("train", *TINY_DATA, *TINY_TRAIN, *overrides, tiny=False)
 
 
-def _plan(*overrides: str) -> dict[str, str]:
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_DATA, *TINY_TRAIN, *overrides])
-        stages = assign_keys(plan_strategy(cfg))
-    return {s.label: s.key for s in stages}
+@pytest.fixture
+def plan(strategy_cfg):
+    """``plan(*overrides)``: stage label -> cache key of the planned strategy."""
+    return lambda *overrides: {s.label: s.key for s in assign_keys(plan_strategy(strategy_cfg(*overrides)))}
 
 
-def test_each_strategy_chains_its_stages():
-    assert list(_plan("strategy=scratch")) == ["prepare[phantom_tagged]", "finetune", "test"]
-    assert list(_plan("strategy=cine")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "pretrain[cine]",
+def test_each_strategy_chains_its_stages(plan):
+    assert list(plan("strategy=scratch")) == ["prepare[phantom_tagged]", "finetune", "test"]
+    assert list(plan("strategy=cine")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "pretrain[cine]",
                                             "finetune", "test"]
-    assert list(_plan("strategy=physics")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]",
+    assert list(plan("strategy=physics")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]",
                                                "translate[physics]", "pretrain[physics]", "finetune", "test"]
-    assert list(_plan("strategy=cyclegan")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "cyclegan",
+    assert list(plan("strategy=cyclegan")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "cyclegan",
                                                 "translate[cyclegan]", "pretrain[cyclegan]", "finetune", "test"]
-    three = _plan("strategy=three_stage")
+    three = plan("strategy=three_stage")
     assert [k for k in three if k.startswith("pretrain")] == ["pretrain[cine]", "pretrain[cine>physics]"]
-    assert three["pretrain[cine]"] == _plan("strategy=cine")["pretrain[cine]"]  # shared with strategy=cine
+    assert three["pretrain[cine]"] == plan("strategy=cine")["pretrain[cine]"]  # shared with strategy=cine
 
 
-def test_keys_share_what_the_sweeps_share():
-    gammas = [_plan("strategy=physics", f"loss.gamma={g}") for g in (0.0, 0.5)]
+def test_keys_share_what_the_sweeps_share(plan):
+    gammas = [plan("strategy=physics", f"loss.gamma={g}") for g in (0.0, 0.5)]
     for label in ("prepare[phantom_tagged]", "prepare[phantom_cine]", "translate[physics]"):
         assert gammas[0][label] == gammas[1][label], label  # data preparation never repeated over gamma
     assert gammas[0]["finetune"] != gammas[1]["finetune"]
     # the pretraining depends on the architecture and source only, not on the fine-tuning data or settings
-    a = _plan("strategy=physics")
-    b = _plan("strategy=physics", "data.n_subjects=7", "strategy.finetune.trainer.max_epochs=3")
+    a = plan("strategy=physics")
+    b = plan("strategy=physics", "data.n_subjects=7", "strategy.finetune.trainer.max_epochs=3")
     assert a["pretrain[physics]"] == b["pretrain[physics]"]
     assert a["prepare[phantom_tagged]"] != b["prepare[phantom_tagged]"] and a["finetune"] != b["finetune"]
-    assert _plan("strategy=physics", "model=nnunet", "~model.network.init_filters")["pretrain[physics]"] != a["pretrain[physics]"]
+    assert plan("strategy=physics", "model=nnunet", "~model.network.init_filters")["pretrain[physics]"] != a["pretrain[physics]"]
     # runtime-only settings do not change any key
-    c = _plan("strategy=physics", "trainer.devices=2", "datamodule.num_workers=3", "logger=tensorboard")
+    c = plan("strategy=physics", "trainer.devices=2", "datamodule.num_workers=3", "logger=tensorboard")
     assert c == a
 
 
-def test_bad_chain_is_reported_before_any_work():
+def test_bad_chain_is_reported_before_any_work(plan):
     with pytest.raises(ConfigError, match=r"strategy.chain: unknown source\(s\) \['gan'\]"):
-        _plan("strategy=physics", "strategy.chain=[gan]")
+        plan("strategy=physics", "strategy.chain=[gan]")
 
 
 def test_plain_drops_keys_and_hides_the_run_folder():
@@ -85,8 +80,8 @@ def test_plain_drops_keys_and_hides_the_run_folder():
     assert plain(cfg.data, ["store"]) == {"n": 3}
 
 
-def test_run_tags_name_strategy_arch_and_gamma():
-    cfg = _compose("strategy=cine", "loss.gamma=0.1")
+def test_run_tags_name_strategy_arch_and_gamma(strategy_cfg):
+    cfg = strategy_cfg("strategy=cine", "loss.gamma=0.1")
     assert run_tags(cfg) == ["strategy:cine", "arch:resnetvae", "gamma:0.1"]
 
 

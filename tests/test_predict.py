@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -209,15 +210,15 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
     from tagseg.errors import ConfigError
     from tagseg.stages.predict import load_segmenter
 
-    with pytest.raises(ConfigError, match="ckpt: checkpoint not found"):
+    with pytest.raises(ConfigError, match=r"ckpt: checkpoint .*none\.ckpt not found"):
         load_segmenter(tmp_path / "none.ckpt")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match="junk.ckpt is not a readable"):
+    with pytest.raises(ConfigError, match="junk.ckpt: not a readable"):
         load_segmenter(tmp_path / "junk.ckpt")
     torch.save({"hyper_parameters": {"generator": {}, "lr": 2e-4}, "state_dict": {}}, tmp_path / "gan.ckpt")
-    with pytest.raises(ConfigError, match=r"gan.ckpt is a checkpoint of another model type .*missing \['network', 'image_size'"):
+    with pytest.raises(ConfigError, match=r"gan.ckpt: a checkpoint of another model type .*missing \['network', 'image_size'"):
         load_segmenter(tmp_path / "gan.ckpt")
-    state = torch.load(trained_ckpt, weights_only=False)
+    state = torch.load(trained_ckpt, weights_only=True)
     state["state_dict"].pop(next(iter(state["state_dict"])))
     torch.save(state, tmp_path / "cut.ckpt")
     with pytest.raises(ConfigError, match="weights do not match.*missing"):
@@ -226,9 +227,8 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
         load_segmenter(tmp_path)
 
 
-def run_cli(*args: str, root: Path) -> "subprocess.CompletedProcess[str]":
+def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     import os
-    import subprocess
     import sys
 
     env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
@@ -236,18 +236,13 @@ def run_cli(*args: str, root: Path) -> "subprocess.CompletedProcess[str]":
                           env=env, timeout=300)
 
 
-def test_predict_app_composes_and_runs(tmp_path, trained_ckpt):
-    from hydra import compose, initialize_config_dir
-
-    from tagseg.runtime.config import CONF_DIR
+def test_predict_app_composes_and_runs(compose_config, tmp_path, trained_ckpt):
     from tagseg.stages.predict import predict_scans as run
 
     frames, _ = ring_frames(2)
     write_matlab_imt(tmp_path / "in" / "slice.h5", frames, spacing=(1.4, 1.4))
     out = tmp_path / "out"
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("predict", overrides=[f"ckpt={trained_ckpt}", f"input={tmp_path / 'in'}", f"output={out}",
-                                            f"paths.output_dir={out}", "progress=false", "overlays=false", "device=cpu"])
+    cfg = compose_config("predict", f"ckpt={trained_ckpt}", f"input={tmp_path / 'in'}", f"output={out}", output_dir=out)
     run(cfg)
     assert nib.load(str(out / "slice_mask.nii.gz")).shape == (56, 40, 2)
     assert json.loads((out / "slice_points.json").read_text())["scan"] == "slice"
@@ -255,8 +250,7 @@ def test_predict_app_composes_and_runs(tmp_path, trained_ckpt):
         assert [r["frame"] for r in csv.DictReader(fh)] == ["0", "1"]
     with pytest.raises(DataError, match="no scan found"):  # inputs are checked before the model is loaded
         (tmp_path / "empty").mkdir()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            run(compose("predict", overrides=[f"ckpt={trained_ckpt}", f"input={tmp_path / 'empty'}", f"output={out}"]))
+        run(compose_config("predict", f"ckpt={trained_ckpt}", f"input={tmp_path / 'empty'}", f"output={out}"))
 
 
 @pytest.mark.slow

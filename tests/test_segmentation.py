@@ -89,7 +89,7 @@ def test_two_step_fit_and_checkpoint_rebuilds_module(name, tmp_path):
         assert key in trainer.callback_metrics, key
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
-    loaded = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    loaded = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     assert loaded.hparams.image_size == 32 and list(loaded.hparams.classes) == [2]
     m.eval(), loaded.eval()
     x = batch()["image"]

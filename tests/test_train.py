@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from tagseg.errors import ConfigError, StoreError, TagsegError
@@ -26,32 +25,11 @@ from tagseg.stages.train import fit_progress, load_weights, one_device_trainer, 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "tagseg" / "conf"
-TINY = [
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "datamodule.augment.enabled=false",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
-    "callbacks=minimal",
-    "print_config=false",
-]
 TINY_NNUNET = ["model=nnunet", "+model.network.strides=[1,2,2]", "+model.network.filters=[4,8,16]"]
 
 
-def compose_cfg(run_dir: Path, store: Path, *overrides: str, name: str = "train", tiny: bool = True):
-    base = [f"paths.output_dir={run_dir}", f"data.store={store}"]
-    if tiny and name == "train":
-        base += TINY + ([] if "model=nnunet" in overrides else ["+model.network.init_filters=8"])
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(name, overrides=base + list(overrides))
-
-
-def test_train_writes_metrics_and_summary(tmp_path, ring_store):
-    result = train(compose_cfg(tmp_path / "run", ring_store))
+def test_train_writes_metrics_and_summary(compose_config, tmp_path, ring_store):
+    result = train(compose_config("train", output_dir=tmp_path / "run", store=ring_store))
     run = tmp_path / "run"
     assert result["run_dir"] == run and result["global_step"] == 2 and result["epochs"] == 1
     assert result["best_ckpt"].exists() and result["last_ckpt"] == run / "checkpoints" / "last.ckpt"
@@ -74,43 +52,45 @@ def test_train_writes_metrics_and_summary(tmp_path, ring_store):
     assert ((df["dice"] >= 0) & (df["dice"] <= 1)).all() and np.isfinite(df["hd95_mm"]).all()
 
 
-def test_resume_from_last_continues_the_run(tmp_path, ring_store):
+def test_resume_from_last_continues_the_run(compose_config, tmp_path, ring_store):
     run = tmp_path / "run"
-    first = train(compose_cfg(run, ring_store, "test=false"))
+    first = train(compose_config("train", "test=false", output_dir=run, store=ring_store))
     assert first["global_step"] == 2
-    second = train(compose_cfg(run, ring_store, "test=false", "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}"))
+    second = train(compose_config("train", "test=false", "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
+                                  output_dir=run, store=ring_store))
     assert second["global_step"] == 4 and second["epochs"] == 2
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 4 and state["epoch"] == 1
 
 
-def test_nnunet_fits_two_steps(tmp_path, ring_store):
-    result = train(compose_cfg(tmp_path / "run", ring_store, *TINY_NNUNET, "test=false"))
+def test_nnunet_fits_two_steps(compose_config, tmp_path, ring_store):
+    result = train(compose_config("train", *TINY_NNUNET, "test=false", output_dir=tmp_path / "run", store=ring_store))
     assert result["global_step"] == 2
-    hp = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)["hyper_parameters"]
+    hp = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)["hyper_parameters"]
     assert hp["network"]["name"] == "nnunet" and hp["image_size"] == 32
 
 
-def test_init_from_strict_and_relaxed(tmp_path, ring_store):
-    source = train(compose_cfg(tmp_path / "a", ring_store, "test=false"))
-    same = SegmentationModule.load_from_checkpoint(source["best_ckpt"], map_location="cpu", weights_only=False)
+def test_init_from_strict_and_relaxed(compose_config, tmp_path, ring_store):
+    source = train(compose_config("train", "test=false", output_dir=tmp_path / "a", store=ring_store))
+    same = SegmentationModule.load_from_checkpoint(source["best_ckpt"], map_location="cpu", weights_only=True)
     fresh = SegmentationModule(**{k: v for k, v in same.hparams.items()})
     assert load_weights(fresh, tmp_path / "a") == {"missing": [], "unexpected": [], "mismatched": []}
     for key, value in same.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
     with pytest.raises(ConfigError, match=r"init_from .*best.ckpt: weights do not match the model \(missing \d+: net\..*unexpected \d+"):
-        train(compose_cfg(tmp_path / "b", ring_store, *TINY_NNUNET, f"init_from={source['best_ckpt']}"))
+        train(compose_config("train", *TINY_NNUNET, f"init_from={source['best_ckpt']}", output_dir=tmp_path / "b",
+                             store=ring_store))
     assert not (tmp_path / "b" / "checkpoints").exists()
-    wider = compose_cfg(tmp_path / "c", ring_store, "model.network.init_filters=16", f"init_from={tmp_path / 'a'}",
-                        "init_from_strict=false", "test=false", "trainer.max_steps=1")
+    wider = compose_config("train", "model.network.init_filters=16", f"init_from={tmp_path / 'a'}", "init_from_strict=false",
+                           "test=false", "trainer.max_steps=1", output_dir=tmp_path / "c", store=ring_store)
     assert train(wider)["global_step"] == 1
 
 
-def test_wandb_offline_writes_a_run_dir(tmp_path, ring_store, monkeypatch):
+def test_wandb_offline_writes_a_run_dir(compose_config, tmp_path, ring_store, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_cfg(tmp_path / "run", ring_store, "logger=wandb", "test=false", "trainer.max_steps=2", "callbacks=default",
-                      "~callbacks.rich_progress_bar")
+    cfg = compose_config("train", "logger=wandb", "test=false", "trainer.max_steps=2", "callbacks=default",
+                         "~callbacks.rich_progress_bar", output_dir=tmp_path / "run", store=ring_store)
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -119,10 +99,10 @@ def test_wandb_offline_writes_a_run_dir(tmp_path, ring_store, monkeypatch):
     assert wandb.run is None, "every job must end its W&B run"
 
 
-def test_evaluate_a_checkpoint_alone(tmp_path, ring_store):
-    trained = train(compose_cfg(tmp_path / "run", ring_store, "test=false"))
-    cfg = compose_cfg(tmp_path / "eval", ring_store, f"ckpt={tmp_path / 'run'}", "split=val", "datamodule.num_workers=0",
-                      "trainer=cpu", "trainer.enable_model_summary=false", name="evaluate")
+def test_evaluate_a_checkpoint_alone(compose_config, tmp_path, ring_store):
+    trained = train(compose_config("train", "test=false", output_dir=tmp_path / "run", store=ring_store))
+    cfg = compose_config("evaluate", f"ckpt={tmp_path / 'run'}", "split=val", "trainer=cpu", "trainer.enable_model_summary=false",
+                         output_dir=tmp_path / "eval", store=ring_store)
     result = evaluate(cfg)
     assert result["checkpoint"] == trained["best_ckpt"]
     df = pd.read_csv(tmp_path / "eval" / "test_metrics.csv")
@@ -140,16 +120,17 @@ def test_fit_progress_of_a_spawned_fit_comes_from_its_last_checkpoint(tmp_path):
     assert fit_progress(one_device, last) == (4, 16)  # a one-device trainer knows its own counters
 
 
-def test_one_device_trainer_keeps_the_ddp_config_but_not_its_devices(tmp_path, ring_store):
-    cfg = compose_cfg(tmp_path / "run", ring_store, "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=7")
+def test_one_device_trainer_keeps_the_ddp_config_but_not_its_devices(compose_config, tmp_path, ring_store):
+    cfg = compose_config("train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=7",
+                         output_dir=tmp_path / "run", store=ring_store)
     assert cfg.trainer.devices == 2 and cfg.trainer.sync_batchnorm
     trainer = one_device_trainer(cfg.trainer, logger=False)
     assert trainer.world_size == 1 and trainer.num_devices == 1 and isinstance(trainer.strategy, SingleDeviceStrategy)
     assert trainer.max_epochs == 7 and trainer.default_root_dir == str(tmp_path / "run")
 
 
-def test_test_rows_refuse_a_multi_process_trainer(tmp_path, ring_store):
-    model = instantiate(compose_cfg(tmp_path, ring_store).model, "model")
+def test_test_rows_refuse_a_multi_process_trainer(compose_config, tmp_path, ring_store):
+    model = instantiate(compose_config("train", output_dir=tmp_path, store=ring_store).model, "model")
     model.trainer = SimpleNamespace(world_size=2)
     with pytest.raises(ConfigError, match=r"test: the per-image rows need one device .* 2 processes"):
         model.on_test_epoch_start()
@@ -183,16 +164,16 @@ def _drop_key(store: Path) -> Path:
         (["torch_threads=0"], ConfigError, r"torch_threads: expected null or an integer >= 1, got 0"),
     ],
 )
-def test_bad_input_fails_before_training(tmp_path, ring_store, overrides, error, match):
+def test_bad_input_fails_before_training(compose_config, tmp_path, ring_store, overrides, error, match):
     overrides = [o.format(missing=tmp_path / "nope.h5") for o in overrides]
     with pytest.raises(error, match=match):
-        train(compose_cfg(tmp_path / "run", ring_store, *overrides))
+        train(compose_config("train", *overrides, output_dir=tmp_path / "run", store=ring_store))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_store_without_required_key(tmp_path, ring_store):
+def test_store_without_required_key(compose_config, tmp_path, ring_store):
     with pytest.raises(StoreError, match=r"rings\.h5: missing required key\(s\) \['masks'\]"):
-        train(compose_cfg(tmp_path / "run", _drop_key(ring_store)))
+        train(compose_config("train", output_dir=tmp_path / "run", store=_drop_key(ring_store)))
 
 
 @pytest.mark.slow
@@ -210,7 +191,7 @@ def test_errors_are_tagseg_errors():
     assert issubclass(StoreError, TagsegError) and issubclass(ConfigError, TagsegError)
 
 
-def test_missing_dataset_store_is_prepared_first(tmp_path, monkeypatch):
+def test_missing_dataset_store_is_prepared_first(compose_config, tmp_path, monkeypatch):
     from conftest import write_ring_store
 
     import tagseg.data.prepare
@@ -223,5 +204,6 @@ def test_missing_dataset_store_is_prepared_first(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tagseg.data.prepare, "ensure_store", fake_ensure_store)
     fresh = tmp_path / "fresh" / "phantom.h5"
-    result = train(compose_cfg(tmp_path / "run", fresh, "test=false", "trainer.max_steps=1", "seed=7"))
+    result = train(compose_config("train", "test=false", "trainer.max_steps=1", "seed=7", output_dir=tmp_path / "run",
+                                  store=fresh))
     assert calls == [("phantom_tagged", 7)] and fresh.exists() and result["global_step"] == 1

@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from tagseg.runtime.config import CONF_DIR
 from tagseg.stages.translate import build_translator
 from tagseg.io.store import read_store, write_store
 from tagseg.errors import ConfigError
@@ -83,16 +81,14 @@ def test_jitter_is_per_image_seeded_and_batch_independent(tmp_path):
         ("+physics.spacing=3", r"physics: unknown key\(s\) \['spacing'\]"),
     ],
 )
-def test_config_errors_name_the_value(override, match):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("translate", overrides=["input=x.h5", override])
+def test_config_errors_name_the_value(compose_config, override, match):
+    cfg = compose_config("translate", "input=x.h5", override, tiny=False)
     with pytest.raises(ConfigError, match=match):
         build_translator(cfg)
 
 
-def test_config_defaults_are_the_paper():
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("translate", overrides=["input=x.h5"])
+def test_config_defaults_are_the_paper(compose_config):
+    cfg = compose_config("translate", "input=x.h5", tiny=False)
     t = build_translator(cfg)
     assert type(t) is PhysicsTranslator
     p = t.physics

@@ -12,9 +12,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from tagseg.runtime.config import CONF_DIR
 from tagseg.stages.translate import build_translator
 from tagseg.data.prepare import prepare_store
 from tagseg.io.store import read_store
@@ -24,14 +22,13 @@ from tagseg.physics.tagging import tag_mz
 TAG = {"spacing_px": 5.0, "flip_deg": 70.0}
 
 
-def phantom_metrics(tmp_path, image_size: int, n_frames: int, motion: str):
+def phantom_metrics(compose_config, tmp_path, image_size: int, n_frames: int, motion: str):
     """Translate one phantom cine slice (conf/data/phantom_cine.yaml); correlation and depth per frame."""
     overrides = ["data=phantom_cine", "data.n_subjects=1", "data.n_slices=1", f"data.n_frames={n_frames}",
                  f"data.image_size={image_size}", "method=physics_dynamic", f"method.motion={motion}",
                  "method.progress=false", "method.n_figure=0", f"physics.spacing_px={TAG['spacing_px']}",
                  f"physics.flip_deg={TAG['flip_deg']}"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("translate", overrides=overrides)
+    cfg = compose_config("translate", *overrides, tiny=False)
     prepare_store(hydra.utils.instantiate(cfg.data), tmp_path / "cine.h5", seed=0)
     cine = read_store(tmp_path / "cine.h5")
     assert "displacement" in cine.extras and cine.meta["phase"][0] == "ED"
@@ -50,14 +47,14 @@ def phantom_metrics(tmp_path, image_size: int, n_frames: int, motion: str):
 
 
 @pytest.mark.parametrize("motion", ["displacement", pytest.param("tvl1", marks=pytest.mark.slow)])
-def test_phantom_tags_follow_true_motion_and_fade(tmp_path, motion):
-    corr, depth = phantom_metrics(tmp_path, image_size=128, n_frames=10, motion=motion)
+def test_phantom_tags_follow_true_motion_and_fade(compose_config, tmp_path, motion):
+    corr, depth = phantom_metrics(compose_config, tmp_path, image_size=128, n_frames=10, motion=motion)
     assert min(corr) > 0.8, corr
     assert all(b < a for a, b in zip(depth, depth[1:])), depth
 
 
 @pytest.mark.slow
-def test_phantom_full_size_optical_flow(tmp_path):
-    corr, depth = phantom_metrics(tmp_path, image_size=256, n_frames=25, motion="tvl1")
+def test_phantom_full_size_optical_flow(compose_config, tmp_path):
+    corr, depth = phantom_metrics(compose_config, tmp_path, image_size=256, n_frames=25, motion="tvl1")
     assert min(corr) > 0.8, corr
     assert all(b < a for a, b in zip(depth, depth[1:])), depth

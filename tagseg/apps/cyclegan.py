@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.cyclegan import format_tagness, train_cyclegan
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cyclegan")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
     result = train_cyclegan(cfg)
     print(f"trained {result['epochs']} epoch(s), {result['global_step'] // 2} batch(es) in {result['seconds']:.0f} s")

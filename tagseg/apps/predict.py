@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.predict import predict_scans
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
     report = predict_scans(cfg)
     print(report.table())

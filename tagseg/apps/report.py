@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.report import report
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
     paths, figures = report(cfg)
     print(paths["summary_md"].read_text())

@@ -6,13 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.runtime.console import print_summary
 from tagseg.stages.train import train
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> float | dict | None:
     if cfg.get("strategy") is not None:
         from tagseg.pipeline.strategy import run_strategy

@@ -6,12 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import user_errors
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.translate import translate
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="translate")
-@user_errors
+@task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
     report = translate(cfg)
     print(report.summary())

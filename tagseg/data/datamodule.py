@@ -31,12 +31,13 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from tagseg.data.records import LV, MYO, RV
+from tagseg.conventions import LV, MYO, RV
 from tagseg.data.splits import SPLITS, split_column
 from tagseg.io.store import read_store
-from tagseg.data.transforms import NORM_MEAN, NORM_STD, AugmentConfig, build_augmentation, normalise
+from tagseg.conventions import NORM_MEAN, NORM_STD
+from tagseg.data.transforms import AugmentConfig, build_augmentation, normalise
 from tagseg.errors import ConfigError, DataError, StoreError
-from tagseg.losses import shape_information_batch
+from tagseg.metrics import shape_information_batch
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The one intensity conversion between slice stores and the CycleGAN.
 
-Convention, end to end:
+Convention, end to end (the ranges are :data:`tagseg.conventions.STORE_RANGE` / ``GAN_RANGE``):
 
 * slice stores (and every segmentation model) hold images in **[0, 1]** (``tagseg prepare``);
 * the CycleGAN's generators end in ``tanh`` and are trained and run on **[-1, 1]**.
@@ -15,6 +15,12 @@ from __future__ import annotations
 
 import torch
 
+from tagseg.conventions import GAN_RANGE, STORE_RANGE
+
+_LO, _HI = STORE_RANGE
+_GLO, _GHI = GAN_RANGE
+_SCALE = (_GHI - _GLO) / (_HI - _LO)
+
 
 def to_gan(images: torch.Tensor) -> torch.Tensor:
     """Store intensities [0, 1] -> GAN intensities [-1, 1] (``2 x - 1``).
@@ -25,7 +31,7 @@ def to_gan(images: torch.Tensor) -> torch.Tensor:
     Returns:
         A tensor of the same shape and dtype in [-1, 1].
     """
-    return images * 2.0 - 1.0
+    return (images - _LO) * _SCALE + _GLO
 
 
 def from_gan(images: torch.Tensor) -> torch.Tensor:
@@ -39,7 +45,7 @@ def from_gan(images: torch.Tensor) -> torch.Tensor:
     Returns:
         A tensor of the same shape and dtype in [0, 1].
     """
-    return ((images + 1.0) * 0.5).clamp(0.0, 1.0)
+    return ((images - _GLO) / _SCALE + _LO).clamp(_LO, _HI)
 
 
 __all__ = ["from_gan", "to_gan"]

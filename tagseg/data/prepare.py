@@ -19,7 +19,8 @@ import numpy as np
 from skimage.transform import resize
 from tqdm.auto import tqdm
 
-from tagseg.data.records import LABELS, DatasetSource, SliceRecord
+from tagseg.conventions import LABELS
+from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.io.store import StoreWriter
 from tagseg.errors import ConfigError, DataError, StoreError

@@ -3,10 +3,8 @@
 Conventions (the only ones inside tagseg; readers convert at the edge):
 
 * image: float32 (H, W), any range; ``prepare`` scales each slice to [0, 1].
-* mask: uint8 (H, W), ACDC labels 0 bg, 1 RV, 2 MYO, 3 LV (a tagged set may carry MYO only).
-* orientation: row 0 at the top of the displayed image, column 0 at the left, i.e. array axis 0 =
-  rows, axis 1 = columns, as ``matplotlib.pyplot.imshow`` shows it. NIfTI (x, y) volumes are
-  transposed so that rows = y, columns = x.
+* mask: uint8 (H, W), the labels of :mod:`tagseg.conventions` (0 bg, 1 RV, 2 MYO, 3 LV).
+* orientation: :data:`tagseg.conventions.ORIENTATION` (rows = image y, columns = image x).
 * frame: 0-based; phase "ED", "ES" or "".
 * spacing_mm: (row, col) in millimetres.
 """
@@ -18,9 +16,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-#: the ACDC label convention used everywhere inside tagseg
-BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
-LABELS = (BACKGROUND, RV, MYO, LV)
+from tagseg.conventions import BACKGROUND, LABELS, LV, MYO, RV  # noqa: F401  (the convention's home: tagseg.conventions)
 
 
 @dataclass

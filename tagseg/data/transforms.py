@@ -29,9 +29,7 @@ from monai.transforms import (
 
 from tagseg.errors import ConfigError, reject_unknown_keys
 
-#: the paper's intensity normalisation, applied after scaling each image to [0, 1]
-NORM_MEAN = 0.456
-NORM_STD = 0.224
+from tagseg.conventions import NORM_MEAN, NORM_STD  # noqa: F401  (the normalisation's home: tagseg.conventions)
 
 SPATIAL_KEYS = ("image", "label", "si")
 SPATIAL_MODES = ("bilinear", "nearest", "bilinear")

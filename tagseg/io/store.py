@@ -208,7 +208,7 @@ class StoreWriter:
 
     def read_meta_columns(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         """Read back meta columns written so far."""
-        return {c: _read_array(self._file[f"meta/{c}"]) for c in names}
+        return {c: read_array(self._file[f"meta/{c}"]) for c in names}
 
     def close(self) -> Path:
         """Write attrs, flush, and move the file into place."""
@@ -299,10 +299,14 @@ def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS
                 raise StoreError(f"{path}: meta/{key} has {f[f'meta/{key}'].shape[0]} rows, expected {n}")
 
 
-def _read_array(ds: h5py.Dataset) -> np.ndarray:
+def read_array(ds: h5py.Dataset) -> np.ndarray:
+    """A whole HDF5 dataset as an array; variable-length strings as an object array of ``str``."""
     if h5py.check_string_dtype(ds.dtype) is not None:
         return np.asarray(ds.asstr()[...], dtype=object)
     return ds[...]
+
+
+_read_array = read_array  # the former name, for code written against it (import read_array)
 
 
 def read_store(path: str | os.PathLike, extras: Iterable[str] | bool = True) -> SliceStore:
@@ -320,7 +324,7 @@ def read_store(path: str | os.PathLike, extras: Iterable[str] | bool = True) -> 
     with h5py.File(path, "r") as f:
         images = f["images"][...].astype(np.float32, copy=False)
         masks = f["masks"][...]
-        meta = {k: _read_array(f[f"meta/{k}"]) for k in f["meta"]}
+        meta = {k: read_array(f[f"meta/{k}"]) for k in f["meta"]}
         known = {"images", "masks", "meta"}
         names = [k for k in f if k not in known and isinstance(f[k], h5py.Dataset)]
         if extras is not True:
@@ -334,7 +338,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Only the ``/meta`` columns (cheap: no images)."""
     check_store(path)
     with h5py.File(path, "r") as f:
-        return {k: _read_array(f[f"meta/{k}"]) for k in f["meta"]}
+        return {k: read_array(f[f"meta/{k}"]) for k in f["meta"]}
 
 
 def store_attrs(path: str | os.PathLike) -> dict[str, Any]:

@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 from tagseg.errors import ConfigError
+from tagseg.io.checkpoints import CYCLEGAN, MODEL_KEY
 from tagseg.models.gan_networks import ImagePool, build_discriminator, build_generator
 
 #: marker stored in every CycleGAN checkpoint (``checkpoint["tagseg_model"]``)
-MODEL_TYPE = "cyclegan"
+MODEL_TYPE = CYCLEGAN
 
 
 def lr_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
@@ -207,7 +208,7 @@ class CycleGANModule(pl.LightningModule):
         return [opt_g, opt_d], [LambdaLR(opt_g, factor), LambdaLR(opt_d, factor)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tagseg_model"] = MODEL_TYPE
+        checkpoint[MODEL_KEY] = MODEL_TYPE
 
     @torch.no_grad()
     def translate_examples(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -94,7 +94,7 @@ class CycleGANGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="cyclegan/grid", images=[str(path)], step=trainer.global_step,
-                                 caption=[f"epoch {epoch + 1}: " + ", ".join(l for _, l in COLUMNS)])
+                                 caption=[f"epoch {epoch + 1}: " + ", ".join(label for _, label in COLUMNS)])
 
 
 __all__ = ["COLUMNS", "CycleGANGrid", "save_grid"]

@@ -17,9 +17,10 @@ Outputs (see :func:`split_output`):
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from monai.networks.nets import DynUNet, SegResNetVAE
@@ -103,21 +104,68 @@ class NetworkSpec:
     description: str = ""
 
 
-NETWORKS: dict[str, NetworkSpec] = {
-    "resnetvae": NetworkSpec(
-        SegResNetVAE,
-        _resnetvae_kwargs,
-        _resnetvae_multiple,
-        fixed=("spatial_dims", "input_image_size"),
-        description="MONAI SegResNetVAE (the paper's ResNetVAE)",
-    ),
-    "nnunet": NetworkSpec(DynUNet, _nnunet_kwargs, _nnunet_multiple, description="MONAI DynUNet (the paper's nnUnet)"),
-}
+#: the network registry: name -> how to build it (``model.network.name``); add to it with :func:`register_network`
+NETWORKS: dict[str, NetworkSpec] = {}
+
+
+def _plain_kwargs(defaults: Mapping[str, Any]) -> Callable[[tuple[int, int], dict[str, Any]], dict[str, Any]]:
+    def kwargs(size: tuple[int, int], overrides: dict[str, Any]) -> dict[str, Any]:
+        return {"in_channels": 1, "out_channels": 2, **defaults, **overrides}
+
+    return kwargs
+
+
+def register_network(name: str, cls: type[nn.Module] | None = None, *, multiple: int | tuple[int, int] = 1,
+                     defaults: Mapping[str, Any] | None = None, description: str = "",
+                     kwargs: Callable[[tuple[int, int], dict[str, Any]], dict[str, Any]] | None = None,
+                     multiple_rule: Callable[[dict[str, Any]], tuple[tuple[int, int], str]] | None = None,
+                     fixed: tuple[str, ...] = ()) -> Any:
+    """Register a network class under ``name`` (``model.network.name=<name>``); usable as a decorator.
+
+    The class is called with ``in_channels=1``, ``out_channels=1 + K`` (background + the target
+    classes), then ``defaults``, then the config's other ``model.network`` keys (any constructor
+    argument), and must return logits (B, 1 + K, H, W) (or ``(logits, extra_loss)`` as SegResNetVAE).
+
+    Args:
+        name: the registry name.
+        cls: the ``nn.Module`` class (omit to use as ``@register_network("name")``).
+        multiple: each image side must be a multiple of this (the network's total downsampling).
+        defaults: constructor arguments the registry passes before the config's.
+        description: one line for errors and docs.
+        kwargs: advanced: ``(image_size, overrides) -> constructor kwargs`` instead of the rule above.
+        multiple_rule: advanced: ``kwargs -> ((rows, cols) multiple, why)`` instead of ``multiple``.
+        fixed: constructor arguments the config may not set.
+
+    Raises:
+        ConfigError: ``name`` is already registered to another class.
+    """
+
+    def add(klass: type[nn.Module]) -> type[nn.Module]:
+        known = NETWORKS.get(name)
+        if known is not None and known.cls is not klass:
+            raise ConfigError(f"register_network: '{name}' is already registered ({known.cls.__name__})")
+        m = (multiple, multiple) if isinstance(multiple, int) else tuple(int(v) for v in multiple)
+        rule = multiple_rule or (lambda kw: (m, f"the total downsampling of '{name}'"))
+        NETWORKS[name] = NetworkSpec(klass, kwargs or _plain_kwargs(dict(defaults or {})), rule,  # type: ignore[arg-type]
+                                     fixed=fixed, description=description or klass.__name__)
+        return klass
+
+    return add if cls is None else add(cls)
+
+
+register_network("resnetvae", SegResNetVAE, kwargs=_resnetvae_kwargs, multiple_rule=_resnetvae_multiple,
+                 fixed=("spatial_dims", "input_image_size"), description="MONAI SegResNetVAE (the paper's ResNetVAE)")
+register_network("nnunet", DynUNet, kwargs=_nnunet_kwargs, multiple_rule=_nnunet_multiple, fixed=("spatial_dims",),
+                 description="MONAI DynUNet (the paper's nnUnet)")
 
 
 def _spec(name: str) -> NetworkSpec:
+    if name not in NETWORKS and ":" in name:  # "package.module:name": import the module that registers it
+        importlib.import_module(name.split(":", 1)[0])
+        name = name.split(":", 1)[1]
     if name not in NETWORKS:
-        raise ConfigError(f"model network name: unknown network '{name}'; known: {sorted(NETWORKS)}")
+        raise ConfigError(f"model network name: unknown network '{name}'; known: {sorted(NETWORKS)} "
+                          "(register one with tagseg.models.networks.register_network, docs/extending.md)")
     return NETWORKS[name]
 
 
@@ -254,6 +302,7 @@ __all__ = [
     "NETWORKS",
     "NetworkSpec",
     "build_network",
+    "register_network",
     "check_image_size",
     "count_parameters",
     "init_xavier_normal_",

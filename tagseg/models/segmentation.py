@@ -10,37 +10,30 @@
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
   ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.stages.train.write_test_results`; on one device
+  dice, hd95_mm), written to disk by :func:`tagseg.io.run_dir.write_test_results`; on one device
   only (after a DDP fit, :func:`tagseg.stages.train.train` tests in one process).
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
-checkpoint alone rebuilds the module: ``SegmentationModule.load_from_checkpoint(path)``.
+checkpoint alone rebuilds the module (:func:`tagseg.models.segmenter.load_segmentation_module`,
+which reads it with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import hydra.utils
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from tagseg.data.transforms import NORM_MEAN, NORM_STD
+from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
-from tagseg.runtime.config import instantiate
+from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
+from tagseg.runtime.config import instantiate, plain
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
 
 INITS = ("xavier_normal", "default")
-
-
-def plain(cfg: Any) -> Any:
-    """A DictConfig / ListConfig as plain (resolved) Python containers; anything else unchanged."""
-    if isinstance(cfg, DictConfig) or OmegaConf.is_list(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def image_metrics(pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,12 +178,15 @@ class SegmentationModule(L.LightningModule):
         """Softmax probabilities (B, 1 + K, H, W)."""
         return torch.softmax(self(batch["image"]).float(), dim=1)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_KEY] = SEGMENTATION  # the model type the stages check when loading
+
     def configure_optimizers(self) -> Any:
-        optimizer = hydra.utils.instantiate(self.hparams.optimizer)
+        optimizer = instantiate(self.hparams.optimizer, "model.optimizer")
         optimizer = optimizer(self.parameters()) if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer) else optimizer
         if not self.hparams.scheduler:
             return optimizer
-        scheduler = hydra.utils.instantiate(self.hparams.scheduler)(optimizer)
+        scheduler = instantiate(self.hparams.scheduler, "model.scheduler")(optimizer)
         return {
             "optimizer": optimizer,
             # strict=False: a run stopped by max_steps before any validation just keeps its LR

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tagseg.data.records import MYO as MYO_LABEL
+from tagseg.conventions import MYO as MYO_LABEL
 from tagseg.errors import ConfigError
 
 

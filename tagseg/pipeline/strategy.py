@@ -24,14 +24,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift_data_config
 from tagseg.errors import ConfigError
+from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
 from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
 
 log = logging.getLogger(__name__)
 
-#: pretraining sources a chain may name, and the translation each needs (None: the cine set itself)
-SOURCES = {"cine": None, "physics": "physics", "cyclegan": "cyclegan"}
+#: the untranslated pretraining source: the prepared cine set itself
+CINE_SOURCE = "cine"
 STORE = "store.h5"
 #: what ``paths.output_dir`` hashes as
 RUN_DIR = "<run dir>"
@@ -136,7 +137,7 @@ def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
         from tagseg.stages.cyclegan import train_cyclegan
 
         run_cfg = gan_cfg.copy()
-        last = out / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(out)
         with open_dict(run_cfg):
             run_cfg.paths.output_dir = str(out)
             for domain, label in (("a", cine), ("b", tagged)):
@@ -202,7 +203,7 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
 
         stage_cfg = run_cfg.copy()
         store_path = str(inputs[store].outputs["store"])
-        last = out / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(out)
         with open_dict(stage_cfg):
             stage_cfg.data.store = store_path
             stage_cfg.datamodule.stores = [store_path]
@@ -213,11 +214,11 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
         if stage_cfg.ckpt_path:
             log.info("%s: resuming from %s", label, last)
         result = train(stage_cfg)
-        best = result.get("best_ckpt") or result.get("last_ckpt")
+        best = result.best_ckpt or result.last_ckpt
         if best is None:
             raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
-        return {"best_ckpt": Path(best), "last_ckpt": result.get("last_ckpt"), "run_dir": out,
-                "epochs": result["epochs"], "global_step": result["global_step"]}
+        return {"best_ckpt": Path(best), "last_ckpt": result.last_ckpt, "run_dir": out,
+                "epochs": result.epochs, "global_step": result.global_step}
 
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
@@ -249,8 +250,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") 
             ev_cfg.callbacks = None
         with single_process_env():
             result = evaluate(ev_cfg)
-        return {"summary": result["summary"], "summary_path": result["summary_path"],
-                "metrics_path": result["metrics_path"]}
+        return {"summary": result.summary, "summary_path": result.summary_path, "metrics_path": result.metrics_path}
 
     return Stage("test", label, config, compute, needs=(store, finetune))
 
@@ -295,6 +295,25 @@ def run_tags(cfg: DictConfig) -> list[str]:
 
 # --------------------------------------------------------------------------- the plan
 
+def pretraining_sources(strategy: Mapping[str, Any]) -> dict[str, list[str] | None]:
+    """The pretraining sources a chain may name: ``cine`` (the cine set itself, None) and every
+    entry of ``strategy.translate`` (name -> its ``tagseg translate`` overrides).
+
+    A new source is config data: ``strategy.translate.<name>: [method=<translator>, ...]``
+    (see docs/extending.md); a source whose overrides say ``method=cyclegan`` gets the CycleGAN
+    stage before its translation.
+    """
+    sources: dict[str, list[str] | None] = {CINE_SOURCE: None}
+    for name, overrides in (strategy.get("translate") or {}).items():
+        sources[str(name)] = [str(o) for o in overrides]
+    return sources
+
+
+def needs_cyclegan(overrides: Sequence[str] | None) -> bool:
+    """Whether a source's translate overrides use the CycleGAN translator (so its checkpoint is needed)."""
+    return any(str(o).replace(" ", "") in ("method=cyclegan", "/method=cyclegan") for o in overrides or ())
+
+
 def plan_strategy(cfg: DictConfig) -> list[Stage]:
     """The stages of ``cfg.strategy`` for the composed train config ``cfg``.
 
@@ -304,9 +323,11 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     """
     strategy = cfg.strategy
     chain = [str(s) for s in strategy.chain]
-    unknown = [s for s in chain if s not in SOURCES]
+    sources = pretraining_sources(strategy)
+    unknown = [s for s in chain if s not in sources]
     if unknown:
-        raise ConfigError(f"strategy.chain: unknown source(s) {unknown}; expected a list of {list(SOURCES)}")
+        raise ConfigError(f"strategy.chain: unknown source(s) {unknown}; expected a list of {list(sources)} "
+                          "(a new source: strategy.translate.<name>=[method=...])")
     stages: list[Stage] = []
     tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
     stages.append(store_stage(cfg.data, strategy, tagged))
@@ -320,15 +341,15 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
         source_ratios = strategy.prepare.get("source_split_ratios")
         stages.append(store_stage(strategy.source, strategy, cine,
                                   split_ratios=list(source_ratios) if source_ratios is not None else None))
-    if "cyclegan" in chain:
+    if any(needs_cyclegan(sources[src]) for src in chain):
         gan = "cyclegan"
         stages.append(cyclegan_stage(cfg, cine, tagged))
     source_store: dict[str, str] = {}
     for src in dict.fromkeys(chain):
-        if SOURCES[src] is None:
+        if sources[src] is None:
             source_store[src] = cine
         else:
-            stage = translate_stage(cfg, src, cine, gan if src == "cyclegan" else None)
+            stage = translate_stage(cfg, src, cine, gan if needs_cyclegan(sources[src]) else None)
             stages.append(stage)
             source_store[src] = stage.label
     init = None
@@ -390,7 +411,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
                    for label, r in results.items()},
     }
     if global_rank() == 0 and out_dir.is_dir():
-        (out_dir / "strategy.json").write_text(json.dumps(record, indent=2))
+        (out_dir / STRATEGY_FILE).write_text(json.dumps(record, indent=2))
     return record
 
 

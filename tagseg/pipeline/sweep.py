@@ -7,7 +7,7 @@ SLURM node). When the sweep ends, :class:`SweepSummary.on_multirun_end` gathers 
 as ``failed``. ``python -m tagseg.pipeline.sweep <sweep dir>`` rebuilds the summary by hand, e.g.
 after a SLURM sweep whose launcher was interrupted.
 
-A failing cell does not stop the sweep: in multirun mode :func:`tagseg.runtime.task.user_errors`
+A failing cell does not stop the sweep: in multirun mode :func:`tagseg.runtime.task.task_wrapper`
 turns its exception into a ``{"status": "failed", "error": ...}`` return value, recorded here.
 The command then exits with status 1 after writing the summary, so scripts notice.
 """
@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from tagseg.io.run_dir import SUMMARY_FILE
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
     """The test metrics a plain ``tagseg train`` cell wrote (``<run dir>/summary.json``)."""
-    path = run_dir / "summary.json"
+    path = run_dir / SUMMARY_FILE
     if not path.exists():
         return {}
     found = json.loads(path.read_text())

@@ -1,6 +1,6 @@
 """Q1 / median / Q3 test examples of a run (the paper's Figs. 6-7): image, ground truth and
 prediction contours, picked by Dice from ``test_metrics.csv`` and re-segmented with the run's
-best checkpoint through the same pre-processing as ``tagseg predict``."""
+best checkpoint (read with ``weights_only=True``) through the same pre-processing as ``tagseg predict``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from tagseg.data.records import MYO  # noqa: E402
+from tagseg.conventions import MYO  # noqa: E402
 from tagseg.io.store import read_store  # noqa: E402
 from tagseg.errors import TagsegError  # noqa: E402
-from tagseg.stages.predict import find_checkpoint, load_segmenter  # noqa: E402
+from tagseg.io.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE  # noqa: E402
+from tagseg.models.segmenter import load_segmenter  # noqa: E402
 
 
 
@@ -62,17 +63,17 @@ def plot_examples(run: str | Path, out: str | Path) -> Path | None:
         TagsegError: ``test_metrics.csv`` has no ``index`` column (rows cannot be found in the store).
     """
     run, out = Path(run), Path(out)
-    cfg_path = run / "config.yaml"
-    if not cfg_path.exists() or not (run / "checkpoints").exists() or not (run / "test_metrics.csv").exists():
+    cfg_path = run / CONFIG_FILE
+    if not cfg_path.exists() or not (run / CHECKPOINTS_DIR).exists() or not (run / METRICS_FILE).exists():
         return None  # e.g. a strategy cell: its checkpoints and test table live in the stage cache
-    metrics = pd.read_csv(run / "test_metrics.csv")
+    metrics = pd.read_csv(run / METRICS_FILE)
     if "index" not in metrics.columns:
-        raise TagsegError(f"{run / 'test_metrics.csv'}: no 'index' column, cannot find the images in the store")
+        raise TagsegError(f"{run / METRICS_FILE}: no 'index' column, cannot find the images in the store")
     rows = pick_quartile_rows(metrics)
     found = run_slices(yaml.safe_load(cfg_path.read_text()), rows["index"].tolist())
     if found is None:
         return None
-    segmenter = load_segmenter(find_checkpoint(run))
+    segmenter = load_segmenter(run)
     images = [img for img, _ in found]
     truth = [mask == MYO for _, mask in found]
     pred = [segmenter.segment(img[None], scaled=True)[0] == MYO for img in images]

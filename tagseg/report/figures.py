@@ -14,7 +14,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from tagseg.data.records import MYO as MYO_LABEL
+from tagseg.conventions import MYO as MYO_LABEL
 from tagseg.io.store import read_meta, store_attrs
 from tagseg.errors import StoreError
 

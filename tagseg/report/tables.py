@@ -14,10 +14,17 @@ import pandas as pd
 import yaml
 
 from tagseg.errors import TagsegError
+from tagseg.io.run_dir import METRICS_FILE, STRATEGY_FILE, metric_stats
 
-METRICS_FILE = "test_metrics.csv"
-#: written by a strategy cell (tagseg.pipeline.strategy.run_strategy)
-STRATEGY_FILE = "strategy.json"
+#: the statistics columns of the tables (a subset of tagseg.io.run_dir.STAT_KEYS)
+TABLE_STATS = ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")
+
+
+def grouped_stats(metrics: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """:func:`~tagseg.io.run_dir.metric_stats` (the summary.json rule) of each group of rows, one row per group."""
+    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))), **{k: v for k, v in metric_stats(d).items() if k in TABLE_STATS}}
+            for key, d in metrics.groupby(by, sort=False)]
+    return pd.DataFrame(rows, columns=[*by, *TABLE_STATS])
 
 
 def metrics_file(run: Path) -> Path:
@@ -78,12 +85,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     The cumulative rank adds the rank by mean Dice (higher is better) and by mean HD95 (lower is
     better); ties share the lower rank, as in the paper's gamma table.
     """
-    g = metrics.groupby(["run", "overrides"], sort=False)
-    table = g.agg(
-        dice_mean=("dice", "mean"), dice_std=("dice", "std"),
-        hd95_mm_mean=("hd95_mm", "mean"), hd95_mm_std=("hd95_mm", "std"), n_images=("dice", "size"),
-    ).reset_index()
-    table[["dice_std", "hd95_mm_std"]] = table[["dice_std", "hd95_mm_std"]].fillna(0.0)
+    table = grouped_stats(metrics, ["run", "overrides"])
     table["rank_dice"] = table["dice_mean"].rank(ascending=False, method="min").astype(int)
     table["rank_hd95"] = table["hd95_mm_mean"].rank(ascending=True, method="min").astype(int)
     table["cumulative_rank"] = table["rank_dice"] + table["rank_hd95"]
@@ -94,12 +96,8 @@ def breakdown(metrics: pd.DataFrame, by: str) -> pd.DataFrame:
     """Mean/std of Dice and HD95 per run and per ``by`` (e.g. ``frame`` or ``group``)."""
     if by not in metrics.columns:
         raise TagsegError(f"metrics have no '{by}' column (columns: {list(metrics.columns)})")
-    return (
-        metrics.groupby(["run", by])
-        .agg(dice_mean=("dice", "mean"), dice_std=("dice", "std"), hd95_mm_mean=("hd95_mm", "mean"),
-             hd95_mm_std=("hd95_mm", "std"), n=("dice", "size"))
-        .reset_index()
-    )
+    table = grouped_stats(metrics, ["run", by]).rename(columns={"n_images": "n"})
+    return table.sort_values(["run", by]).reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -1,4 +1,5 @@
-"""The task wrapper every stage runs under: one-line errors, exit status 2, failed multirun cells, W&B finish."""
+"""The task wrapper every stage runs under (:func:`task_wrapper`): W&B finish, and for the apps
+``torch_threads``, one-line errors, exit status 2, failed multirun cells."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import functools
 import logging
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from tagseg.errors import ConfigError, TagsegError
@@ -58,19 +58,39 @@ def user_error(exc: BaseException) -> TagsegError | None:
     return None
 
 
-def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn a :class:`TagsegError` into one clear line on stderr and exit status 2.
+def task_wrapper(task: Callable[[DictConfig], Any] | None = None, *, app: bool = False) -> Any:
+    """The one wrapper of every task (the model: lightning-hydra-template's ``task_wrapper``).
 
-    Anything else is a bug and keeps its traceback. In a multirun, a failing cell (any
-    exception) is logged and returned as :func:`failed_cell` instead, so the sweep goes on and
-    its summary records the failure. An open W&B run is finished when the task ends.
+    Always: an open W&B run is finished when the task ends, however it ends (one W&B run per
+    job, and per stage of a strategy: the next one must not log into this one).
+
+    With ``app=True`` (every ``tagseg.apps.<stage>.main``), also:
+
+    * ``torch_threads`` of the config is applied first (:func:`~tagseg.runtime.config.set_torch_threads`);
+    * a :class:`TagsegError` (see :func:`user_error`) becomes one line ``tagseg: error: ...`` on
+      stderr and exit status 2; anything else is a bug and keeps its traceback;
+    * in a multirun, a failing cell (any exception) is logged and returned as
+      :func:`failed_cell`, so the sweep goes on and its summary records the failure.
+
+    Without it (stage library functions: ``train``, ``evaluate``, ``train_cyclegan``), exceptions
+    reach the caller unchanged.
+
+    Usage: ``@task_wrapper`` or ``@task_wrapper(app=True)``.
     """
+    if task is None:
+        return functools.partial(task_wrapper, app=app)
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
         try:
+            if app:
+                from tagseg.runtime.config import set_torch_threads
+
+                set_torch_threads(cfg.get("torch_threads"))
             return task(cfg)
         except Exception as exc:
+            if not app:
+                raise
             user = user_error(exc)
             if user is not None:
                 log.error("%s", user)
@@ -86,3 +106,8 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             finish_wandb()
 
     return wrapper
+
+
+def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """``task_wrapper(app=True)``: the name the stage apps used before (kept for their callers)."""
+    return task_wrapper(task, app=True)

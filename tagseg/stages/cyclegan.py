@@ -15,19 +15,17 @@ from typing import Any, Mapping
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.prepare import ensure_store
 from tagseg.errors import ConfigError
 from tagseg.tagness import store_tagness
-from tagseg.runtime.config import instantiate, instantiate_group
-from tagseg.runtime.task import finish_wandb
+from tagseg.io.checkpoints import CYCLEGAN, resume_checkpoint
+from tagseg.io.run_dir import CONFIG_FILE, LAST_CKPT, TAGNESS_FILE
+from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
 
 log = logging.getLogger(__name__)
-
-TAGNESS_FILE = "tagness.json"
 
 #: DDP strategies and the variant a CycleGAN needs (each optimiser step leaves the other
 #: networks without gradients)
@@ -49,17 +47,11 @@ def gan_strategy(strategy: Any) -> Any:
     return strategy
 
 
-def _check_ckpt_path(cfg: DictConfig) -> None:
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path: checkpoint {ckpt} not found (resume from <run>/checkpoints/last.ckpt)")
-
-
 def _last_checkpoint(trainer: L.Trainer) -> Path | None:
     cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
     if cb is None or not cb.dirpath:
         return None
-    last = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+    last = Path(cb.dirpath) / LAST_CKPT
     return last if last.exists() else None
 
 
@@ -70,7 +62,8 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed ``conf/cyclegan.yaml``. Keys used: ``seed``, ``data_a``, ``data_b``
             (dataset configs, stores prepared if missing), ``datamodule``, ``model``, ``trainer``
             (``max_epochs: null`` = the whole lr schedule), ``callbacks``, ``logger``,
-            ``ckpt_path``, ``tagness_check``, ``threads`` (CPU threads), ``paths.output_dir``.
+            ``ckpt_path`` (resume: a ``last.ckpt`` or its run folder), ``tagness_check``,
+            ``torch_threads`` (CPU threads), ``paths.output_dir``.
 
     Returns:
         ``run_dir``, ``last_ckpt``, ``epochs``, ``global_step``, ``seconds`` (fit), ``grids``
@@ -80,22 +73,14 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
         TagsegError: bad input (missing resume checkpoint, a dataset that cannot be prepared, an
             image size the generator does not accept, a bad setting), before any training.
     """
-    try:
-        return _train(cfg)
-    finally:
-        finish_wandb()
-
-
-def _train(cfg: DictConfig) -> dict[str, Any]:
+    set_torch_threads(cfg.get("torch_threads"))
     run_dir = Path(cfg.paths.output_dir)
-    _check_ckpt_path(cfg)
+    resume = resume_checkpoint(cfg.get("ckpt_path"), kind=CYCLEGAN)
     for key in ("data_a", "data_b"):
         ensure_store(cfg[key], seed=cfg.get("seed", 0))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.get("seed", 0), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     datamodule = instantiate(cfg.datamodule, "datamodule")
     model = instantiate(cfg.model, "model")
     for domain, (h, w) in datamodule.image_shapes().items():
@@ -111,7 +96,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
     grids = next((list(c.saved) for c in callbacks if hasattr(c, "saved")), [])
     result: dict[str, Any] = {

@@ -10,19 +10,15 @@ from omegaconf import DictConfig, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
 from tagseg.errors import ConfigError
-from tagseg.models.segmentation import SegmentationModule
+from tagseg.io.run_dir import EvalResult
+from tagseg.models.segmenter import load_segmentation_module
 from tagseg.runtime.config import instantiate, instantiate_group
-from tagseg.stages.train import (
-    save_run_config,
-    with_wandb_finish,
-    checked_stores,
-    evaluate_module,
-    one_device_trainer,
-    resolve_checkpoint,
-)
+from tagseg.runtime.task import task_wrapper
+from tagseg.stages.train import checked_stores, evaluate_module, one_device_trainer, save_run_config
 
-@with_wandb_finish
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> EvalResult:
     """Test a checkpoint on a store split; write ``test_metrics.csv`` and ``summary.json``.
 
     The network, image size, classes and normalisation come from the checkpoint alone; the
@@ -33,10 +29,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             train | val | test).
 
     Returns:
-        ``run_dir``, ``checkpoint``, ``summary``, ``summary_path``, ``metrics_path``.
+        The :class:`~tagseg.io.run_dir.EvalResult`.
 
     Raises:
-        TagsegError: missing checkpoint or store, unknown split.
+        TagsegError: missing, unreadable, unsafe or non-segmentation checkpoint (read with
+            ``weights_only=True``), missing store, unknown split.
     """
     if not cfg.get("ckpt"):
         raise ConfigError("ckpt: no checkpoint given (pass ckpt=<file.ckpt or run folder>)")
@@ -45,9 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = str(cfg.get("split", "test"))
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split: expected train, val or test, got '{split}'")
-    ckpt = resolve_checkpoint(cfg.ckpt)
     run_dir = Path(cfg.paths.output_dir)
-    model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    model, ckpt = load_segmentation_module(cfg.ckpt)
     hp = model.hparams
     stores = checked_stores(cfg)
     save_run_config(cfg, run_dir)
@@ -57,14 +53,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer = one_device_trainer(cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
     extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
-    out = {"run_dir": run_dir, "checkpoint": ckpt, **tested}
+    result = EvalResult(run_dir=run_dir, checkpoint=ckpt, summary=tested.summary, summary_path=tested.summary_path,
+                        metrics_path=tested.metrics_path)
     names = check_shifts(cfg.get("shifts"))
     if names:
-        out["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested["summary"], split)
-    return out
+        result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split)
+    return result
 
 
-def evaluate_shifts(cfg: DictConfig, model: SegmentationModule, ckpt: Path, run_dir: Path, names: list[str],
+def evaluate_shifts(cfg: DictConfig, model: Any, ckpt: Path, run_dir: Path, names: list[str],
                     in_distribution: dict[str, Any], split: str) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 

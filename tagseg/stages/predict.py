@@ -29,150 +29,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from skimage.transform import resize
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from tqdm.auto import tqdm
 
 from tagseg.contours import MyocardialContours, myocardial_contours
-from tagseg.data.datamodule import resize_slices
-from tagseg.data.prepare import normalise_record
-from tagseg.data.readers.common import MYO
-from tagseg.data.records import SliceRecord
+from tagseg.conventions import MYO
 from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
 from tagseg.io.store import write_store
-from tagseg.data.transforms import NORM_MEAN, NORM_STD, normalise
-from tagseg.errors import ConfigError
+from tagseg.io.checkpoints import resolve_checkpoint
+from tagseg.models.segmenter import Segmenter, load_segmenter  # noqa: F401  (their home: tagseg.models.segmenter)
 from tagseg.runtime.config import config_yaml
-from tagseg.models.networks import main_head, split_output
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Segmenter:
-    """A trained network with the pre-processing it was trained with.
-
-    Attributes:
-        network: the segmentation network (eval mode is set here).
-        image_size: the square input size the network was trained at, in pixels.
-        mean: normalisation mean applied after scaling to [0, 1].
-        std: normalisation standard deviation.
-        labels: the tagseg label written for each output channel (channel 0 = background = 0),
-            e.g. ``(0, 2)`` for background + myocardium.
-    """
-
-    network: nn.Module
-    image_size: int
-    mean: float = NORM_MEAN
-    std: float = NORM_STD
-    labels: tuple[int, ...] = (0, MYO)
-
-    def preprocess(self, frames: np.ndarray, scaled: bool = False) -> torch.Tensor:
-        """(T, H, W) frames -> normalised float32 (T, 1, S, S), the training chain exactly.
-
-        Each raw frame is scaled to [0, 1] at its own size (``tagseg prepare``'s
-        ``normalise_record``; skipped when ``scaled``: slice-store images already are), resized as
-        the DataModule resizes store slices (``resize_slices``: bilinear, clamped to [0, 1]) and
-        normalised with the checkpoint's mean / std (``transforms.normalise``).
-        """
-        unit = np.array(frames, np.float32)
-        for i, frame in enumerate([] if scaled else frames):
-            rec = SliceRecord(image=np.asarray(frame, np.float32), mask=np.zeros(frame.shape, np.uint8), subject="", slice=0,
-                              frame=0, n_frames=1, phase="", group="", spacing_mm=(1.0, 1.0), source="")
-            unit[i] = normalise_record(rec, None, None).image
-        size = (self.image_size, self.image_size)
-        resized, _ = resize_slices(unit, np.zeros(unit.shape, np.uint8), size)
-        return normalise(torch.from_numpy(np.ascontiguousarray(resized))[:, None], self.mean, self.std)
-
-    @torch.no_grad()
-    def segment(self, frames: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu", scaled: bool = False) -> np.ndarray:
-        """Label maps of (T, H, W) frames, each at its own size: uint8 (T, H, W) in ``labels``.
-
-        Args:
-            frames: raw intensities (any range), rows = image y; or [0, 1] store images with ``scaled``.
-            batch_size: frames per forward pass.
-            device: where the network runs.
-            scaled: the frames are slice-store images, already in [0, 1].
-        """
-        net = self.network.to(device).eval()
-        lut = np.asarray(self.labels, np.uint8)
-        out = np.zeros(frames.shape, np.uint8)
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start : start + batch_size]
-            logits, _ = split_output(net(self.preprocess(chunk, scaled).to(device)))
-            classes = main_head(logits).argmax(dim=1).to(torch.uint8).cpu().numpy()
-            for j, cls in enumerate(classes):
-                if cls.shape != chunk[j].shape:
-                    cls = resize(cls, chunk[j].shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-                out[start + j] = lut[cls]
-        return out
-
-
-#: hyper-parameters a SegmentationModule checkpoint must carry for prediction
-REQUIRED_HPARAMS = ("network", "image_size", "classes", "mean", "std")
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the single best checkpoint of a run folder.
-
-    A folder is searched for ``*.ckpt``; ``last.ckpt`` is used only when it is the only one.
-
-    Raises:
-        ConfigError: nothing found, or several candidates (listed) in a folder.
-    """
-    path = Path(str(path)).expanduser()
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise ConfigError(f"ckpt: checkpoint not found: {path} (expected a .ckpt file written by `tagseg train`, or its run folder)")
-    found = sorted(path.rglob("*.ckpt"))
-    best = [p for p in found if p.name != "last.ckpt"] or found
-    if len(best) != 1:
-        shown = [str(p) for p in best[:10]] or "none"
-        raise ConfigError(f"ckpt: {path} is a folder with {len(best)} candidate checkpoints ({shown}); pass ckpt=<file.ckpt>")
-    return best[0]
-
-
-def load_segmenter(ckpt: str | Path, device: str | torch.device = "cpu") -> Segmenter:
-    """The trained network and its pre-processing from a ``tagseg train`` checkpoint.
-
-    Reads the :class:`~tagseg.models.segmentation.SegmentationModule` hyper-parameters
-    (network, ``image_size``, ``classes``, ``mean``, ``std``), rebuilds the module and loads its
-    weights (strict).
-
-    Args:
-        ckpt: a Lightning ``.ckpt`` file, or a run folder holding exactly one best checkpoint.
-        device: where the weights are loaded.
-
-    Returns:
-        The :class:`Segmenter` (labels ``(0, *classes)``).
-
-    Raises:
-        ConfigError: missing or unreadable checkpoint, a checkpoint of another model type, or
-            weights that do not match the rebuilt network (mismatched keys listed).
-    """
-    from tagseg.models.segmentation import SegmentationModule
-
-    path = find_checkpoint(ckpt)
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ConfigError(f"ckpt: {path} is not a readable PyTorch / Lightning checkpoint ({type(exc).__name__}: {exc})") from None
-    hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
-    missing = [k for k in REQUIRED_HPARAMS if not isinstance(hparams, dict) or k not in hparams]
-    if missing or "state_dict" not in state:
-        keys = sorted(hparams) if isinstance(hparams, dict) else "none"
-        raise ConfigError(f"ckpt: {path} is a checkpoint of another model type (hyper-parameters: {keys}; "
-                          f"missing {missing or ['state_dict']}); expected a segmentation checkpoint from `tagseg train`")
-    module = SegmentationModule(**{**hparams, "init": "default"})
-    result = module.load_state_dict(state["state_dict"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ConfigError(f"ckpt: {path}: weights do not match the network rebuilt from its hyper-parameters; "
-                          f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}")
-    classes = [int(c) for c in hparams["classes"]]
-    return Segmenter(network=module.to(device).eval(), image_size=int(hparams["image_size"]), mean=float(hparams["mean"]),
-                     std=float(hparams["std"]), labels=(0, *classes))
 
 
 @dataclass
@@ -336,7 +204,7 @@ def predict(
 def predict_scans(cfg: DictConfig) -> PredictReport:
     """``tagseg predict``: load the checkpoint, segment every input scan (``cfg.input``) into ``cfg.output``."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-    ckpt = find_checkpoint(cfg.ckpt)
+    ckpt = resolve_checkpoint(cfg.ckpt)
     check_inputs(find_inputs(cfg.input))  # bad input fails before the model is loaded
     segmenter = load_segmenter(ckpt, device=device)
     report = predict(

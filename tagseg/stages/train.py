@@ -13,33 +13,29 @@ tests the best checkpoint alone, so every test image is counted once.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from tagseg.io.store import check_store
 from tagseg.errors import ConfigError
-from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
-from tagseg.models.networks import check_image_size
-from tagseg.models.segmentation import SegmentationModule, plain
-from tagseg.runtime.ddp import single_process_env
+from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
+from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
+from tagseg.io.store import check_store
+from tagseg.models.networks import NETWORKS, check_image_size
+from tagseg.models.segmentation import SegmentationModule
+from tagseg.runtime.config import instantiate, instantiate_group, plain, set_torch_threads
 from tagseg.runtime.console import print_config_tree
-from tagseg.runtime.task import finish_wandb
+from tagseg.runtime.ddp import single_process_env
+from tagseg.runtime.task import task_wrapper
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "test_metrics.csv"
-SUMMARY_FILE = "summary.json"
-METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
 
 
 
@@ -49,7 +45,7 @@ def network_settings(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]
     net.pop("_target_", None)
     name = net.pop("name", None)
     if name is None:
-        raise ConfigError("model.network.name: missing (expected resnetvae or nnunet)")
+        raise ConfigError(f"model.network.name: missing (expected one of {sorted(NETWORKS)})")
     net.pop("out_channels", None)
     net.pop("image_size", None)
     return str(name), net
@@ -95,29 +91,13 @@ def checked_stores(cfg: DictConfig) -> list[Path]:
     return stores
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or a run folder -> its best checkpoint (else ``last.ckpt``).
-
-    Raises:
-        ConfigError: nothing usable at ``path``.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    ckpts = path / "checkpoints"
-    for pattern in ("best*.ckpt", "last*.ckpt"):
-        found = sorted(ckpts.glob(pattern), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    raise ConfigError(f"{path}: no checkpoint (expected a .ckpt file, or a run folder with checkpoints/best.ckpt or last.ckpt)")
-
-
 def load_weights(model: torch.nn.Module, ckpt: str | Path, strict: bool = True) -> dict[str, list[str]]:
     """Load another run's weights into ``model`` (fine-tuning from a pretrained run).
 
     Args:
         model: the module to fill.
-        ckpt: a Lightning checkpoint (or a run folder, see :func:`resolve_checkpoint`).
+        ckpt: a segmentation checkpoint or run folder (:func:`tagseg.io.checkpoints.resolve_checkpoint`),
+            read with ``weights_only=True``.
         strict: every key must match in name and shape; otherwise matching keys are loaded and
             the others reported.
 
@@ -125,11 +105,11 @@ def load_weights(model: torch.nn.Module, ckpt: str | Path, strict: bool = True) 
         ``{"missing", "unexpected", "mismatched"}`` key lists (empty when everything matched).
 
     Raises:
+        CheckpointError: an unreadable, unsafe or non-segmentation checkpoint.
         ConfigError: with ``strict``, any missing / unexpected / shape-mismatched key, all listed.
     """
-    path = resolve_checkpoint(ckpt)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    source = state.get("state_dict", state)
+    path = resolve_checkpoint(ckpt, key="init_from")
+    source = load_checkpoint(path, kind=SEGMENTATION)["state_dict"]
     target = model.state_dict()
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target))
@@ -144,48 +124,6 @@ def load_weights(model: torch.nn.Module, ckpt: str | Path, strict: bool = True) 
     log.info("loaded %d/%d tensors from %s%s", len(keep), len(target), path,
              "" if len(keep) == len(target) else f" (skipped: {report})")
     return report
-
-
-def _stats(df: pd.DataFrame) -> dict[str, Any]:
-    n = len(df)
-    std = (lambda c: float(df[c].std(ddof=1)) if n > 1 else 0.0)
-    return {"dice_mean": float(df["dice"].mean()), "dice_std": std("dice"), "dice_median": float(df["dice"].median()),
-            "hd95_mm_mean": float(df["hd95_mm"].mean()), "hd95_mm_std": std("hd95_mm"),
-            "hd95_mm_median": float(df["hd95_mm"].median()), "n_images": n}
-
-
-def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Dice / HD95 statistics over per-image rows, overall, per group and per frame (std with ddof=1).
-
-    Raises:
-        ConfigError: no rows (nothing was tested).
-    """
-    if not rows:
-        raise ConfigError("test: no test images were evaluated (is the test split empty?)")
-    df = pd.DataFrame(list(rows))
-    summary = _stats(df)
-    summary["per_group"] = {str(g): _stats(d) for g, d in df.groupby("group", sort=True)}
-    summary["per_frame"] = {str(int(f)): _stats(d) for f, d in df.groupby("frame", sort=True)}
-    return summary
-
-
-def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path, extra: Mapping[str, Any] | None = None) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``test_metrics.csv`` (one row per image) and ``summary.json`` into ``run_dir``.
-
-    Returns:
-        ``(metrics_path, summary_path, summary)``.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(list(rows))
-    cols = list(METRIC_COLUMNS) + [c for c in df.columns if c not in METRIC_COLUMNS]
-    metrics_path = run_dir / METRICS_FILE
-    df[cols].to_csv(metrics_path, index=False)
-    summary = {**summarise(rows), **dict(extra or {})}
-    summary_path = run_dir / SUMMARY_FILE
-    summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False))
-    return metrics_path, summary_path, summary
-
 
 
 def one_device_trainer(trainer_cfg: Mapping[str, Any], **kwargs: Any) -> L.Trainer:
@@ -219,14 +157,14 @@ def evaluate_module(trainer: L.Trainer, model: SegmentationModule, run_dir: str 
         **test_kwargs: passed to ``trainer.test`` (``datamodule`` or ``dataloaders``, ``ckpt_path``).
 
     Returns:
-        ``summary``, ``summary_path``, ``metrics_path``.
+        The summary and the two files.
 
     Raises:
         ConfigError: nothing was tested (empty split).
     """
     trainer.test(model, **test_kwargs)
     metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
-    return {"summary": summary, "summary_path": summary_path, "metrics_path": metrics_path}
+    return TestResult(summary=summary, summary_path=summary_path, metrics_path=metrics_path)
 
 
 def _test_loggers(loggers: Sequence[Any]) -> list[Any]:
@@ -244,35 +182,24 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
     """
     if trainer.world_size == 1 or last_ckpt is None:
         return int(trainer.current_epoch), int(trainer.global_step)
-    state = torch.load(last_ckpt, map_location="cpu", weights_only=False, mmap=True)
+    state = load_checkpoint(last_ckpt)
     return int(state["epoch"]) + 1, int(state["global_step"])
 
 
 
-def with_wandb_finish(task: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
-    def wrapper(cfg: DictConfig) -> dict[str, Any]:
-        try:
-            return task(cfg)
-        finally:
-            finish_wandb()
-
-    wrapper.__doc__, wrapper.__name__ = task.__doc__, task.__name__
-    return wrapper
-
-
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("print_config", True):
-        print_config_tree(cfg, save_to=run_dir / "config_tree.log")
+        print_config_tree(cfg, save_to=run_dir / CONFIG_TREE_FILE)
 
 
 def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-@with_wandb_finish
-def train(cfg: DictConfig) -> dict[str, Any]:
+@task_wrapper
+def train(cfg: DictConfig) -> TrainResult:
     """Fit a segmenter, test its best checkpoint, write the results.
 
     Args:
@@ -282,10 +209,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             (a checkpoint or run folder to take the weights from), ``init_from_strict``, ``test``,
             ``torch_threads``.
 
+    Every checkpoint is read with ``weights_only=True`` (:mod:`tagseg.io.checkpoints`): the
+    ``init_from`` weights, the ``ckpt_path`` resumed from, and the best checkpoint a resumed
+    ModelCheckpoint state names, before it is tested.
+
     Returns:
-        ``run_dir``, ``best_ckpt``, ``last_ckpt``, ``epochs``, ``global_step``, ``metrics``
-        (last logged values), and when tested (in the process owning the run folder only)
-        ``summary``, ``summary_path``, ``metrics_path``.
+        The :class:`~tagseg.io.run_dir.TrainResult` (tested: in the process owning the run folder only).
 
     Raises:
         TagsegError: bad input, in one clear line, before any training.
@@ -293,6 +222,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     set_torch_threads(cfg.get("torch_threads"))
     run_dir = Path(cfg.paths.output_dir)
     stores = check_inputs(cfg)
+    resume = resume_checkpoint(cfg.get("ckpt_path"), kind=SEGMENTATION)
     L.seed_everything(cfg.get("seed", 0), workers=True)
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
@@ -305,31 +235,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     for lg in loggers:
         lg.log_hyperparams({"config": plain(cfg), "slices": datamodule.split_counts(), "stores": [str(s) for s in stores]})
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    last = Path(ckpt_cb.dirpath) / "last.ckpt" if ckpt_cb is not None and ckpt_cb.dirpath else None
+    last = Path(ckpt_cb.dirpath) / LAST_CKPT if ckpt_cb is not None and ckpt_cb.dirpath else None
     last = last if last is not None and last.exists() else None
     epochs, global_step = fit_progress(trainer, last)
     log.info("fit: %d epochs, %d steps on %d device(s); best checkpoint %s", epochs, global_step, trainer.world_size, best)
-    result: dict[str, Any] = {
-        "run_dir": run_dir,
-        "best_ckpt": Path(best) if best else None,
-        "last_ckpt": last,
-        "epochs": epochs,
-        "global_step": global_step,
-        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
-    }
+    result = TrainResult(
+        run_dir=run_dir, best_ckpt=Path(best) if best else None, last_ckpt=last, epochs=epochs, global_step=global_step,
+        metrics={k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
+    )
     if cfg.get("test", True) and trainer.is_global_zero:
+        # a resumed ModelCheckpoint state names its best file: read it safely before Lightning does
+        tested = check_checkpoint(best, kind=SEGMENTATION) if best else None
         extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
-        test = dict(datamodule=datamodule, ckpt_path=best, weights_only=False)
+        test = dict(datamodule=datamodule, ckpt_path=tested, weights_only=True)
         if trainer.world_size == 1:
-            result.update(evaluate_module(trainer, model, run_dir, extra, **test))
+            result.add_test(evaluate_module(trainer, model, run_dir, extra, **test))
         else:
             with single_process_env():
                 tester = one_device_trainer(cfg.trainer, logger=_test_loggers(loggers),
                                             callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
-                result.update(evaluate_module(tester, model, run_dir, extra, **test))
+                result.add_test(evaluate_module(tester, model, run_dir, extra, **test))
     return result
 
 
@@ -340,8 +268,5 @@ __all__ = [
     "fit_progress",
     "load_weights",
     "one_device_trainer",
-    "resolve_checkpoint",
-    "summarise",
     "train",
-    "write_test_results",
 ]

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.io.store import REQUIRED_META, StoreWriter, _read_array, open_store
+from tagseg.io.store import REQUIRED_META, StoreWriter, read_array, open_store
 from tagseg.errors import ConfigError, DataError, StoreError
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Translator(ABC):
         seconds = {"read": 0.0, "translate": 0.0, "write": 0.0}
         with _open_input(input) as f:
             n, h, w = f["images"].shape
-            meta = {k: _read_array(f[f"meta/{k}"]) for k in f["meta"]}
+            meta = {k: read_array(f[f"meta/{k}"]) for k in f["meta"]}
             extra_names = [k for k in f if k not in ("images", "masks", "meta") and isinstance(f[k], h5py.Dataset)]
             in_attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             groups = self._checked_groups(meta, n, input)

@@ -8,8 +8,6 @@ gradients); images go through the one intensity conversion of :mod:`tagseg.data.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,8 +16,8 @@ import torch
 
 from tagseg.data.intensity import from_gan, to_gan
 from tagseg.io.store import check_store
-from tagseg.errors import ConfigError
-from tagseg.models.cyclegan import MODEL_TYPE
+from tagseg.errors import CheckpointError, ConfigError
+from tagseg.io.checkpoints import CYCLEGAN, load_checkpoint, resolve_checkpoint
 from tagseg.models.gan_networks import ResnetGenerator
 from tagseg.translate.base import BatchRows, TranslateReport, Translator
 
@@ -31,30 +29,25 @@ def load_generator(ckpt: str | Path | None, device: str | torch.device = "cpu") 
     """The cine -> tagged generator of a ``tagseg cyclegan`` checkpoint, in eval mode.
 
     Args:
-        ckpt: the Lightning checkpoint (e.g. ``logs/cyclegan/runs/<time>/checkpoints/last.ckpt``).
+        ckpt: the Lightning checkpoint (e.g. ``logs/cyclegan/runs/<time>/checkpoints/last.ckpt``) or
+            its run folder; read with ``weights_only=True`` (:mod:`tagseg.io.checkpoints`).
         device: where the generator is placed.
 
     Returns:
         ``(generator, hyper_parameters)``.
 
     Raises:
-        ConfigError: no path, a missing or unreadable file, or a checkpoint of another model type.
+        CheckpointError: no path, a missing, unreadable or unsafe file, or a checkpoint of another model type.
+        ConfigError: generator weights that do not match the recorded architecture.
     """
     if ckpt is None or str(ckpt) == "":
-        raise ConfigError("ckpt: no CycleGAN checkpoint given; pass ckpt=<checkpoints/last.ckpt of a `tagseg cyclegan` run>")
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"ckpt: CycleGAN checkpoint {path} not found (expected checkpoints/last.ckpt of a `tagseg cyclegan` run)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise ConfigError(f"ckpt: {path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
-    kind = state.get("tagseg_model") if isinstance(state, dict) else None
-    weights = state.get("state_dict", {}) if isinstance(state, dict) else {}
-    if kind != MODEL_TYPE or not any(k.startswith(GENERATOR_PREFIX) for k in weights):
-        what = f"model type '{kind}'" if kind else "no tagseg model type"
-        raise ConfigError(f"ckpt: {path} is not a CycleGAN checkpoint ({what}); expected one written by `tagseg cyclegan`, "
-                          f"holding the '{GENERATOR_PREFIX[:-1]}' generator")
+        raise CheckpointError("ckpt: no CycleGAN checkpoint given; pass ckpt=<checkpoints/last.ckpt of a `tagseg cyclegan` run>")
+    path = resolve_checkpoint(ckpt)
+    state = load_checkpoint(path, kind=CYCLEGAN)
+    weights = state.get("state_dict", {})
+    if not any(k.startswith(GENERATOR_PREFIX) for k in weights):
+        raise CheckpointError(f"{path}: a CycleGAN checkpoint without the '{GENERATOR_PREFIX[:-1]}' generator; "
+                              "expected one written by `tagseg cyclegan`")
     hparams = dict(state.get("hyper_parameters", {}))
     generator = ResnetGenerator(**dict(hparams.get("generator", {})))
     own = {k[len(GENERATOR_PREFIX):]: v for k, v in weights.items() if k.startswith(GENERATOR_PREFIX)}

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from skimage.draw import polygon2mask
 
-from tagseg.data.records import BACKGROUND, LABELS, LV, MYO, RV  # noqa: F401  (re-exported for the readers)
+from tagseg.conventions import BACKGROUND, LABELS, LV, MYO, RV  # noqa: F401  (re-exported for the readers)
 from tagseg.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,218 @@
+"""Checkpoints: which file a path means (:func:`resolve_checkpoint`) and the one way tagseg reads
+one (:func:`load_checkpoint`, always ``torch.load(..., weights_only=True)``).
+
+Every stage goes through these two: ``tagseg evaluate ckpt=``, ``predict ckpt=``, ``report``
+(its examples), ``train init_from=`` and ``ckpt_path=`` (resume, and the best checkpoint the
+resumed ModelCheckpoint state names, before it is tested), ``translate method=cyclegan ckpt=`` and
+``tagseg cyclegan ckpt_path=``. Files handed to Lightning (``trainer.fit / test(ckpt_path=...)``)
+are checked here first, and Lightning is told ``weights_only=True`` as well.
+
+**The resolution rule** (``path`` -> one ``.ckpt`` file):
+
+1. a file is itself;
+2. a folder: its checkpoint folder is ``<folder>/checkpoints`` (a run folder), else the folder
+   itself when it holds ``*.ckpt`` files, else the one folder below it holding ``*.ckpt`` files
+   (several: an error listing them);
+3. in the checkpoint folder, ``which="best"`` (evaluate, predict, report, init_from,
+   translate) takes the single checkpoint not named ``last*.ckpt`` (several: an error listing
+   them), else ``last.ckpt``; ``which="last"`` (resuming) takes ``last.ckpt``.
+
+**The load rule**: ``weights_only=True`` unpickles tensors and plain containers only, so a file
+needing any other Python object (a trojaned pickle, a class instance) is refused, as is a
+truncated or non-PyTorch file, and a checkpoint of another model type than the stage needs
+(:data:`SEGMENTATION` from ``tagseg train``, :data:`CYCLEGAN` from ``tagseg cyclegan``). Each
+error is a :class:`~tagseg.errors.CheckpointError` whose one line starts with the file. tagseg's
+own checkpoints hold plain containers only (hyper-parameters are saved as resolved dicts), so
+no global is allow-listed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from tagseg.errors import CheckpointError
+from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT
+
+#: the key naming a checkpoint's model type (written by tagseg's LightningModules)
+MODEL_KEY = "tagseg_model"
+SEGMENTATION = "segmentation"
+CYCLEGAN = "cyclegan"
+#: hyper-parameters a segmentation checkpoint carries (how older ones, without MODEL_KEY, are recognised)
+SEGMENTATION_HPARAMS = ("network", "image_size", "classes", "mean", "std")
+#: what writes each model type
+WRITERS = {SEGMENTATION: "`tagseg train`", CYCLEGAN: "`tagseg cyclegan`"}
+
+_GLOBAL = re.compile(r"(?i)unsupported\s+(?:global:\s*)?GLOBAL\s+([\w.]+)")
+
+
+def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best", "last"] = "best") -> Path:
+    """The checkpoint file ``path`` means (see the module's resolution rule).
+
+    Args:
+        path: a ``.ckpt`` file, a run folder, or a folder holding checkpoints.
+        key: the config key ``path`` came from, named in errors.
+        which: ``best`` (to use a model) or ``last`` (to resume training).
+
+    Returns:
+        An existing file.
+
+    Raises:
+        CheckpointError: nothing at ``path``, no checkpoint in it, or several candidates.
+    """
+    if path is None or str(path) == "":
+        raise CheckpointError(f"{key}: no checkpoint given (pass {key}=<file.ckpt or run folder>)")
+    path = Path(str(path)).expanduser()
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"{key}: checkpoint {path} not found (expected a .ckpt file or a run folder)")
+    folder = _checkpoint_folder(path, key)
+    if which == "last":
+        last = folder / LAST_CKPT
+        if not last.is_file():
+            raise CheckpointError(f"{key}: {folder} has no {LAST_CKPT} to resume from")
+        return last
+    found = sorted(folder.glob("*.ckpt"))
+    best = [p for p in found if not p.name.startswith("last")]
+    if len(best) > 1:
+        shown = [str(p) for p in best[:10]]
+        raise CheckpointError(f"{key}: {folder} holds {len(best)} candidate checkpoints ({shown}); pass {key}=<file.ckpt>")
+    if best:
+        return best[0]
+    if (folder / LAST_CKPT).is_file():
+        return folder / LAST_CKPT
+    raise CheckpointError(f"{key}: no checkpoint in {folder} (expected best.ckpt or {LAST_CKPT})")
+
+
+def run_checkpoints(path: str | Path, key: str = "ckpt") -> list[Path]:
+    """One checkpoint per run: a file or a run folder -> ``[resolve_checkpoint(path)]``; a folder of
+    several runs (a sweep) -> each run's checkpoint by the same ``best`` rule, sorted.
+
+    Raises:
+        CheckpointError: nothing found, or a run folder with several candidates.
+    """
+    path = Path(str(path)).expanduser()
+    if path.is_dir() and not any(path.glob("*.ckpt")) and not (path / CHECKPOINTS_DIR).is_dir():
+        folders = sorted({p.parent for p in path.rglob("*.ckpt")})
+        if len(folders) > 1:
+            return [resolve_checkpoint(folder, key=key) for folder in folders]
+    return [resolve_checkpoint(path, key=key)]
+
+
+def _checkpoint_folder(path: Path, key: str) -> Path:
+    own = path / CHECKPOINTS_DIR
+    if own.is_dir() and any(own.glob("*.ckpt")):
+        return own
+    if any(path.glob("*.ckpt")):
+        return path
+    folders = sorted({p.parent for p in path.rglob("*.ckpt")})
+    if len(folders) == 1:
+        return folders[0]
+    if not folders:
+        raise CheckpointError(f"{key}: no checkpoint found in {path} (expected a .ckpt file or a run folder "
+                              f"with {CHECKPOINTS_DIR}/)")
+    shown = [str(p) for p in folders[:10]]
+    raise CheckpointError(f"{key}: {path} holds checkpoints of {len(folders)} runs ({shown}); pass one run folder "
+                          f"or {key}=<file.ckpt>")
+
+
+def checkpoint_kind(state: Any) -> str | None:
+    """The model type of a loaded checkpoint: its :data:`MODEL_KEY`, else :data:`SEGMENTATION`
+    when it carries the segmentation hyper-parameters, else None."""
+    if not isinstance(state, dict):
+        return None
+    if isinstance(state.get(MODEL_KEY), str):
+        return state[MODEL_KEY]
+    hparams = state.get("hyper_parameters")
+    if isinstance(hparams, dict) and all(k in hparams for k in SEGMENTATION_HPARAMS) and "state_dict" in state:
+        return SEGMENTATION
+    return None
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint file with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        path: the file (see :func:`resolve_checkpoint` for folders).
+        kind: the model type the caller needs (:data:`SEGMENTATION`, :data:`CYCLEGAN`), or None
+            to accept any dict checkpoint.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: ``<file>: ...`` for a missing file, a file needing Python objects beyond
+            tensors and plain containers, a truncated / non-PyTorch file, or another model type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        if found:
+            raise CheckpointError(f"{path}: refused: unpickling it needs {found.group(1)}, not a tensor or plain "
+                                  "container (tagseg loads checkpoints with weights_only=True only)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)}; truncated or "
+                              "not written by torch.save?)") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
+    if kind is not None:
+        found_kind = checkpoint_kind(state)
+        if found_kind != kind:
+            what = f"a {found_kind} checkpoint" if found_kind else _describe(state)
+            raise CheckpointError(f"{path}: {what}; expected a {kind} checkpoint written by {WRITERS.get(kind, 'tagseg')}")
+    return state
+
+
+def check_checkpoint(path: str | Path, kind: str | None = None) -> Path:
+    """:func:`load_checkpoint` for a file another library will read (Lightning's ``ckpt_path``):
+    the same checks, the state discarded.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    load_checkpoint(path, kind=kind)
+    return Path(path)
+
+
+def resume_checkpoint(path: str | Path | None, kind: str, key: str = "ckpt_path") -> Path | None:
+    """The checkpoint to resume training from: ``path`` (a ``last.ckpt`` or its run folder, by
+    ``which="last"``) checked as a ``kind`` checkpoint before Lightning reads it; None when not resuming.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe, or of another model type.
+    """
+    if not path:
+        return None
+    return check_checkpoint(resolve_checkpoint(path, key=key, which="last"), kind=kind)
+
+
+def _describe(state: dict[str, Any]) -> str:
+    hparams = state.get("hyper_parameters")
+    keys = sorted(hparams) if isinstance(hparams, dict) else "none"
+    missing = [k for k in SEGMENTATION_HPARAMS if not isinstance(hparams, dict) or k not in hparams]
+    return f"a checkpoint of another model type (hyper-parameters: {keys}; missing {missing})"
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue", "Check the"))]
+    text = (useful or lines or [type(exc).__name__])[0]
+    return text[:160]
+
+
+__all__ = [
+    "CYCLEGAN", "MODEL_KEY", "SEGMENTATION", "SEGMENTATION_HPARAMS", "check_checkpoint", "checkpoint_kind",
+    "load_checkpoint", "resolve_checkpoint", "resume_checkpoint", "run_checkpoints",
+]
