@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tagseg.data.datamodule import SliceDataModule, compute_si, load_slices, to_classes
-from tagseg.io.store import read_store
 from tagseg.errors import ConfigError, StoreError
+from tagseg.io.store import read_store
 from tagseg.losses import shape_information
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from tagseg.report.stats import (
-    bootstrap_ci, convergence, epochs_to_fraction, find_cells, learning_curve, load_cells, paired_differences,
+    bootstrap_ci,
+    convergence,
+    epochs_to_fraction,
+    find_cells,
+    learning_curve,
+    load_cells,
+    paired_differences,
     subject_means,
 )
 

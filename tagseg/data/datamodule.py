@@ -19,9 +19,10 @@ batches are augmented (MONAI, see :mod:`tagseg.data.transforms`); val / test bat
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -31,12 +32,11 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from tagseg.conventions import LV, MYO, RV
+from tagseg.conventions import LV, MYO, NORM_MEAN, NORM_STD, RV
 from tagseg.data.splits import SPLITS, split_column
-from tagseg.io.store import read_store
-from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.data.transforms import AugmentConfig, build_augmentation, normalise
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import read_store
 from tagseg.metrics import shape_information_batch
 
 log = logging.getLogger(__name__)

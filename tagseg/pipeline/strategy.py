@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -26,8 +27,8 @@ from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
-from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
+from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tagseg.report.stats import (  # noqa: E402
-    IN_DISTRIBUTION, REFERENCE, convergence, convergence_summary, find_cells, learning_curve, load_cells,
-    paired_differences, subject_means,
+    IN_DISTRIBUTION,
+    REFERENCE,
+    convergence,
+    convergence_summary,
+    find_cells,
+    learning_curve,
+    load_cells,
+    paired_differences,
+    subject_means,
 )
 
 STRATEGY_ORDER = ("scratch", "cine", "physics", "physics_dynamic", "cyclegan", "three_stage")

@@ -18,6 +18,7 @@ signed distance, which gives partial-volume edges about one pixel wide.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 #: tissue layers in painting order (later layers cover earlier ones); index 0 is air

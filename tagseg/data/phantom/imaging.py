@@ -11,8 +11,8 @@ blood), so the blood pool loses its tags within a few frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

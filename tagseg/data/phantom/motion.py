@@ -46,7 +46,7 @@ class SliceMotion:
 
     @staticmethod
     def limited(anatomy: SliceAnatomy, ecc: float, area_gain: float, twist_rad: float, rv_pull_mm: float,
-                min_cavity_ratio: float = 0.35) -> "SliceMotion":
+                min_cavity_ratio: float = 0.35) -> SliceMotion:
         """Motion with ``ecc`` reduced where a thick wall around a small cavity would close it.
 
         The peak endocardial radius is kept at least ``min_cavity_ratio`` of its ED value.

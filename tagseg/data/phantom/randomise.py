@@ -35,8 +35,9 @@ Factors (all ranges ``[low, high]``; a number means a fixed value):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

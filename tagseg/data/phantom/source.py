@@ -10,19 +10,34 @@ subjects (ids ``phantom-000``) in both modalities.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from tagseg.data.phantom.anatomy import (
-    TISSUE_INDEX, TISSUES, SliceAnatomy, SubjectAnatomy, label_map, sample_subject, slice_anatomy, tissue_fractions,
+    TISSUE_INDEX,
+    TISSUES,
+    SliceAnatomy,
+    SubjectAnatomy,
+    label_map,
+    sample_subject,
+    slice_anatomy,
+    tissue_fractions,
 )
 from tagseg.data.phantom.imaging import (
-    CINE_SIGNAL, TAGGED_SIGNAL, TagParams, add_rician_noise, cine_signal, coil_shading, signal_table, tagged_signal,
+    CINE_SIGNAL,
+    TAGGED_SIGNAL,
+    TagParams,
+    add_rician_noise,
+    cine_signal,
+    coil_shading,
+    signal_table,
+    tagged_signal,
 )
-from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, parse_randomise
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
+from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, parse_randomise
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, reject_unknown_keys
 
