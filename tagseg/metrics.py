@@ -36,13 +36,14 @@ values (tested).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.ndimage import binary_erosion, distance_transform_edt
-from scipy.special import expit
 from scipy.spatial import cKDTree
+from scipy.special import expit
 
 from tagseg.errors import ConfigError
 

@@ -26,16 +26,16 @@ frames, fading tags): cine ~0.01, tagged ~0.18 (0.6 at ED, lower as tags fade).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.io.store import check_store
 from tagseg.errors import ConfigError, DataError
+from tagseg.io.store import check_store
 
 
 def _check(min_period_px: float, max_period_px: float, n_peaks: int, peak_radius: float) -> None:

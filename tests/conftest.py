@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -152,14 +152,15 @@ TINY: dict[str, list[str]] = {
                  "+trainer.enable_progress_bar=false",
                  "callbacks.cyclegan_grid.every_n_epochs=1", "callbacks.cyclegan_grid.n_examples=2"],
 }
-#: tiny network width for the default model; left out when a test picks its own ``model=``
+#: tiny network width for the default model; left out when a test picks another model or network
 TINY_MODEL = ["+model.network.init_filters=8"]
 
 
 def compose_stage(name: str, overrides: list[str] | tuple[str, ...] = (), tiny: bool = True) -> DictConfig:
     """``tagseg/conf/<name>.yaml`` with the tiny overrides (``tiny=True``), then ``overrides``."""
     base = list(TINY.get(name, [])) if tiny else []
-    if tiny and name == "train" and not any(o.startswith(("model=", "~model")) for o in overrides):
+    own_network = any(o.startswith(("model=", "~model", "model.network.name=")) for o in overrides)
+    if tiny and name == "train" and not own_network:
         base += TINY_MODEL
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

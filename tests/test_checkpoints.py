@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from tagseg.errors import CheckpointError, ConfigError
 from tagseg.io.checkpoints import (
@@ -24,13 +23,12 @@ from tagseg.io.checkpoints import (
     resolve_checkpoint,
     run_checkpoints,
 )
-from tagseg.runtime.config import CONF_DIR
+from tests.conftest import TINY, TINY_MODEL, compose_stage, write_ring_store
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0", "datamodule.augment.enabled=false",
-        "trainer=cpu", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false",
-        "callbacks=minimal", "print_config=false", "+model.network.init_filters=8", "logger=csv"]
+#: the tiny train overrides of conftest, as command-line arguments
+TINY_TRAIN = [*TINY["train"], *TINY_MODEL, "logger=csv"]
 
 
 class Payload:
@@ -69,13 +67,11 @@ def run_app(stage: str, *overrides: str, capsys) -> tuple[int, list[str]]:
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory) -> Path:
     """A tiny `tagseg train` run folder (config.yaml, checkpoints/best.ckpt + last.ckpt, test_metrics.csv)."""
-    from tests.conftest import write_ring_store
     from tagseg.stages.train import train
 
     tmp = tmp_path_factory.mktemp("segrun")
     store = write_ring_store(tmp / "rings.h5")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp / 'run'}", f"data.store={store}", *TINY])
+    cfg = compose_stage("train", [f"paths.output_dir={tmp / 'run'}", f"data.store={store}", "logger=csv"])
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -123,6 +119,9 @@ def test_resolution_rule(tmp_path, seg_run):
         resolve_checkpoint(other)
     assert run_checkpoints(other) == [other / n / "checkpoints" / "best.ckpt" for n in ("r1", "r2")]  # a sweep: one per run
     assert run_checkpoints(seg_run) == [ckpts / "best.ckpt"]
+    assert run_checkpoints([seg_run, ckpts / "last.ckpt"]) == [ckpts / "best.ckpt", ckpts / "last.ckpt"]  # ckpt=[a, b]
+    with pytest.raises(CheckpointError, match="an empty list"):
+        run_checkpoints([])
     with pytest.raises(CheckpointError, match=r"init_from: checkpoint .*nope\.ckpt not found"):
         resolve_checkpoint(tmp_path / "nope.ckpt", key="init_from")
     (tmp_path / "empty").mkdir()
@@ -132,7 +131,8 @@ def test_resolution_rule(tmp_path, seg_run):
         resolve_checkpoint(other / "r1", which="last")
 
 
-def test_loader_refuses_unsafe_broken_and_foreign_files(tmp_path, trained_ckpt, marker):
+def test_loader_refuses_unsafe_broken_and_foreign_files(tmp_path, trained_ckpt, marker, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's escape hatch cannot undo an explicit True
     assert issubclass(CheckpointError, ConfigError)
     state = torch.load(trained_ckpt, weights_only=True)
     evil = trojan(state, marker, tmp_path / "evil.ckpt")
@@ -184,7 +184,7 @@ def test_evaluate_refuses_a_trojaned_checkpoint(tmp_path, trained_ckpt, ring_sto
 def test_train_init_from_refuses_a_trojaned_checkpoint(tmp_path, trained_ckpt, ring_store, marker, capsys):
     evil = trojan(torch.load(trained_ckpt, weights_only=True), marker, tmp_path / "evil.ckpt")
     code, lines = run_app("train", f"init_from={evil}", f"data.store={ring_store}", f"paths.output_dir={tmp_path / 'run'}",
-                          *TINY, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+                          *TINY_TRAIN, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
     assert_refused(code, lines, evil)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -193,7 +193,7 @@ def test_train_resume_refuses_a_trojaned_last_ckpt(tmp_path, seg_run, ring_store
     evil = trojan(torch.load(seg_run / "checkpoints" / "last.ckpt", weights_only=True), marker,
                   tmp_path / "old" / "checkpoints" / "last.ckpt")
     code, lines = run_app("train", f"ckpt_path={evil}", f"data.store={ring_store}", f"paths.output_dir={tmp_path / 'run'}",
-                          *TINY, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+                          *TINY_TRAIN, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
     assert_refused(code, lines, evil)
 
 
@@ -210,7 +210,7 @@ def test_resume_never_loads_the_best_file_named_in_last_ckpt_unchecked(tmp_path,
                                    best_k_models={str(evil): torch.tensor(1.0)}, kth_best_model_path=str(evil),
                                    kth_value=torch.tensor(1.0), last_model_path=str(ckpts / "last.ckpt"))
     torch.save(clean, ckpts / "last.ckpt")
-    code, lines = run_app("train", f"ckpt_path={run}", f"data.store={ring_store}", f"paths.output_dir={run}", *TINY,
+    code, lines = run_app("train", f"ckpt_path={run}", f"data.store={ring_store}", f"paths.output_dir={run}", *TINY_TRAIN,
                           "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
     assert_refused(code, lines, evil)
     steps = clean["global_step"]

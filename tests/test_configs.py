@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from tagseg.data.datamodule import SliceDataModule
-from tagseg.runtime.config import instantiate
 from tagseg.losses import SegmentationLoss
 from tagseg.models.networks import count_parameters
 from tagseg.models.segmentation import SegmentationModule
-from tagseg.runtime.config import instantiate_group
+from tagseg.runtime.config import instantiate, instantiate_group
 
 CONF = Path(__file__).resolve().parents[1] / "tagseg" / "conf"
 #: the configs as shipped (no tiny overrides), every interpolation resolved

@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from cyclegan_fixtures import TINY_DISCRIMINATOR, TINY_GENERATOR, make_store, one_thread
 
 from tagseg.data.intensity import from_gan, to_gan
 from tagseg.data.unpaired import UnpairedDataModule
@@ -13,8 +14,6 @@ from tagseg.errors import ConfigError, DataError
 from tagseg.models.cyclegan import CycleGANModule, lr_factor
 from tagseg.models.cyclegan_grid import CycleGANGrid
 from tagseg.models.gan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, receptive_field
-
-from cyclegan_fixtures import TINY_DISCRIMINATOR, TINY_GENERATOR, make_store, one_thread
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 

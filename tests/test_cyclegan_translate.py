@@ -12,16 +12,15 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-
-from tagseg.data.intensity import from_gan, to_gan
-from tagseg.io.store import read_store
-from tagseg.data.unpaired import UnpairedDataModule
-from tagseg.errors import ConfigError
-from tagseg.models.cyclegan import CycleGANModule
-from tagseg.translate.cyclegan import CycleGANTranslator, load_generator
-
 from cyclegan_fixtures import TINY_DISCRIMINATOR, TINY_GENERATOR, make_store, one_thread
 from store_checks import assert_carried_over
+
+from tagseg.data.intensity import from_gan, to_gan
+from tagseg.data.unpaired import UnpairedDataModule
+from tagseg.errors import ConfigError
+from tagseg.io.store import read_store
+from tagseg.models.cyclegan import CycleGANModule
+from tagseg.translate.cyclegan import CycleGANTranslator, load_generator
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 

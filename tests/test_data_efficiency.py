@@ -74,7 +74,7 @@ def test_full_experiment_cells_and_keys():
     cfg = by[("scratch", "0")]["finetune"].config["train"]
     assert cfg["datamodule"]["min_train_samples"] == 384 and cfg["datamodule"]["image_size"] == 128
     store = by[("scratch", "0")]["prepare[phantom_tagged]"].config
-    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["split_ratios"]).values())
+    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values())
     assert splits.count("train") >= 16 and splits.count("test") >= 15
 
 
@@ -96,5 +96,5 @@ def test_demo_is_the_documented_subset():
     cfg = plans[0]["finetune"].config["train"]
     assert cfg["datamodule"]["image_size"] == 64 and cfg["model"]["network"]["name"] == "resnetvae"
     store = plans[0]["prepare[phantom_tagged]"].config
-    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["split_ratios"]).values())
+    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values())
     assert splits.count("train") >= 16 and splits.count("test") >= 10

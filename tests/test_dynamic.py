@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from tagseg.io.store import read_store, write_store
 from tagseg.errors import ConfigError
+from tagseg.io.store import read_store, write_store
 from tagseg.physics.dynamic import FadingParams, dynamic_tagging, ed_positions_from_displacement, ed_positions_from_flow
 from tagseg.physics.fading import faded_mz
 from tagseg.physics.tagging import tag_mz

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from tagseg.io.store import read_store
 from tagseg.models.networks import NETWORKS
+from tests.conftest import compose_stage
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 BLOCK = re.compile(r"```(?:python|yaml) file=(\S+)\n(.*?)```", re.S)
@@ -70,20 +71,16 @@ def test_a_custom_reader_prepares_a_store(project):
 def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_store):
     assert "tagseg train model.network.name=mytags.net:tiny_fcn +model.network.width=8" in doc_text()
     from tagseg.models.segmenter import load_segmenter
-    from tagseg.runtime.config import CONF_DIR
     from tagseg.stages.train import train
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.output_dir={project / 'run'}", f"data.store={ring_store}", "model.network.name=mytags.net:tiny_fcn",
-            "+model.network.width=8", "datamodule.image_size=30", "datamodule.batch_size=8", "datamodule.num_workers=0",
-            "datamodule.augment.enabled=false", "trainer=cpu", "trainer.max_steps=1", "trainer.num_sanity_val_steps=0",
-            "trainer.enable_model_summary=false", "callbacks=minimal", "print_config=false", "test=false"])
+    cfg = compose_stage("train", ["model=resnetvae", f"paths.output_dir={project / 'run'}", f"data.store={ring_store}",
+                                  "model.network.name=mytags.net:tiny_fcn", "+model.network.width=8", "datamodule.image_size=30",
+                                  "trainer.max_steps=1", "test=false"])
     result = train(cfg)
     assert result.global_step == 1 and result.last_ckpt is not None
     assert type(NETWORKS["tiny_fcn"].cls).__name__ == "type" and NETWORKS["tiny_fcn"].cls.__name__ == "TinyFCN"
     segmenter = load_segmenter(result.last_ckpt)  # the checkpoint names the network; loading rebuilds it
-    assert type(segmenter.network.net).__name__ == "TinyFCN" and segmenter.image_size == 30
+    assert type(segmenter.network).__name__ == "TinyFCN" and segmenter.image_size == 30  # the bare network, no Lightning
     labels = segmenter.segment(np.random.default_rng(0).random((2, 40, 36)).astype(np.float32))
     assert labels.shape == (2, 40, 36) and set(np.unique(labels)) <= {0, 2}
 

@@ -13,8 +13,8 @@ from scipy import ndimage
 
 from tagseg.data.phantom import PhantomSource
 from tagseg.data.prepare import prepare_store
-from tagseg.io.store import read_store, write_store
 from tagseg.errors import ConfigError
+from tagseg.io.store import read_store, write_store
 from tagseg.report.figures import paired_montage, store_montage
 
 ROOT = Path(__file__).resolve().parents[1]

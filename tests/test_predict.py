@@ -12,16 +12,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from skimage.transform import resize
+from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from torch import nn
 
-from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from tagseg.contours import myocardial_contours
 from tagseg.data.scans import find_inputs, read_scan
-from tagseg.io.store import read_store, write_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store, write_store
 from tagseg.metrics import dice
-from tagseg.stages.predict import Segmenter, predict
+from tagseg.models.segmenter import Segmenter, resize_nearest
+from tagseg.stages.predict import predict
 
 SHAPE = (40, 56)  # rows, cols: not square, not the model size
 R_IN, R_OUT = 6.0, 11.0
@@ -88,7 +88,8 @@ def test_every_input_kind_reads_in_tagseg_orientation(tmp_path):
         write_dicom(tmp_path / "in" / "dcm_scan" / f"IM{t}.dcm", f, spacing=(0.9, 0.8), instance=t + 1)
     write_nifti(tmp_path / "in" / "nii_scan_mask.nii.gz", np.zeros((56, 40, 3), np.uint8), zooms=(1.5, 1.2, 1.0))
     paths = find_inputs(tmp_path / "in")
-    assert [p.name for p in paths] == ["1_C_C_201_base.h5", "dcm_scan", "nii_scan.nii.gz"]  # the mask file is skipped
+    assert [p.path.name for p in paths] == ["1_C_C_201_base.h5", "dcm_scan", "nii_scan.nii.gz"]  # the mask file is skipped
+    assert [p.name for p in paths] == ["1_C_C_201_base", "dcm_scan", "nii_scan"]
     spacings = {"1_C_C_201_base": (1.1, 1.3), "dcm_scan": (0.9, 0.8), "nii_scan": (1.2, 1.5)}
     for p in paths:
         scan = read_scan(p)
@@ -96,20 +97,23 @@ def test_every_input_kind_reads_in_tagseg_orientation(tmp_path):
         np.testing.assert_allclose(scan.spacing_mm, np.tile(spacings[scan.name], (3, 1)))
 
 
-def test_bad_inputs_raise_clear_errors(tmp_path):
+def test_bad_inputs_are_failures_with_one_line_reasons(tmp_path):
     with pytest.raises(DataError, match="input not found"):
         predict(segmenter(), tmp_path / "missing", tmp_path / "out")
-    with h5py.File(tmp_path / "odd.h5", "w") as f:
-        f["x"] = np.zeros(3)
-    with pytest.raises(DataError, match=r"odd.h5: HDF5 file with neither 'imt' nor"):
-        predict(segmenter(), tmp_path / "odd.h5", tmp_path / "out")
-    (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match="notes.txt: unrecognised input"):
-        predict(segmenter(), tmp_path / "notes.txt", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no scan found"):
         predict(segmenter(), tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out" / "predictions.csv").exists()
+    with h5py.File(tmp_path / "odd.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    (tmp_path / "notes.txt").write_text("hello")
+    for name, reason in (("odd.h5", "HDF5 file with neither 'imt' nor"), ("notes.txt", "unrecognised input")):
+        report = predict(segmenter(), tmp_path / name, tmp_path / "out", progress=False)
+        assert report.scans == [] and len(report.failures) == 1
+        file, why = report.failures[0]
+        assert file == str(tmp_path / name) and why.startswith(reason)
+        with open(tmp_path / "out" / "failed.csv") as fh:
+            assert list(csv.DictReader(fh)) == [{"file": file, "reason": why}]
 
 
 # -- predictions --------------------------------------------------------------------------------
@@ -187,10 +191,9 @@ def test_load_segmenter_reads_the_training_preprocessing(trained_ckpt):
     assert seg.image_size == 32 and seg.labels == (0, 2) and (seg.mean, seg.std) == (0.456, 0.224)
     frames, _ = ring_frames(2)
     labels = seg.segment(frames, batch_size=1)
-    with torch.no_grad():
-        classes = seg.network(seg.preprocess(frames)).argmax(1).numpy()  # at the model size, 32x32
+    classes = seg.logits(seg.preprocess(frames)).argmax(1)  # at the model size, 32x32
     assert classes.shape == (2, 32, 32)
-    back = np.stack([resize(c, SHAPE, order=0, preserve_range=True, anti_aliasing=False) for c in classes]).astype(np.uint8)
+    back = resize_nearest(classes.astype(np.uint8), SHAPE)
     np.testing.assert_array_equal(labels, np.where(back == 1, 2, 0))  # class 1 -> store label 2, in the frame's size
 
 
@@ -203,7 +206,7 @@ def test_store_preprocessing_equals_the_datamodule(ring_store):
     expected = torch.stack([dm.datasets["val"][i]["image"] for i in range(len(rows))])
     images = read_store(ring_store).images[rows]
     got = Segmenter(network=ThresholdNet(), image_size=16, mean=0.4, std=0.3).preprocess(images, scaled=True)
-    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(torch.from_numpy(got), expected)
 
 
 def test_checkpoint_errors(tmp_path, trained_ckpt):
@@ -248,6 +251,8 @@ def test_predict_app_composes_and_runs(compose_config, tmp_path, trained_ckpt):
     assert json.loads((out / "slice_points.json").read_text())["scan"] == "slice"
     with open(out / "predictions.csv") as fh:
         assert [r["frame"] for r in csv.DictReader(fh)] == ["0", "1"]
+    with open(out / "failed.csv") as fh:
+        assert list(csv.DictReader(fh)) == []
     with pytest.raises(DataError, match="no scan found"):  # inputs are checked before the model is loaded
         (tmp_path / "empty").mkdir()
         run(compose_config("predict", f"ckpt={trained_ckpt}", f"input={tmp_path / 'empty'}", f"output={out}"))

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import normalise_record, prepare_store
 from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.records import SliceRecord
 from tagseg.data.splits import split_column, split_subjects
-from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import read_store, store_attrs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,11 @@ def test_cli_cine_counts_table_and_verify(tmp_path):
     out = tmp_path / "cine.h5"
     res = run_cli("data=cine", *roots, f"output={out}", "prepare.image_size=16", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    lines = {tuple(line.split()[:3]): int(line.split()[-1]) for line in res.stdout.splitlines() if line.startswith(("acdc", "mnms", "scd"))}
+    counts_table = res.stdout.split("\ntotal")[0]  # the per-split table; the Table-1 counts follow it
+    lines = {tuple(line.split()[:3]): int(line.split()[-1]) for line in counts_table.splitlines() if line.startswith(("acdc", "mnms", "scd"))}
+    table1 = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in res.stdout.split("\ntotal")[1].splitlines()
+              if line.startswith(("acdc", "mnms", "scd", "all"))}
+    assert table1["scd"][-1] == 7 and table1["all"][-1] == sum(lines.values())
     assert lines[("acdc", "test", "ED")] >= 3 and lines[("mnms", "val", "ES")] == 2
     assert sum(v for (s, _, _), v in lines.items() if s == "scd") == 7
     store = read_store(out)
@@ -198,7 +202,7 @@ def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
     rf.make_acdc_patient(tmp_path / "raw", "training", 1)
     cfg = OmegaConf.create({"_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
                             "store": str(tmp_path / "acdc.h5"), "root": str(tmp_path / "raw")})
-    path = ensure_store(cfg, seed=0, prepare_missing=True)
+    path = ensure_store(cfg, prepare_missing=True)
     store = read_store(path)
     assert store.images.shape == (6, 256, 256)  # the prepare.image_size default
     np.testing.assert_allclose(store.meta["spacing_mm"][0], [1.25 * 10 / 256, 1.5 * 12 / 256], rtol=1e-6)

@@ -7,12 +7,12 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.acdc import AcdcSource
-from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import DataError
+from tagseg.io.store import read_store, store_attrs
 
 
 def scaled(a: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.readers.acdc import AcdcSource
 from tagseg.data.readers.cine import CineSource
 from tagseg.data.readers.scd import ScdSource

@@ -5,12 +5,12 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.mnms import MnmsSource
-from tagseg.io.store import read_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.scd import ScdSource, case_id, read_contour
-from tagseg.io.store import read_store
 from tagseg.errors import DataError
+from tagseg.io.store import read_store
 
 
 def square(x0: float, x1: float, y0: float, y1: float) -> np.ndarray:

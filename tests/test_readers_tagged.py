@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 import pytest
-
 import raw_fixtures as rf
+
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.tagged import TaggedSource
-from tagseg.io.store import read_store, store_attrs
 from tagseg.errors import ConfigError, DataError
+from tagseg.io.store import read_store, store_attrs
 
 ROWS, COLS = rf.TAG_SHAPE  # 12 x 10: non-square, so a transposed read cannot pass
 

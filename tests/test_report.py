@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tagseg.errors import TagsegError
-from tagseg.report.examples import pick_quartile_rows, plot_examples
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
+from tagseg.report.examples import pick_quartile_rows, plot_examples
 from tagseg.report.tables import find_runs, load_metrics, summary_table, write_tables
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tagseg.runtime.task import user_error, user_errors
 from tagseg.errors import ConfigError, StoreError
+from tagseg.runtime.task import user_error, user_errors
 
 
 def test_user_error_classifies_exceptions():

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tagseg.io.store import FORMAT_VERSION, StoreWriter, check_store, read_meta, read_store, store_attrs, write_store
 from tagseg.errors import StoreError
+from tagseg.io.store import FORMAT_VERSION, StoreWriter, check_store, read_meta, read_store, store_attrs, write_store
 
 
 def meta(n: int, subject: str = "s", **extra) -> dict:

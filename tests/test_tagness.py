@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cyclegan_fixtures import one_thread
 
-from tagseg.io.store import write_store
 from tagseg.errors import ConfigError, DataError
+from tagseg.io.store import write_store
 from tagseg.physics.tagging import apply_tagging
 from tagseg.tagness import store_tagness, tagness
-
-from cyclegan_fixtures import one_thread
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
 

@@ -198,12 +198,13 @@ def test_missing_dataset_store_is_prepared_first(compose_config, tmp_path, monke
 
     calls = []
 
-    def fake_ensure_store(data_cfg, seed=0, split_ratios=(0.7, 0.15, 0.15)):
-        calls.append((data_cfg.name, seed))
+    def fake_ensure_store(data_cfg, spec=None, prepare_missing=None):
+        calls.append((data_cfg.name, spec.seed))
         return write_ring_store(Path(data_cfg.store))
 
     monkeypatch.setattr(tagseg.data.prepare, "ensure_store", fake_ensure_store)
     fresh = tmp_path / "fresh" / "phantom.h5"
-    result = train(compose_config("train", "test=false", "trainer.max_steps=1", "seed=7", output_dir=tmp_path / "run",
-                                  store=fresh))
-    assert calls == [("phantom_tagged", 7)] and fresh.exists() and result["global_step"] == 1
+    result = train(compose_config("train", "test=false", "trainer.max_steps=1", "seed=7", "prepare.seed=3",
+                                  output_dir=tmp_path / "run", store=fresh))
+    # the store is split with the store specification's seed (prepare.seed), apart from the training seed
+    assert calls == [("phantom_tagged", 3)] and fresh.exists() and result["global_step"] == 1

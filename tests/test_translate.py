@@ -10,14 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from tagseg.stages.translate import build_translator
-from tagseg.io.store import read_store, write_store
-from tagseg.errors import ConfigError
-from tagseg.physics.tagging import simulate_tagging_direct
-from tagseg.translate.physics import PhysicsTranslator
-
 from store_checks import assert_carried_over
+
+from tagseg.errors import ConfigError
+from tagseg.io.store import read_store, write_store
+from tagseg.physics.tagging import simulate_tagging_direct
+from tagseg.stages.translate import build_translator
+from tagseg.translate.physics import PhysicsTranslator
 
 SIZE = 24
 

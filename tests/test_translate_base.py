@@ -8,12 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from tagseg.io.store import read_store, write_store
-from tagseg.errors import DataError, StoreError
-from tagseg.translate.base import BatchRows, Translator, iter_slices
-
 from store_checks import assert_carried_over
+
+from tagseg.errors import DataError, StoreError
+from tagseg.io.store import read_store, write_store
+from tagseg.translate.base import BatchRows, Translator, iter_slices
 
 
 class Invert(Translator):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from tagseg.stages.translate import build_translator
 from tagseg.data.prepare import prepare_store
 from tagseg.io.store import read_store
 from tagseg.physics.dynamic import ed_positions_from_displacement
 from tagseg.physics.tagging import tag_mz
+from tagseg.stages.translate import build_translator
 
 TAG = {"spacing_px": 5.0, "flip_deg": 70.0}
 

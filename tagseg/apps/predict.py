@@ -1,4 +1,4 @@
-"""``tagseg predict``: segment new tagged scans with a trained checkpoint."""
+"""``tagseg predict``: segment new tagged scans with a trained checkpoint or an exported model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.predict import predict_scans
+from tagseg.stages.predict import EXIT_SOME_FAILED, predict_scans
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -15,7 +15,10 @@ from tagseg.stages.predict import predict_scans
 def main(cfg: DictConfig) -> None:
     report = predict_scans(cfg)
     print(report.table())
-    print(f"predictions: {report.output} ({len(report.files)} files; reference_points.csv, predictions.csv)")
+    print(f"predictions: {report.output} ({len(report.files)} files; reference_points.csv, predictions.csv, failed.csv)")
+    print(report.timing_line())
+    if report.failures:
+        raise SystemExit(EXIT_SOME_FAILED)
 
 
 if __name__ == "__main__":

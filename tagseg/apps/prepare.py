@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from tagseg.errors import DataError
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
 from tagseg.stages.prepare import prepare
@@ -15,8 +16,11 @@ from tagseg.stages.prepare import prepare
 def main(cfg: DictConfig) -> None:
     report, montage = prepare(cfg)
     print(report.table())
+    print(report.table1())
     if cfg.verify:
         print(f"verified {report.name}: {report.n_slices} slices readable, {len(report.skipped)} problem(s)")
+        if report.skipped:  # a check that found problems must fail a script or CI job
+            raise DataError(f"verify {report.name}: {len(report.skipped)} problem(s) found (listed above)")
         return
     if montage is not None:
         print(f"montage: {montage}")

@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
-from tagseg.runtime.task import task_wrapper
 from tagseg.runtime.console import print_summary
+from tagseg.runtime.task import task_wrapper
 from tagseg.stages.train import train
 
 

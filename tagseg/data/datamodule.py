@@ -315,7 +315,7 @@ class SliceDataModule(L.LightningDataModule):
                 rows = self._train_rows(rows)
             self.datasets[split] = SliceDataset(self.data, rows, augment if split == "train" else None, self.mean, self.std)
         where = ", ".join(self.stores)
-        # a test-only store (shifted or external test set) is fine for testing
+        # fitting needs train and val slices; testing one split (an external, test-only store) does not
         for split in ("train", "val") if stage in (None, "fit", "validate") else ():
             if len(self.datasets[split]) == 0:
                 raise DataError(f"{where}: no '{split}' slices (split column / subject split gives {self.split_counts()})")
@@ -361,16 +361,22 @@ class SliceDataModule(L.LightningDataModule):
         )
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``).
+        """An un-augmented, unshuffled loader over any split (``tagseg evaluate split=train``), or over
+        every slice of the stores (``split=all``: a whole new cohort).
 
         Raises:
             ConfigError: unknown split.
+            DataError: the split holds no slice.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"split: expected one of {list(SPLITS)}, got '{split}'")
-        ds = self.datasets[split]
+        if split not in (*SPLITS, "all"):
+            raise ConfigError(f"split: expected one of {[*SPLITS, 'all']}, got '{split}'")
+        if split == "all":
+            ds = SliceDataset(self.data, np.arange(len(self.data)), None, self.mean, self.std)
+        else:
+            ds = self.datasets[split]
         if len(ds) == 0:
-            raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate")
+            raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate (slices per split: "
+                            f"{self.split_counts()}; split=all evaluates every slice)")
         plain_ds = SliceDataset(ds.data, ds.rows, None, self.mean, self.std)
         return DataLoader(plain_ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from skimage.transform import resize
@@ -22,8 +23,9 @@ from tqdm.auto import tqdm
 from tagseg.conventions import LABELS
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
-from tagseg.io.store import StoreWriter
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,24 @@ class PrepareReport:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} item(s):")
             lines += [f"  {item}: {reason}" for item, reason in self.skipped]
+        return "\n".join(lines)
+
+    def slice_counts(self) -> dict[str, dict[str, int]]:
+        """Table-1-style counts: dataset (``source``) -> {"ED", "ES", "other", "total"} slices."""
+        out: dict[str, dict[str, int]] = {}
+        for (src, _split, phase), n in sorted(self.counts.items()):
+            row = out.setdefault(str(src), {"ED": 0, "ES": 0, "other": 0, "total": 0})
+            row[phase if phase in ("ED", "ES") else "other"] += n
+            row["total"] += n
+        return out
+
+    def table1(self) -> str:
+        """:meth:`slice_counts` as a plain-text table (the paper's Table 1 layout), with a total row."""
+        counts = self.slice_counts()
+        cols = ("ED", "ES", "other", "total")
+        lines = [f"{'dataset':<28}" + "".join(f"{c:>8}" for c in cols)]
+        lines += [f"{src:<28}" + "".join(f"{row[c]:>8}" for c in cols) for src, row in counts.items()]
+        lines.append(f"{'all':<28}" + "".join(f"{sum(r[c] for r in counts.values()):>8}" for c in cols))
         return "\n".join(lines)
 
 
@@ -191,7 +211,8 @@ def prepare_store(
             writer.attrs.setdefault(key, value)
         meta = writer.read_meta_columns(("source", "phase"))
         for src, sp, ph in zip(meta["source"], split, meta["phase"]):
-            report.counts[(src, sp, ph)] += 1
+            report.counts[(str(src), str(sp), str(ph))] += 1
+        writer.attrs["slice_counts"] = json.dumps(report.slice_counts())
         writer.close()
         writer = None
     finally:
@@ -217,17 +238,43 @@ def _batch(recs: list[SliceRecord]) -> tuple[np.ndarray, np.ndarray, dict[str, A
     return np.stack([r.image for r in recs]), np.stack([r.mask for r in recs]), meta, extras
 
 
-def ensure_store(
+def build_store(
     data_cfg: Any,
-    seed: int = 0,
-    split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
-    prepare_missing: bool | None = None,
-) -> Path:
-    """Return ``data_cfg.store``, preparing it first if it does not exist yet.
+    output: str | Path,
+    spec: StoreSpec,
+    strict: bool = False,
+    verify: bool = False,
+    attrs: dict[str, Any] | None = None,
+) -> PrepareReport:
+    """The one way a dataset config becomes a store: instantiate its reader, prepare with ``spec``.
+
+    Used by ``tagseg prepare``, :func:`ensure_store` and the strategies' prepare stages, so the same
+    dataset config and spec give the same arrays whichever of them wrote the store. The spec is
+    recorded in the store attribute ``store_spec``.
+
+    Args:
+        data_cfg: the dataset config node (``conf/data/<name>.yaml``).
+        output: the ``.h5`` path to write.
+        spec: size, spacing, seed and split ratios.
+        strict: stop at the first bad item.
+        verify: check every item, write nothing.
+        attrs: extra store attributes (e.g. the resolved config).
+    """
+    from tagseg.runtime.config import instantiate
+
+    source = instantiate(data_cfg, "data")
+    attrs = {**dict(attrs or {}), "store_spec": json.dumps(spec.as_dict())}
+    return prepare_store(source, output, seed=spec.seed, split_ratios=spec.split_ratios, strict=strict, verify=verify,
+                         image_size=spec.image_size, spacing_mm=spec.spacing_mm, attrs=attrs)
+
+
+def ensure_store(data_cfg: Any, spec: StoreSpec | None = None, prepare_missing: bool | None = None) -> Path:
+    """Return ``data_cfg.store``, preparing it first (with :func:`build_store`) if it does not exist yet.
 
     Lets ``tagseg train data=phantom_tagged`` (or any stage) run on a fresh machine without a
-    separate ``tagseg prepare``: the dataset config (``conf/data/<name>.yaml``) says how to build
-    it. A raw dataset whose ``root`` is missing fails here with the reader's clear error.
+    separate ``tagseg prepare``: the dataset config (``conf/data/<name>.yaml``) says how to read
+    it and ``spec`` (the stage's ``prepare`` node) how to store it, exactly as ``tagseg prepare``
+    would. A raw dataset whose ``root`` is missing fails here with the reader's clear error.
 
     Only a store at its configured location (``store`` still an interpolation such as
     ``${paths.data_dir}/phantom_tagged.h5``) is prepared on demand: a path given explicitly
@@ -236,15 +283,13 @@ def ensure_store(
 
     Args:
         data_cfg: the dataset config node (``cfg.data``).
-        seed: seeds the source and the subject-level split.
-        split_ratios: (train, val, test) subject ratios.
+        spec: the store specification (``None``: ``StoreSpec.from_config(None, data_cfg)``, the defaults).
         prepare_missing: force (True) or forbid (False) preparing a missing store; ``None``
             applies the rule above.
 
     Raises:
         StoreError: the store is missing and may not be prepared here.
     """
-    import hydra.utils
     from omegaconf import DictConfig, OmegaConf
 
     store = Path(data_cfg.store)
@@ -259,11 +304,12 @@ def ensure_store(
             f"`tagseg prepare data={name} output={store}`; a store left at its default location "
             "(under paths.data_dir) is prepared automatically"
         )
-    log.info("store %s not found: preparing it from data=%s", store, name)
-    source = hydra.utils.instantiate(data_cfg)
-    # the same default as `tagseg prepare` (prepare.image_size): raw datasets differ in size per file
-    size = data_cfg.get("image_size", 256)
-    report = prepare_store(source, store, seed=seed, split_ratios=split_ratios, image_size=size,
-                           attrs={"config": OmegaConf.to_yaml(data_cfg, resolve=True)})
-    log.info("prepared %s (%d slices)", store, report.n_slices)
+    spec = spec if spec is not None else StoreSpec.from_config(None, data_cfg)
+    log.info("store %s not found: preparing it from data=%s (%s)", store, name, spec)
+    if OmegaConf.is_config(data_cfg):
+        config = OmegaConf.to_yaml(data_cfg, resolve=True)
+    else:
+        config = json.dumps(dict(data_cfg), default=str)
+    report = build_store(data_cfg, store, spec, attrs={"config": config})
+    log.info("prepared %s (%d slices)\n%s", store, report.n_slices, report.table())
     return store

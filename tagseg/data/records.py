@@ -12,7 +12,7 @@ Conventions (the only ones inside tagseg; readers convert at the edge):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -1,47 +1,97 @@
-"""New scans to segment (``tagseg predict``): one reader for every input kind, keeping the geometry.
+"""New scans to segment (``tagseg predict``): discovery, one reader per input kind, the geometry kept.
 
-An input is a file or a folder:
+An input is a file or a folder (searched recursively; each scan found is predicted on its own):
 
 * a slice store (``.h5`` with ``/images`` and ``/meta``, :mod:`tagseg.io.store`): one scan whose
-  frames are the store's rows;
+  images are the store's rows (``/meta/slice`` and ``/meta/frame`` kept);
 * an HDF5 / MATLAB v7.3 file with key ``imt`` (the real tagged layout, (x, y, t) as h5py reads it);
-* a NIfTI image (x, y[, t]) or (x, y, 1, t);
-* a folder of DICOM files (one frame each, sorted by ``InstanceNumber``);
-* a folder holding any of the above (searched recursively; ``*_mask.nii.gz`` and ``*_roi.h5``
-  label files are skipped).
+* a NIfTI image (NIfTI-1 or -2, ``.nii`` / ``.nii.gz``) of shape (x, y), (x, y, t), (x, y, 1, t)
+  or (x, y, z, t): every slice of every frame is segmented;
+* DICOM (recognised by its ``DICM`` preamble, with or without a ``.dcm`` suffix): the single-frame
+  files of one folder grouped by series, a multi-frame file, or a single file
+  (:mod:`tagseg.data.dicom_series`).
 
-Reading reuses :class:`tagseg.data.readers.tagged.TaggedSource` (``images_only``), so frames
-follow tagseg's orientation (rows = image y, columns = image x) and spacing rules.
+Skipped in folders: ``*_mask.nii[.gz]`` and ``*_roi.h5`` label files, hidden files, and files of
+other types. Recognised but refused (one line each, no traceback): CIFTI, Analyze (``.hdr`` /
+``.img``) and MGH (``.mgh`` / ``.mgz``) files.
+
+Every scan is held as 2D images (N, H, W), rows = image y, columns = image x, with the slice and
+frame of each image; for NIfTI and DICOM inputs N = Z * T in slice-major order (index = z * T + t)
+and :meth:`Scan.to_input_layout` puts per-image results back in the input's own array layout.
 """
 
 from __future__ import annotations
 
+import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import h5py
 import numpy as np
 
-from tagseg.data.readers.tagged import TaggedItem, TaggedSource
-from tagseg.io.store import read_store
+from tagseg.data.dicom_series import DicomSeriesInput, DicomVolume, group_series, is_dicom, read_series
 from tagseg.errors import DataError
+from tagseg.io.store import read_store
+
+log = logging.getLogger(__name__)
 
 INPUT_KINDS = """  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',
-  a NIfTI image (x, y[, t]), a folder of DICOM files, or a folder holding any of these"""
+  a NIfTI image (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t), DICOM (a series folder, a single or
+  multi-frame file), or a folder holding any of these"""
+
+#: suffixes of image formats that are recognised and refused, with the reason shown
+UNSUPPORTED = {
+    ".hdr": "Analyze 7.5 / NIfTI pair (.hdr/.img)",
+    ".img": "Analyze 7.5 / NIfTI pair (.hdr/.img)",
+    ".mgh": "FreeSurfer MGH",
+    ".mgz": "FreeSurfer MGH (compressed)",
+}
+#: second suffixes of CIFTI-2 files (``x.dtseries.nii``)
+CIFTI_KINDS = ("dtseries", "dscalar", "dlabel", "ptseries", "pscalar", "pconn", "dconn", "pdconn", "dpconn", "plabel")
+CONVERT_HINT = "convert it to NIfTI (.nii.gz) first"
+
+
+@dataclass
+class ScanInput:
+    """One scan found on disk, not read yet.
+
+    Attributes:
+        name: output file stem.
+        kind: ``"store"``, ``"h5"``, ``"nifti"``, ``"dicom"`` or ``"unsupported"``.
+        path: the file (or, for a DICOM series of several files, the folder) named in messages.
+        series: the DICOM files of a ``"dicom"`` input.
+        reason: why an ``"unsupported"`` input is refused.
+    """
+
+    name: str
+    kind: str
+    path: Path
+    series: DicomSeriesInput | None = None
+    reason: str = ""
 
 
 @dataclass
 class Scan:
-    """One scan to segment.
+    """One scan to segment, as 2D images with their place in the input.
 
     Attributes:
-        name: output file stem (the input's name).
-        kind: ``"store"``, ``"h5"`` (``imt``), ``"nifti"`` or ``"dicom"``.
+        name: output file stem.
+        kind: ``"store"``, ``"h5"``, ``"nifti"`` or ``"dicom"``.
         path: the input file or DICOM folder.
-        frames: float32 (T, H, W) intensities as read (stores: [0, 1]), rows = image y.
-        spacing_mm: float64 (T, 2) (row, col) pixel spacing of each frame.
-        affine: the NIfTI affine of a NIfTI input (masks are written back with it), else None.
+        frames: float32 (N, H, W) intensities as read (stores: [0, 1]), rows = image y.
+        spacing_mm: float64 (N, 2) (row, col) pixel spacing of each image.
+        slice: int (N,) slice index of each image (z; a store's ``/meta/slice``).
+        frame: int (N,) frame (time point) of each image (a store's ``/meta/frame``).
+        subject: (N,) subject of each image (a store's ``/meta/subject``; else the scan name).
+        affine: voxel (x = column, y = row, z = slice) -> mm: the NIfTI input's affine, the DICOM
+            series' patient (RAS) affine, or ``diag(col, row, 1)`` mm when there is none.
+        patient: whether ``affine`` maps to patient (scanner) space (NIfTI with an sform or qform
+            code, DICOM with position and orientation tags).
+        layout: (X, Y, Z, T) of NIfTI / DICOM / ``imt`` inputs.
+        data_shape: the input array's shape (the mask is written with it).
+        nifti: the input NIfTI image (its header is copied to the mask), else None.
+        dicom: the DICOM series (source instances for a DICOM SEG), else None.
         meta: a store's meta columns (copied to the output store), else None.
     """
 
@@ -50,19 +100,178 @@ class Scan:
     path: Path
     frames: np.ndarray
     spacing_mm: np.ndarray
+    slice: np.ndarray
+    frame: np.ndarray
+    subject: np.ndarray
     affine: np.ndarray | None = None
+    patient: bool = False
+    layout: tuple[int, int, int, int] | None = None
+    data_shape: tuple[int, ...] | None = None
+    nifti: Any = field(default=None, repr=False)
+    dicom: DicomVolume | None = field(default=None, repr=False)
     meta: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
+    def to_input_layout(self, images: np.ndarray) -> np.ndarray:
+        """Per-image (N, H, W) results -> the input's array layout (``data_shape``, x = column)."""
+        if self.layout is None or self.data_shape is None:
+            raise ValueError(f"{self.name}: a {self.kind} input has no array layout")
+        x, y, z, t = self.layout
+        vol = np.asarray(images).reshape(z, t, y, x).transpose(3, 2, 0, 1)
+        return vol.reshape(self.data_shape)
+
+    def patient_mm(self, index: int, xy: np.ndarray) -> np.ndarray | None:
+        """Patient (RAS) mm of (N, 2) pixel points (x = column, y = row) of image ``index``; None without geometry."""
+        if not self.patient or self.affine is None:
+            return None
+        pts = np.asarray(xy, np.float64).reshape(-1, 2)
+        vox = np.column_stack([pts, np.full(len(pts), float(self.slice[index])), np.ones(len(pts))])
+        return (vox @ self.affine.T)[:, :3]
+
+
+# -- discovery ------------------------------------------------------------------------------------
+
+
+def _nifti_stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")] if name.endswith(".nii") else path.stem
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def _cifti(path: Path) -> bool:
+    stem = _nifti_stem(path)
+    return "." in stem and stem.rsplit(".", 1)[1] in CIFTI_KINDS
+
+
+def _classify(path: Path, explicit: bool) -> ScanInput | None:
+    """The input a file stands for (None: not a scan, skipped in a folder)."""
+    if not explicit and (path.name.startswith(".") or (_is_nifti(path) and _nifti_stem(path).endswith("_mask"))
+                         or path.name.endswith("_roi.h5")):
+        return None
+    suffix = path.suffix.lower()
+    if _is_nifti(path):
+        if _cifti(path):
+            return ScanInput(path.name, "unsupported", path, reason=f"CIFTI-2 file: not a 2D+t image; {CONVERT_HINT}")
+        return ScanInput(_nifti_stem(path), "nifti", path)
+    if suffix in (".h5", ".hdf5", ".mat"):
+        return ScanInput(path.stem, "h5", path)  # store or 'imt': told apart when read
+    if suffix in UNSUPPORTED or path.name.lower().endswith(".img.gz"):
+        return ScanInput(path.name, "unsupported", path, reason=f"{UNSUPPORTED.get(suffix, 'Analyze 7.5')} format is not read; {CONVERT_HINT}")
+    if is_dicom(path):
+        return ScanInput(path.stem if suffix in (".dcm", ".dicom", ".ima") else path.name, "dicom", path,
+                         series=DicomSeriesInput(path.stem, [path]))
+    if explicit:
+        return ScanInput(path.name, "unsupported", path, reason=f"unrecognised input; expected{INPUT_KINDS[1:]}")
+    return None
+
+
+def find_inputs(path: str | Path) -> list[ScanInput]:
+    """The scans under ``path`` (or ``path`` itself), sorted by path; nothing is read but DICOM headers.
+
+    Raises:
+        DataError: ``path`` does not exist or holds no scan.
+    """
+    path = Path(str(path)).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: input not found; expected{INPUT_KINDS[1:]}")
+    if path.is_file():
+        found = _classify(path, explicit=True)
+        assert found is not None
+        if found.kind == "dicom":
+            series = group_series([path], found.name)[0]
+            found = ScanInput(series.name, "dicom", path, series=series)
+        return [found]
+    inputs: list[ScanInput] = []
+    dicom_by_folder: dict[Path, list[Path]] = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in file.relative_to(path).parts):
+            continue
+        item = _classify(file, explicit=False)
+        if item is None:
+            continue
+        if item.kind == "dicom":
+            dicom_by_folder.setdefault(file.parent, []).append(file)
+        else:
+            inputs.append(item)
+    for folder, files in dicom_by_folder.items():
+        inputs.extend(_dicom_inputs(folder, files))
+    if not inputs:
+        raise DataError(f"{path}: no scan found; expected{INPUT_KINDS[1:]}")
+    return sorted(inputs, key=lambda i: (str(i.path), i.name))
+
+
+def _dicom_inputs(folder: Path, files: list[Path]) -> list[ScanInput]:
+    out = []
+    for series in group_series(files, folder.name):
+        whole = not series.multiframe and (series.name == folder.name or series.name.startswith(f"{folder.name}_series"))
+        out.append(ScanInput(series.name, "dicom", folder if whole else series.files[0], series=series))
+    return out
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_scan(inp: ScanInput | str | Path, imt_axes: str = "xyt", default_spacing_mm: float = 1.4285714) -> Scan:
+    """Read one scan.
+
+    Args:
+        inp: a :class:`ScanInput` from :func:`find_inputs`, or a path standing for exactly one scan.
+        imt_axes: axis order of ``imt`` as h5py reads it (see the tagged reader).
+        default_spacing_mm: spacing used, with a warning, for files that carry none.
+
+    Returns:
+        The scan, images in tagseg's orientation.
+
+    Raises:
+        DataError: unreadable, unsupported or unrecognised input; NaN / inf pixels (naming the
+            slice and frame).
+        StoreError: a malformed slice store.
+    """
+    if not isinstance(inp, ScanInput):
+        found = find_inputs(inp)
+        if len(found) != 1:
+            raise DataError(f"{inp}: holds {len(found)} scans; read them one by one (find_inputs)")
+        inp = found[0]
+    if inp.kind == "unsupported":
+        raise DataError(f"{inp.path}: {inp.reason}")
+    if inp.kind == "nifti":
+        scan = _read_nifti(inp, default_spacing_mm)
+    elif inp.kind == "dicom":
+        scan = _read_dicom(inp, default_spacing_mm)
+    elif _is_store(inp.path):
+        scan = _read_store(inp)
+    else:
+        scan = _read_imt(inp, imt_axes, default_spacing_mm)
+    check_finite(scan)
+    return scan
+
+
+def check_finite(scan: Scan) -> None:
+    """Raise naming the scan, slice and frame when an image holds NaN or inf pixels (never segment them as blank).
+
+    Raises:
+        DataError: some image is not finite everywhere.
+    """
+    bad = np.flatnonzero(~np.isfinite(scan.frames).all(axis=(1, 2)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"{scan.path}: scan '{scan.name}' slice {int(scan.slice[i])} frame {int(scan.frame[i])} holds NaN / inf "
+                        f"pixels ({bad.size} image(s) affected); fix or crop the scan")
+
 
 def _is_store(path: Path) -> bool:
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             keys = set(f)
     except OSError as exc:
-        raise DataError(f"{path}: unreadable HDF5 file ({exc}); expected{INPUT_KINDS[1:]}") from exc
+        raise DataError(f"{path}: unreadable HDF5 file ({exc}); expected{INPUT_KINDS[1:]}") from None
     if "images" in keys and "meta" in keys:
         return True
     if "imt" in keys:
@@ -70,88 +279,89 @@ def _is_store(path: Path) -> bool:
     raise DataError(f"{path}: HDF5 file with neither 'imt' nor a slice store's 'images' + 'meta' (keys: {sorted(keys)})")
 
 
-def _nifti_stem(path: Path) -> str:
-    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+def _grid(n_z: int, n_t: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.arange(n_z), n_t), np.tile(np.arange(n_t), n_z)
 
 
-def _item(path: Path) -> TaggedItem | None:
-    """The :class:`TaggedItem` of one input file or DICOM folder (None for a slice store)."""
-    if path.is_dir():
-        return TaggedItem(path.name, "dicom", path, path.with_name(f"{path.name}_mask.nii.gz"))
-    if path.name.endswith((".nii", ".nii.gz")):
-        return TaggedItem(_nifti_stem(path), "nifti", path, path)
-    if path.suffix.lower() in (".h5", ".hdf5", ".mat"):
-        return None if _is_store(path) else TaggedItem(path.stem, "h5", path, path)
-    raise DataError(f"{path}: unrecognised input; expected{INPUT_KINDS[1:]}")
+def _default_spacing(path: Path, default_spacing_mm: float) -> tuple[float, float]:
+    log.warning("%s: no pixel spacing in the file; using default_spacing_mm = %s mm", path, default_spacing_mm)
+    return float(default_spacing_mm), float(default_spacing_mm)
 
 
-def find_inputs(path: str | Path) -> list[Path]:
-    """The input files / DICOM folders under ``path`` (or ``path`` itself), sorted.
-
-    Raises:
-        DataError: ``path`` does not exist or holds nothing readable.
-    """
-    path = Path(str(path)).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: input not found; expected{INPUT_KINDS[1:]}")
-    if path.is_file():
-        return [path]
-    if any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file()):
-        return [path]
-    found = [p for p in path.rglob("*.h5") if not p.stem.endswith("_roi")]
-    found += [p for p in path.rglob("*.nii*") if p.name.endswith((".nii", ".nii.gz")) and not _nifti_stem(p).endswith("_mask")]
-    found += sorted({p.parent for p in path.rglob("*.dcm")})
-    if not found:
-        raise DataError(f"{path}: no scan found; expected{INPUT_KINDS[1:]}")
-    return sorted(found)
+def _scan(inp: ScanInput, kind: str, frames: np.ndarray, spacing: tuple[float, float], n_z: int, n_t: int, **kw: Any) -> Scan:
+    zs, ts = _grid(n_z, n_t)
+    n = len(frames)
+    return Scan(inp.name, kind, inp.path, frames, np.tile(np.asarray(spacing, np.float64), (n, 1)), zs, ts,
+                np.full(n, inp.name, dtype=object), layout=(frames.shape[2], frames.shape[1], n_z, n_t), **kw)
 
 
-def check_inputs(paths: Iterable[Path]) -> None:
-    """Recognise every input's kind (opening HDF5 files for their keys) before any long work.
+def _read_store(inp: ScanInput) -> Scan:
 
-    Raises:
-        DataError: an input that is not one of the accepted kinds.
-    """
-    for path in paths:
-        _item(path)
+    store = read_store(inp.path, extras=False)
+    meta = store.meta
+    n = len(store.images)
+    col = lambda key, default: np.asarray(meta[key]) if key in meta else default  # noqa: E731
+    return Scan(inp.name, "store", inp.path, store.images, np.asarray(meta["spacing_mm"], np.float64),
+                col("slice", np.zeros(n, int)).astype(int), col("frame", np.arange(n)).astype(int),
+                np.asarray([str(s) for s in col("subject", np.full(n, inp.name))], dtype=object), meta=meta)
 
 
-def read_scan(path: str | Path, imt_axes: str = "xyt", default_spacing_mm: float = 1.4285714) -> Scan:
-    """Read one input file or DICOM folder.
+def _read_imt(inp: ScanInput, imt_axes: str, default_spacing_mm: float) -> Scan:
+    from tagseg.data.readers.tagged import TaggedItem, TaggedSource
 
-    Args:
-        path: see the module docstring.
-        imt_axes: axis order of ``imt`` as h5py reads it (see the tagged reader).
-        default_spacing_mm: spacing used, with a warning, for files that carry none.
-
-    Returns:
-        The scan, frames in tagseg's orientation.
-
-    Raises:
-        DataError: unreadable or unrecognised input.
-        StoreError: a malformed slice store.
-    """
-    path = Path(str(path)).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: input not found; expected{INPUT_KINDS[1:]}")
-    item = _item(path)
-    if item is None:
-        store = read_store(path, extras=False)
-        return Scan(path.stem, "store", path, store.images, np.asarray(store.meta["spacing_mm"], np.float64), meta=store.meta)
-    source = TaggedSource(root=str(path.parent), imt_axes=imt_axes, default_spacing_mm=default_spacing_mm, images_only=True)
-    records = source.load(item, seed=0)
+    source = TaggedSource(root=str(inp.path.parent), imt_axes=imt_axes, default_spacing_mm=default_spacing_mm, images_only=True)
+    records = source.load(TaggedItem(inp.name, "h5", inp.path, inp.path), seed=0)
     if not records:
-        raise DataError(f"{path}: no frame to segment")
+        raise DataError(f"{inp.path}: no frame to segment")
     frames = np.stack([np.asarray(r.image, np.float32) for r in records])
-    spacing = np.asarray([r.spacing_mm for r in records], np.float64)
-    affine = _nifti_affine(path) if item.kind == "nifti" else None
-    return Scan(item.name, item.kind, path, frames, spacing, affine=affine)
+    row_mm, col_mm = records[0].spacing_mm
+    scan = _scan(inp, "h5", frames, (row_mm, col_mm), 1, len(frames), affine=np.diag([col_mm, row_mm, 1.0, 1.0]))
+    scan.data_shape = (frames.shape[2], frames.shape[1], len(frames))
+    return scan
 
 
-def _nifti_affine(path: Path) -> np.ndarray:
+def _read_nifti(inp: ScanInput, default_spacing_mm: float) -> Scan:
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
 
-    return np.asarray(nib.load(str(path)).affine, np.float64)
+    path = inp.path
+    try:
+        img = nib.load(str(path))
+        if isinstance(img, nib.Cifti2Image) or 3000 <= int(img.header.get("intent_code", 0)) < 3100:
+            raise DataError(f"{path}: CIFTI-2 file: not a 2D+t image; {CONVERT_HINT}")
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise DataError(f"{path}: {type(img).__name__} is not read; {CONVERT_HINT}")
+        data = np.asarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
+        raise DataError(f"{path}: unreadable NIfTI (truncated or corrupt?): {exc}") from None
+    shape = data.shape
+    if data.ndim not in (2, 3, 4) or data.dtype.kind not in "biuf":
+        raise DataError(f"{path}: expected a grey-level (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t) image, "
+                        f"got shape {shape} of {data.dtype}")
+    vol = data.reshape(shape[0], shape[1], 1, 1) if data.ndim == 2 else data[:, :, None] if data.ndim == 3 else data
+    n_x, n_y, n_z, n_t = vol.shape
+    frames = np.ascontiguousarray(np.transpose(vol, (2, 3, 1, 0)).reshape(n_z * n_t, n_y, n_x), dtype=np.float32)
+    hdr = img.header
+    zooms = hdr.get_zooms()
+    if all(float(z) in (0.0, 1.0) for z in zooms[:2]) and hdr.get_xyzt_units()[0] == "unknown":
+        spacing = _default_spacing(path, default_spacing_mm)
+    else:
+        spacing = (float(zooms[1]), float(zooms[0]))
+    patient = int(hdr["sform_code"]) > 0 or int(hdr["qform_code"]) > 0
+    return _scan(inp, "nifti", frames, spacing, n_z, n_t, affine=np.asarray(img.affine, np.float64), patient=patient,
+                 data_shape=shape, nifti=img)
+
+
+def _read_dicom(inp: ScanInput, default_spacing_mm: float) -> Scan:
+    assert inp.series is not None
+    vol = read_series(inp.series)
+    spacing = vol.spacing or _default_spacing(inp.path, default_spacing_mm)
+    patient = vol.affine is not None
+    affine = vol.affine if patient else np.diag([spacing[1], spacing[0], 1.0, 1.0])
+    n_y, n_x = vol.frames.shape[1:]
+    data_shape = (n_x, n_y, vol.n_times) if vol.n_slices == 1 else (n_x, n_y, vol.n_slices, vol.n_times)
+    return _scan(inp, "dicom", vol.frames, spacing, vol.n_slices, vol.n_times, affine=affine, patient=patient,
+                 data_shape=data_shape, dicom=vol)
 
 
 def read_scans(path: str | Path, **kwargs: Any) -> list[Scan]:
@@ -159,4 +369,4 @@ def read_scans(path: str | Path, **kwargs: Any) -> list[Scan]:
     return [read_scan(p, **kwargs) for p in find_inputs(path)]
 
 
-__all__ = ["INPUT_KINDS", "Scan", "check_inputs", "find_inputs", "read_scan", "read_scans"]
+__all__ = ["INPUT_KINDS", "Scan", "ScanInput", "check_finite", "find_inputs", "read_scan", "read_scans"]

@@ -13,8 +13,9 @@ Regions moved in from outside the image are zero in all three (background, no sh
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.transforms import (
@@ -27,9 +28,8 @@ from monai.transforms import (
     ToTensord,
 )
 
-from tagseg.errors import ConfigError, reject_unknown_keys
-
 from tagseg.conventions import NORM_MEAN, NORM_STD  # noqa: F401  (the normalisation's home: tagseg.conventions)
+from tagseg.errors import ConfigError, reject_unknown_keys
 
 SPATIAL_KEYS = ("image", "label", "si")
 SPATIAL_MODES = ("bilinear", "nearest", "bilinear")
@@ -68,7 +68,7 @@ class AugmentConfig:
     elastic_magnitude: tuple[float, float] = (1.0, 2.0)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "datamodule.augment") -> "AugmentConfig":
+    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "datamodule.augment") -> AugmentConfig:
         """Build from a config mapping; unknown keys and probabilities outside [0, 1] are errors.
 
         Raises:

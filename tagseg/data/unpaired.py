@@ -14,8 +14,8 @@ segmenter is finally scored on and must not shape the generated pretraining data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import lightning.pytorch as pl
@@ -25,8 +25,8 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tagseg.data.intensity import to_gan
-from tagseg.io.store import check_store
 from tagseg.errors import ConfigError, DataError
+from tagseg.io.store import check_store
 
 #: seed offset of domain B's sampler, so the two domains never share a permutation
 _SEED_OFFSET_B = 1_000_003

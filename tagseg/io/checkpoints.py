@@ -31,6 +31,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,13 +91,19 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
     raise CheckpointError(f"{key}: no checkpoint in {folder} (expected best.ckpt or {LAST_CKPT})")
 
 
-def run_checkpoints(path: str | Path, key: str = "ckpt") -> list[Path]:
-    """One checkpoint per run: a file or a run folder -> ``[resolve_checkpoint(path)]``; a folder of
-    several runs (a sweep) -> each run's checkpoint by the same ``best`` rule, sorted.
+def run_checkpoints(path: str | Path | Sequence[str | Path], key: str = "ckpt") -> list[Path]:
+    """One checkpoint per run (an ensemble's members): a file or a run folder ->
+    ``[resolve_checkpoint(path)]``; a folder of several runs (a sweep) -> each run's checkpoint by
+    the same ``best`` rule, sorted; a list (``ckpt=[a,b,c]``) -> each item resolved.
 
     Raises:
-        CheckpointError: nothing found, or a run folder with several candidates.
+        CheckpointError: nothing found, an empty list, or a run folder with several candidates.
     """
+    if not isinstance(path, (str, Path)):
+        items = list(path)
+        if not items:
+            raise CheckpointError(f"{key}: an empty list; pass {key}=<file or run folder> or {key}=[a,b,c]")
+        return [resolve_checkpoint(p, key=key) for p in items]
     path = Path(str(path)).expanduser()
     if path.is_dir() and not any(path.glob("*.ckpt")) and not (path / CHECKPOINTS_DIR).is_dir():
         folders = sorted({p.parent for p in path.rglob("*.ckpt")})

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -86,7 +87,7 @@ class SliceStore:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def subset(self, index: np.ndarray | Sequence[int]) -> "SliceStore":
+    def subset(self, index: np.ndarray | Sequence[int]) -> SliceStore:
         """Rows ``index`` of every array (a new store; attrs shared)."""
         index = np.asarray(index)
         return SliceStore(
@@ -232,7 +233,7 @@ class StoreWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -26,7 +26,8 @@ mixed precision (``self.manual_backward`` and the optimisers Lightning hands ove
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch

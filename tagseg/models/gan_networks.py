@@ -15,7 +15,7 @@ All sizes are (B, C, H, W); images are in the GAN convention [-1, 1] (:mod:`tags
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -20,7 +20,8 @@ which reads it with ``weights_only=True``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -29,9 +30,9 @@ import torch
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
-from tagseg.runtime.config import instantiate, plain
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
+from tagseg.runtime.config import instantiate, plain
 
 INITS = ("xavier_normal", "default")
 

@@ -13,14 +13,13 @@ Choose with ``physics.contrast=sqrt|power|none``; :data:`CONTRASTS` maps the nam
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from tagseg.conventions import MYO as MYO_LABEL
 from tagseg.errors import ConfigError
-
 
 
 def sqrt_contrast(images: torch.Tensor, masks: np.ndarray | None = None, rngs=None) -> torch.Tensor:

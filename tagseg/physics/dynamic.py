@@ -19,8 +19,9 @@ Where the ED positions come from:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class FadingParams:
             raise ConfigError(f"method.fading.readout_flip_deg must be in [0, 90) degrees, got {self.readout_flip_deg}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | "FadingParams" | None) -> "FadingParams":
+    def from_config(cls, cfg: Mapping[str, Any] | FadingParams | None) -> FadingParams:
         """Build from a config mapping; unknown keys are an error naming them."""
         if isinstance(cfg, FadingParams):
             return cfg

@@ -21,8 +21,8 @@ reference used by the tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 

@@ -9,9 +9,10 @@ and all keys are known before anything runs (:func:`plan_table` shows what will 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from tagseg.errors import ConfigError
 from tagseg.pipeline.cache import StageCache, StageResult, config_key

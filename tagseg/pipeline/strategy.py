@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.data.store_spec import StoreSpec
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift_data_config
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
@@ -94,34 +96,35 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 # --------------------------------------------------------------------------- stages
 
-def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, seed: int | None = None,
-                split_ratios: Sequence[float] | None = None) -> Stage:
+def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_node: Any = None,
+                seed: int | None = None, split_ratios: Sequence[float] | None = None) -> Stage:
     """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
-    size and modification time); otherwise the dataset is prepared into the cache (with
-    ``strategy.prepare``'s seed and split ratios unless given)."""
+    size and modification time); otherwise the dataset is prepared into the cache with the one store
+    specification (``spec_node``, the run's ``prepare`` node), as ``tagseg prepare`` would; ``seed``
+    and ``split_ratios`` replace the specification's (the pretraining set's ratios, shifted test sets)."""
     store = Path(str(data_cfg.store)) if data_cfg.get("store") else None
     if store is not None and store.exists() and strategy.get("use_existing_stores", True):
         stat = store.stat()
         config = {"path": str(store.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return Stage("store", label, config, lambda out, inputs: {"store": store})
 
-    from tagseg.data.prepare import prepare_store
+    from tagseg.data.prepare import build_store
 
+    spec = StoreSpec.from_config(spec_node, data_cfg)
+    if seed is not None:
+        spec = replace(spec, seed=int(seed))
+    if split_ratios is not None:
+        spec = replace(spec, split_ratios=tuple(float(r) for r in split_ratios))
     data = plain(data_cfg, ["store"])
     if data.get("randomise", "") is None:
-        data.pop("randomise")  # the fixed phantom keeps the cache keys it had before randomisation existed
-    config = {"data": data, "seed": int(strategy.prepare.seed if seed is None else seed),
-              "split_ratios": list(strategy.prepare.split_ratios if split_ratios is None else split_ratios)}
+        data.pop("randomise")  # the fixed phantom's keys do not depend on the randomisation option
+    config = {"data": data, "spec": spec.as_dict()}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.runtime.config import instantiate
-
-        source = instantiate(data_cfg, label)
-        report = prepare_store(source, out / STORE, seed=config["seed"], split_ratios=config["split_ratios"],
-                               image_size=data_cfg.get("image_size"),
-                               attrs={"config": json.dumps(config, default=str)})
+        report = build_store(data_cfg, out / STORE, spec, attrs={"config": json.dumps(config, default=str)})
         print(report.table())
-        return {"store": out / STORE, "n_slices": report.n_slices}
+        print(report.table1())
+        return {"store": out / STORE, "n_slices": report.n_slices, "n_skipped": len(report.skipped)}
 
     return Stage("prepare", label, config, compute)
 
@@ -331,7 +334,7 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
                           "(a new source: strategy.translate.<name>=[method=...])")
     stages: list[Stage] = []
     tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
-    stages.append(store_stage(cfg.data, strategy, tagged))
+    stages.append(store_stage(cfg.data, strategy, tagged, cfg.get("prepare")))
     cine = gan = None
     if chain:
         if strategy.get("source") is None:
@@ -339,8 +342,8 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
         cine = f"prepare[{strategy.source.get('name', 'cine')}]"
         if cine == tagged:
             cine = f"{cine}#source"
-        source_ratios = strategy.prepare.get("source_split_ratios")
-        stages.append(store_stage(strategy.source, strategy, cine,
+        source_ratios = strategy.get("source_split_ratios")
+        stages.append(store_stage(strategy.source, strategy, cine, cfg.get("prepare"),
                                   split_ratios=list(source_ratios) if source_ratios is not None else None))
     if any(needs_cyclegan(sources[src]) for src in chain):
         gan = "cyclegan"
@@ -368,8 +371,8 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     for name in check_shifts(strategy.get("shifts")):
         data_cfg = shift_data_config(cfg.data, name, int(strategy.get("shift_subjects", 8)))
         shifted = f"prepare[shift_{name}]"
-        stages.append(store_stage(data_cfg, strategy, shifted, seed=int(strategy.prepare.seed) + SHIFT_SEED_OFFSET,
-                                  split_ratios=TEST_ONLY))
+        seed = StoreSpec.from_config(cfg.get("prepare"), cfg.data).seed + SHIFT_SEED_OFFSET
+        stages.append(store_stage(data_cfg, strategy, shifted, cfg.get("prepare"), seed=seed, split_ratios=TEST_ONLY))
         stages.append(test_stage(cfg, shifted, "finetune", label=f"test[{name}]"))
     return stages
 

@@ -4,8 +4,8 @@ best checkpoint (read with ``weights_only=True``) through the same pre-processin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -16,11 +16,10 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from tagseg.conventions import MYO  # noqa: E402
-from tagseg.io.store import read_store  # noqa: E402
 from tagseg.errors import TagsegError  # noqa: E402
 from tagseg.io.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE  # noqa: E402
+from tagseg.io.store import read_store  # noqa: E402
 from tagseg.models.segmenter import load_segmenter  # noqa: E402
-
 
 
 def pick_quartile_rows(metrics: pd.DataFrame) -> pd.DataFrame:

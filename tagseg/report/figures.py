@@ -8,16 +8,15 @@ the rows shown.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
 
 from tagseg.conventions import MYO as MYO_LABEL
-from tagseg.io.store import read_meta, store_attrs
 from tagseg.errors import StoreError
-
+from tagseg.io.store import read_meta, store_attrs
 
 
 def _pick_frames(frames: np.ndarray, wanted: Sequence[int] | None, n_frames: int) -> list[int]:

@@ -8,8 +8,9 @@ non-editable install finds them from any folder. Users add config folders of the
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra.utils
 from hydra.errors import InstantiationException

@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 #: environment variables naming this process's global rank, most specific first
 _RANK_VARS = ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK")

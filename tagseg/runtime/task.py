@@ -7,7 +7,8 @@ import functools
 import logging
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -19,11 +20,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.prepare import ensure_store
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
-from tagseg.tagness import store_tagness
 from tagseg.io.checkpoints import CYCLEGAN, resume_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, LAST_CKPT, TAGNESS_FILE
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
+from tagseg.tagness import store_tagness
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     resume = resume_checkpoint(cfg.get("ckpt_path"), kind=CYCLEGAN)
     for key in ("data_a", "data_b"):
-        ensure_store(cfg[key], seed=cfg.get("seed", 0))
+        ensure_store(cfg[key], StoreSpec.from_config(cfg.get("prepare"), cfg[key]))
     L.seed_everything(cfg.get("seed", 0), workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))

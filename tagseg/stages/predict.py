@@ -1,231 +1,286 @@
 """Segment new tagged scans with a trained segmenter (the library behind ``tagseg predict``).
 
-For every input scan (:mod:`tagseg.data.scans`): each frame is pre-processed as in training
-(scaled to [0, 1] as ``tagseg prepare`` does, resized to the model's size as the DataModule does,
-normalised with the checkpoint's mean / std), segmented in batches, and the class map is resized back
-to the frame's own size (nearest neighbour) and written in the tagseg label convention
-(0 background, 2 myocardium, ...). Outputs, under the output folder:
+Every scan under the input (:mod:`tagseg.data.scans`) is predicted on its own: a scan that cannot
+be read or written is one line on the console and one row of ``failed.csv`` (file, reason), and
+the others go on. Each image is pre-processed as in training and segmented in batches
+(:mod:`tagseg.models.segmenter`: one model, an ensemble, optional flip TTA), and the class map is
+written back in the tagseg label convention (0 background, 2 myocardium, ...). Outputs, under the
+output folder (formats in ``docs/data-formats.md``):
 
-* ``<name>_mask.nii.gz`` (NIfTI, h5 and DICOM inputs): uint8 (x, y, t) in the input's geometry
-  (a NIfTI input's own affine; otherwise x = column, y = row, zooms = pixel spacing), readable
-  back as a label file by the tagged reader; for a slice-store input, ``<name>_pred.h5``: the
-  input store with its masks replaced by the predictions;
-* ``<name>_overlay.png``: frames with the predicted inner / outer contours;
-* ``<name>_points.json`` and one ``reference_points.csv`` for all scans: the myocardial
-  reference points (inner and outer contour, see :mod:`tagseg.contours`) per frame, in pixels
-  (x = column, y = row) and mm;
-* ``predictions.csv``: one row per frame (scan, frame, myocardium pixels and area in mm^2,
-  whether the myocardium is a closed ring).
+* ``<name>_mask.nii.gz`` (NIfTI, h5 and DICOM inputs): uint8 in the input's own layout and
+  geometry (a NIfTI input's header; a DICOM series' patient affine); for a slice-store input,
+  ``<name>_pred.h5``: the input store with its masks replaced by the predictions;
+* ``<name>_seg.dcm`` with ``dicom_seg=true`` (DICOM inputs): a DICOM SEG referencing the sources;
+* ``<name>_overlay.png``: images with the predicted inner / outer contours;
+* ``<name>_points.json`` and one ``reference_points.csv`` for all scans: myocardial reference
+  points per image, in pixels, mm and patient mm (:mod:`tagseg.contours`);
+* ``predictions.csv``: one row per image (scan, subject, slice, frame, myocardium area, ring);
+* ``failed.csv``: one row per scan that failed (file, reason).
+
+Each scan's files appear together (temporary names, then renames); the tables are rewritten
+atomically at the end.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
-
-from tagseg.contours import MyocardialContours, myocardial_contours
-from tagseg.conventions import MYO
-from tagseg.data.scans import Scan, check_inputs, find_inputs, read_scan
-from tagseg.io.store import write_store
-from tagseg.io.checkpoints import resolve_checkpoint
-from tagseg.models.segmenter import Segmenter, load_segmenter  # noqa: F401  (their home: tagseg.models.segmenter)
-from tagseg.runtime.config import config_yaml
+from tagseg.data.scans import Scan, ScanInput, find_inputs, read_scan
+from tagseg.errors import ConfigError, TagsegError
+from tagseg.models.segmenter import (  # noqa: F401
+    Ensemble,
+    Segmenter,
+    find_checkpoint,
+    find_checkpoints,
+    load_segmenter,
+    load_segmenters,
+)
+from tagseg.stages.predict_outputs import (
+    FAILED_FIELDS,
+    POINT_FIELDS,
+    PREDICTION_FIELDS,
+    contours_of,
+    point_rows,
+    prediction_rows,
+    publish,
+    scan_outputs,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
+
+#: exit status of ``tagseg predict`` when some scans failed (the others were predicted)
+EXIT_SOME_FAILED = 1
 
 
 @dataclass
 class PredictReport:
-    """What :func:`predict` wrote."""
+    """What :func:`predict` wrote.
+
+    Attributes:
+        output: the output folder.
+        scans: names of the scans predicted.
+        files: every file written.
+        rows: one ``predictions.csv`` row per image.
+        failures: (file, reason) of each scan that failed.
+        timings: seconds spent per step (``read``, ``segment``, ``write``; ``start_up`` (wall and
+            ``start_up_cpu``: imports and config, before any work), ``load_model`` and ``total`` from
+            :func:`predict_scans`) and ``images`` segmented.
+    """
 
     output: Path
     scans: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
         """A short per-scan summary for the console."""
-        lines = [f"{'scan':<32} {'frames':>6} {'closed rings':>12} {'mean area mm2':>14}"]
+        lines = [f"{'scan':<32} {'images':>6} {'closed rings':>12} {'mean area mm2':>14}"]
         for name in self.scans:
             rows = [r for r in self.rows if r["scan"] == name]
-            area = np.mean([r["myocardium_mm2"] for r in rows]) if rows else 0.0
+            area = sum(r["myocardium_mm2"] for r in rows) / len(rows) if rows else 0.0
             rings = sum(bool(r["closed_ring"]) for r in rows)
             lines.append(f"{name:<32} {len(rows):>6} {rings:>12} {area:>14.1f}")
+        if self.failures:
+            lines.append(f"failed: {len(self.failures)} scan(s), listed in {self.output / 'failed.csv'}")
         return "\n".join(lines)
 
-
-def _nifti_mask(scan: Scan, labels: np.ndarray, path: Path) -> Path:
-    import nibabel as nib
-
-    data = np.transpose(labels, (2, 1, 0))  # (t, rows, cols) -> (x, y, t)
-    if scan.affine is not None:
-        affine = scan.affine
-    else:
-        row_mm, col_mm = scan.spacing_mm[0]
-        affine = np.diag([col_mm, row_mm, 1.0, 1.0])
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
-    return path
-
-
-def _store_mask(scan: Scan, labels: np.ndarray, path: Path, attrs: dict[str, Any]) -> Path:
-    assert scan.meta is not None
-    return write_store(path, scan.frames, labels, scan.meta, attrs={"name": f"{scan.name}-pred", **attrs})
+    def timing_line(self) -> str:
+        """The time split, e.g. ``start-up 1.1 s, load model 0.2 s, read 0.1 s, segment 0.4 s (5.0 ms/image), ...``."""
+        t = self.timings
+        parts = [f"{label} {t[key]:.2f} s" for key, label in (("start_up", "start-up"), ("load_model", "load model"),
+                                                               ("read", "read"), ("segment", "segment"), ("write", "write"))
+                 if key in t]
+        if "start_up_cpu" in t and parts:
+            parts[0] += f" ({t['start_up_cpu']:.2f} s CPU)"
+        if t.get("images"):
+            parts[-2 if "write" in t else -1] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
+        if "total" in t:
+            parts.append(f"total {t['total']:.2f} s")
+        return "time: " + ", ".join(parts)
 
 
-def _overlay_png(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialContours], path: Path, max_frames: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    index = np.unique(np.linspace(0, len(scan) - 1, min(len(scan), max_frames)).round().astype(int))
-    cols = min(5, len(index))
-    rows = int(np.ceil(len(index) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, t in zip(axes.ravel(), index):
-        ax.imshow(scan.frames[t], cmap="gray")
-        ax.contour(labels[t] == MYO, levels=[0.5], colors="yellow", linewidths=0.6)
-        for pts, color in ((contours[t].outer, "lime"), (contours[t].inner, "red")):
-            if len(pts):
-                ax.plot(*np.vstack([pts, pts[:1]]).T, ".-", color=color, markersize=2, linewidth=0.6)
-        ax.set_title(f"{scan.name} t={t}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
-def _points_json(scan: Scan, contours: Sequence[MyocardialContours], path: Path) -> Path:
-    frames = []
-    for t, c in enumerate(contours):
-        row_mm, col_mm = (float(v) for v in scan.spacing_mm[t])
-        frames.append({
-            "frame": t,
-            "spacing_mm": [row_mm, col_mm],
-            "inner_xy": np.round(c.inner, 3).tolist(),
-            "outer_xy": np.round(c.outer, 3).tolist(),
-        })
-    doc = {"scan": scan.name, "input": str(scan.path), "kind": scan.kind,
-           "convention": "x = column, y = row, pixel units, pixel centres at integers; clockwise as displayed from the top point",
-           "frames": frames}
-    path.write_text(json.dumps(doc, indent=1))
-    return path
+def _one_line(exc: BaseException, path: Path) -> str:
+    """The failure reason of one scan, without the file name (``failed.csv`` has it in its own column)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
+    if isinstance(exc, TagsegError):
+        return text
+    return f"{type(exc).__name__}: {text} (unexpected error; the log holds the traceback)"
 
 
-def _point_rows(scan: Scan, contours: Sequence[MyocardialContours]) -> Iterable[list[Any]]:
-    for t, c in enumerate(contours):
-        row_mm, col_mm = scan.spacing_mm[t]
-        for name, pts in (("inner", c.inner), ("outer", c.outer)):
-            for i, (x, y) in enumerate(pts):
-                yield [scan.name, t, name, i, round(float(x), 3), round(float(y), 3), round(float(x * col_mm), 3), round(float(y * row_mm), 3)]
+def _predict_one(segmenter: Segmenter | Ensemble, inp: ScanInput, out: Path, report: PredictReport, opts: dict[str, Any],
+                 point_table: list[list[Any]]) -> None:
+    t0 = time.perf_counter()
+    scan: Scan = read_scan(inp, **opts["reader"])
+    t1 = time.perf_counter()
+    labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scan.kind == "store", tta=opts["tta"])
+    t2 = time.perf_counter()
+    contours = contours_of(scan, labels, opts["n_points"], opts["start_angle_deg"])
+    pairs = scan_outputs(scan, labels, contours, out, overlays=opts["overlays"], overlay_max_frames=opts["overlay_max_frames"],
+                         attrs=opts["attrs"], dicom_seg_file=opts["dicom_seg"])
+    report.files.extend(publish(pairs))
+    t3 = time.perf_counter()
+    point_table.extend(point_rows(scan, contours))
+    report.rows.extend(prediction_rows(scan, labels, contours))
+    report.scans.append(scan.name)
+    for key, dt in (("read", t1 - t0), ("segment", t2 - t1), ("write", t3 - t2)):
+        report.timings[key] = report.timings.get(key, 0.0) + dt
+    report.timings["images"] = report.timings.get("images", 0) + len(scan)
 
 
 def predict(
-    segmenter: Segmenter,
+    segmenter: Segmenter | Ensemble,
     input_path: str | Path,
     output: str | Path,
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    device: str | None = None,
     n_points: int | None = 48,
     overlays: bool = True,
     overlay_max_frames: int = 25,
     reader: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
     progress: bool = True,
+    tta: bool = False,
+    dicom_seg: bool = False,
+    start_angle_deg: float = 90.0,
 ) -> PredictReport:
     """Segment every scan under ``input_path`` and write masks, overlays and reference points.
 
     Args:
-        segmenter: the trained network and its pre-processing (see :func:`load_segmenter`).
+        segmenter: a trained network and its pre-processing, or an ensemble (:mod:`tagseg.models.segmenter`).
         input_path: a file or folder (see :mod:`tagseg.data.scans`).
         output: the folder to write into (created).
-        batch_size: frames per forward pass.
-        device: where the network runs (``"cpu"``, ``"cuda"``).
+        batch_size: images per forward pass.
+        device: where a torch network runs (default: the segmenter's).
         n_points: reference points per contour (None: every contour vertex).
         overlays: write one overlay PNG per scan.
-        overlay_max_frames: frames shown per overlay (evenly spread).
-        reader: keyword arguments of :func:`tagseg.data.scans.read_scan` (``imt_axes``,
-            ``default_spacing_mm``).
+        overlay_max_frames: images shown per overlay (evenly spread).
+        reader: keyword arguments of :func:`tagseg.data.scans.read_scan` (``imt_axes``, ``default_spacing_mm``).
         attrs: extra attributes for output stores (e.g. the resolved config, the checkpoint).
         progress: show a progress bar.
+        tta: average the softmax over the training flips.
+        dicom_seg: also write a DICOM SEG for DICOM inputs.
+        start_angle_deg: the reference points' start ray when no RV is predicted (see :mod:`tagseg.contours`).
 
     Returns:
-        A report listing the scans, the files written and one row per frame.
+        A report listing the scans, the files written, one row per image and the failures.
 
     Raises:
-        DataError: a missing, unreadable or unrecognised input (before any segmentation).
-        StoreError: a malformed slice-store input.
+        DataError: the input does not exist or holds no scan (nothing is written then).
     """
     inputs = find_inputs(input_path)
-    check_inputs(inputs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    if device is not None:
+        for member in getattr(segmenter, "members", [segmenter]):
+            member.to(device)
     report = PredictReport(output=out)
-    point_rows: list[list[Any]] = []
-    for path in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
-        scan = read_scan(path, **(reader or {}))
-        labels = segmenter.segment(scan.frames, batch_size=batch_size, device=device, scaled=scan.kind == "store")
-        contours = [myocardial_contours(m == MYO, n_points=n_points) for m in labels]
-        if scan.kind == "store":
-            report.files.append(_store_mask(scan, labels, out / f"{scan.name}_pred.h5", dict(attrs or {})))
-        else:
-            report.files.append(_nifti_mask(scan, labels, out / f"{scan.name}_mask.nii.gz"))
-        if overlays:
-            report.files.append(_overlay_png(scan, labels, contours, out / f"{scan.name}_overlay.png", overlay_max_frames))
-        report.files.append(_points_json(scan, contours, out / f"{scan.name}_points.json"))
-        point_rows.extend(_point_rows(scan, contours))
-        for t, c in enumerate(contours):
-            n_px = int((labels[t] == MYO).sum())
-            report.rows.append({
-                "scan": scan.name, "frame": t, "myocardium_px": n_px,
-                "myocardium_mm2": round(n_px * float(np.prod(scan.spacing_mm[t])), 3),
-                "closed_ring": c.closed_ring, "input": str(scan.path),
-            })
-        report.scans.append(scan.name)
-    report.files.append(_write_csv(out / "reference_points.csv", ["scan", "frame", "contour", "point", "x", "y", "x_mm", "y_mm"], point_rows))
-    fields = ["scan", "frame", "myocardium_px", "myocardium_mm2", "closed_ring", "input"]
-    report.files.append(_write_csv(out / "predictions.csv", fields, [[r[f] for f in fields] for r in report.rows]))
+    opts = {"reader": reader or {}, "batch_size": batch_size, "tta": tta, "n_points": n_points, "start_angle_deg": start_angle_deg,
+            "overlays": overlays, "overlay_max_frames": overlay_max_frames, "attrs": dict(attrs or {}), "dicom_seg": dicom_seg}
+    point_table: list[list[Any]] = []
+    bar = None
+    if progress and len(inputs) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(inputs), desc="predict", unit="scan")
+    for inp in inputs:
+        try:
+            _predict_one(segmenter, inp, out, report, opts, point_table)
+        except Exception as exc:  # a batch survives one bad member; each failure is one line and one row
+            reason = _one_line(exc, inp.path)
+            if not isinstance(exc, TagsegError):
+                log.debug("%s failed", inp.path, exc_info=True)
+            report.failures.append((str(inp.path), reason))
+            print(f"tagseg: failed: {inp.path}: {reason}", file=sys.stderr)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    report.files.append(write_csv(out / "reference_points.csv", POINT_FIELDS, point_table))
+    report.files.append(write_csv(out / "predictions.csv", PREDICTION_FIELDS, [[r[f] for f in PREDICTION_FIELDS] for r in report.rows]))
+    report.files.append(write_csv(out / "failed.csv", FAILED_FIELDS, report.failures))
     return report
 
 
-def predict_scans(cfg: DictConfig) -> PredictReport:
-    """``tagseg predict``: load the checkpoint, segment every input scan (``cfg.input``) into ``cfg.output``."""
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else str(cfg.device)
-    ckpt = resolve_checkpoint(cfg.ckpt)
-    check_inputs(find_inputs(cfg.input))  # bad input fails before the model is loaded
-    segmenter = load_segmenter(ckpt, device=device)
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_predictor(cfg: Any) -> Segmenter | Ensemble:
+    """The segmenter of ``cfg.exported_model`` (``model=`` on the command line: a folder written by
+    ``tagseg export``) or ``cfg.ckpt`` (checkpoint(s), a sweep folder).
+
+    Raises:
+        ConfigError: neither or both given, or a bad checkpoint / model.
+    """
+    model, ckpt = cfg.get("exported_model"), cfg.get("ckpt")
+    if (model is None) == (ckpt is None):
+        raise ConfigError("ckpt / model: pass exactly one: ckpt=<checkpoint, run folder, [a,b,c] or sweep folder> "
+                          "or model=<folder written by tagseg export>")
+    if model is not None:
+        from tagseg.stages.export import load_exported
+
+        return load_exported(model, device=str(cfg.device))
+    return load_segmenters(list(ckpt) if not isinstance(ckpt, (str, Path)) else ckpt, device=_device(str(cfg.device)))
+
+
+def predict_scans(cfg: Any) -> PredictReport:
+    """``tagseg predict``: load the model(s), segment every input scan (``cfg.input``) into ``cfg.output``."""
+    from omegaconf import OmegaConf
+
+    start_up, start_up_cpu = process_seconds(), time.process_time()
+    t0 = time.perf_counter()
+    if cfg.tta not in (None, "none", "flip"):
+        raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
+    find_inputs(cfg.input)  # a missing or empty input fails before the model is loaded
+    segmenter = load_predictor(cfg)
+    t1 = time.perf_counter()
     report = predict(
         segmenter,
         cfg.input,
         cfg.output,
         batch_size=cfg.batch_size,
-        device=device,
         n_points=cfg.n_points,
         overlays=cfg.overlays,
         overlay_max_frames=cfg.overlay_max_frames,
         reader=OmegaConf.to_container(cfg.reader, resolve=True),
-        attrs={"config": config_yaml(cfg), "checkpoint": str(ckpt)},
+        attrs={"config": OmegaConf.to_yaml(cfg, resolve=True), "checkpoint": str(segmenter.source)},
         progress=cfg.progress,
+        tta=cfg.tta == "flip",
+        dicom_seg=bool(cfg.dicom_seg),
+        start_angle_deg=float(cfg.start_angle_deg),
     )
+    if start_up is not None:
+        report.timings["start_up"] = start_up
+        report.timings["start_up_cpu"] = start_up_cpu
+    report.timings["load_model"] = t1 - t0
+    report.timings["total"] = (start_up or 0.0) + time.perf_counter() - t0
     return report
 
 
-def _write_csv(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+__all__ = ["EXIT_SOME_FAILED", "PredictReport", "load_predictor", "predict", "predict_scans", "process_seconds"]

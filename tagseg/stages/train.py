@@ -14,8 +14,9 @@ tests the best checkpoint alone, so every test image is counted once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -85,8 +86,9 @@ def checked_stores(cfg: DictConfig) -> list[Path]:
     for store in stores:
         if not store.exists() and data_store is not None and str(store) == str(data_store):
             from tagseg.data.prepare import ensure_store
+            from tagseg.data.store_spec import StoreSpec
 
-            ensure_store(cfg.data, seed=cfg.get("seed", 0))
+            ensure_store(cfg.data, StoreSpec.from_config(cfg.get("prepare"), cfg.data))
         check_store(store)
     return stores
 

@@ -26,8 +26,9 @@ def input_store(cfg: DictConfig) -> Path:
     path = Path(cfg.input)
     if not path.exists() and cfg.get("data") is not None and str(cfg.data.get("store")) == str(cfg.input):
         from tagseg.data.prepare import ensure_store
+        from tagseg.data.store_spec import StoreSpec
 
-        return ensure_store(cfg.data, seed=cfg.seed)
+        return ensure_store(cfg.data, StoreSpec.from_config(cfg.get("prepare"), cfg.data))
     return path
 
 

@@ -38,17 +38,18 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tagseg.io.store import REQUIRED_META, StoreWriter, read_array, open_store
 from tagseg.errors import ConfigError, DataError, StoreError
+from tagseg.io.store import REQUIRED_META, StoreWriter, open_store, read_array
 
 log = logging.getLogger(__name__)
 

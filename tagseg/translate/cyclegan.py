@@ -8,16 +8,17 @@ gradients); images go through the one intensity conversion of :mod:`tagseg.data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import torch
 
 from tagseg.data.intensity import from_gan, to_gan
-from tagseg.io.store import check_store
 from tagseg.errors import CheckpointError, ConfigError
 from tagseg.io.checkpoints import CYCLEGAN, load_checkpoint, resolve_checkpoint
+from tagseg.io.store import check_store
 from tagseg.models.gan_networks import ResnetGenerator
 from tagseg.translate.base import BatchRows, TranslateReport, Translator
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class PhysicsParams:
         get_contrast(self.contrast)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | "PhysicsParams" | None) -> "PhysicsParams":
+    def from_config(cls, cfg: Mapping[str, Any] | PhysicsParams | None) -> PhysicsParams:
         """Build from a config mapping; unknown keys are an error naming them.
 
         Raises:

@@ -21,12 +21,21 @@ zeros and the store says ``labelled: false``): CycleGAN domain A / the dynamic p
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from tagseg.data.readers.common import LABELS, check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
+from tagseg.data.readers.common import (
+    LABELS,
+    check_label_values,
+    check_same_shape,
+    find_nifti,
+    load_nifti,
+    nifti_slice,
+    nifti_spacing,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 
@@ -136,21 +145,26 @@ class AcdcSource:
         """
         info = read_info(item / "Info.cfg")
         ed, es, n_frames = int(info["ED"]) - 1, int(info["ES"]) - 1, int(info["NbFrame"])
+        if ed == es:
+            raise DataError(f"{item / 'Info.cfg'}: ED and ES are the same frame ({ed + 1}); expected two phases")
         split = self.folder_splits.get(item.parent.name, "")
         base = dict(subject=item.name, n_frames=n_frames, group=info["Group"], source=self.name, split=split)
         if self.all_frames:
             return self._all_frames(item, ed, es, n_frames, base)
         records: list[SliceRecord] = []
+        first: tuple[str, tuple[int, ...]] | None = None
         for phase, frame in (("ED", ed), ("ES", es)):
-            if phase == "ES" and frame == ed:
-                continue
-            image_path = item / f"{item.name}_frame{frame + 1:02d}.nii.gz"
-            label_path = item / f"{item.name}_frame{frame + 1:02d}_gt.nii.gz"
+            image_path = find_nifti(item, f"{item.name}_frame{frame + 1:02d}")
+            label_path = find_nifti(item, f"{item.name}_frame{frame + 1:02d}_gt")
             image, zooms = load_nifti(image_path)
             labels, _ = load_nifti(label_path)
             check_same_shape(image, labels, image_path, label_path)
             if image.ndim != 3:
                 raise DataError(f"{image_path}: expected a 3D (x, y, z) volume, got shape {image.shape}")
+            if first is not None and image.shape != first[1]:  # two frames of one cine series
+                raise DataError(f"{image_path}: shape {image.shape} differs from the {first[1]} of {first[0]} "
+                                "(frames of one series)")
+            first = first or (image_path.name, image.shape)
             check_label_values(labels, LABELS, label_path, "0 bg, 1 RV, 2 MYO, 3 LV")
             if not labels.any():
                 raise DataError(f"{label_path}: empty mask (every voxel is background)")
@@ -164,7 +178,7 @@ class AcdcSource:
         return records
 
     def _all_frames(self, item: Path, ed: int, es: int, n_frames: int, base: dict) -> list[SliceRecord]:
-        path = item / f"{item.name}_4d.nii.gz"
+        path = find_nifti(item, f"{item.name}_4d")
         image, zooms = load_nifti(path)
         if image.ndim != 4:
             raise DataError(f"{path}: expected a 4D (x, y, z, t) volume, got shape {image.shape}")

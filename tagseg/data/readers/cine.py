@@ -7,7 +7,8 @@ datasets (``patientNNN``, M&Ms codes, ``SC-...``), so splits stay by subject.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.errors import ConfigError, DataError

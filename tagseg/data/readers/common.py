@@ -3,8 +3,12 @@
 Orientation (the same for every reader, see :mod:`tagseg.data.records`): a stored slice has
 array axis 0 = rows (image y, top to bottom) and axis 1 = columns (image x, left to right).
 
-* NIfTI volumes are indexed (x, y, ...): a slice is ``volume[:, :, ...].T`` (rows = y, cols = x),
-  with no flip and the affine ignored; spacing (row, col) = (pixdim y, pixdim x).
+* NIfTI volumes are indexed (x, y, ...) = (voxel axis 0, voxel axis 1, ...): a slice is
+  ``volume[:, :, ...].T`` (rows = voxel axis 1, cols = voxel axis 0), in the order the voxels are
+  stored, with no flip and no reorientation from the affine; spacing (row, col) = (pixdim of voxel
+  axis 1, pixdim of voxel axis 0). A volume stored flipped or with its in-plane axes swapped gives
+  flipped or transposed slices, with its spacing following the axes (docs/data-formats.md).
+  ``.nii`` and ``.nii.gz`` are read alike (:func:`find_nifti`).
 * DICOM ``pixel_array`` is already (rows, columns); spacing = ``PixelSpacing`` (row, col).
 * Contour / ROI points are (x, y) = (column, row) in pixel units, pixel centres at integers.
 """
@@ -13,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from skimage.draw import polygon2mask
@@ -36,6 +40,34 @@ def require_dir(root: str | Path, dataset: str, layout: str) -> Path:
         raise DataError(f"{path}: {dataset} root folder not found; expected the layout\n{layout}\n"
                         f"(set data.root=<folder>)")
     return path
+
+
+#: NIfTI file endings, in the order they are looked for
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def nifti_stem(path: str | Path) -> str | None:
+    """The name of a NIfTI file without ``.nii.gz`` / ``.nii`` (``None`` for another file)."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def find_nifti(folder: str | Path, stem: str) -> Path:
+    """``<folder>/<stem>.nii.gz`` or, if only that exists, ``<stem>.nii``.
+
+    Raises:
+        DataError: neither exists, or both do (which one is meant is unclear).
+    """
+    folder = Path(folder)
+    found = [folder / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder / stem}: both .nii.gz and .nii exist; keep one")
+    if not found:
+        raise DataError(f"{folder / stem}.nii.gz: file not found (nor {stem}.nii)")
+    return found[0]
 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -147,3 +179,32 @@ def dicom_spacing(ds) -> tuple[float, float] | None:
     if sp is None or len(sp) != 2:
         return None
     return float(sp[0]), float(sp[1])
+
+
+def check_series(datasets: Sequence, paths: Sequence[str | Path]) -> list:
+    """The DICOM frames of one series sorted by ``InstanceNumber``, after checking they form one series.
+
+    Raises:
+        DataError: naming the offending file: a missing or repeated ``InstanceNumber``, a frame that
+            is not 2D, or a frame whose matrix differs from the others'.
+    """
+    if not datasets:
+        raise DataError("empty DICOM series")
+    seen: dict[int, Path] = {}
+    for ds, path in zip(datasets, paths):
+        number = getattr(ds, "InstanceNumber", None)
+        if number is None or str(number).strip() == "":
+            raise DataError(f"{path}: DICOM has no InstanceNumber (0020,0013); cannot order the frames")
+        if int(number) in seen:
+            raise DataError(f"{path}: InstanceNumber {int(number)} repeats {seen[int(number)].name} in the same series")
+        seen[int(number)] = Path(path)
+    shapes = [tuple(ds.pixel_array.shape) for ds in datasets]
+    common = max(set(shapes), key=shapes.count)
+    for shape, path in zip(shapes, paths):
+        if len(shape) != 2:
+            raise DataError(f"{path}: expected one 2D image per DICOM file, got pixel array shape {shape}")
+        if shape != common:
+            raise DataError(f"{path}: matrix {shape[0]}x{shape[1]} differs from the {common[0]}x{common[1]} of "
+                            f"the other {shapes.count(common)} frame(s) of its series")
+    order = sorted(range(len(datasets)), key=lambda i: int(datasets[i].InstanceNumber))
+    return [datasets[i] for i in order]

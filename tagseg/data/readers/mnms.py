@@ -20,12 +20,22 @@ With ``all_frames=True`` every frame is read without labels (zero masks, ``label
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from tagseg.data.readers.common import LABELS, check_label_values, check_same_shape, load_nifti, nifti_slice, nifti_spacing, require_dir
+from tagseg.data.readers.common import (
+    LABELS,
+    check_label_values,
+    check_same_shape,
+    find_nifti,
+    load_nifti,
+    nifti_slice,
+    nifti_spacing,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 
@@ -166,13 +176,15 @@ class MnmsSource:
         row = self._info.get(code)
         if row is None:
             raise DataError(f"{self._csv_path}: no row for subject '{code}' (column 'External code'; folder {item})")
-        image_path = item / f"{code}_sa.nii.gz"
+        image_path = find_nifti(item, f"{code}_sa")
         image, zooms = load_nifti(image_path)
         if image.ndim != 4:
             raise DataError(f"{image_path}: expected a 4D (x, y, z, t) volume, got shape {image.shape}")
         n_frames = image.shape[3]
         ed = self._frame(row, "ED", n_frames, image_path)
         es = self._frame(row, "ES", n_frames, image_path)
+        if ed == es:
+            raise DataError(f"{self._csv_path}: subject '{code}': ED and ES are the same frame ({ed}); expected two phases")
         spacing = nifti_spacing(zooms)
         folder = self._item_folder.get(item, item.parent.name)
         base = dict(subject=code, n_frames=n_frames, group=row.get("Pathology", ""), spacing_mm=spacing, source=self.name,
@@ -187,14 +199,12 @@ class MnmsSource:
                     records.append(SliceRecord(image=img, mask=np.zeros(img.shape, np.uint8), slice=z, frame=t, phase=phase,
                                                extra_meta=dict(meta), **base))
             return records
-        label_path = item / f"{code}_sa_gt.nii.gz"
+        label_path = find_nifti(item, f"{code}_sa_gt")
         labels, _ = load_nifti(label_path)
         check_same_shape(image, labels, image_path, label_path)
         check_label_values(labels, LABELS, label_path, "M&Ms 0 bg, 1 LV, 2 MYO, 3 RV")
         labels = MNMS_TO_ACDC[labels.astype(np.int64)]
         for phase, frame in (("ED", ed), ("ES", es)):
-            if phase == "ES" and frame == ed:
-                continue
             if not labels[..., frame].any():
                 raise DataError(f"{label_path}: empty mask at the {phase} frame {frame} (0-based, from {self._csv_path.name})")
             for z in range(image.shape[2]):

@@ -18,19 +18,21 @@ images with both an inner (i) and an outer (o) contour are labelled: MYO (2) = f
 filled inner contour, LV (3) = filled inner contour. Frame / slice: image number NNNN (1-based)
 -> index NNNN - 1 = slice * n_frames + frame, with n_frames from the DICOM
 ``CardiacNumberOfImages`` (else ``n_frames``); frame 0 is ED. Pixel spacing from the DICOM
-``PixelSpacing`` (required). Group = the case's cohort (``HF-I``, ``HF-NI``, ``HYP``, ``N``).
+``PixelSpacing`` (required). The contoured images of a case must form one series: a repeated
+``InstanceNumber`` or an image whose matrix differs from the others' is an error naming the file
+(the case is skipped and counted by ``prepare``). Group = the case's cohort (``HF-I``, ``HF-NI``, ``HYP``, ``N``).
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from tagseg.data.readers.common import MYO, dicom_spacing, myocardium_mask, read_dicom, require_dir
+from tagseg.data.readers.common import MYO, check_series, dicom_spacing, myocardium_mask, read_dicom, require_dir
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 
@@ -165,8 +167,11 @@ class ScdSource:
             raise DataError(f"{item}: no image has both an i- and an o-contour (IM-0001-NNNN-{{i,o}}contour-manual.txt)")
         files = self._series(case, numbers, item)
         records: list[SliceRecord] = []
+        datasets = {n: read_dicom(files[n]) for n in numbers}
+        # one series: one matrix, no InstanceNumber twice (an error naming the file, never mixed in)
+        check_series(list(datasets.values()), [files[n] for n in numbers])
         for number in numbers:
-            ds = read_dicom(files[number])
+            ds = datasets[number]
             image = np.asarray(ds.pixel_array, dtype=np.float32)
             if image.ndim != 2:
                 raise DataError(f"{files[number]}: expected one 2D image, got pixel array shape {image.shape}")

@@ -7,9 +7,10 @@ one root may mix the layouts::
     <root>/<name>.h5          authors' layout: key ``imt`` (MATLAB v7.3 = HDF5), every frame
     <root>/<name>_roi.h5      ``pts_interp_inner`` / ``pts_interp_outer``: one (N, 2) x, y point
                               array per frame, through HDF5 object references (a MATLAB cell array)
-    <root>/<name>.nii.gz      plain layout: image (x, y, t) (or (x, y, 1, t))
+    <root>/<name>.nii.gz      plain layout: image (x, y, t) (or (x, y, 1, t)); ``.nii`` alike
     <root>/<name>_mask.nii.gz     mask (x, y, t): 0 background, 1 or 2 myocardium
-    <root>/<name>/*.dcm       plain layout: one DICOM file per frame (sorted by InstanceNumber)
+    <root>/<name>/*.dcm       plain layout: one DICOM file per frame (sorted by InstanceNumber; a
+                              repeated InstanceNumber or a frame of another matrix is an error)
     <root>/<name>_mask.nii.gz     mask (x, y, t) as above, x = DICOM column
 
 Axes. MATLAB writes arrays column-major, so h5py sees the axes of a MATLAB array reversed. The
@@ -34,14 +35,28 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from tagseg.data.readers.common import MYO, check_label_values, check_same_shape, dicom_spacing, load_nifti, myocardium_mask, nifti_has_spacing, nifti_spacing, read_dicom, require_dir
+from tagseg.data.readers.common import (
+    MYO,
+    NIFTI_SUFFIXES,
+    check_label_values,
+    check_same_shape,
+    check_series,
+    dicom_spacing,
+    load_nifti,
+    myocardium_mask,
+    nifti_has_spacing,
+    nifti_spacing,
+    nifti_stem,
+    read_dicom,
+    require_dir,
+)
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, DataError
 
@@ -63,6 +78,13 @@ class TaggedItem:
     kind: str
     image: Path
     labels: Path
+
+
+def _mask_path(folder: Path, stem: str) -> Path:
+    """``<stem>_mask.nii.gz``, or ``<stem>_mask.nii`` if only that exists."""
+    gz = folder / f"{stem}_mask.nii.gz"
+    plain = folder / f"{stem}_mask.nii"
+    return plain if plain.is_file() and not gz.is_file() else gz
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -201,12 +223,17 @@ class TaggedSource:
         for path in sorted(root.rglob("*.h5")):
             if not path.stem.endswith("_roi"):
                 items.append(TaggedItem(path.stem, "h5", path, path.with_name(f"{path.stem}_roi.h5")))
-        for path in sorted(root.rglob("*.nii.gz")):
-            stem = path.name[: -len(".nii.gz")]
-            if not stem.endswith("_mask"):
-                items.append(TaggedItem(stem, "nifti", path, path.with_name(f"{stem}_mask.nii.gz")))
+        for path in sorted(p for suffix in NIFTI_SUFFIXES for p in root.rglob(f"*{suffix}")):
+            stem = nifti_stem(path)
+            if stem is not None and not stem.endswith("_mask"):
+                items.append(TaggedItem(stem, "nifti", path, _mask_path(path.parent, stem)))
         for folder in sorted({p.parent for p in root.rglob("*.dcm")}):
-            items.append(TaggedItem(folder.name, "dicom", folder, folder.with_name(f"{folder.name}_mask.nii.gz")))
+            items.append(TaggedItem(folder.name, "dicom", folder, _mask_path(folder.parent, folder.name)))
+        names = [(it.name, it.image.parent) for it in items]
+        twice = sorted({str(folder / name) for name, folder in names if names.count((name, folder)) > 1})
+        if twice:
+            raise DataError(f"{twice[0]}: found in more than one layout (e.g. both .nii and .nii.gz, or a file and a "
+                            "DICOM folder); keep one")
         if not items:
             raise DataError(f"{root}: no tagged data found; expected the layout\n{LAYOUT}")
         return sorted(items, key=lambda it: (it.name, str(it.image)))
@@ -300,11 +327,8 @@ class TaggedSource:
         return frames, spacing, masks
 
     def _read_dicom(self, item: TaggedItem) -> tuple[np.ndarray, tuple[float, float], list | None]:
-        datasets = [read_dicom(p, need_spacing=False) for p in sorted(item.image.glob("*.dcm"))]
-        datasets.sort(key=lambda ds: int(getattr(ds, "InstanceNumber", 0) or 0))
-        shapes = {ds.pixel_array.shape for ds in datasets}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise DataError(f"{item.image}: DICOM frames must all be 2D images of one shape, got {sorted(shapes)}")
+        paths = sorted(item.image.glob("*.dcm"))
+        datasets = check_series([read_dicom(p, need_spacing=False) for p in paths], paths)
         frames = np.stack([np.asarray(ds.pixel_array, dtype=np.float32) for ds in datasets])
         spacing = self._spacing(dicom_spacing(datasets[0]), item.image)
         masks = None if self.images_only else self._read_mask(item.labels, frames, item.image)
