@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tagseg.data.store_spec import StoreSpec
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift_data_config
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
