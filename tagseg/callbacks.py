@@ -66,4 +66,46 @@ class PredictionOverlays(L.Callback):
             lg.log_image(key=self.key, images=pictures, caption=captions, step=trainer.global_step)
 
 
-__all__ = ["PredictionOverlays", "overlay"]
+
+
+class TestExamples(L.Callback):
+    """Save the first test images with truth / prediction contours as PNGs (``<dirpath>/<index>.png``).
+
+    Added by :func:`tagseg.stages.train.evaluate_module`; the W&B test table shows them next to
+    their rows, also when a cached test is logged again later.
+
+    Args:
+        dirpath: the folder (created on the first image).
+        n_images: how many images (the first ones of the test loader, on rank 0).
+    """
+
+    def __init__(self, dirpath: str, n_images: int = 8) -> None:
+        self.dirpath = dirpath
+        self.n_images = int(n_images)
+        self._saved = 0
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved = 0
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                          batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._saved >= self.n_images or not trainer.is_global_zero or not isinstance(outputs, Mapping) \
+                or "pred" not in outputs:
+            return
+        from pathlib import Path
+
+        from PIL import Image
+
+        mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
+        n = min(self.n_images - self._saved, batch["image"].shape[0])
+        images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
+        truth = (batch["label"][:n, 0] > 0).cpu().numpy()
+        pred = (outputs["pred"][:n] > 0).cpu().numpy()
+        folder = Path(self.dirpath)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(overlay(images[i], truth[i], pred[i])).save(folder / f"{int(batch['index'][i])}.png")
+        self._saved += n
+
+
+__all__ = ["PredictionOverlays", "TestExamples", "overlay"]

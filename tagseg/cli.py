@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[str, str]] = {
 ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "exported_model"}}
 
 USAGE = """usage: tagseg <stage> [key=value ...] [-m] [--help]
+       tagseg --completion bash     (shell completion: eval "$(tagseg --completion bash)")
 
 Stages:
 {stages}
@@ -39,6 +40,59 @@ def usage() -> str:
     return USAGE.format(stages=rows)
 
 
+#: bash completion: the stage name first, then Hydra's completion of that stage's config
+BASH_COMPLETION = """# tagseg bash completion: eval "$(tagseg --completion bash)" (e.g. in ~/.bashrc)
+_tagseg_complete()
+{{
+    local words=($COMP_LINE)
+    local word="${{words[$COMP_CWORD]}}"
+    if [[ "$COMP_LINE" == *" " ]]; then word=""; fi
+    if (( COMP_CWORD <= 1 )); then
+        COMPREPLY=($(compgen -W "{stages} --help --completion" -- "$word"))
+        return
+    fi
+    local choices
+    choices=$(COMP_LINE="$COMP_LINE" COMP_POINT=$COMP_POINT "${{words[0]}}" "${{words[1]}}" -sc query=bash 2>/dev/null)
+    COMPREPLY=($(compgen -o nospace -o default -W "$choices" -- "$word"))
+}}
+COMP_WORDBREAKS=${{COMP_WORDBREAKS//=}}
+complete -o nospace -o default -F _tagseg_complete tagseg
+"""
+
+
+def completion_script(shell: str) -> str:
+    """The shell's completion script for ``tagseg`` (bash only).
+
+    Raises:
+        SystemExit: another shell (status 2).
+    """
+    if shell != "bash":
+        print(f"tagseg: error: --completion: only bash is supported, got '{shell}'", file=sys.stderr)
+        raise SystemExit(2)
+    return BASH_COMPLETION.format(stages=" ".join(STAGES))
+
+
+def stage_completion_line(line: str, stage: str) -> str:
+    """``tagseg train mod`` -> ``tagseg-train mod``: the line Hydra's completion of the stage's app
+    expects (it drops the first word as the program's name)."""
+    head, _, rest = line.lstrip().partition(" ")
+    if head.endswith("tagseg") and rest.lstrip().startswith(stage):
+        rest = rest.lstrip()[len(stage):]
+        return f"tagseg-{stage}{rest}"
+    return line
+
+
+def complete(stage: str, args: list[str]) -> None:
+    """Hydra's completion of ``conf/<stage>.yaml`` by a bare Hydra app over it (no stage code imported,
+    so a TAB answers quickly)."""
+    import hydra
+
+    from tagseg.runtime.config import CONF_DIR
+
+    sys.argv = [f"tagseg-{stage}", *args]
+    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=stage)(lambda cfg: None)()
+
+
 def alias(stage: str, arg: str) -> str:
     """``key=value`` with ``key`` renamed by :data:`ALIASES` (other arguments unchanged)."""
     key, sep, value = arg.partition("=")
@@ -51,10 +105,21 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
+    if argv[0] == "--completion":
+        print(completion_script(argv[1] if len(argv) > 1 else "bash"), end="")
+        return
     stage = argv[0]
     if stage not in STAGES:
         print(f"tagseg: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    if any(a.startswith("install=") for a in argv[1:]) and ("-sc" in argv or "--shell-completion" in argv):
+        # Hydra would register `tagseg-<stage>`, a command that does not exist
+        print(completion_script("bash"), end="")
+        return
+    if "COMP_LINE" in os.environ and any(a.startswith("query=") for a in argv[1:]):
+        os.environ["COMP_LINE"] = stage_completion_line(os.environ["COMP_LINE"], stage)
+        complete(stage, argv[1:])
+        return
     # absolute project root for ${paths.*}, fixed before Hydra (and any launcher) changes process
     os.environ.setdefault("TAGSEG_ROOT", os.getcwd())
     module = importlib.import_module(STAGES[stage][0])

@@ -78,7 +78,7 @@ def test_cell_record_from_returns_and_exceptions():
                      overrides=["model=resnetvae", "loss.gamma=0.1"], wall_s=12.34, run_dir="r")
     assert ok["status"] == "ok" and ok["test_dice_mean"] == 0.8 and ok["epochs"] == 3
     assert ok["overrides"] == "model=resnetvae,loss.gamma=0.1" and ok["wall_s"] == 12.3
-    assert ok["test_hd95_mm_mean"] is None and set(ok) == set(COLUMNS)
+    assert ok["test_hd95_mm_mean"] is None and set(ok) == set(COLUMNS) | {"override_list"}
     bad = cell_record(ValueError("boom"), job=1, overrides=[], wall_s=1, run_dir="r", status=JobStatus.FAILED)
     assert bad["status"] == "failed" and bad["error"] == "ValueError: boom"
     returned = cell_record({"status": "failed", "error": "ConfigError: x"}, job=2, overrides=[], wall_s=1, run_dir="r")
@@ -106,6 +106,11 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(toy_app):
     assert by["x=1,fail=tagseg"]["status"] == "failed"
     assert by["x=1,fail=tagseg"]["error"] == "ConfigError: loss.gamma must be >= 0, got -1"
     assert by["x=2,fail=bug"]["error"] == "ZeroDivisionError: division by zero"
+    # one column per swept key, right after the job number
+    assert list(rows[0])[:3] == ["job", "x", "fail"] and by["x=2,fail=bug"]["x"] == "2"
+    sweep_dir = next((toy_app / "logs" / "toy" / "multiruns").iterdir())
+    assert "| fail | x=1 Dice |" in (sweep_dir / "sweep_table.md").read_text()
+    assert (sweep_dir / "sweep.png").stat().st_size > 0
     assert "2 of 6" not in proc.stdout and "4 of 6 cells failed" in proc.stderr + proc.stdout
     assert "summary:" in proc.stdout
 

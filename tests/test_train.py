@@ -129,13 +129,6 @@ def test_one_device_trainer_keeps_the_ddp_config_but_not_its_devices(compose_con
     assert trainer.max_epochs == 7 and trainer.default_root_dir == str(tmp_path / "run")
 
 
-def test_test_rows_refuse_a_multi_process_trainer(compose_config, tmp_path, ring_store):
-    model = instantiate(compose_config("train", output_dir=tmp_path, store=ring_store).model, "model")
-    model.trainer = SimpleNamespace(world_size=2)
-    with pytest.raises(ConfigError, match=r"test: the per-image rows need one device .* 2 processes"):
-        model.on_test_epoch_start()
-
-
 def test_torch_threads_sets_this_process_and_the_ranks_it_starts(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()

@@ -5,24 +5,27 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from tagseg.pipeline.objective import objective_value
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.console import print_summary
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.train import train
+from tagseg.stages.train import cell_metrics, train
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @task_wrapper(app=True)
-def main(cfg: DictConfig) -> float | dict | None:
+def main(cfg: DictConfig) -> float:
+    """Returns ``optimized_metric`` of the cell (what a sweeper optimises); the sweep table reads the rest
+    from the run folder."""
     if cfg.get("strategy") is not None:
         from tagseg.pipeline.strategy import run_strategy
 
-        return run_strategy(cfg)
+        record = run_strategy(cfg)
+        return objective_value(record["metrics"], cfg.get("optimized_metric"))
     result = train(cfg)
     if "summary" in result:
         print_summary(result["summary"], result["summary_path"])
-        return result["summary"]["dice_mean"]
-    return None
+    return objective_value(cell_metrics(result), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

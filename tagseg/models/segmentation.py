@@ -10,8 +10,10 @@
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
   ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.io.run_dir.write_test_results`; on one device
-  only (after a DDP fit, :func:`tagseg.stages.train.train` tests in one process).
+  dice, hd95_mm), written to disk by :func:`tagseg.io.run_dir.write_test_results`. The rows are
+  gathered with a torchmetrics ``CatMetric`` (numbers only: dataset index, slice, frame, Dice, HD95)
+  and de-duplicated by dataset index, so a test under DDP counts every image exactly once (the
+  distributed sampler pads the last batch with repeats); subject and group are looked up by index.
 
 Every constructor argument is a plain value or mapping saved as a hyper-parameter, so a
 checkpoint alone rebuilds the module (:func:`tagseg.models.segmenter.load_segmentation_module`,
@@ -26,6 +28,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torchmetrics.aggregation import CatMetric
 
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
@@ -109,6 +112,9 @@ class SegmentationModule(L.LightningModule):
         self.loss_fn = instantiate(loss, "loss")
         self.vae_weight = float(vae_weight)
         self.test_rows: list[dict[str, Any]] = []
+        # per-image rows: index, slice, frame, mean Dice, mean HD95, then Dice and HD95 per class
+        self.test_table = CatMetric(nan_strategy="disable")
+        self.test_table.set_dtype(torch.float64)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1 + K, H, W) of normalised images (B, 1, H, W) (full-resolution head only)."""
@@ -143,37 +149,46 @@ class SegmentationModule(L.LightningModule):
         return {"loss": loss, "pred": pred}
 
     def on_test_epoch_start(self) -> None:
-        if self.trainer.world_size > 1:
-            # each rank would hold only its share of the rows (and under ddp_spawn keep them)
-            raise ConfigError("test: the per-image rows need one device (tagseg.stages.train.one_device_trainer); "
-                              f"this trainer has {self.trainer.world_size} processes")
         self.test_rows = []
+        self.test_table.reset()
 
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
         pred = logits.argmax(dim=1)
         dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
-        classes = self.hparams.classes
-        for i in range(pred.shape[0]):
-            row = {
-                "index": int(batch["index"][i]),
-                "subject": str(batch["subject"][i]),
-                "slice": int(batch["slice"][i]),
-                "frame": int(batch["frame"][i]),
-                "group": str(batch["group"][i]),
-                "dice": float(dice[i].mean()),
-                "hd95_mm": float(hd[i].mean()),
-            }
-            if len(classes) > 1:
-                row.update({f"dice_{c}": float(dice[i, j]) for j, c in enumerate(classes)})
-                row.update({f"hd95_mm_{c}": float(hd[i, j]) for j, c in enumerate(classes)})
-            self.test_rows.append(row)
+        numbers = np.column_stack([np.asarray(batch["index"], dtype=np.float64), np.asarray(batch["slice"], dtype=np.float64),
+                                   np.asarray(batch["frame"], dtype=np.float64), dice.mean(axis=1), hd.mean(axis=1), dice, hd])
+        self.test_table.update(torch.as_tensor(numbers, dtype=torch.float64, device=self.device))
         size = pred.shape[0]
         self.log("test/dice", float(dice.mean()), on_epoch=True, batch_size=size, sync_dist=True)
         self.log("test/hd95_mm", float(hd.mean()), on_epoch=True, batch_size=size, sync_dist=True)
+        return {"pred": pred}
 
     def on_test_epoch_end(self) -> None:
-        self.test_rows = sorted(self.test_rows, key=lambda r: r["index"])
+        # compute() gathers every rank's rows (a collective: every rank calls it)
+        width = 5 + 2 * self.n_classes
+        value = self.test_table.compute() if self.test_table.update_called else None
+        table = value.detach().cpu().numpy().reshape(-1, width) if torch.is_tensor(value) else np.zeros((0, width))
+        self.test_rows = self.rows_from_table(table)
+
+    def rows_from_table(self, table: np.ndarray) -> list[dict[str, Any]]:
+        """Per-image row dicts from the gathered numbers, one per dataset index, sorted by it; subject
+        and group come from the test dataset's arrays."""
+        data = _test_arrays(self.trainer)
+        classes = list(self.hparams.classes)
+        rows: dict[int, dict[str, Any]] = {}
+        k = self.n_classes
+        for line in table:
+            index = int(line[0])
+            row = {"index": index, "subject": str(data.subject[index]) if data is not None else "",
+                   "slice": int(line[1]), "frame": int(line[2]),
+                   "group": str(data.group[index]) if data is not None else "",
+                   "dice": float(line[3]), "hd95_mm": float(line[4])}
+            if len(classes) > 1:
+                row.update({f"dice_{c}": float(line[5 + j]) for j, c in enumerate(classes)})
+                row.update({f"hd95_mm_{c}": float(line[5 + k + j]) for j, c in enumerate(classes)})
+            rows.setdefault(index, row)
+        return [rows[i] for i in sorted(rows)]
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Softmax probabilities (B, 1 + K, H, W)."""
@@ -193,6 +208,14 @@ class SegmentationModule(L.LightningModule):
             # strict=False: a run stopped by max_steps before any validation just keeps its LR
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch", "frequency": 1, "strict": False},
         }
+
+
+def _test_arrays(trainer: Any) -> Any | None:
+    """The :class:`~tagseg.data.datamodule.SliceArrays` behind the trainer's (first) test loader."""
+    loaders = getattr(trainer, "test_dataloaders", None)
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
+    dataset = getattr(loader, "dataset", None)
+    return getattr(dataset, "data", None)
 
 
 __all__ = ["SegmentationModule", "image_metrics", "plain"]

@@ -264,25 +264,13 @@ def _wandb_identity(stage_cfg: DictConfig, cfg: DictConfig, label: str) -> None:
     wandb = (stage_cfg.get("logger") or {}).get("wandb")
     if wandb is None:
         return
-    group, cell = sweep_identity()
-    wandb.group = group
+    from tagseg.runtime.wandb_run import group_name, run_name
+
+    cell = run_name("")
+    wandb.group = wandb.get("group") or group_name(cfg)
     wandb.name = f"{cell}/{label}" if cell else label
     wandb.job_type = label.split("[")[0]
     wandb.tags = sorted(set(list(cfg.get("tags") or []) + run_tags(cfg)))
-
-
-def sweep_identity() -> tuple[str, str]:
-    """(group, cell name): the sweep folder's name and the cell's overrides in a multirun,
-    else the run folder's name and ``""``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return "tagseg", ""
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
-        return f"{hc.job.name}-{Path(hc.sweep.dir).name}", hc.job.override_dirname or str(hc.job.num)
-    return Path(hc.runtime.output_dir).name, ""
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
@@ -397,6 +385,10 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
     tests = {label: r for label, r in results.items() if r.kind == "test"}
+    from tagseg.stages.dashboard import best_validation
+
+    best_val = best_validation(finetune.dir)
+    metrics = {"test/dice": summary["dice_mean"], "test/hd95_mm": summary["hd95_mm_mean"], **best_val}
     record = {
         "status": "ok",
         "strategy": str(cfg.strategy.name),
@@ -408,6 +400,8 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
             "metrics_path": str(r.outputs["metrics_path"])} for label, r in tests.items()},
         "test_dice_mean": summary["dice_mean"], "test_dice_std": summary["dice_std"],
         "test_hd95_mm_mean": summary["hd95_mm_mean"], "test_hd95_mm_std": summary["hd95_mm_std"],
+        "val_dice_best": best_val.get("val/dice_best"), "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),
+        "metrics": metrics,
         "epochs": finetune.outputs["epochs"],
         "run_dir": str(finetune.dir),
         "summary_path": str(test.outputs["summary_path"]),
@@ -416,7 +410,27 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     }
     if global_rank() == 0 and out_dir.is_dir():
         (out_dir / STRATEGY_FILE).write_text(json.dumps(record, indent=2))
+    if global_rank() == 0:
+        log_cell(cfg, stages, results, record)
     return record
+
+
+def log_cell(cfg: DictConfig, stages: Sequence[Stage], results: Mapping[str, StageResult], record: Mapping[str, Any]) -> None:
+    """The cell's own W&B run (``logger=wandb``), logged from the cached results whether they were computed
+    now or reused (then tagged ``reused``), so every sweep's W&B group has every cell."""
+    if OmegaConf.select(cfg, "logger.wandb", default=None) is None:
+        return
+    from tagseg.runtime.wandb_run import run_name
+    from tagseg.stages.dashboard import log_cell_run
+
+    test, finetune = results["test"], results["finetune"]
+    stores = {s.label: (results[s.label].outputs["store"], s.key) for s in stages
+              if s.kind in ("prepare", "store", "translate") and "store" in results[s.label].outputs}
+    name = run_name(Path(str(OmegaConf.select(cfg, "paths.output_dir", default="cell"))).name)
+    extra = {"epochs": record["epochs"], **{f"stage/{label}": f"{r.kind}/{r.key}{' (reused)' if r.reused else ''}"
+                                            for label, r in results.items()}}
+    log_cell_run(cfg, name=name, test_dir=test.dir, train_dir=finetune.dir, reused=test.reused, extra=extra,
+                 checkpoint=(finetune.outputs["best_ckpt"], finetune.key), stores=stores)
 
 
 def _force(value: Any) -> bool | list[str]:

@@ -29,17 +29,21 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.io.run_dir import SUMMARY_FILE
+from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
 
 CELL = "cell.json"
 SUMMARY = "summary.csv"
-#: the summary's columns, in order
+#: the summary's fixed columns, in order (the swept keys come after ``job``, one column each)
 COLUMNS = ("job", "overrides", "status", "error", "test_dice_mean", "test_dice_std",
-           "test_hd95_mm_mean", "test_hd95_mm_std", "epochs", "wall_s", "run_dir")
-METRICS = ("test_dice_mean", "test_dice_std", "test_hd95_mm_mean", "test_hd95_mm_std", "epochs")
+           "test_hd95_mm_mean", "test_hd95_mm_std", "val_dice_best", "val_dice_best_epoch", "epochs", "wall_s",
+           "run_dir")
+METRICS = ("test_dice_mean", "test_dice_std", "test_hd95_mm_mean", "test_hd95_mm_std", "val_dice_best",
+           "val_dice_best_epoch", "epochs")
+#: overrides that are never a column of their own (folders, loggers, launcher settings)
+NOT_KEYS = ("hydra", "paths", "logger", "experiment", "hparams_search")
 
 
 def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s: float,
@@ -60,7 +64,8 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
         A mapping with every column of :data:`COLUMNS` (missing metrics are ``None``).
     """
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(job=job, overrides=",".join(overrides), wall_s=round(float(wall_s), 1), run_dir=str(run_dir))
+    row.update(job=job, overrides=",".join(overrides), wall_s=round(float(wall_s), 1), run_dir=str(run_dir),
+               override_list=list(overrides))
     if status == JobStatus.FAILED or isinstance(value, BaseException):
         row.update(status="failed", error=f"{type(value).__name__}: {value}")
         return row
@@ -77,12 +82,39 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
-    """The test metrics a plain ``tagseg train`` cell wrote (``<run dir>/summary.json``)."""
+    """The metrics a cell left in its folder: a strategy cell's ``strategy.json``, a plain ``tagseg train``
+    cell's ``summary.json`` (test metrics, epochs, best validation Dice)."""
+    strategy = run_dir / STRATEGY_FILE
+    if strategy.exists():
+        return json.loads(strategy.read_text())
     path = run_dir / SUMMARY_FILE
     if not path.exists():
         return {}
     found = json.loads(path.read_text())
-    return {f"test_{k}": found[k] for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std") if k in found}
+    out = {f"test_{k}": found[k] for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std") if k in found}
+    out.update({k: found[k] for k in ("val_dice_best", "val_dice_best_epoch", "epochs") if k in found})
+    return out
+
+
+def swept_keys(rows: Sequence[Mapping[str, Any]], params: Sequence[str] = ()) -> list[str]:
+    """The keys that get a column: those of the sweeper's ``params`` and those whose value differs
+    between cells, in the order the overrides name them."""
+    values: dict[str, set[str]] = {}
+    for row in rows:
+        for item in row.get("override_list") or []:
+            key, _, value = str(item).partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    keys = [k for k, v in values.items() if len(v) > 1 or k in params]
+    return [k for k in keys if not k.startswith(NOT_KEYS)]
+
+
+def _sweeper_params(sweep_dir: Path) -> list[str]:
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.exists():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(k) for k in (OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.params") or {})]
 
 
 def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -115,11 +147,18 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
                                     job=job_dir.name, overrides=yaml.safe_load(ov.read_text()) or [],
                                     wall_s=float("nan"), run_dir=job_dir, status=JobStatus.FAILED))
     rows.sort(key=lambda r: (int(r["job"]) if str(r["job"]).isdigit() else math.inf, str(r["job"])))
+    keys = swept_keys(rows, _sweeper_params(sweep_dir))
+    for row in rows:
+        found = dict(str(i).partition("=")[::2] for i in row.get("override_list") or [])
+        found = {k.lstrip("+~"): v for k, v in found.items()}
+        row.update({k: found.get(k) for k in keys})
     out = sweep_dir / SUMMARY
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+    tmp = out.with_name(f".{SUMMARY}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[COLUMNS[0], *keys, *COLUMNS[1:]], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    tmp.replace(out)
     return out, rows
 
 
@@ -133,8 +172,9 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             return "nan" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
         return str(v)
 
-    cols = ("job", "overrides", "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
-            "test_hd95_mm_std", "epochs", "wall_s")
+    keys = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "override_list"]
+    cols = ("job", *(keys or ["overrides"]), "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
+            "test_hd95_mm_std", "val_dice_best", "epochs", "wall_s")
     cells = [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
@@ -169,7 +209,11 @@ class SweepSummary(Callback):
         out_dir = Path(hydra_cfg.runtime.output_dir)
         value = job_return._return_value
         if job_return.status == JobStatus.COMPLETED and not isinstance(value, Mapping):
+            # the cell returned its optimized_metric (a float); the rest is in its folder
+            objective = value
             value = _run_summary(out_dir)
+            if isinstance(objective, float) and math.isnan(objective) and not value:
+                value = {"status": "failed", "error": "the cell produced no metric"}
         row = cell_record(value, job=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),
                           wall_s=wall_s, run_dir=out_dir, status=job_return.status)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +226,15 @@ class SweepSummary(Callback):
         out, rows = write_summary(sweep_dir)
         print(format_table(rows))
         print(f"summary: {out}")
+        report = {}
+        try:
+            from tagseg.report.sweep import write_sweep_report
+            from tagseg.stages.dashboard import log_sweep
+
+            report = write_sweep_report(out, sweep_dir)
+            log_sweep(config, rows, out, report.get("sweep_png"))
+        except Exception as exc:  # the table is written; a figure or W&B problem must not hide it
+            log.warning("sweep figure / W&B summary not written: %s: %s", type(exc).__name__, exc)
         failed = [r for r in rows if r.get("status") != "ok"]
         if failed:
             log.error("%d of %d cells failed (see %s)", len(failed), len(rows), out)
@@ -202,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     print(format_table(rows))
     print(f"summary: {out}")
+    from tagseg.report.sweep import write_sweep_report
+
+    for path in write_sweep_report(out, Path(args[0])).values():
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,19 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
         The table files by kind (``summary_md``, ...) and the figures written.
     """
     root = Path(cfg.path)
+    figures: list[Path | None] = []
     out = Path(cfg.output) if cfg.output else root / "report"
     paths = write_tables(root, out)
     efficiency = write_data_efficiency(root, out, n_boot=int(cfg.get("n_boot", 2000)))
+    if (root / "summary.csv").exists():  # a sweep folder: its table (Table 3/4 layout) and bar figure
+        from tagseg.report.sweep import write_sweep_report
+
+        sweep = write_sweep_report(root / "summary.csv", out)
+        figures += [sweep.pop("sweep_png")] if "sweep_png" in sweep else []
+        paths.update(sweep)
     runs = find_runs(root)
     metrics = load_metrics(runs, root)
-    figures = [
+    figures += [
         plot_per_frame(metrics, out / "per_frame.png"),
         plot_per_group(metrics, out / "per_group.png"),
         plot_convergence(root, out / "convergence.png"),

@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.errors import ConfigError
@@ -34,6 +34,7 @@ from tagseg.runtime.config import instantiate, instantiate_group, plain, set_tor
 from tagseg.runtime.console import print_config_tree
 from tagseg.runtime.ddp import single_process_env
 from tagseg.runtime.task import task_wrapper
+from tagseg.runtime.wandb_run import apply_identity, define_metrics, flat_config
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,14 @@ def evaluate_module(trainer: L.Trainer, model: SegmentationModule, run_dir: str 
     Raises:
         ConfigError: nothing was tested (empty split).
     """
+    from tagseg.callbacks import TestExamples
+    from tagseg.stages.dashboard import OVERLAYS, log_test, wandb_runs
+
+    trainer.callbacks.append(TestExamples(str(Path(run_dir) / OVERLAYS)))
     trainer.test(model, **test_kwargs)
     metrics_path, summary_path, summary = write_test_results(model.test_rows, run_dir, extra)
+    for run in wandb_runs(trainer.loggers):
+        log_test(run, run_dir, summary)
     return TestResult(summary=summary, summary_path=summary_path, metrics_path=metrics_path)
 
 
@@ -194,6 +201,16 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("print_config", True):
         print_config_tree(cfg, save_to=run_dir / CONFIG_TREE_FILE)
+
+
+def progress_bar_setting(trainer_cfg: Mapping[str, Any], callbacks: Sequence[Any]) -> dict[str, bool]:
+    """``enable_progress_bar`` follows the callbacks (``callbacks=minimal`` has no progress bar, so Lightning
+    must not add its default one), unless the trainer config sets it."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    if trainer_cfg.get("enable_progress_bar") is not None:
+        return {}
+    return {"enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks)}
 
 
 def _checkpoint_callback(callbacks: Sequence[Any]) -> ModelCheckpoint | None:
@@ -226,6 +243,7 @@ def train(cfg: DictConfig) -> TrainResult:
     stores = check_inputs(cfg)
     resume = resume_checkpoint(cfg.get("ckpt_path"), kind=SEGMENTATION)
     L.seed_everything(cfg.get("seed", 0), workers=True)
+    apply_identity(cfg)
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
     model: SegmentationModule = instantiate(cfg.model, "model")
@@ -234,9 +252,17 @@ def train(cfg: DictConfig) -> TrainResult:
     datamodule.setup("fit")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
+                                     **progress_bar_setting(cfg.trainer, callbacks))
+    from tagseg.stages.dashboard import best_validation, wandb_runs
+
+    hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
     for lg in loggers:
-        lg.log_hyperparams({"config": plain(cfg), "slices": datamodule.split_counts(), "stores": [str(s) for s in stores]})
+        if isinstance(lg, WandbLogger):  # flat keys: W&B filters and groups on them
+            define_metrics(lg.experiment)
+            lg.experiment.config.update({**flat_config(cfg), **hparams}, allow_val_change=True)
+        else:
+            lg.log_hyperparams({"config": plain(cfg), **hparams})
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
@@ -248,10 +274,15 @@ def train(cfg: DictConfig) -> TrainResult:
         run_dir=run_dir, best_ckpt=Path(best) if best else None, last_ckpt=last, epochs=epochs, global_step=global_step,
         metrics={k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
     )
+    best_val = best_validation(run_dir) if trainer.is_global_zero else {}
+    result.metrics.update(best_val)
+    for run in wandb_runs(loggers) if trainer.is_global_zero else []:
+        run.summary.update(best_val)
     if cfg.get("test", True) and trainer.is_global_zero:
         # a resumed ModelCheckpoint state names its best file: read it safely before Lightning does
         tested = check_checkpoint(best, kind=SEGMENTATION) if best else None
-        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test"}
+        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test",
+                 "epochs": epochs, "global_step": global_step, **{k.replace("/", "_"): v for k, v in best_val.items()}}
         test = dict(datamodule=datamodule, ckpt_path=tested, weights_only=True)
         if trainer.world_size == 1:
             result.add_test(evaluate_module(trainer, model, run_dir, extra, **test))
@@ -260,11 +291,27 @@ def train(cfg: DictConfig) -> TrainResult:
                 tester = one_device_trainer(cfg.trainer, logger=_test_loggers(loggers),
                                             callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
                 result.add_test(evaluate_module(tester, model, run_dir, extra, **test))
+    if trainer.is_global_zero and wandb_runs(loggers) and OmegaConf.select(cfg, "artifacts.stores", default=False):
+        from tagseg.stages.dashboard import log_artifacts, store_key
+
+        for run in wandb_runs(loggers):
+            log_artifacts(run, stores={str(s): (s, store_key(s)) for s in stores})
     return result
+
+
+def cell_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers a sweep may optimise (``optimized_metric``): ``test/dice``, ``test/hd95_mm`` (means),
+    ``val/dice_best``, ``val/dice_best_epoch``; only those the run produced."""
+    out = {k: float(v) for k, v in (result.get("metrics") or {}).items() if k.startswith("val/dice_best")}
+    summary = result.get("summary")
+    if summary:
+        out.update({"test/dice": float(summary["dice_mean"]), "test/hd95_mm": float(summary["hd95_mm_mean"])})
+    return out
 
 
 
 __all__ = [
+    "cell_metrics",
     "check_inputs",
     "evaluate_module",
     "fit_progress",
