@@ -152,3 +152,52 @@ def test_bad_augment_settings(ring_store):
         SliceDataModule([str(ring_store)], augment={"rotate": 3})
     with pytest.raises(ConfigError, match="flip_prob.*probability"):
         SliceDataModule([str(ring_store)], augment={"flip_prob": 1.5})
+
+
+def _subjects(dm) -> set[str]:
+    return set(dm.data.subject[dm.datasets["train"].rows])
+
+
+def test_n_train_subjects_is_a_seeded_nested_choice(make_ring_store):
+    path = make_ring_store("many.h5", n_subjects=12, with_split=False)
+    full = make_dm([path], seed=0)
+    all_train = _subjects(full)
+    chosen = {n: _subjects(make_dm([path], seed=0, n_train_subjects=n)) for n in (1, 2, 4)}
+    assert [len(chosen[n]) for n in (1, 2, 4)] == [1, 2, 4]
+    assert chosen[1] <= chosen[2] <= chosen[4] <= all_train  # nested for one seed
+    assert chosen[2] == _subjects(make_dm([path], seed=0, n_train_subjects=2))  # seeded
+    others = {frozenset(_subjects(make_dm([path], seed=s, n_train_subjects=2))) for s in range(1, 6)}
+    assert len(others | {frozenset(chosen[2])}) > 1  # another seed picks other subjects
+    # val / test are untouched
+    assert make_dm([path], seed=0, n_train_subjects=1).split_counts()["val"] == full.split_counts()["val"]
+
+
+def test_n_train_subjects_beyond_the_split_and_bad_values(ring_store):
+    from tagseg.errors import DataError
+
+    with pytest.raises(DataError, match="n_train_subjects=9.*only 4 subjects"):
+        make_dm([ring_store], n_train_subjects=9)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="datamodule.n_train_subjects"):
+            make_dm([ring_store], n_train_subjects=bad)
+
+
+def test_min_train_samples_repeats_small_training_sets(ring_store):
+    dm = make_dm([ring_store], n_train_subjects=1, min_train_samples=10)
+    rows = dm.datasets["train"].rows
+    assert len(rows) == 10 and len(set(rows.tolist())) == 4  # one subject: 4 slices, repeated
+    assert len(make_dm([ring_store], min_train_samples=3).datasets["train"]) == 16  # already enough
+
+
+def test_test_only_store_sets_up_for_testing(make_ring_store, tmp_path):
+    import h5py
+
+    path = make_ring_store("testonly.h5", n_subjects=3)
+    with h5py.File(path, "r+") as f:
+        del f["meta/split"]
+        f["meta/split"] = np.array([b"test"] * f["images"].shape[0])
+    dm = SliceDataModule([str(path)], image_size=32, batch_size=4, augment=NO_AUG)
+    dm.setup("test")
+    assert dm.split_counts()["test"] == 12
+    with pytest.raises(Exception, match="no 'train' slices"):
+        SliceDataModule([str(path)], image_size=32, batch_size=4, augment=NO_AUG).setup("fit")

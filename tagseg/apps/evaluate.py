@@ -16,6 +16,9 @@ from tagseg.stages.evaluate import evaluate
 def main(cfg: DictConfig) -> float:
     result = evaluate(cfg)
     print_summary(result["summary"], result["summary_path"], title=f"{cfg.split} ({result['checkpoint']})")
+    if "shifts" in result:
+        print(result["shifts"].read_text())
+        print(f"shifted test sets: {result['shifts']}")
     return result["summary"]["dice_mean"]
 
 

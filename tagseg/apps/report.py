@@ -15,6 +15,8 @@ from tagseg.stages.report import report
 def main(cfg: DictConfig) -> None:
     paths, figures = report(cfg)
     print(paths["summary_md"].read_text())
+    if "learning_curve_md" in paths:
+        print(paths["learning_curve_md"].read_text())
     for p in [*paths.values(), *figures]:
         print(f"wrote {p}")
 

@@ -246,6 +246,11 @@ class SliceDataModule(L.LightningDataModule):
         si_k: shape-information temperature (the loss's ``k``).
         augment: :class:`~tagseg.data.transforms.AugmentConfig` fields; ``enabled: false`` turns it off.
         mean, std: intensity normalisation after [0, 1] scaling.
+        n_train_subjects: train on this many of the training split's subjects only (null: all), a
+            seeded choice: the first ``n`` of a permutation by ``seed``, so smaller sets are nested
+            in larger ones for the same seed (data-efficiency experiments).
+        min_train_samples: repeat the training rows so an epoch has at least this many samples
+            (null: one pass), so runs with few subjects get as many steps per epoch as the rest.
 
     Raises:
         ConfigError / StoreError: in ``setup`` for bad settings or stores, before any training.
@@ -266,6 +271,8 @@ class SliceDataModule(L.LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         mean: float = NORM_MEAN,
         std: float = NORM_STD,
+        n_train_subjects: int | None = None,
+        min_train_samples: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(stores, (str, Path)):
@@ -286,6 +293,11 @@ class SliceDataModule(L.LightningDataModule):
         self.augment_enabled = bool(aug.pop("enabled", True))
         self.augment_cfg = AugmentConfig.from_mapping(aug)
         self.mean, self.std = float(mean), float(std)
+        for key, value in (("n_train_subjects", n_train_subjects), ("min_train_samples", min_train_samples)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ConfigError(f"datamodule.{key}: expected null or an integer >= 1, got {value!r}")
+        self.n_train_subjects = None if n_train_subjects is None else int(n_train_subjects)
+        self.min_train_samples = None if min_train_samples is None else int(min_train_samples)
         self.data: SliceArrays | None = None
         self.datasets: dict[str, SliceDataset] = {}
         #: training passes started (saved in checkpoints, see SeededSampler)
@@ -307,6 +319,8 @@ class SliceDataModule(L.LightningDataModule):
             augment.set_random_state(seed=self.seed)
         for split in SPLITS:
             rows = np.flatnonzero(self.data.split == split)
+            if split == "train":
+                rows = self._train_rows(rows)
             self.datasets[split] = SliceDataset(self.data, rows, augment if split == "train" else None, self.mean, self.std)
         where = ", ".join(self.stores)
         # fitting needs train and val slices; testing one split (an external, test-only store) does not
@@ -328,6 +342,28 @@ class SliceDataModule(L.LightningDataModule):
         if len(rows) and not any(self.data.labels[rows[i:i + SI_CHUNK]].any() for i in range(0, len(rows), SI_CHUNK)):
             raise StoreError(f"{', '.join(self.stores)}: every '{split}' mask ({len(rows)} slices) is empty for "
                              f"datamodule.classes={self.classes}; expected labelled slices (labels 1 RV, 2 MYO, 3 LV)")
+
+    def train_subjects(self, rows: np.ndarray) -> list[str]:
+        """The training subjects used (``store::subject``): all, or ``n_train_subjects`` of them, seeded."""
+        assert self.data is not None
+        keys = sorted(set(f"{st}::{sub}" for st, sub in zip(self.data.store[rows], self.data.subject[rows])))
+        if self.n_train_subjects is None:
+            return keys
+        if self.n_train_subjects > len(keys):
+            raise DataError(f"datamodule.n_train_subjects={self.n_train_subjects}, but the training split of "
+                            f"{', '.join(self.stores)} has only {len(keys)} subjects")
+        order = np.random.default_rng([self.seed, 0x5EB]).permutation(len(keys))
+        return sorted(keys[i] for i in order[: self.n_train_subjects])
+
+    def _train_rows(self, rows: np.ndarray) -> np.ndarray:
+        assert self.data is not None
+        if self.n_train_subjects is not None:
+            keep = set(self.train_subjects(rows))
+            rows = np.asarray([r for r in rows if f"{self.data.store[r]}::{self.data.subject[r]}" in keep], np.int64)
+            log.info("training on %d subject(s): %s", len(keep), ", ".join(k.split("::")[-1] for k in sorted(keep)))
+        if self.min_train_samples is not None and 0 < len(rows) < self.min_train_samples:
+            rows = np.resize(rows, self.min_train_samples)  # whole passes plus the start of one more
+        return rows
 
     def split_counts(self) -> dict[str, int]:
         """Number of slices per split (after ``setup``)."""

@@ -18,11 +18,14 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift_data_config
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
@@ -93,10 +96,12 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 # --------------------------------------------------------------------------- stages
 
-def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_node: Any = None) -> Stage:
+def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_node: Any = None,
+                seed: int | None = None, split_ratios: Sequence[float] | None = None) -> Stage:
     """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
     size and modification time); otherwise the dataset is prepared into the cache with the one store
-    specification (``spec_node``, the run's ``prepare`` node), as ``tagseg prepare`` would."""
+    specification (``spec_node``, the run's ``prepare`` node), as ``tagseg prepare`` would; ``seed``
+    and ``split_ratios`` replace the specification's (the pretraining set's ratios, shifted test sets)."""
     store = Path(str(data_cfg.store)) if data_cfg.get("store") else None
     if store is not None and store.exists() and strategy.get("use_existing_stores", True):
         stat = store.stat()
@@ -104,10 +109,16 @@ def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_nod
         return Stage("store", label, config, lambda out, inputs: {"store": store})
 
     from tagseg.data.prepare import build_store
-    from tagseg.data.store_spec import StoreSpec
 
     spec = StoreSpec.from_config(spec_node, data_cfg)
-    config = {"data": plain(data_cfg, ["store"]), "spec": spec.as_dict()}
+    if seed is not None:
+        spec = replace(spec, seed=int(seed))
+    if split_ratios is not None:
+        spec = replace(spec, split_ratios=tuple(float(r) for r in split_ratios))
+    data = plain(data_cfg, ["store"])
+    if data.get("randomise", "") is None:
+        data.pop("randomise")  # the fixed phantom's keys do not depend on the randomisation option
+    config = {"data": data, "spec": spec.as_dict()}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
         report = build_store(data_cfg, out / STORE, spec, attrs={"config": json.dumps(config, default=str)})
@@ -216,8 +227,9 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
 
-def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
-    """Test the fine-tuned best checkpoint on the tagged store's test split, on one device."""
+def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") -> Stage:
+    """Test the fine-tuned best checkpoint on ``store``'s test split (the tagged store's, or a
+    shifted set's), on one device."""
     config = {"split": "test"}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
@@ -244,7 +256,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str) -> Stage:
             result = evaluate(ev_cfg)
         return {"summary": result.summary, "summary_path": result.summary_path, "metrics_path": result.metrics_path}
 
-    return Stage("test", "test", config, compute, needs=(store, finetune))
+    return Stage("test", label, config, compute, needs=(store, finetune))
 
 
 def _wandb_identity(stage_cfg: DictConfig, cfg: DictConfig, label: str) -> None:
@@ -318,7 +330,9 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
         cine = f"prepare[{strategy.source.get('name', 'cine')}]"
         if cine == tagged:
             cine = f"{cine}#source"
-        stages.append(store_stage(strategy.source, strategy, cine, cfg.get("prepare")))
+        source_ratios = strategy.get("source_split_ratios")
+        stages.append(store_stage(strategy.source, strategy, cine, cfg.get("prepare"),
+                                  split_ratios=list(source_ratios) if source_ratios is not None else None))
     if any(needs_cyclegan(sources[src]) for src in chain):
         gan = "cyclegan"
         stages.append(cyclegan_stage(cfg, cine, tagged))
@@ -334,11 +348,20 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     for i, src in enumerate(chain):
         label = f"pretrain[{'>'.join(chain[: i + 1])}]"
         run_cfg = training_config(cfg, strategy.source, strategy.get("pretrain"))
+        with open_dict(run_cfg):
+            # the labelled tagged subjects limit the fine-tuning only: a pretraining is shared across n
+            run_cfg.datamodule.n_train_subjects = None
         stages.append(train_stage(cfg, "pretrain", label, run_cfg, source_store[src], init))
         init = label
     run_cfg = training_config(cfg, cfg.data, strategy.get("finetune"))
     stages.append(train_stage(cfg, "finetune", "finetune", run_cfg, tagged, init))
     stages.append(test_stage(cfg, tagged, "finetune"))
+    for name in check_shifts(strategy.get("shifts")):
+        data_cfg = shift_data_config(cfg.data, name, int(strategy.get("shift_subjects", 8)))
+        shifted = f"prepare[shift_{name}]"
+        seed = StoreSpec.from_config(cfg.get("prepare"), cfg.data).seed + SHIFT_SEED_OFFSET
+        stages.append(store_stage(data_cfg, strategy, shifted, cfg.get("prepare"), seed=seed, split_ratios=TEST_ONLY))
+        stages.append(test_stage(cfg, shifted, "finetune", label=f"test[{name}]"))
     return stages
 
 
@@ -361,6 +384,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     results = run_stages(stages, cache)
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
+    tests = {label: r for label, r in results.items() if r.kind == "test"}
     from tagseg.stages.dashboard import best_validation
 
     best_val = best_validation(finetune.dir)
@@ -368,6 +392,12 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     record = {
         "status": "ok",
         "strategy": str(cfg.strategy.name),
+        "seed": int(cfg.get("seed", 0)),
+        "n_train_subjects": OmegaConf.select(cfg, "datamodule.n_train_subjects"),
+        # every test set: "test" (the tagged test split) and "test[<shift>]"
+        "tests": {("test" if label == "test" else label[5:-1]): {
+            "dice_mean": r.outputs["summary"]["dice_mean"], "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
+            "metrics_path": str(r.outputs["metrics_path"])} for label, r in tests.items()},
         "test_dice_mean": summary["dice_mean"], "test_dice_std": summary["dice_std"],
         "test_hd95_mm_mean": summary["hd95_mm_mean"], "test_hd95_mm_std": summary["hd95_mm_std"],
         "val_dice_best": best_val.get("val/dice_best"), "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
+from typing import Any
 
 import h5py
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
 from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult
 from tagseg.io.store import store_attrs
@@ -73,8 +76,54 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     trainer = one_device_trainer(cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
     extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
-    return EvalResult(run_dir=run_dir, checkpoint=ckpt, summary=tested.summary, summary_path=tested.summary_path,
-                      metrics_path=tested.metrics_path)
+    result = EvalResult(run_dir=run_dir, checkpoint=ckpt, summary=tested.summary, summary_path=tested.summary_path,
+                        metrics_path=tested.metrics_path)
+    names = check_shifts(cfg.get("shifts"))
+    if names:
+        result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split)
+    return result
+
+
+def evaluate_shifts(cfg: DictConfig, model: Any, ckpt: Path, run_dir: Path, names: list[str],
+                    in_distribution: dict[str, Any], split: str) -> Path:
+    """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
+
+    Each set is prepared once under ``cfg.shift_dir`` from ``cfg.data`` (see :mod:`tagseg.data.shifts`)
+    with ``cfg.shift_subjects`` subjects; its per-image table and summary go to
+    ``<run dir>/shift/<name>/``, one row per test set to ``<run dir>/shifts.csv``.
+
+    Returns:
+        The path of ``shifts.csv``.
+    """
+    hp = model.hparams
+    seed = int(OmegaConf.select(cfg, "prepare.seed", default=cfg.get("seed", 0))) + SHIFT_SEED_OFFSET
+    rows = [_shift_row(split, "in-distribution test split", in_distribution)]
+    for name, description in describe(names).items():
+        data_cfg = shift_data_config(cfg.data, name, int(cfg.get("shift_subjects", 8)))
+        store = prepare_shift_store(data_cfg, seed, cfg.shift_dir)
+        dm_cfg = cfg.datamodule.copy()
+        with open_dict(dm_cfg):
+            dm_cfg.stores = [str(store)]
+            dm_cfg.n_train_subjects = None
+        datamodule = instantiate(dm_cfg, "datamodule", image_size=hp.image_size, classes=list(hp.classes),
+                                 mean=hp.mean, std=hp.std)
+        datamodule.setup("test")
+        trainer = one_device_trainer(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+        tested = evaluate_module(trainer, model, run_dir / "shift" / name,
+                                 {"checkpoint": str(ckpt), "stores": [str(store)], "split": "test", "shift": name},
+                                 dataloaders=datamodule.eval_dataloader("test"))
+        rows.append(_shift_row(name, description, tested["summary"]))
+    path = run_dir / "shifts.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _shift_row(name: str, description: str, summary: dict[str, Any]) -> dict[str, Any]:
+    return {"test_set": name, "description": description,
+            **{k: summary.get(k) for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")}}
 
 
 __all__ = ["evaluate"]

@@ -7,12 +7,17 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
+from tagseg.report.efficiency import write_data_efficiency
 from tagseg.report.examples import plot_examples
 from tagseg.report.tables import find_runs, load_metrics, write_tables
 
 
 def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
     """Write the tables and figures of ``cfg.path`` under ``cfg.output`` (default ``<path>/report``).
+
+    A data-efficiency sweep (cells with ``datamodule.n_train_subjects``) also gets learning curves,
+    paired differences against scratch and convergence (:mod:`tagseg.report.efficiency`); its
+    per-run example figures are skipped (one per cell would be dozens).
 
     Returns:
         The table files by kind (``summary_md``, ...) and the figures written.
@@ -21,6 +26,7 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
     figures: list[Path | None] = []
     out = Path(cfg.output) if cfg.output else root / "report"
     paths = write_tables(root, out)
+    efficiency = write_data_efficiency(root, out, n_boot=int(cfg.get("n_boot", 2000)))
     if (root / "summary.csv").exists():  # a sweep folder: its table (Table 3/4 layout) and bar figure
         from tagseg.report.sweep import write_sweep_report
 
@@ -34,10 +40,12 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
         plot_per_group(metrics, out / "per_group.png"),
         plot_convergence(root, out / "convergence.png"),
     ]
-    if cfg.examples:
+    if cfg.examples and not efficiency:
         for run in runs:
             name = "examples.png" if run == root else f"examples_{run.relative_to(root).as_posix().replace('/', '_')}.png"
             figures.append(plot_examples(run, out / name))
+    figures += [p for k, p in efficiency.items() if k.endswith("_png")]
+    paths.update({k: p for k, p in efficiency.items() if not k.endswith("_png")})
     return paths, [f for f in figures if f]
 
 

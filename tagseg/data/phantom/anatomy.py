@@ -82,6 +82,10 @@ class SliceAnatomy:
         fat_mm, fat_angle_rad: epicardial fat band width and the direction where it is thickest.
         body, lungs, liver, spine, aorta: the surroundings (static).
         skin_fat_mm, muscle_mm: subcutaneous fat and chest-wall muscle thickness.
+        septal_gain: relative extra wall thickness towards the RV (0: none; domain randomisation).
+        muscles: papillary muscles (myocardial signal inside the cavity, labelled LV cavity).
+        trabeculae_mm, trabeculae_phase: depth of the trabecular layer at the endocardium (0: none)
+            and the angular phase of its strands.
     """
 
     lv_centre_mm: tuple[float, float]
@@ -101,6 +105,10 @@ class SliceAnatomy:
     aorta: Ellipse
     skin_fat_mm: float
     muscle_mm: float
+    septal_gain: float = 0.0
+    muscles: tuple[Ellipse, ...] = ()
+    trabeculae_mm: float = 0.0
+    trabeculae_phase: float = 0.0
 
     def polar(self, row_mm: np.ndarray, col_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(R, cos theta, sin theta) about the LV centre."""
@@ -112,17 +120,37 @@ class SliceAnatomy:
     def radii(self, cos_t: np.ndarray, sin_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Endocardial and epicardial radius (mm) in direction theta."""
         endo = fourier_radius(self.endo_mm, self.endo_shape, cos_t, sin_t)
-        return endo, endo + fourier_radius(self.wall_mm, self.wall_shape, cos_t, sin_t)
+        wall = fourier_radius(self.wall_mm, self.wall_shape, cos_t, sin_t)
+        if self.septal_gain:
+            toward_rv = np.maximum(cos_t * np.cos(self.rv_angle_rad) + sin_t * np.sin(self.rv_angle_rad), 0.0)
+            wall = wall * (1.0 + self.septal_gain * toward_rv**2)
+        return endo, endo + wall
 
     @property
     def max_epi_mm(self) -> float:
         """An upper bound of the epicardial radius (for the moving region)."""
-        return float(self.endo_mm * (1 + np.abs(self.endo_shape).sum()) + self.wall_mm * (1 + np.abs(self.wall_shape).sum()))
+        wall = self.wall_mm * (1 + np.abs(self.wall_shape).sum())
+        if self.septal_gain:
+            wall = wall * (1.0 + self.septal_gain)
+        return float(self.endo_mm * (1 + np.abs(self.endo_shape).sum()) + wall)
 
-    def signed_distances(self, row_mm: np.ndarray, col_mm: np.ndarray) -> np.ndarray:
-        """Approximate signed distance (mm, positive inside) of every tissue layer but air: (K-1, ...)."""
+    @property
+    def has_inclusions(self) -> bool:
+        """Whether the cavity holds papillary muscles or trabeculae (image and labels then differ)."""
+        return bool(self.muscles) or self.trabeculae_mm > 0
+
+    def signed_distances(self, row_mm: np.ndarray, col_mm: np.ndarray, inclusions: bool = True) -> np.ndarray:
+        """Approximate signed distance (mm, positive inside) of every tissue layer but air: (K-1, ...).
+
+        Args:
+            inclusions: carve papillary muscles and trabeculae out of the LV blood (they then show
+                the myocardium underneath); ``False`` for the labels, where they count as cavity.
+        """
         r, c, s = self.polar(row_mm, col_mm)
         endo, epi = self.radii(c, s)
+        d_lv = endo - r
+        if inclusions and self.has_inclusions:
+            d_lv = np.minimum(d_lv, -self._inclusion_distance(row_mm, col_mm, r, c, s, endo))
         d_epi = epi - r
         # epicardial fat: a band around LV and RV, thickest towards ``fat_angle`` (AV groove side)
         patch = np.clip(0.5 + 1.5 * (c * np.cos(self.fat_angle_rad) + s * np.sin(self.fat_angle_rad)), 0.0, 1.0)
@@ -141,8 +169,21 @@ class SliceAnatomy:
             self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm),
             self.rv.signed_distance(row_mm, col_mm),
             d_epi,
-            endo - r,
+            d_lv,
         ])
+
+    def _inclusion_distance(self, row_mm: np.ndarray, col_mm: np.ndarray, r: np.ndarray, c: np.ndarray,
+                            s: np.ndarray, endo: np.ndarray) -> np.ndarray:
+        """Signed distance (mm, positive inside) to the union of papillary muscles and trabeculae."""
+        d = np.full(np.shape(r), -1e3)
+        for muscle in self.muscles:
+            d = np.maximum(d, muscle.signed_distance(row_mm, col_mm))
+        if self.trabeculae_mm > 0:
+            # strands: 14 around the cavity, each ~2 mm wide, reaching trabeculae_mm into it
+            theta = np.arctan2(s, c)
+            stripe = (np.cos(14 * theta + self.trabeculae_phase) - 0.55) * np.maximum(r, 1.0) / 14
+            d = np.maximum(d, np.minimum(r - (endo - self.trabeculae_mm), stripe))
+        return d
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -180,7 +221,11 @@ def label_map(distances: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SubjectAnatomy:
-    """Per-subject draws shared by all slices (mm, rad)."""
+    """Per-subject draws shared by all slices (mm, rad).
+
+    The last fields are set only by domain randomisation (:mod:`tagseg.data.phantom.randomise`);
+    their defaults are the fixed phantom.
+    """
 
     fov_mm: tuple[float, float]
     lv_centre_mm: tuple[float, float]
@@ -199,6 +244,11 @@ class SubjectAnatomy:
     aorta: Ellipse
     skin_fat_mm: float
     muscle_mm: float
+    septal_gain: float = 0.0
+    rv_attachment: float = 0.2
+    papillary: bool = False
+    trabeculae_frac: float = 0.0
+    trabeculae_phase: float = 0.0
 
 
 def sample_subject(rng: np.random.Generator, fov_mm: tuple[float, float], endo_radius_mm: tuple[float, float],
@@ -262,13 +312,23 @@ def slice_anatomy(subject: SubjectAnatomy, position: float) -> SliceAnatomy:
     rv_scale = subject.rv_scale * lerp("rv")
     # RV ellipse centred beyond the septum; its near part lies inside the LV and is cut off
     along, across = (0.5 * epi + 6.0) * rv_scale, (1.15 * epi + 8.0) * rv_scale
-    dist = epi + 0.2 * along
+    dist = epi + subject.rv_attachment * along
     c = subject.lv_centre_mm
     rv = Ellipse((c[0] + dist * np.sin(ang), c[1] + dist * np.cos(ang)), along, across, ang)
+    muscles: tuple[Ellipse, ...] = ()
+    if subject.papillary and position < 0.8:
+        # anterolateral and posteromedial muscles, opposite the septum, near the free wall
+        muscles = tuple(
+            Ellipse((c[0] + 0.6 * endo * np.sin(a), c[1] + 0.6 * endo * np.cos(a)), 0.26 * endo, 0.18 * endo, a)
+            for a in (ang + np.pi - 0.95, ang + np.pi + 0.95))
+    extra: dict = {}
+    if subject.septal_gain or muscles or subject.trabeculae_frac:
+        extra = {"septal_gain": subject.septal_gain, "muscles": muscles,
+                 "trabeculae_mm": subject.trabeculae_frac * endo, "trabeculae_phase": subject.trabeculae_phase}
     return SliceAnatomy(
         lv_centre_mm=c, endo_mm=endo, wall_mm=wall, endo_shape=subject.endo_shape, wall_shape=subject.wall_shape,
         rv=rv, rv_angle_rad=ang, rv_wall_mm=3.0, fat_mm=subject.fat_mm, fat_angle_rad=subject.fat_angle_rad,
         body=subject.body, lungs=subject.lungs, liver=subject.liver, spine=subject.spine, aorta=subject.aorta,
-        skin_fat_mm=subject.skin_fat_mm, muscle_mm=subject.muscle_mm,
+        skin_fat_mm=subject.skin_fat_mm, muscle_mm=subject.muscle_mm, **extra,
     )
 

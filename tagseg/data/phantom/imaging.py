@@ -87,9 +87,16 @@ def _signals(table: dict[str, float]) -> np.ndarray:
     return np.array([table[t] for t in TISSUES], np.float32)
 
 
-def cine_signal(fractions: np.ndarray) -> np.ndarray:
-    """Noise-free bSSFP signal from (K, ...) tissue fractions."""
-    return np.tensordot(_signals(CINE_SIGNAL), fractions, axes=(0, 0)).astype(np.float32)
+def signal_table(modality: str, scale: np.ndarray | None = None) -> np.ndarray:
+    """Relative signal of every tissue (:data:`TISSUES` order), optionally times per-tissue ``scale``."""
+    table = _signals(CINE_SIGNAL if modality == "cine" else TAGGED_SIGNAL)
+    return table if scale is None else (table * np.asarray(scale, np.float32)).astype(np.float32)
+
+
+def cine_signal(fractions: np.ndarray, signal: np.ndarray | None = None) -> np.ndarray:
+    """Noise-free bSSFP signal from (K, ...) tissue fractions (``signal``: a per-tissue table instead of the default)."""
+    table = _signals(CINE_SIGNAL) if signal is None else signal
+    return np.tensordot(table, fractions, axes=(0, 0)).astype(np.float32)
 
 
 def fading_coefficients(frames: np.ndarray, tags: TagParams, t1_ms: float) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +107,8 @@ def fading_coefficients(frames: np.ndarray, tags: TagParams, t1_ms: float) -> tu
     return alpha.astype(np.float32), beta.astype(np.float32)
 
 
-def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, tags: TagParams) -> np.ndarray:
+def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, tags: TagParams,
+                  signal: np.ndarray | None = None) -> np.ndarray:
     """Noise-free tagged GRE signal.
 
     Args:
@@ -108,11 +116,12 @@ def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, ta
         mz0: signed Mz right after tagging at each pixel's ED position.
         frames: frame indices (0 = right after tagging, at ED), broadcastable against ``mz0``.
         tags: fading parameters.
+        signal: per-tissue signal table (default :data:`TAGGED_SIGNAL`).
 
     Returns:
         float32, the broadcast shape: ``sum_k fraction_k * signal_k * |Mz_k(frame)|``.
     """
-    signal = _signals(TAGGED_SIGNAL)
+    signal = _signals(TAGGED_SIGNAL) if signal is None else signal
     t1 = tags.t1_ms()
     out: np.ndarray | float = 0.0
     for value in np.unique(t1):  # tissues sharing a T1 share one fading curve
@@ -125,14 +134,21 @@ def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, ta
     return np.asarray(out, np.float32)
 
 
-def coil_shading(rng: np.random.Generator, row_mm: np.ndarray, col_mm: np.ndarray, fov_mm: Sequence[float]) -> np.ndarray:
-    """Smooth receive-coil sensitivity: a random linear ramp plus a bump near a surface coil (mean ~1)."""
+def coil_shading(rng: np.random.Generator, row_mm: np.ndarray, col_mm: np.ndarray, fov_mm: Sequence[float],
+                 strength: float | None = None) -> np.ndarray:
+    """Smooth receive-coil sensitivity: a random linear ramp plus a bump near a surface coil (mean ~1).
+
+    ``strength`` multiplies the ramp and the bump (domain randomisation; ``None`` = 1, the same draws).
+    """
     ny, nx = (row_mm - fov_mm[0] / 2) / fov_mm[0], (col_mm - fov_mm[1] / 2) / fov_mm[1]
     grad = rng.uniform(-0.5, 0.5, 2)
     coil = rng.uniform(-0.45, 0.45, 2)
     width = rng.uniform(0.3, 0.5)
     bump = np.exp(-((ny - coil[0]) ** 2 + (nx - coil[1]) ** 2) / (2 * width**2))
-    field = np.exp(grad[0] * ny + grad[1] * nx) * (0.7 + 0.5 * bump)
+    if strength is None:
+        field = np.exp(grad[0] * ny + grad[1] * nx) * (0.7 + 0.5 * bump)
+    else:
+        field = np.exp(strength * (grad[0] * ny + grad[1] * nx)) * (0.7 + 0.5 * strength * bump)
     return (field / field.mean()).astype(np.float32)
 
 

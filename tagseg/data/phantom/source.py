@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tagseg.data.phantom.anatomy import (
     TISSUE_INDEX,
+    TISSUES,
     SliceAnatomy,
+    SubjectAnatomy,
     label_map,
     sample_subject,
     slice_anatomy,
@@ -30,9 +33,11 @@ from tagseg.data.phantom.imaging import (
     add_rician_noise,
     cine_signal,
     coil_shading,
+    signal_table,
     tagged_signal,
 )
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
+from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, parse_randomise
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, reject_unknown_keys
 
@@ -94,6 +99,8 @@ class PhantomSource:
         snr: range of the signal-to-noise ratio (myocardium signal / noise sigma), drawn per subject.
         noise: add Rician noise (false: noise-free images, for checks).
         anatomy, motion, tagging: parameter groups (see ``conf/data/phantom_tagged.yaml``).
+        randomise: domain randomisation (:mod:`tagseg.data.phantom.randomise`): ``None`` (the
+            fixed phantom, byte-identical), a preset name (``wide``) or a mapping of factor ranges.
 
     Raises:
         ConfigError: naming the ``data.<key>`` that is out of range, before any work.
@@ -117,6 +124,7 @@ class PhantomSource:
         anatomy: Mapping[str, Any] | None = None,
         motion: Mapping[str, Any] | None = None,
         tagging: Mapping[str, Any] | None = None,
+        randomise: str | Mapping[str, Any] | None = None,
     ) -> None:
         if modality not in MODALITIES:
             raise ConfigError(f"data.modality must be one of {list(MODALITIES)}, got {modality!r}")
@@ -141,6 +149,7 @@ class PhantomSource:
         self.anatomy = _merge(DEFAULT_ANATOMY, anatomy, "anatomy")
         self.motion = _merge(DEFAULT_MOTION, motion, "motion")
         self.tagging = _merge(DEFAULT_TAGGING, tagging, "tagging")
+        self.randomise = parse_randomise(randomise)
         self._check_groups()
 
     def _check_groups(self) -> None:
@@ -170,6 +179,14 @@ class PhantomSource:
             raise ConfigError(
                 f"data.tagging.spacing_mm={t['spacing_mm']} is below 2 pixels at {self.spacing_mm:.2f} mm/pixel; "
                 "raise data.image_size or lower data.fov_mm")
+        rnd = self.randomise
+        if self.modality == "tagged" and rnd:
+            tag_lo = rnd.get("tag_spacing_mm", (lo,))[0]
+            pixel_hi = self.spacing_mm * rnd.get("pixel_scale", (1.0, 1.0))[1]
+            if tag_lo / pixel_hi < 2.0:
+                raise ConfigError(
+                    f"data.randomise: tag spacing {tag_lo} mm is below 2 pixels at {pixel_hi:.2f} mm/pixel "
+                    "(tag_spacing_mm / pixel_scale); narrow the ranges or raise data.image_size")
         _range(t["flip_deg"], "tagging.flip_deg", 0.0, 180.0)
         pattern = list(t["pattern"])
         if not pattern or min(pattern) < 0 or sum(pattern) <= 0:
@@ -215,7 +232,7 @@ class PhantomSource:
                 records.append(SliceRecord(
                     image=images[frame], mask=labels[frame], subject=self.describe(item), slice=index, frame=frame,
                     n_frames=self.n_frames, phase="ED" if frame == 0 else "ES" if frame == es else "",
-                    group=subject["group"], spacing_mm=(self.spacing_mm, self.spacing_mm), source=self.source_name,
+                    group=subject["group"], spacing_mm=(subject["spacing_mm"],) * 2, source=self.source_name,
                     extras={"displacement": disp_px[frame]},
                 ))
         return records
@@ -230,8 +247,13 @@ class PhantomSource:
         rng = np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item)])
         a, m, t = self.anatomy, self.motion, self.tagging
         group = self.group(item, seed)
-        base = sample_subject(rng, (self.fov_mm, self.fov_mm), _range(a["endo_radius_mm"], ""), _range(a["wall_mm"], ""),
+        domain = self.domain(item, seed)
+        spacing = self.spacing_mm * domain.pixel_scale if domain and domain.pixel_scale else self.spacing_mm
+        fov = spacing * self.image_size
+        base = sample_subject(rng, (fov, fov), _range(a["endo_radius_mm"], ""), _range(a["wall_mm"], ""),
                               float(a["shape_amplitude"]), float(a["centre_jitter_mm"]), float(a["rotation_jitter_deg"]))
+        if domain is not None:
+            base = _randomised_anatomy(base, domain)
         ecc_mean = float(m["dmd_ecc"] if group == "dmd" else m["control_ecc"])
         ecc = ecc_mean + float(np.clip(rng.normal(0.0, float(m["ecc_sd"])), -2.5 * m["ecc_sd"], 2.5 * m["ecc_sd"]))
         twist_per_mm = np.deg2rad(rng.uniform(*_range(m["twist_deg_per_cm"], ""))) / 10.0
@@ -251,7 +273,7 @@ class PhantomSource:
             slices.append(anatomy)
             motions.append(SliceMotion.limited(anatomy, slice_ecc, float(m["area_gain"]), twist, rv_pull))
         tags = TagParams(
-            spacing_px=rng.uniform(*_range(t["spacing_mm"], "")) / self.spacing_mm,
+            spacing_px=rng.uniform(*_range(t["spacing_mm"], "")) / spacing,
             flip_deg=rng.uniform(*_range(t["flip_deg"], "")),
             pattern=tuple(float(w) for w in t["pattern"]),
             angle_deg=float(t["angle_deg"]),
@@ -261,8 +283,20 @@ class PhantomSource:
             t1_myocardium_ms=rng.uniform(*_range(t["t1_myocardium_ms"], "")),
             t1_blood_ms=rng.uniform(*_range(t["t1_blood_ms"], "")),
         )
-        return {"group": group, "slices": slices, "motions": motions, "tags": tags,
-                "activation": activation(self.n_frames, peak), "snr": rng.uniform(*self.snr), "ecc": ecc}
+        out = {"group": group, "slices": slices, "motions": motions, "tags": tags,
+               "activation": activation(self.n_frames, peak), "snr": rng.uniform(*self.snr), "ecc": ecc,
+               "spacing_mm": spacing, "signal": None, "coil_strength": None}
+        if domain is not None:
+            out.update(_randomised_imaging(domain, tags, spacing, self.modality))
+            if domain.snr is not None:
+                out["snr"] = domain.snr
+        return out
+
+    def domain(self, item: int, seed: int) -> Domain | None:
+        """Subject ``item``'s randomised factors (``None`` without ``randomise``), from its own stream."""
+        if not self.randomise:
+            return None
+        return draw_domain(self.randomise, np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 21]))
 
     def render_slice(self, anatomy: SliceAnatomy, motion: SliceMotion, subject: dict[str, Any],
                      noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -271,7 +305,7 @@ class PhantomSource:
         Pixels far from the heart never move: they are evaluated once at ED; only the pixels within
         the motion's reach are evaluated per moving frame, at their ED positions.
         """
-        n, sp, s = self.image_size, self.spacing_mm, subject["activation"]
+        n, sp, s = self.image_size, float(subject.get("spacing_mm", self.spacing_mm)), subject["activation"]
         centres = (np.arange(n) + 0.5) * sp
         row_mm, col_mm = (a.ravel() for a in np.meshgrid(centres, centres, indexing="ij"))
         cy, cx = anatomy.lv_centre_mm
@@ -284,32 +318,82 @@ class PhantomSource:
         # static part: every pixel at its own position, for every frame
         dist_static = anatomy.signed_distances(row_mm, col_mm)
         fractions = tissue_fractions(dist_static, edge_mm=0.3 * sp)
-        labels = np.broadcast_to(label_map(dist_static), (self.n_frames, n * n)).copy()
+        # papillary muscles and trabeculae look like myocardium but are labelled cavity (as in ACDC)
+        labelled = anatomy.signed_distances(row_mm, col_mm, inclusions=False) if anatomy.has_inclusions else dist_static
+        labels = np.broadcast_to(label_map(labelled), (self.n_frames, n * n)).copy()
         disp = np.zeros((self.n_frames, 2, n * n), np.float32)
         # moving part: the tissue seen at each moving pixel came from its ED position
         ed_row, ed_col = inverse_positions(anatomy, motion, s[frames], row_mm[moving], col_mm[moving])
         dist_moving = anatomy.signed_distances(ed_row, ed_col)
         fractions_moving = tissue_fractions(dist_moving, edge_mm=0.3 * sp)
-        labels[np.ix_(frames, moving)] = label_map(dist_moving)
+        labels[np.ix_(frames, moving)] = label_map(
+            anatomy.signed_distances(ed_row, ed_col, inclusions=False) if anatomy.has_inclusions else dist_moving)
         u_row, u_col = displacement_mm(anatomy, motion, s[frames][:, None], row_mm[moving], col_mm[moving])
         disp[frames[:, None], 0, moving[None, :]] = u_row / sp
         disp[frames[:, None], 1, moving[None, :]] = u_col / sp
 
+        table = subject.get("signal")
         if self.modality == "cine":
-            clean = np.broadcast_to(cine_signal(fractions), (self.n_frames, n * n)).copy()
-            clean[np.ix_(frames, moving)] = cine_signal(fractions_moving)
+            clean = np.broadcast_to(cine_signal(fractions, table), (self.n_frames, n * n)).copy()
+            clean[np.ix_(frames, moving)] = cine_signal(fractions_moving, table)
             reference = CINE_SIGNAL["myocardium"]
         else:
             tags: TagParams = subject["tags"]
             clean = tagged_signal(fractions[:, None], tags.mz0(row_mm / sp - 0.5, col_mm / sp - 0.5)[None],
-                                  all_frames[:, None], tags)
+                                  all_frames[:, None], tags, table)
             mz0 = tags.mz0(ed_row / sp - 0.5, ed_col / sp - 0.5)
-            clean[np.ix_(frames, moving)] = tagged_signal(fractions_moving, mz0, frames[:, None], tags)
+            clean[np.ix_(frames, moving)] = tagged_signal(fractions_moving, mz0, frames[:, None], tags, table)
             reference = TAGGED_SIGNAL["myocardium"]
-        clean *= coil_shading(noise_rng, row_mm, col_mm, (self.fov_mm, self.fov_mm))
+        fov = sp * n
+        clean *= coil_shading(noise_rng, row_mm, col_mm, (fov, fov), subject.get("coil_strength"))
         images = add_rician_noise(clean, reference / subject["snr"], noise_rng) if self.noise else clean
         shape = (self.n_frames, n, n)
         return images.reshape(shape), labels.reshape(shape), disp.reshape(self.n_frames, 2, n, n)
+
+
+def _randomised_anatomy(base: SubjectAnatomy, domain: Domain) -> SubjectAnatomy:
+    """The subject's anatomy with the randomised factors of ``domain`` applied."""
+    changes: dict[str, Any] = {}
+    if domain.lv_ellipticity is not None:
+        shape = base.endo_shape.copy()
+        shape[0] += domain.lv_ellipticity * np.array([np.cos(2 * domain.ellipse_angle_rad), np.sin(2 * domain.ellipse_angle_rad)])
+        changes["endo_shape"] = shape
+    if domain.septal_thickening is not None:
+        changes["septal_gain"] = domain.septal_thickening
+    if domain.papillary is not None:
+        changes["papillary"] = domain.papillary_draw < domain.papillary
+    if domain.trabeculae is not None:
+        changes["trabeculae_frac"], changes["trabeculae_phase"] = domain.trabeculae, domain.trabeculae_phase
+    if domain.rv_scale is not None:
+        changes["rv_scale"] = domain.rv_scale
+    if domain.rv_attachment is not None:
+        changes["rv_attachment"] = domain.rv_attachment
+    if domain.fat_mm is not None:
+        changes["fat_mm"] = domain.fat_mm
+    return replace(base, **changes)
+
+
+def _randomised_imaging(domain: Domain, tags: TagParams, spacing_mm: float, modality: str) -> dict[str, Any]:
+    """Tag grid, fading, signal table and coil strength of a randomised subject."""
+    tag_changes: dict[str, Any] = {}
+    if domain.tag_angle_deg is not None:
+        tag_changes["angle_deg"] = domain.tag_angle_deg
+    if domain.tag_spacing_mm is not None:
+        tag_changes["spacing_px"] = domain.tag_spacing_mm / spacing_mm
+    if domain.t1_scale is not None:
+        tag_changes["t1_myocardium_ms"] = tags.t1_myocardium_ms * domain.t1_scale
+    if domain.readout_flip_deg is not None:
+        tag_changes["readout_flip_deg"] = domain.readout_flip_deg
+    scale = np.ones(len(TISSUES), np.float32)
+    if domain.organ_contrast is not None:
+        for name, factor in zip(ORGANS, domain.organ_contrast):
+            scale[TISSUE_INDEX[name]] = factor
+    if domain.blood_contrast is not None:
+        for name in ("rv_blood", "lv_blood"):
+            scale[TISSUE_INDEX[name]] = domain.blood_contrast
+    changed = domain.organ_contrast is not None or domain.blood_contrast is not None
+    return {"tags": replace(tags, **tag_changes), "signal": signal_table(modality, scale) if changed else None,
+            "coil_strength": domain.coil_strength}
 
 
 def _seed(seed: int) -> int:

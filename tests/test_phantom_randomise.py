@@ -1,0 +1,168 @@
+"""Domain randomisation of the phantom (data.randomise) and the shifted test sets (conf/shift)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from tagseg.data.phantom import PhantomSource
+from tagseg.data.phantom.randomise import PRESETS, parse_randomise
+from tagseg.errors import ConfigError
+
+#: sha256 (first 16 hex) of images + masks of the fixed phantom below, as rendered before randomisation existed
+FIXED_PHANTOM = {"tagged": "04d2e6fbf2e56946", "cine": "a9ce49dccbe9f2eb"}
+
+
+def small(**kw) -> PhantomSource:
+    args = dict(modality="tagged", image_size=64, fov_mm=128.0, n_subjects=2, n_slices=2, n_frames=4)
+    args.update(kw)
+    return PhantomSource(**args)
+
+
+def digest(src: PhantomSource, seed: int = 5) -> str:
+    h = hashlib.sha256()
+    for item in range(src.n_subjects):
+        for r in src.load(item, seed):
+            h.update(np.ascontiguousarray(r.image).tobytes())
+            h.update(r.mask.tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("modality", ["tagged", "cine"])
+def test_default_phantom_is_unchanged_byte_for_byte(modality):
+    assert digest(small(modality=modality)) == FIXED_PHANTOM[modality]
+    assert digest(small(modality=modality, randomise=None)) == FIXED_PHANTOM[modality]
+
+
+def test_wide_preset_is_seeded_and_varies_the_factors():
+    a, b = small(randomise="wide"), small(randomise="wide")
+    assert digest(a) == digest(b)
+    assert digest(a) != FIXED_PHANTOM["tagged"]
+    doms = [small(randomise="wide", n_subjects=12).domain(i, 0) for i in range(12)]
+    angles = [d.tag_angle_deg for d in doms]
+    assert min(angles) >= 0 and max(angles) <= 90 and np.std(angles) > 15
+    scales = [d.pixel_scale for d in doms]
+    assert min(scales) >= 0.8 and max(scales) <= 1.25 and len(set(scales)) == 12
+
+
+def test_pixel_scale_changes_the_spacing_but_not_the_heart_size_in_mm():
+    ref = small(randomise={"pixel_scale": 1.0}).load(0, 0)[0]
+    big = small(randomise={"pixel_scale": 1.25}).load(0, 0)[0]
+    assert big.spacing_mm[0] == pytest.approx(1.25 * ref.spacing_mm[0])
+    area_ref = (ref.mask == 2).sum() * ref.spacing_mm[0] ** 2
+    area_big = (big.mask == 2).sum() * big.spacing_mm[0] ** 2
+    assert (big.mask == 2).sum() < (ref.mask == 2).sum()
+    assert area_big == pytest.approx(area_ref, rel=0.15)
+
+
+def test_papillary_muscles_and_trabeculae_look_like_myocardium_but_are_labelled_cavity():
+    without = small(randomise={"papillary": 0.0, "trabeculae": 0.0}, noise=False, n_slices=1).load(0, 0)[0]
+    with_ = small(randomise={"papillary": 1.0, "trabeculae": 0.2}, noise=False, n_slices=1).load(0, 0)[0]
+    np.testing.assert_array_equal(with_.mask, without.mask)  # labels: still LV cavity
+    cavity = without.mask == 3
+    changed = np.abs(with_.image - without.image) > 0.02
+    assert changed[cavity].mean() > 0.1  # muscle signal inside the cavity
+    assert not changed[without.mask == 0].any()  # nothing outside the heart moves
+
+
+def test_tag_angle_turns_the_grid():
+    base = small(randomise={"tag_angle_deg": 45.0}, noise=False, n_slices=1).load(0, 0)[0].image
+    turned = small(randomise={"tag_angle_deg": 0.0}, noise=False, n_slices=1).load(0, 0)[0].image
+    # a 0-degree grid has horizontal and vertical lines: strong row-wise periodicity along columns
+    def axis_power(img):
+        spec = np.abs(np.fft.fft2(img - img.mean()))
+        return spec[0, 3:20].max() + spec[3:20, 0].max()
+    assert axis_power(turned) > 2 * axis_power(base)
+
+
+def test_septal_thickening_thickens_the_wall_towards_the_rv():
+    thin = small(randomise={"septal_thickening": 0.0}, noise=False, n_slices=1).load(0, 0)[0].mask
+    thick = small(randomise={"septal_thickening": 0.6}, noise=False, n_slices=1).load(0, 0)[0].mask
+    assert (thick == 2).sum() > 1.1 * (thin == 2).sum()
+
+
+@pytest.mark.parametrize("value,match", [
+    ({"tag_angel_deg": [0, 90]}, r"data\.randomise: unknown key"),
+    ("narrow", r"data\.randomise: unknown preset"),
+    ({"snr": [40, 10]}, r"data\.randomise\.snr"),
+    ({"papillary": 2.0}, r"data\.randomise\.papillary"),
+    ({"pixel_scale": 2.4, "tag_spacing_mm": 6.0}, r"data\.randomise: tag spacing"),
+    (3, r"data\.randomise must be"),
+])
+def test_bad_randomise_is_one_clear_error(value, match):
+    with pytest.raises(ConfigError, match=match):
+        small(randomise=value)
+
+
+def test_preset_with_explicit_overrides():
+    spec = parse_randomise({"preset": "wide", "snr": [8, 9]})
+    assert spec["snr"] == (8.0, 9.0)
+    assert spec["tag_angle_deg"] == tuple(PRESETS["wide"]["tag_angle_deg"])
+    assert parse_randomise(None) == {} and parse_randomise({}) == {}
+
+
+# -- shifted test sets ------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from tagseg.data.shifts import check_shifts, shift_data_config, shift_names  # noqa: E402
+
+TAGGED = {"_target_": "tagseg.data.phantom.PhantomSource", "name": "phantom_tagged", "modality": "tagged",
+          "store": "/x/phantom_tagged.h5", "image_size": 64, "fov_mm": 128.0, "n_subjects": 16, "n_frames": 8,
+          "randomise": "wide"}
+
+
+def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
+    assert set(shift_names()) >= {"tag_angle", "pixel_size", "low_snr", "anatomy", "scanner"}
+    for name in shift_names():
+        cfg = shift_data_config(OmegaConf.create(TAGGED), name, 2)
+        assert cfg.n_subjects == 2 and cfg.store is None and cfg.name == f"shift_{name}"
+        src = PhantomSource(**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"})
+        assert src.image_size == 64  # the training geometry
+        assert src.randomise != parse_randomise("wide")  # the training randomisation is not carried over
+        fixed = small(n_subjects=1)  # the same geometry, subjects and seed, unshifted
+        shifted = digest(PhantomSource(**{**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"},
+                                          "n_subjects": 1, "n_slices": 2, "n_frames": 4}), 5)
+        # `none` is the control: the fixed phantom itself (new subjects come from the seed offset)
+        assert (shifted == digest(fixed)) == (name == "none"), name
+
+
+def test_unknown_shift_and_non_phantom_data_are_clear_errors():
+    with pytest.raises(ConfigError, match="shifts: unknown shifted test set 'tag_angel'"):
+        check_shifts(["tag_angel"])
+    assert check_shifts("all") == shift_names() and check_shifts(None) == []
+    with pytest.raises(ConfigError, match="shifts: shifted test sets are phantom variants"):
+        shift_data_config(OmegaConf.create({"_target_": "tagseg.data.readers.tagged.TaggedSource"}), "tag_angle", 2)
+
+
+def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckpt):
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.data.prepare import prepare_store
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.evaluate import evaluate
+
+    store = tmp_path / "tagged.h5"
+    prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
+    overrides = [f"ckpt={trained_ckpt}", f"paths.output_dir={tmp_path / 'eval'}", f"data.store={store}",
+                 "data.image_size=64", "data.fov_mm=128", "data.n_frames=2", "data.n_slices=1",
+                 "shifts=[tag_angle,low_snr]", "shift_subjects=1", f"shift_dir={tmp_path / 'shift'}",
+                 "datamodule.num_workers=0", "trainer=cpu", "trainer.enable_model_summary=false", "logger=csv"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    result = evaluate(cfg)
+    table = pd.read_csv(result["shifts"])
+    assert list(table["test_set"]) == ["test", "tag_angle", "low_snr"]
+    assert list(table["n_images"]) == [2, 2, 2]
+    for name in ("tag_angle", "low_snr"):
+        assert (tmp_path / "eval" / "shift" / name / "test_metrics.csv").exists()
+    stores = sorted(Path(tmp_path / "shift").glob("*.h5"))
+    assert len(stores) == 2
+    before = [p.stat().st_mtime_ns for p in stores]
+    evaluate(cfg)  # prepared once, reused
+    assert [p.stat().st_mtime_ns for p in stores] == before
