@@ -58,12 +58,18 @@ def run_case(pred: np.ndarray, target: np.ndarray, repeat: int) -> dict:
         saved = metrics.EDT_BOUNDARY_FRACTION
         metrics.EDT_BOUNDARY_FRACTION = fraction
         try:
-            out[f"{name}_ms_per_image"], values[name] = best_ms(lambda: metrics.hd95_batch(pred, target, SPACING), repeat, n)
+            out[f"{name}_ms_per_image"], values[name] = best_ms(
+                lambda: metrics.hd95_batch(pred, target, SPACING), repeat, n
+            )
         finally:
             metrics.EDT_BOUNDARY_FRACTION = saved
     p_t, g_t = torch.from_numpy(pred[:, None]).float(), torch.from_numpy(target[:, None]).float()
     out["monai_ms_per_image"], monai = best_ms(
-        lambda: compute_hausdorff_distance(p_t, g_t, include_background=True, percentile=95, spacing=SPACING)[:, 0].numpy(), repeat, n
+        lambda: compute_hausdorff_distance(p_t, g_t, include_background=True, percentile=95, spacing=SPACING)[
+            :, 0
+        ].numpy(),
+        repeat,
+        n,
     )
     out["dice_ms_per_image"], _ = best_ms(lambda: metrics.dice_batch(pred, target), repeat, n)
     for name, v in values.items():

@@ -26,12 +26,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--no-prepare", action="store_true", help="time generation only")
     args = parser.parse_args()
-    out: dict[str, object] = {"subjects": args.subjects, "slices": args.slices, "frames": args.frames,
-                              "image_size": args.size, "cpu_count": os.cpu_count()}
+    out: dict[str, object] = {
+        "subjects": args.subjects,
+        "slices": args.slices,
+        "frames": args.frames,
+        "image_size": args.size,
+        "cpu_count": os.cpu_count(),
+    }
     n_images = args.subjects * args.slices * args.frames
     for modality in ("cine", "tagged"):
-        src = PhantomSource(modality=modality, image_size=args.size, n_subjects=args.subjects,
-                            n_slices=args.slices, n_frames=args.frames)
+        src = PhantomSource(
+            modality=modality,
+            image_size=args.size,
+            n_subjects=args.subjects,
+            n_slices=args.slices,
+            n_frames=args.frames,
+        )
         start = time.perf_counter()
         for item in src.items():
             src.load(item, 0)

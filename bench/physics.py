@@ -104,10 +104,17 @@ def bench_translate(n_slices: int, size: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         src, out = Path(d) / "cine.h5", Path(d) / "physics_cine.h5"
         images, masks = cine_like(n_slices, size)
-        meta = {"subject": [f"s{i // 10}" for i in range(n_slices)], "slice": [i % 10 for i in range(n_slices)],
-                "frame": [0] * n_slices, "n_frames": [1] * n_slices, "phase": ["ED"] * n_slices,
-                "group": ["NOR"] * n_slices, "spacing_mm": [[1.4, 1.4]] * n_slices, "source": ["bench"] * n_slices,
-                "split": ["train"] * n_slices}
+        meta = {
+            "subject": [f"s{i // 10}" for i in range(n_slices)],
+            "slice": [i % 10 for i in range(n_slices)],
+            "frame": [0] * n_slices,
+            "n_frames": [1] * n_slices,
+            "phase": ["ED"] * n_slices,
+            "group": ["NOR"] * n_slices,
+            "spacing_mm": [[1.4, 1.4]] * n_slices,
+            "source": ["bench"] * n_slices,
+            "split": ["train"] * n_slices,
+        }
         t = time.perf_counter()
         write_store(src, images, masks, meta, name="bench")
         write_input_s = time.perf_counter() - t

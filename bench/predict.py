@@ -50,8 +50,13 @@ def untrained_checkpoint(path: Path) -> Path:
     from tagseg.models.networks import build_network
 
     net = build_network("resnetvae", image_size=128, out_channels=2, init_filters=8)
-    hparams = {"network": {"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
-               "image_size": 128, "classes": [2], "mean": 0.456, "std": 0.224}
+    hparams = {
+        "network": {"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
+        "image_size": 128,
+        "classes": [2],
+        "mean": 0.456,
+        "std": 0.224,
+    }
     torch.save({"hyper_parameters": hparams, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path
 
@@ -71,20 +76,30 @@ def latency(seg, frames: np.ndarray, repeat: int) -> dict[str, float]:
     one = best_of(lambda: [seg.logits(x[i : i + 1]) for i in range(len(x))], repeat) / len(x)
     batched = best_of(lambda: seg.logits(x), repeat) / len(x)
     whole = best_of(lambda: seg.segment(frames, batch_size=len(frames)), repeat) / len(x)
-    return {"batch_1": round(1000 * one, 2), f"batch_{len(x)}": round(1000 * batched, 2),
-            "segment_whole_scan": round(1000 * whole, 2)}
+    return {
+        "batch_1": round(1000 * one, 2),
+        f"batch_{len(x)}": round(1000 * batched, 2),
+        "segment_whole_scan": round(1000 * whole, 2),
+    }
 
 
 def process(args: list[str], cwd: Path) -> dict[str, object]:
     env = {**os.environ, "TAGSEG_ROOT": str(cwd), "WANDB_MODE": "disabled"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "predict", *args, "overlays=false", "progress=false"],
-                          capture_output=True, text=True, env=env, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", "predict", *args, "overlays=false", "progress=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"tagseg predict failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     line = next((x for x in proc.stdout.splitlines() if x.startswith("time:")), "")
-    split = {k.replace(" ", "_").replace("-", "_"): float(v) for k, v in re.findall(r"([a-z -]+?) ([\d.]+) s", line[5:])}
+    split = {
+        k.replace(" ", "_").replace("-", "_"): float(v) for k, v in re.findall(r"([a-z -]+?) ([\d.]+) s", line[5:])
+    }
     return {"wall_s": round(wall, 2), "split_s": split, "line": line}
 
 
@@ -109,12 +124,20 @@ def main() -> None:
         import nibabel as nib
 
         frames = np.asarray(nib.load(str(scan)).dataobj).transpose(2, 1, 0)
-        out = {"scan": f"{FRAMES} frames {SIZE}x{SIZE}", "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-               "checkpoint": str(args.ckpt or "untrained resnetvae 128 px, 8 filters"),
-               "latency_ms_per_frame": {"torch": latency(load_segmenter(ckpt), frames, args.repeat),
-                                        "onnxruntime": latency(load_exported(tmp / "onnx"), frames, args.repeat)},
-               "process": {"ckpt": process([f"ckpt={ckpt}", f"input={scan}", f"output={tmp / 'out1'}"], tmp),
-                           "model_onnx": process([f"model={tmp / 'onnx'}", f"input={scan}", f"output={tmp / 'out2'}"], tmp)}}
+        out = {
+            "scan": f"{FRAMES} frames {SIZE}x{SIZE}",
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "checkpoint": str(args.ckpt or "untrained resnetvae 128 px, 8 filters"),
+            "latency_ms_per_frame": {
+                "torch": latency(load_segmenter(ckpt), frames, args.repeat),
+                "onnxruntime": latency(load_exported(tmp / "onnx"), frames, args.repeat),
+            },
+            "process": {
+                "ckpt": process([f"ckpt={ckpt}", f"input={scan}", f"output={tmp / 'out1'}"], tmp),
+                "model_onnx": process([f"model={tmp / 'onnx'}", f"input={scan}", f"output={tmp / 'out2'}"], tmp),
+            },
+        }
     print(json.dumps(out, indent=1))
 
 

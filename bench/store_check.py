@@ -43,9 +43,17 @@ def write(path: Path, n: int, size: int) -> float:
         for i in range(0, n, 256):
             k = min(256, n - i)
             images, masks = rings(k, size, rng)
-            meta = {"subject": [f"s{(i + j) // 50}" for j in range(k)], "slice": [0] * k, "frame": [(i + j) % 25 for j in range(k)],
-                    "n_frames": [25] * k, "phase": [""] * k, "group": ["control"] * k, "spacing_mm": [[1.4, 1.4]] * k,
-                    "source": ["bench"] * k, "split": ["train"] * k}
+            meta = {
+                "subject": [f"s{(i + j) // 50}" for j in range(k)],
+                "slice": [0] * k,
+                "frame": [(i + j) % 25 for j in range(k)],
+                "n_frames": [25] * k,
+                "phase": [""] * k,
+                "group": ["control"] * k,
+                "spacing_mm": [[1.4, 1.4]] * k,
+                "source": ["bench"] * k,
+                "split": ["train"] * k,
+            }
             w.append(images, masks, meta)
     return time.perf_counter() - start
 
@@ -77,7 +85,8 @@ def main() -> None:
                 f["images"][...], f["masks"][...]
 
         result = {
-            "n_slices": args.n, "size": args.size,
+            "n_slices": args.n,
+            "size": args.size,
             "uncompressed_mb": round(args.n * args.size**2 * 5 / 1e6, 1),
             "file_mb": round(path.stat().st_size / 1e6, 1),
             "write_s": round(write_s, 2),
@@ -86,7 +95,9 @@ def main() -> None:
             "read_store": best(lambda: read_store(path, extras=False), args.repeat),
             "verify_store": best(lambda: verify_store(path), args.repeat),
         }
-        result["read_checks_overhead_cpu_pct"] = round(100 * (result["read_store"]["cpu_s"] / result["h5py_read"]["cpu_s"] - 1), 1)
+        result["read_checks_overhead_cpu_pct"] = round(
+            100 * (result["read_store"]["cpu_s"] / result["h5py_read"]["cpu_s"] - 1), 1
+        )
     print(json.dumps(result, indent=2))
 
 

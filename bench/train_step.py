@@ -75,14 +75,23 @@ class StepClock(L.Callback):
 
 def throughput(times: list[float], warmup: int, batch: int) -> float:
     """Images per second from the median step duration after ``warmup`` steps (robust to load spikes)."""
-    steps = np.diff(np.asarray(times[warmup - 1:]))
+    steps = np.diff(np.asarray(times[warmup - 1 :]))
     return batch / float(np.median(steps))
 
 
 def tagseg_round(module: SegmentationModule, data: dict[str, Any], steps: int, warmup: int) -> float:
     clock = StepClock()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[clock],
+    )
     loader = torch.utils.data.DataLoader([data] * steps, batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     return throughput(clock.times, warmup, data["image"].shape[0])
@@ -127,7 +136,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default; 1 keeps a shared machine from distorting the ratio)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch's default; 1 keeps a shared machine from distorting the ratio)",
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -143,24 +157,39 @@ def main() -> None:
     step_ms = 1000 * args.batch / tagseg_med
     shape_ms = shape_loss_ms(data, 1, 20, precomputed=True)
     shape_on_the_fly_ms = shape_loss_ms(data, 1, 5, precomputed=False)
-    print(json.dumps({
-        "benchmark": "train_step",
-        "setting": {"network": "resnetvae", "init_filters": args.filters, "image_size": args.size, "batch": args.batch,
-                    "gamma": GAMMA, "vae_weight": VAE_WEIGHT, "steps_per_round": args.steps, "warmup_steps": args.warmup,
-                    "rounds": args.rounds, "device": "cpu", "torch_threads": torch.get_num_threads(),
-                    "cpu": platform.processor() or platform.machine()},
-        "tagseg_images_per_s": round(tagseg_med, 2),
-        "bare_images_per_s": round(bare_med, 2),
-        "ratio_tagseg_vs_bare": round(tagseg_med / bare_med, 3),
-        "ratio_goal": 0.90,
-        "rounds_tagseg_images_per_s": [round(v, 2) for v in tagseg_ips],
-        "rounds_bare_images_per_s": [round(v, 2) for v in bare_ips],
-        "step_ms": round(step_ms, 2),
-        "shape_loss_ms": round(shape_ms, 3),
-        "shape_loss_share": round(shape_ms / step_ms, 4),
-        "shape_loss_share_goal": 0.05,
-        "shape_loss_with_per_step_distance_transform_ms": round(shape_on_the_fly_ms, 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step",
+                "setting": {
+                    "network": "resnetvae",
+                    "init_filters": args.filters,
+                    "image_size": args.size,
+                    "batch": args.batch,
+                    "gamma": GAMMA,
+                    "vae_weight": VAE_WEIGHT,
+                    "steps_per_round": args.steps,
+                    "warmup_steps": args.warmup,
+                    "rounds": args.rounds,
+                    "device": "cpu",
+                    "torch_threads": torch.get_num_threads(),
+                    "cpu": platform.processor() or platform.machine(),
+                },
+                "tagseg_images_per_s": round(tagseg_med, 2),
+                "bare_images_per_s": round(bare_med, 2),
+                "ratio_tagseg_vs_bare": round(tagseg_med / bare_med, 3),
+                "ratio_goal": 0.90,
+                "rounds_tagseg_images_per_s": [round(v, 2) for v in tagseg_ips],
+                "rounds_bare_images_per_s": [round(v, 2) for v in bare_ips],
+                "step_ms": round(step_ms, 2),
+                "shape_loss_ms": round(shape_ms, 3),
+                "shape_loss_share": round(shape_ms / step_ms, 4),
+                "shape_loss_share_goal": 0.05,
+                "shape_loss_with_per_step_distance_transform_ms": round(shape_on_the_fly_ms, 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ def measure(model, images: np.ndarray, truth: np.ndarray, tta: bool, repeat: int
         labels = model.segment(images, batch_size=16, scaled=True, tta=tta)
         best = min(best, time.perf_counter() - t0)
     scores = dice_batch(labels == MYO, truth)
-    return {"dice_mean": round(float(scores.mean()), 4), "dice_std": round(float(scores.std()), 4),
-            "ms_per_image": round(1000 * best / len(images), 2)}
+    return {
+        "dice_mean": round(float(scores.mean()), 4),
+        "dice_std": round(float(scores.std()), 4),
+        "ms_per_image": round(1000 * best / len(images), 2),
+    }
 
 
 def main() -> None:
@@ -48,7 +51,13 @@ def main() -> None:
     models = {f"model{i + 1}": load_segmenter(p) for i, p in enumerate(args.ckpt)}
     if len(models) > 1:
         models["ensemble"] = Ensemble(list(models.values()))
-    out = {"store": args.store, "n_test_images": int(test.sum()), "checkpoints": args.ckpt, "threads": args.threads, "results": {}}
+    out = {
+        "store": args.store,
+        "n_test_images": int(test.sum()),
+        "checkpoints": args.ckpt,
+        "threads": args.threads,
+        "results": {},
+    }
     for name, model in models.items():
         for tta in (False, True):
             out["results"][name + ("+tta_flip" if tta else "")] = measure(model, images, truth, tta, args.repeat)

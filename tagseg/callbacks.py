@@ -50,8 +50,15 @@ class PredictionOverlays(L.Callback):
         self.n_images = int(n_images)
         self.key = key
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                                batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Mapping[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or self.n_images <= 0 or not trainer.is_global_zero:
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
@@ -63,11 +70,11 @@ class PredictionOverlays(L.Callback):
         truth = (batch["label"][:n, 0] > 0).cpu().numpy()
         pred = (outputs["pred"][:n] > 0).cpu().numpy()
         pictures = [overlay(images[i], truth[i], pred[i]) for i in range(n)]
-        captions = [f"{batch['subject'][i]} slice {int(batch['slice'][i])} frame {int(batch['frame'][i])}" for i in range(n)]
+        captions = [
+            f"{batch['subject'][i]} slice {int(batch['slice'][i])} frame {int(batch['frame'][i])}" for i in range(n)
+        ]
         for lg in loggers:
             lg.log_image(key=self.key, images=pictures, caption=captions, step=trainer.global_step)
-
-
 
 
 class TestExamples(L.Callback):
@@ -89,10 +96,21 @@ class TestExamples(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved = 0
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                          batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._saved >= self.n_images or not trainer.is_global_zero or not isinstance(outputs, Mapping) \
-                or "pred" not in outputs:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Mapping[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if (
+            self._saved >= self.n_images
+            or not trainer.is_global_zero
+            or not isinstance(outputs, Mapping)
+            or "pred" not in outputs
+        ):
             return
         from pathlib import Path
 
@@ -108,7 +126,6 @@ class TestExamples(L.Callback):
         for i in range(n):
             Image.fromarray(overlay(images[i], truth[i], pred[i])).save(folder / f"{int(batch['index'][i])}.png")
         self._saved += n
-
 
 
 class ResumedMetrics(L.Callback):
@@ -148,8 +165,10 @@ class ResumedMetrics(L.Callback):
 
 def latest_metrics_csv(run_dir: str | Path, name: str = "csv") -> Path | None:
     """The newest ``<run_dir>/<name>/version_N/metrics.csv`` (highest N), or ``None``."""
-    versions = sorted((Path(run_dir) / name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1])
-                      if p.name.split("_")[-1].isdigit() else -1)
+    versions = sorted(
+        (Path(run_dir) / name).glob("version_*"),
+        key=lambda p: int(p.name.split("_")[-1]) if p.name.split("_")[-1].isdigit() else -1,
+    )
     for v in reversed(versions):
         if (v / "metrics.csv").is_file():
             return v / "metrics.csv"

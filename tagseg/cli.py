@@ -9,9 +9,18 @@ import sys
 
 #: stage -> (module with a ``main`` Hydra app, one-line description)
 STAGES: dict[str, tuple[str, str]] = {
-    "phantom": ("tagseg.apps.phantom", "write phantom subjects in the on-disk layout of ACDC, M&Ms, SCD or the tagged set"),
-    "prepare": ("tagseg.apps.prepare", "build a slice store from the phantom or a raw dataset (ACDC, M&Ms, SCD, tagged)"),
-    "translate": ("tagseg.apps.translate", "turn a cine store into a tagged-looking store (method=physics|physics_dynamic|cyclegan)"),
+    "phantom": (
+        "tagseg.apps.phantom",
+        "write phantom subjects in the on-disk layout of ACDC, M&Ms, SCD or the tagged set",
+    ),
+    "prepare": (
+        "tagseg.apps.prepare",
+        "build a slice store from the phantom or a raw dataset (ACDC, M&Ms, SCD, tagged)",
+    ),
+    "translate": (
+        "tagseg.apps.translate",
+        "turn a cine store into a tagged-looking store (method=physics|physics_dynamic|cyclegan)",
+    ),
     "cyclegan": ("tagseg.apps.cyclegan", "train the cine <-> tagged CycleGAN"),
     "train": ("tagseg.apps.train", "train / fine-tune a segmenter, or run a whole strategy (strategy=...)"),
     "evaluate": ("tagseg.apps.evaluate", "test a checkpoint on a store: per-image Dice / HD95 table + summary.json"),
@@ -36,6 +45,7 @@ def positional_overrides(stage: str, args: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
 
 #: stage -> {command-line key: config key}: ``tagseg predict model=<folder>`` names a key that is
 #: also a config group (``conf/model``, the training networks), so it is renamed before Hydra sees it
@@ -95,7 +105,7 @@ def stage_completion_line(line: str, stage: str) -> str:
     expects (it drops the first word as the program's name)."""
     head, _, rest = line.lstrip().partition(" ")
     if head.endswith("tagseg") and rest.lstrip().startswith(stage):
-        rest = rest.lstrip()[len(stage):]
+        rest = rest.lstrip()[len(stage) :]
         return f"tagseg-{stage}{rest}"
     return line
 

@@ -109,7 +109,9 @@ def _resample_closed(rc: np.ndarray, n_points: int) -> np.ndarray:
     return np.stack([np.interp(at, arc, ring[:, 0]), np.interp(at, arc, ring[:, 1])], axis=1)
 
 
-def _points_xy(region: np.ndarray, n_points: int | None, centre_rc: np.ndarray, angle: float, farthest: bool) -> np.ndarray:
+def _points_xy(
+    region: np.ndarray, n_points: int | None, centre_rc: np.ndarray, angle: float, farthest: bool
+) -> np.ndarray:
     rc = _longest_contour_rc(region)
     if len(rc) < 3:
         return np.zeros((0, 2))
@@ -140,8 +142,9 @@ def rv_insertion_angle(myocardium: np.ndarray, rv: np.ndarray, centre_rc: np.nda
     return float(_screen_angle(anterior, centre_rc))
 
 
-def myocardial_contours(myocardium: np.ndarray, n_points: int | None = 48, rv: np.ndarray | None = None,
-                        start_angle_deg: float = 90.0) -> MyocardialContours:
+def myocardial_contours(
+    myocardium: np.ndarray, n_points: int | None = 48, rv: np.ndarray | None = None, start_angle_deg: float = 90.0
+) -> MyocardialContours:
     """Inner and outer contour points of a 2D myocardium mask, both starting at one landmark.
 
     Args:
@@ -177,7 +180,10 @@ def myocardial_contours(myocardium: np.ndarray, n_points: int | None = 48, rv: n
     return MyocardialContours(
         inner=_points_xy(cavity, n_points, centre_rc, angle, farthest=False),
         outer=_points_xy(filled, n_points, centre_rc, angle, farthest=True),
-        centre=(float(centre_rc[1]), float(centre_rc[0])), start_angle_deg=float(np.degrees(angle)), landmark=landmark)
+        centre=(float(centre_rc[1]), float(centre_rc[0])),
+        start_angle_deg=float(np.degrees(angle)),
+        landmark=landmark,
+    )
 
 
 __all__ = ["MyocardialContours", "myocardial_contours", "rv_insertion_angle"]

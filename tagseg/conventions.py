@@ -32,4 +32,15 @@ ORIENTATION = (
     "transposed so that rows = y, columns = x"
 )
 
-__all__ = ["BACKGROUND", "GAN_RANGE", "LABELS", "LV", "MYO", "NORM_MEAN", "NORM_STD", "ORIENTATION", "RV", "STORE_RANGE"]
+__all__ = [
+    "BACKGROUND",
+    "GAN_RANGE",
+    "LABELS",
+    "LV",
+    "MYO",
+    "NORM_MEAN",
+    "NORM_STD",
+    "ORIENTATION",
+    "RV",
+    "STORE_RANGE",
+]

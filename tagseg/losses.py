@@ -61,11 +61,15 @@ class ShapeAwareLoss(nn.Module):
             ValueError: shapes differ or are not 4D.
         """
         if probs.ndim != 4 or tuple(probs.shape) != tuple(target.shape):
-            raise ValueError(f"ShapeAwareLoss: probs and target must both be (B, C, H, W), got {tuple(probs.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"ShapeAwareLoss: probs and target must both be (B, C, H, W), got {tuple(probs.shape)} and {tuple(target.shape)}"
+            )
         if si is None:
             si = shape_information_batch(target, self.k)
         elif tuple(si.shape) != tuple(target.shape):
-            raise ValueError(f"ShapeAwareLoss: si must have the target's shape {tuple(target.shape)}, got {tuple(si.shape)}")
+            raise ValueError(
+                f"ShapeAwareLoss: si must have the target's shape {tuple(target.shape)}, got {tuple(si.shape)}"
+            )
         if isinstance(probs, torch.Tensor):
             si_t = si.to(device=probs.device, dtype=probs.dtype)
             area = target.to(probs.dtype).sum(dim=(-2, -1)).clamp_min(1.0)
@@ -121,11 +125,17 @@ class SegmentationLoss(nn.Module):
             raise ConfigError(f"loss.gamma: the shape-loss weight must be >= 0, got {gamma}")
         self.gamma = float(gamma)
         self.dice = DiceLoss(
-            include_background=include_background, to_onehot_y=True, softmax=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr
+            include_background=include_background,
+            to_onehot_y=True,
+            softmax=True,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
         )
         self.shape = ShapeAwareLoss(k=k)
 
-    def forward(self, logits: torch.Tensor, label: torch.Tensor, si: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, logits: torch.Tensor, label: torch.Tensor, si: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Args:
             logits: (B, C, H, W) raw scores, C = 1 + K (background + K target classes), or
                 stacked deep-supervision heads (B, n_heads, C, H, W).
@@ -145,13 +155,21 @@ class SegmentationLoss(nn.Module):
         return self._single(logits, label, si)
 
     def _single(self, logits: torch.Tensor, label: torch.Tensor, si: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        if logits.ndim != 4 or label.ndim != 4 or label.shape[1] != 1 or label.shape[0] != logits.shape[0] or label.shape[2:] != logits.shape[2:]:
+        if (
+            logits.ndim != 4
+            or label.ndim != 4
+            or label.shape[1] != 1
+            or label.shape[0] != logits.shape[0]
+            or label.shape[2:] != logits.shape[2:]
+        ):
             raise ValueError(
                 f"SegmentationLoss: expected logits (B, C, H, W) and label (B, 1, H, W), got {tuple(logits.shape)} and {tuple(label.shape)}"
             )
         n_classes = logits.shape[1]
         if si is not None and tuple(si.shape) != (logits.shape[0], n_classes - 1, *logits.shape[2:]):
-            raise ValueError(f"SegmentationLoss: si must be (B, {n_classes - 1}, H, W) for {n_classes} logit channels, got {tuple(si.shape)}")
+            raise ValueError(
+                f"SegmentationLoss: si must be (B, {n_classes - 1}, H, W) for {n_classes} logit channels, got {tuple(si.shape)}"
+            )
         logits = logits.float()
         index = label[:, 0].long()
         dice = self.dice(logits, label)

@@ -141,7 +141,9 @@ def _hd(p: np.ndarray, g: np.ndarray, spacing: np.ndarray, percentile: float) ->
     return float(max(np.percentile(d_pg, percentile), np.percentile(d_gp, percentile)))
 
 
-def hd95(pred: Array, target: Array, spacing_mm: Sequence[float] | np.ndarray = (1.0, 1.0), percentile: float = HD_PERCENTILE) -> float:
+def hd95(
+    pred: Array, target: Array, spacing_mm: Sequence[float] | np.ndarray = (1.0, 1.0), percentile: float = HD_PERCENTILE
+) -> float:
     """95th-percentile Hausdorff distance in mm between two 2D binary masks (Eq. 6).
 
     Args:
@@ -268,5 +270,14 @@ def shape_information_batch(masks: Array, k: float = 0.2) -> Array:
     return torch.from_numpy(out).to(masks.device) if is_torch else out
 
 
-__all__ = ["boundary", "check_k", "dice", "dice_batch", "hd95", "hd95_batch", "image_diagonal_mm",
-           "shape_information", "shape_information_batch"]
+__all__ = [
+    "boundary",
+    "check_k",
+    "dice",
+    "dice_batch",
+    "hd95",
+    "hd95_batch",
+    "image_diagonal_mm",
+    "shape_information",
+    "shape_information_batch",
+]

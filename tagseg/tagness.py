@@ -40,9 +40,13 @@ from tagseg.io.store import check_store
 
 def _check(min_period_px: float, max_period_px: float, n_peaks: int, peak_radius: float) -> None:
     if not (2.0 <= min_period_px < max_period_px):
-        raise ConfigError(f"tagness: need 2 <= min_period_px < max_period_px (pixels), got {min_period_px}, {max_period_px}")
+        raise ConfigError(
+            f"tagness: need 2 <= min_period_px < max_period_px (pixels), got {min_period_px}, {max_period_px}"
+        )
     if int(n_peaks) < 1 or not peak_radius > 0:
-        raise ConfigError(f"tagness: n_peaks must be >= 1 and peak_radius > 0 (cycles/px), got {n_peaks}, {peak_radius}")
+        raise ConfigError(
+            f"tagness: n_peaks must be >= 1 and peak_radius > 0 (cycles/px), got {n_peaks}, {peak_radius}"
+        )
 
 
 def tagness(
@@ -84,8 +88,10 @@ def tagness(
     if not torch.isfinite(x).all():
         raise DataError("tagness: images hold NaN or infinite values")
     n, h, w = x.shape
-    win = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
-                      torch.hann_window(w, periodic=False, dtype=torch.float64))
+    win = torch.outer(
+        torch.hann_window(h, periodic=False, dtype=torch.float64),
+        torch.hann_window(w, periodic=False, dtype=torch.float64),
+    )
     mean = (x * win).sum((-2, -1), keepdim=True) / win.sum()
     power = torch.fft.fft2((x - mean) * win).abs().square()
     fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None].expand(h, w)
@@ -151,7 +157,7 @@ def store_tagness(
         out = []
         chunks = range(0, rows.size, int(batch_size))
         for i in tqdm(chunks, desc=f"tagness {Path(path).name}", disable=not progress):
-            out.append(tagness(f["images"][rows[i:i + int(batch_size)]], **kwargs))
+            out.append(tagness(f["images"][rows[i : i + int(batch_size)]], **kwargs))
     return np.concatenate(out)
 
 

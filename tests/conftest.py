@@ -117,8 +117,16 @@ def trained_ckpt(tmp_path_factory) -> Path:
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
         image_size=32,
     )
-    trainer = L.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(tmp), accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp),
+        accelerator="cpu",
+    )
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
     return tmp / "run" / "checkpoints" / "best.ckpt"
@@ -141,16 +149,37 @@ TINY: dict[str, list[str]] = {
         "print_config=false",
     ],
     "evaluate": ["datamodule.image_size=32", "datamodule.num_workers=0", "trainer.accelerator=cpu"],
-    "prepare": ["data.n_subjects=4", "data.n_slices=1", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
-                "prepare.figure=false"],
-    "translate": ["data.n_subjects=1", "data.n_slices=1", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
-                  "method.progress=false"],
+    "prepare": [
+        "data.n_subjects=4",
+        "data.n_slices=1",
+        "data.n_frames=2",
+        "data.image_size=32",
+        "data.fov_mm=96",
+        "prepare.figure=false",
+    ],
+    "translate": [
+        "data.n_subjects=1",
+        "data.n_slices=1",
+        "data.n_frames=2",
+        "data.image_size=32",
+        "data.fov_mm=96",
+        "method.progress=false",
+    ],
     "predict": ["progress=false", "overlays=false", "device=cpu"],
-    "cyclegan": ["model.generator.ngf=4", "model.generator.n_blocks=1", "model.discriminator.ndf=4",
-                 "model.discriminator.n_layers=2", "model.n_epochs=1", "model.n_epochs_decay=1",
-                 "datamodule.batch_size=2", "trainer.accelerator=cpu", "+trainer.limit_train_batches=2",
-                 "+trainer.enable_progress_bar=false",
-                 "callbacks.cyclegan_grid.every_n_epochs=1", "callbacks.cyclegan_grid.n_examples=2"],
+    "cyclegan": [
+        "model.generator.ngf=4",
+        "model.generator.n_blocks=1",
+        "model.discriminator.ndf=4",
+        "model.discriminator.n_layers=2",
+        "model.n_epochs=1",
+        "model.n_epochs_decay=1",
+        "datamodule.batch_size=2",
+        "trainer.accelerator=cpu",
+        "+trainer.limit_train_batches=2",
+        "+trainer.enable_progress_bar=false",
+        "callbacks.cyclegan_grid.every_n_epochs=1",
+        "callbacks.cyclegan_grid.n_examples=2",
+    ],
 }
 #: tiny network width for the default model; left out when a test picks another model or network
 TINY_MODEL = ["+model.network.init_filters=8"]

@@ -29,16 +29,28 @@ def blob_images(n: int, size: int | tuple[int, int], tagged: bool, seed: int) ->
     return np.stack(out).astype(np.float32)
 
 
-def make_store(path: Path, n: int = 6, size: int | tuple[int, int] = 32, tagged: bool = False, seed: int = 0,
-               splits: list[str] | None = None, source: str = "toy") -> Path:
+def make_store(
+    path: Path,
+    n: int = 6,
+    size: int | tuple[int, int] = 32,
+    tagged: bool = False,
+    seed: int = 0,
+    splits: list[str] | None = None,
+    source: str = "toy",
+) -> Path:
     """A slice store of ``n`` blob images with random masks, one subject per row, and an extra."""
     images = blob_images(n, size, tagged, seed)
     rng = np.random.default_rng(seed + 1)
     masks = rng.integers(0, 4, images.shape).astype(np.uint8)
     meta = {
-        "subject": [f"s{i}" for i in range(n)], "slice": [i % 2 for i in range(n)], "frame": list(range(n)),
-        "n_frames": [n] * n, "phase": ["ED"] + [""] * (n - 1), "group": ["control"] * n,
-        "spacing_mm": [[1.5, 1.5]] * n, "source": [source] * n,
+        "subject": [f"s{i}" for i in range(n)],
+        "slice": [i % 2 for i in range(n)],
+        "frame": list(range(n)),
+        "n_frames": [n] * n,
+        "phase": ["ED"] + [""] * (n - 1),
+        "group": ["control"] * n,
+        "spacing_mm": [[1.5, 1.5]] * n,
+        "source": [source] * n,
         "split": splits if splits is not None else ["train"] * n,
     }
     extras = {"displacement": rng.random((n, 2, *images.shape[1:])).astype(np.float32)}

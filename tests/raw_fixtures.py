@@ -41,13 +41,16 @@ ACDC_SHAPE = (12, 10, 3)  # x, y, z
 ACDC_ZOOMS = (1.5, 1.25, 10.0)
 
 
-def make_acdc_patient(root: Path, folder: str, pid: int, ed: int = 1, es: int = 4, n_frames: int = 6,
-                      group: str = "NOR", seed: int = 0) -> Path:
+def make_acdc_patient(
+    root: Path, folder: str, pid: int, ed: int = 1, es: int = 4, n_frames: int = 6, group: str = "NOR", seed: int = 0
+) -> Path:
     """One ACDC patient folder; returns it. Frames ``ed`` / ``es`` are 1-based as in Info.cfg."""
     name = f"patient{pid:03d}"
     pdir = root / folder / name
     pdir.mkdir(parents=True, exist_ok=True)
-    (pdir / "Info.cfg").write_text(f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: 180.0\nNbFrame: {n_frames}\nWeight: 75.0\n")
+    (pdir / "Info.cfg").write_text(
+        f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: 180.0\nNbFrame: {n_frames}\nWeight: 75.0\n"
+    )
     rng = np.random.default_rng(seed + pid)
     nx, ny, nz = ACDC_SHAPE
     movie = rng.integers(0, 1000, size=(nx, ny, nz, n_frames)).astype(np.int16)
@@ -124,8 +127,13 @@ SCD_SHAPE = (16, 14)  # rows, cols
 SCD_SPACING = (1.25, 1.3)
 
 
-def write_dicom(path: Path, pixels: np.ndarray, spacing: tuple[float, float] | None = SCD_SPACING,
-                instance: int = 1, n_phases: int | None = None) -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    spacing: tuple[float, float] | None = SCD_SPACING,
+    instance: int = 1,
+    n_phases: int | None = None,
+) -> Path:
     """A minimal valid MR image DICOM file."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -167,14 +175,24 @@ def write_contour(path: Path, points: np.ndarray) -> Path:
     return path
 
 
-def make_scd_case(root: Path, case_padded: str, case: str, series: str, numbers: Sequence[int],
-                  n_phases: int = 20, seed: int = 0, distractor: bool = True) -> Path:
+def make_scd_case(
+    root: Path,
+    case_padded: str,
+    case: str,
+    series: str,
+    numbers: Sequence[int],
+    n_phases: int = 20,
+    seed: int = 0,
+    distractor: bool = True,
+) -> Path:
     """Contours under the padded id, DICOMs under the unpadded id; returns the contour folder."""
     rng = np.random.default_rng(seed)
     img_dir = root / "challenge_training" / case
     ctr_dir = root / "Contours" / "TrainingDataContours" / case_padded / "contours-manual" / "IRCCI-expert"
     for n in range(1, max(numbers) + 3):
-        write_dicom(img_dir / f"IM-{series}-{n:04d}.dcm", rng.integers(0, 800, SCD_SHAPE), instance=n, n_phases=n_phases)
+        write_dicom(
+            img_dir / f"IM-{series}-{n:04d}.dcm", rng.integers(0, 800, SCD_SHAPE), instance=n, n_phases=n_phases
+        )
     if distractor:  # a small localiser series with one matching number: must not be chosen
         write_dicom(img_dir / f"IM-0001-{numbers[0]:04d}.dcm", rng.integers(0, 800, SCD_SHAPE), instance=1)
     for n in numbers:
@@ -227,8 +245,9 @@ def write_matlab_roi(path: Path, inner: Sequence[np.ndarray | None], outer: Sequ
     return path
 
 
-def make_tagged_slice(root: Path, name: str, seed: int = 0, spacing=None, frames: int = TAG_FRAMES,
-                      empty_frames: Sequence[int] = ()) -> tuple[np.ndarray, list, list]:
+def make_tagged_slice(
+    root: Path, name: str, seed: int = 0, spacing=None, frames: int = TAG_FRAMES, empty_frames: Sequence[int] = ()
+) -> tuple[np.ndarray, list, list]:
     """One authors'-layout slice; returns (frames (t, y, x), inner, outer point lists)."""
     rng = np.random.default_rng(seed)
     movie = rng.uniform(0, 1, size=(frames, *TAG_SHAPE))

@@ -117,7 +117,9 @@ def test_resolution_rule(tmp_path, seg_run):
         shutil.copy(ckpts / "best.ckpt", other / name / "checkpoints" / "best.ckpt")
     with pytest.raises(CheckpointError, match=r"checkpoints of 2 runs"):
         resolve_checkpoint(other)
-    assert run_checkpoints(other) == [other / n / "checkpoints" / "best.ckpt" for n in ("r1", "r2")]  # a sweep: one per run
+    assert run_checkpoints(other) == [
+        other / n / "checkpoints" / "best.ckpt" for n in ("r1", "r2")
+    ]  # a sweep: one per run
     assert run_checkpoints(seg_run) == [ckpts / "best.ckpt"]
     assert run_checkpoints([seg_run, ckpts / "last.ckpt"]) == [ckpts / "best.ckpt", ckpts / "last.ckpt"]  # ckpt=[a, b]
     with pytest.raises(CheckpointError, match="an empty list"):
@@ -150,9 +152,15 @@ def test_loader_refuses_unsafe_broken_and_foreign_files(tmp_path, trained_ckpt, 
         load_checkpoint(tmp_path / "list.ckpt")
     gan = tmp_path / "gan.ckpt"
     torch.save({"tagseg_model": CYCLEGAN, "state_dict": {"g_ab.w": torch.zeros(1)}, "hyper_parameters": {}}, gan)
-    with pytest.raises(CheckpointError, match=r"gan\.ckpt: a cyclegan checkpoint; expected a segmentation checkpoint written by `tagseg train`"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"gan\.ckpt: a cyclegan checkpoint; expected a segmentation checkpoint written by `tagseg train`",
+    ):
         load_checkpoint(gan, kind=SEGMENTATION)
-    with pytest.raises(CheckpointError, match=r"best\.ckpt: a segmentation checkpoint; expected a cyclegan checkpoint written by `tagseg cyclegan`"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"best\.ckpt: a segmentation checkpoint; expected a cyclegan checkpoint written by `tagseg cyclegan`",
+    ):
         check_checkpoint(trained_ckpt, kind=CYCLEGAN)
     assert check_checkpoint(gan, kind=CYCLEGAN) == gan
 
@@ -168,32 +176,62 @@ def assert_refused(code: int, lines: list[str], evil: Path) -> None:
 
 def test_predict_refuses_a_trojaned_checkpoint(tmp_path, trained_ckpt, ring_store, marker, capsys):
     evil = trojan(torch.load(trained_ckpt, weights_only=True), marker, tmp_path / "evil.ckpt")
-    code, lines = run_app("predict", f"ckpt={evil}", f"input={ring_store}", f"output={tmp_path / 'out'}", "progress=false",
-                          f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    code, lines = run_app(
+        "predict",
+        f"ckpt={evil}",
+        f"input={ring_store}",
+        f"output={tmp_path / 'out'}",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
     assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
 def test_evaluate_refuses_a_trojaned_checkpoint(tmp_path, trained_ckpt, ring_store, marker, capsys):
     evil = trojan(torch.load(trained_ckpt, weights_only=True), marker, tmp_path / "run" / "checkpoints" / "best.ckpt")
-    code, lines = run_app("evaluate", f"ckpt={evil.parents[1]}", f"data.store={ring_store}", f"paths.output_dir={tmp_path / 'ev'}",
-                          f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)  # a run folder resolves to the same file
+    code, lines = run_app(
+        "evaluate",
+        f"ckpt={evil.parents[1]}",
+        f"data.store={ring_store}",
+        f"paths.output_dir={tmp_path / 'ev'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )  # a run folder resolves to the same file
     assert_refused(code, lines, evil)
 
 
 def test_train_init_from_refuses_a_trojaned_checkpoint(tmp_path, trained_ckpt, ring_store, marker, capsys):
     evil = trojan(torch.load(trained_ckpt, weights_only=True), marker, tmp_path / "evil.ckpt")
-    code, lines = run_app("train", f"init_from={evil}", f"data.store={ring_store}", f"paths.output_dir={tmp_path / 'run'}",
-                          *TINY_TRAIN, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    code, lines = run_app(
+        "train",
+        f"init_from={evil}",
+        f"data.store={ring_store}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        *TINY_TRAIN,
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_train_resume_refuses_a_trojaned_last_ckpt(tmp_path, seg_run, ring_store, marker, capsys):
-    evil = trojan(torch.load(seg_run / "checkpoints" / "last.ckpt", weights_only=True), marker,
-                  tmp_path / "old" / "checkpoints" / "last.ckpt")
-    code, lines = run_app("train", f"ckpt_path={evil}", f"data.store={ring_store}", f"paths.output_dir={tmp_path / 'run'}",
-                          *TINY_TRAIN, f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    evil = trojan(
+        torch.load(seg_run / "checkpoints" / "last.ckpt", weights_only=True),
+        marker,
+        tmp_path / "old" / "checkpoints" / "last.ckpt",
+    )
+    code, lines = run_app(
+        "train",
+        f"ckpt_path={evil}",
+        f"data.store={ring_store}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        *TINY_TRAIN,
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
 
 
@@ -206,12 +244,26 @@ def test_resume_never_loads_the_best_file_named_in_last_ckpt_unchecked(tmp_path,
     clean = torch.load(seg_run / "checkpoints" / "last.ckpt", weights_only=True)
     evil = trojan(torch.load(seg_run / "checkpoints" / "best.ckpt", weights_only=True), marker, ckpts / "best.ckpt")
     key = next(k for k in clean["callbacks"] if k.startswith("ModelCheckpoint"))
-    clean["callbacks"][key].update(dirpath=str(ckpts), best_model_path=str(evil), best_model_score=torch.tensor(1.0),
-                                   best_k_models={str(evil): torch.tensor(1.0)}, kth_best_model_path=str(evil),
-                                   kth_value=torch.tensor(1.0), last_model_path=str(ckpts / "last.ckpt"))
+    clean["callbacks"][key].update(
+        dirpath=str(ckpts),
+        best_model_path=str(evil),
+        best_model_score=torch.tensor(1.0),
+        best_k_models={str(evil): torch.tensor(1.0)},
+        kth_best_model_path=str(evil),
+        kth_value=torch.tensor(1.0),
+        last_model_path=str(ckpts / "last.ckpt"),
+    )
     torch.save(clean, ckpts / "last.ckpt")
-    code, lines = run_app("train", f"ckpt_path={run}", f"data.store={ring_store}", f"paths.output_dir={run}", *TINY_TRAIN,
-                          "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    code, lines = run_app(
+        "train",
+        f"ckpt_path={run}",
+        f"data.store={ring_store}",
+        f"paths.output_dir={run}",
+        *TINY_TRAIN,
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
     steps = clean["global_step"]
     assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 2 * steps  # the resumed fit ran its epoch first
@@ -221,26 +273,47 @@ def test_resume_never_loads_the_best_file_named_in_last_ckpt_unchecked(tmp_path,
 def test_report_examples_refuse_a_trojaned_checkpoint(tmp_path, seg_run, marker, capsys):
     run = tmp_path / "run"
     shutil.copytree(seg_run, run, ignore=shutil.ignore_patterns("*.ckpt"))
-    evil = trojan(torch.load(seg_run / "checkpoints" / "best.ckpt", weights_only=True), marker, run / "checkpoints" / "best.ckpt")
+    evil = trojan(
+        torch.load(seg_run / "checkpoints" / "best.ckpt", weights_only=True), marker, run / "checkpoints" / "best.ckpt"
+    )
     code, lines = run_app("report", f"path={run}", f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
     assert_refused(code, lines, evil)
 
 
 def test_translate_cyclegan_refuses_a_trojaned_checkpoint(tmp_path, ring_store, marker, capsys):
-    evil = trojan({"tagseg_model": CYCLEGAN, "state_dict": {"g_ab.w": torch.zeros(1)}, "hyper_parameters": {}}, marker,
-                  tmp_path / "gan" / "checkpoints" / "last.ckpt")
-    code, lines = run_app("translate", "method=cyclegan", f"ckpt={evil}", f"input={ring_store}", f"output={tmp_path / 'o.h5'}",
-                          f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    evil = trojan(
+        {"tagseg_model": CYCLEGAN, "state_dict": {"g_ab.w": torch.zeros(1)}, "hyper_parameters": {}},
+        marker,
+        tmp_path / "gan" / "checkpoints" / "last.ckpt",
+    )
+    code, lines = run_app(
+        "translate",
+        "method=cyclegan",
+        f"ckpt={evil}",
+        f"input={ring_store}",
+        f"output={tmp_path / 'o.h5'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
     assert not (tmp_path / "o.h5").exists()
 
 
 def test_cyclegan_resume_refuses_a_trojaned_checkpoint(tmp_path, marker, capsys):
-    evil = trojan({"tagseg_model": CYCLEGAN, "state_dict": {}, "hyper_parameters": {}}, marker,
-                  tmp_path / "gan" / "checkpoints" / "last.ckpt")
-    code, lines = run_app("cyclegan", f"ckpt_path={evil}", f"paths.output_dir={tmp_path / 'run'}",
-                          f"data_a.store={tmp_path / 'none_a.h5'}", f"data_b.store={tmp_path / 'none_b.h5'}",
-                          f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
+    evil = trojan(
+        {"tagseg_model": CYCLEGAN, "state_dict": {}, "hyper_parameters": {}},
+        marker,
+        tmp_path / "gan" / "checkpoints" / "last.ckpt",
+    )
+    code, lines = run_app(
+        "cyclegan",
+        f"ckpt_path={evil}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        f"data_a.store={tmp_path / 'none_a.h5'}",
+        f"data_b.store={tmp_path / 'none_b.h5'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
     assert_refused(code, lines, evil)
     assert not (tmp_path / "none_a.h5").exists()  # refused before any preparation
 
@@ -248,12 +321,29 @@ def test_cyclegan_resume_refuses_a_trojaned_checkpoint(tmp_path, marker, capsys)
 def test_model_types_are_not_mixed_up(tmp_path, trained_ckpt, ring_store, capsys):
     gan = tmp_path / "gan.ckpt"
     torch.save({"tagseg_model": CYCLEGAN, "state_dict": {"g_ab.w": torch.zeros(1)}, "hyper_parameters": {}}, gan)
-    code, lines = run_app("predict", f"ckpt={gan}", f"input={ring_store}", f"output={tmp_path / 'out'}", "progress=false",
-                          f"hydra.run.dir={tmp_path / 'h'}", capsys=capsys)
-    assert code == 2 and lines == [f"tagseg: error: {gan}: a cyclegan checkpoint; expected a segmentation checkpoint "
-                                   "written by `tagseg train`"]
-    code, lines = run_app("translate", "method=cyclegan", f"ckpt={trained_ckpt}", f"input={ring_store}",
-                          f"output={tmp_path / 'o.h5'}", f"hydra.run.dir={tmp_path / 'h2'}", capsys=capsys)
-    assert code == 2 and lines == [f"tagseg: error: {trained_ckpt}: a segmentation checkpoint; expected a cyclegan "
-                                   "checkpoint written by `tagseg cyclegan`"]
+    code, lines = run_app(
+        "predict",
+        f"ckpt={gan}",
+        f"input={ring_store}",
+        f"output={tmp_path / 'out'}",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        capsys=capsys,
+    )
+    assert code == 2 and lines == [
+        f"tagseg: error: {gan}: a cyclegan checkpoint; expected a segmentation checkpoint written by `tagseg train`"
+    ]
+    code, lines = run_app(
+        "translate",
+        "method=cyclegan",
+        f"ckpt={trained_ckpt}",
+        f"input={ring_store}",
+        f"output={tmp_path / 'o.h5'}",
+        f"hydra.run.dir={tmp_path / 'h2'}",
+        capsys=capsys,
+    )
+    assert code == 2 and lines == [
+        f"tagseg: error: {trained_ckpt}: a segmentation checkpoint; expected a cyclegan "
+        "checkpoint written by `tagseg cyclegan`"
+    ]
     assert json.loads(json.dumps(lines))  # plain one-line strings

@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _query(line: str) -> list[str]:
     words = line.split()
     env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
-    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", words[1], "-sc", "query=bash"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", words[1], "-sc", "query=bash"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.split()
 
@@ -42,7 +48,7 @@ def test_bash_script_completes_stages_and_delegates_the_rest(tmp_path):
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
-    (tmp_path / "tagseg").write_text(f"#!/bin/sh\nexec {sys.executable} -m tagseg.cli \"$@\"\n")
+    (tmp_path / "tagseg").write_text(f'#!/bin/sh\nexec {sys.executable} -m tagseg.cli "$@"\n')
     (tmp_path / "tagseg").chmod(0o755)
     probe = (
         'eval "$(tagseg --completion bash)"\n'

@@ -85,7 +85,9 @@ def test_segmentation_callbacks_keep_last_and_best_by_val_dice(compose_config, c
     # (Lightning's save_last rewrites last.ckpt only when the best changes)
     best, last = ckpt
     assert best.monitor == "val/dice" and best.mode == "max" and best.filename == "best"
-    assert last.monitor is None and last.filename == "last" and last.save_top_k == 1 and not last._enable_version_counter
+    assert (
+        last.monitor is None and last.filename == "last" and last.save_top_k == 1 and not last._enable_version_counter
+    )
 
 
 @pytest.mark.parametrize("choice", choices("debug"))

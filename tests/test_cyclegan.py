@@ -25,8 +25,15 @@ def tiny_module(**kwargs) -> CycleGANModule:
 
 
 def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, default_root_dir=tmp_path)
+    base = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     return pl.Trainer(**{**base, **kwargs})
 
 
@@ -193,8 +200,9 @@ def test_cycle_loss_decreases_on_a_tiny_fixed_batch(tmp_path):
     a = make_store(tmp_path / "a.h5", n=2, size=16, seed=1)
     b = make_store(tmp_path / "b.h5", n=2, size=16, tagged=True, seed=2)
     pl.seed_everything(0)
-    model = CycleGANModule(generator={"ngf": 8, "n_blocks": 1}, discriminator=TINY_DISCRIMINATOR, lr=2e-3,
-                           n_epochs=40, n_epochs_decay=0)
+    model = CycleGANModule(
+        generator={"ngf": 8, "n_blocks": 1}, discriminator=TINY_DISCRIMINATOR, lr=2e-3, n_epochs=40, n_epochs_decay=0
+    )
     record = RecordCycle()
     tiny_trainer(tmp_path, max_epochs=40, callbacks=[record]).fit(model, UnpairedDataModule(a, b, batch_size=2))
     first, last = np.mean(record.values[:3]), np.mean(record.values[-3:])
@@ -214,7 +222,9 @@ def test_bf16_mixed_precision_step_runs(tmp_path, stores):
 
 def test_unpaired_datamodule_converts_once_and_uses_the_tagged_train_split(tmp_path):
     a = make_store(tmp_path / "a.h5", n=6, seed=1, splits=["train", "val", "test"] * 2)
-    b = make_store(tmp_path / "b.h5", n=6, tagged=True, seed=2, splits=["train", "test", "test", "train", "val", "train"])
+    b = make_store(
+        tmp_path / "b.h5", n=6, tagged=True, seed=2, splits=["train", "test", "test", "train", "val", "train"]
+    )
     dm = UnpairedDataModule(a, b, batch_size=2)
     dm.setup()
     assert len(dm.domain_a) == 6 and len(dm.domain_b) == 3  # all cine frames; tagged train rows only
@@ -272,6 +282,6 @@ def test_grid_goes_to_wandb_when_a_wandb_logger_is_attached(tmp_path, stores):
     dm = UnpairedDataModule(*stores)
     trainer = SimpleNamespace(datamodule=dm, loggers=[wandb], global_step=7)
     CycleGANGrid(tmp_path / "g", every_n_epochs=1, n_examples=2)._save(trainer, tiny_module(), 2)
-    (key, images, step, kwargs), = wandb.calls
+    ((key, images, step, kwargs),) = wandb.calls
     assert key == "cyclegan/grid" and step == 7 and images == [str(tmp_path / "g" / "epoch_003.png")]
     assert (tmp_path / "g" / "epoch_003.png").exists() and "fake B" in kwargs["caption"][0]

@@ -34,8 +34,16 @@ def trained(tmp_path_factory):
     b = make_store(d / "tagged.h5", n=4, tagged=True, seed=3)
     pl.seed_everything(0)
     model = CycleGANModule(generator=TINY_GENERATOR, discriminator=TINY_DISCRIMINATOR)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=d)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=d,
+    )
     trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
     ckpt = d / "last.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -44,7 +52,9 @@ def trained(tmp_path_factory):
 
 def test_translate_preserves_shapes_masks_meta_and_extras(tmp_path, trained):
     ckpt, model = trained
-    src_path = make_store(tmp_path / "in.h5", n=5, size=(24, 40), seed=7, splits=["train", "val", "test", "train", "val"])
+    src_path = make_store(
+        tmp_path / "in.h5", n=5, size=(24, 40), seed=7, splits=["train", "val", "test", "train", "val"]
+    )
     report = CycleGANTranslator(ckpt, batch_size=2, progress=False, n_figure=2).run(src_path, tmp_path / "out.h5")
     src, out = read_store(src_path), read_store(tmp_path / "out.h5")
     assert out.images.shape == src.images.shape == (5, 24, 40)
@@ -71,9 +81,17 @@ def test_load_generator_bad_checkpoints(tmp_path):
     from tagseg.models.networks import build_network
 
     net = build_network("nnunet", image_size=16, strides=[1, 2, 2], filters=[4, 8, 8])
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": {"lr": 1e-3},
-                "epoch": 3}, tmp_path / "seg.ckpt")
-    with pytest.raises(ConfigError, match=r"seg\.ckpt: a checkpoint of another model type .*expected a cyclegan checkpoint"):
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"lr": 1e-3},
+            "epoch": 3,
+        },
+        tmp_path / "seg.ckpt",
+    )
+    with pytest.raises(
+        ConfigError, match=r"seg\.ckpt: a checkpoint of another model type .*expected a cyclegan checkpoint"
+    ):
         CycleGANTranslator(tmp_path / "seg.ckpt")
 
 
@@ -94,7 +112,9 @@ def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(compose_config
 
     a = make_store(tmp_path / "cine.h5", n=4, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=4, tagged=True, seed=3)
-    cfg = compose_config("cyclegan", *stores(a, b), "tagness_check.enabled=true", f"tagness_check.output={tmp_path / 'tr.h5'}")
+    cfg = compose_config(
+        "cyclegan", *stores(a, b), "tagness_check.enabled=true", f"tagness_check.output={tmp_path / 'tr.h5'}"
+    )
     result = train_cyclegan(cfg)
     run = tmp_path / "run"
     assert result["last_ckpt"] == run / "checkpoints" / "last.ckpt" and result["last_ckpt"].exists()
@@ -108,8 +128,14 @@ def test_cyclegan_app_trains_checkpoints_grids_and_checks_tagness(compose_config
     # the checkpoint drives `tagseg translate method=cyclegan ... ckpt=...`
     from tagseg.stages.translate import build_translator
 
-    tcfg = compose_config("translate", "method=cyclegan", f"ckpt={result['last_ckpt']}", f"input={a}",
-                          f"output={tmp_path / 'out.h5'}", tiny=False)
+    tcfg = compose_config(
+        "translate",
+        "method=cyclegan",
+        f"ckpt={result['last_ckpt']}",
+        f"input={a}",
+        f"output={tmp_path / 'out.h5'}",
+        tiny=False,
+    )
     translator = build_translator(tcfg)
     assert isinstance(translator, CycleGANTranslator) and translator.ckpt == result["last_ckpt"]
 
@@ -137,9 +163,22 @@ def test_gan_strategy_turns_on_unused_parameters_for_ddp():
 def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
     a = make_store(tmp_path / "cine.h5", n=2, seed=0)
     env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "translate", "method=cyclegan", f"input={a}",
-                           f"ckpt={tmp_path / 'none.ckpt'}", f"hydra.run.dir={tmp_path / 'h'}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tagseg.cli",
+            "translate",
+            "method=cyclegan",
+            f"input={a}",
+            f"ckpt={tmp_path / 'none.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
     assert len(lines) == 1 and "none.ckpt not found" in lines[0]
@@ -153,7 +192,9 @@ def test_cyclegan_trains_under_ddp_on_two_cpu_processes(compose_config, tmp_path
 
     a = make_store(tmp_path / "cine.h5", n=8, seed=0)
     b = make_store(tmp_path / "tagged.h5", n=8, tagged=True, seed=3)
-    cfg = compose_config("cyclegan", *stores(a, b), "+trainer.strategy=ddp_spawn", "trainer.devices=2", "model.n_epochs_decay=0")
+    cfg = compose_config(
+        "cyclegan", *stores(a, b), "+trainer.strategy=ddp_spawn", "trainer.devices=2", "model.n_epochs_decay=0"
+    )
     result = train_cyclegan(cfg)
     assert result["last_ckpt"] is not None and result["last_ckpt"].exists()
     state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
@@ -187,8 +228,15 @@ def test_translate_app_end_to_end_with_a_cyclegan_checkpoint(tmp_path, trained):
 
     ckpt, _ = trained
     src = make_store(tmp_path / "in.h5", n=3, seed=2)
-    argv = ["tagseg-translate", "method=cyclegan", f"input={src}", f"output={tmp_path / 'out.h5'}", f"ckpt={ckpt}",
-            "method.progress=false", f"hydra.run.dir={tmp_path / 'h'}"]
+    argv = [
+        "tagseg-translate",
+        "method=cyclegan",
+        f"input={src}",
+        f"output={tmp_path / 'out.h5'}",
+        f"ckpt={ckpt}",
+        "method.progress=false",
+        f"hydra.run.dir={tmp_path / 'h'}",
+    ]
     old = sys.argv
     sys.argv = argv
     try:

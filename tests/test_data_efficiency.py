@@ -58,7 +58,14 @@ def _check_sharing(cells: list[dict[str, str]], plans: list[dict]) -> dict:
 def test_full_experiment_cells_and_keys():
     cells = _cells("data_efficiency")
     assert len(cells) == 6 * 5 * 3
-    assert {c["strategy"] for c in cells} == {"scratch", "cine", "physics", "physics_dynamic", "cyclegan", "three_stage"}
+    assert {c["strategy"] for c in cells} == {
+        "scratch",
+        "cine",
+        "physics",
+        "physics_dynamic",
+        "cyclegan",
+        "three_stage",
+    }
     assert {c[N_KEY] for c in cells} == {"1", "2", "4", "8", "16"} and {c["seed"] for c in cells} == {"0", "1", "2"}
     # a sample of cells (planning all 90 takes minutes): every strategy at n = 1 and 16, seed 0, and one seed 1
     sample = [c for c in cells if c["seed"] == "0" and c[N_KEY] in ("1", "16")]
@@ -74,7 +81,9 @@ def test_full_experiment_cells_and_keys():
     cfg = by[("scratch", "0")]["finetune"].config["train"]
     assert cfg["datamodule"]["min_train_samples"] == 384 and cfg["datamodule"]["image_size"] == 128
     store = by[("scratch", "0")]["prepare[phantom_tagged]"].config
-    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values())
+    splits = list(
+        split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values()
+    )
     assert splits.count("train") >= 16 and splits.count("test") >= 15
 
 
@@ -90,11 +99,15 @@ def test_demo_is_the_documented_subset():
     assert len(cells) == 4 * 4 * 3
     assert {c["strategy"] for c in cells} == {"scratch", "cine", "physics", "cyclegan"}
     assert sorted({int(c[N_KEY]) for c in cells}) == [1, 2, 4, 16]
-    sample = [c for c in cells if c["seed"] == "0" and c["strategy"] in ("scratch", "cyclegan") and c[N_KEY] in ("1", "16")]
+    sample = [
+        c for c in cells if c["seed"] == "0" and c["strategy"] in ("scratch", "cyclegan") and c[N_KEY] in ("1", "16")
+    ]
     plans = _plans("data_efficiency_demo", sample)
     _check_sharing(sample, plans)
     cfg = plans[0]["finetune"].config["train"]
     assert cfg["datamodule"]["image_size"] == 64 and cfg["model"]["network"]["name"] == "resnetvae"
     store = plans[0]["prepare[phantom_tagged]"].config
-    splits = list(split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values())
+    splits = list(
+        split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values()
+    )
     assert splits.count("train") >= 16 and splits.count("test") >= 10

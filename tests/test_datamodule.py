@@ -39,7 +39,9 @@ def test_batch_contract_values(ring_store):
         expected = (store.images[row] - 0.456) / 0.224
         np.testing.assert_allclose(batch["image"][i, 0].numpy(), expected, atol=1e-6)
         np.testing.assert_array_equal(batch["label"][i, 0].numpy(), (store.masks[row] == 2).astype(np.int64))
-        np.testing.assert_allclose(batch["si"][i, 0].numpy(), shape_information(store.masks[row] == 2, k=0.2), atol=1e-6)
+        np.testing.assert_allclose(
+            batch["si"][i, 0].numpy(), shape_information(store.masks[row] == 2, k=0.2), atol=1e-6
+        )
         assert batch["subject"][i] == store.meta["subject"][row]
         assert int(batch["frame"][i]) == store.meta["frame"][row]
         assert batch["group"][i] == store.meta["group"][row]
@@ -119,7 +121,9 @@ def test_affine_and_elastic_keep_labels_integral_and_si_aligned(ring_store):
     assert sample["si"][0][inside].mean() > 0.5 and sample["si"][0][~inside].mean() < 0.2
     # val / test never augmented
     val = dm.datasets["val"][0]
-    np.testing.assert_allclose(val["image"][0].numpy(), (dm.data.images[dm.datasets["val"].rows[0]] - 0.456) / 0.224, atol=1e-6)
+    np.testing.assert_allclose(
+        val["image"][0].numpy(), (dm.data.images[dm.datasets["val"].rows[0]] - 0.456) / 0.224, atol=1e-6
+    )
 
 
 def test_missing_store_names_it(tmp_path):

@@ -17,19 +17,46 @@ import torch
 from tagseg.runtime import ddp
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
-        "strategy.use_existing_stores=false", "datamodule.image_size=32", "datamodule.batch_size=4",
-        "datamodule.num_workers=0", "+model.network.init_filters=8", "callbacks=minimal", "print_config=false",
-        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
-        "++trainer.max_steps=2", "++trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-        "strategy=scratch"]
+TINY = [
+    "data.n_subjects=6",
+    "data.n_frames=2",
+    "data.image_size=32",
+    "data.fov_mm=96",
+    "strategy.use_existing_stores=false",
+    "datamodule.image_size=32",
+    "datamodule.batch_size=4",
+    "datamodule.num_workers=0",
+    "+model.network.init_filters=8",
+    "callbacks=minimal",
+    "print_config=false",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.max_epochs=1",
+    "++trainer.max_steps=2",
+    "++trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "strategy=scratch",
+]
 
 
 # a plain run (no strategy) on a given store
-PLAIN = ["datamodule.image_size=32", "datamodule.batch_size=2", "datamodule.num_workers=0",
-         "datamodule.augment.enabled=false", "+model.network.init_filters=8", "callbacks=minimal", "print_config=false",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
-         "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false", "torch_threads=1"]
+PLAIN = [
+    "datamodule.image_size=32",
+    "datamodule.batch_size=2",
+    "datamodule.num_workers=0",
+    "datamodule.augment.enabled=false",
+    "+model.network.init_filters=8",
+    "callbacks=minimal",
+    "print_config=false",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.max_epochs=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_model_summary=false",
+    "torch_threads=1",
+]
 
 
 def _train(root: Path, *args: str, base: list[str] = TINY, torchrun: bool = False) -> subprocess.CompletedProcess:
@@ -38,14 +65,31 @@ def _train(root: Path, *args: str, base: list[str] = TINY, torchrun: bool = Fals
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
     # torchrun creates the ranks (plain ddp, each rank runs the job); otherwise the job spawns them
-    python = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else [sys.executable]
-    return subprocess.run([*python, "-m", "tagseg.cli", "train", *flags, *base, *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    python = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        if torchrun
+        else [sys.executable]
+    )
+    return subprocess.run(
+        [*python, "-m", "tagseg.cli", "train", *flags, *base, *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_rank_and_strategy_follow_the_launcher(monkeypatch):
-    for var in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS",
-                "SUBMITIT_LOCAL_NTASKS"):
+    for var in (
+        "RANK",
+        "SLURM_PROCID",
+        "SUBMITIT_LOCAL_GLOBALID",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "SLURM_NTASKS",
+        "SUBMITIT_LOCAL_NTASKS",
+    ):
         monkeypatch.delenv(var, raising=False)
     assert (ddp.global_rank(), ddp.world_size(), ddp.launcher_created_ranks()) == (0, 1, False)
     assert ddp.ddp_strategy()._start_method == "spawn"
@@ -97,7 +141,10 @@ def test_multirun_with_ddp_runs_each_cell_once(tmp_path):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["0", "1"]
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
-    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["overrides"].split(",")[-1] for r in rows] == ["seed=0", "seed=1"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["overrides"].split(",")[-1] for r in rows] == [
+        "seed=0",
+        "seed=1",
+    ]
     assert len(list((tmp_path / "cache" / "finetune").glob("*/done"))) == 2
     assert not (tmp_path / "logs" / "train" / "runs").exists()  # no rank re-ran the command as a single run
 

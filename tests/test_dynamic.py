@@ -52,9 +52,17 @@ def make_moving_store(path, with_displacement: bool) -> dict:
         masks.append(map_coordinates(ed_mask, coords, order=0, mode="nearest"))
         disp.append(lagrangian_displacement(t))
     images = np.clip(np.asarray(images, np.float32), 0, 1)
-    meta = {"subject": ["ph"] * T, "slice": [0] * T, "frame": list(range(T)), "n_frames": [T] * T,
-            "phase": ["ED"] + [""] * (T - 1), "group": ["control"] * T, "spacing_mm": [[1.4, 1.4]] * T,
-            "source": ["phantom-cine"] * T, "split": ["train"] * T}
+    meta = {
+        "subject": ["ph"] * T,
+        "slice": [0] * T,
+        "frame": list(range(T)),
+        "n_frames": [T] * T,
+        "phase": ["ED"] + [""] * (T - 1),
+        "group": ["control"] * T,
+        "spacing_mm": [[1.4, 1.4]] * T,
+        "source": ["phantom-cine"] * T,
+        "split": ["train"] * T,
+    }
     extras = {"displacement": np.asarray(disp, np.float32)} if with_displacement else None
     write_store(path, images, np.asarray(masks), meta, extras=extras, name="phantom-cine")
     return {"images": images, "masks": np.asarray(masks)}
@@ -72,8 +80,9 @@ def warped_ed_pattern(t: int) -> np.ndarray:
 
 def correlations(tmp_path, motion: str, with_displacement: bool) -> tuple[list[float], list[float]]:
     data = make_moving_store(tmp_path / "cine.h5", with_displacement)
-    PhysicsDynamicTranslator({"spacing_px": SPACING}, motion=motion, progress=False, n_figure=0,
-                             fading={"frame_ms": 50.0}).run(tmp_path / "cine.h5", tmp_path / "dyn.h5")
+    PhysicsDynamicTranslator(
+        {"spacing_px": SPACING}, motion=motion, progress=False, n_figure=0, fading={"frame_ms": 50.0}
+    ).run(tmp_path / "cine.h5", tmp_path / "dyn.h5")
     out = read_store(tmp_path / "dyn.h5")
     corr, depth = [], []
     for t in range(T):
@@ -145,6 +154,14 @@ def test_bad_motion_and_fading_named():
     with pytest.raises(ConfigError, match="method.fading.t1_ms must be > 0 ms, got -1"):
         PhysicsDynamicTranslator(fading={"t1_ms": -1})
     with pytest.raises(ConfigError, match=r"displacement must be \(T, 2, H, W\)"):
-        dynamic_tagging(torch.ones(2, 8, 8), np.zeros((2, 8, 8), np.uint8), [0, 1], 0, TAG, FadingParams(),
-                        motion="displacement", displacement=np.zeros((2, 8, 8)))
+        dynamic_tagging(
+            torch.ones(2, 8, 8),
+            np.zeros((2, 8, 8), np.uint8),
+            [0, 1],
+            0,
+            TAG,
+            FadingParams(),
+            motion="displacement",
+            displacement=np.zeros((2, 8, 8)),
+        )
     assert math.isfinite(FadingParams().t1_ms)

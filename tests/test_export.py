@@ -37,7 +37,11 @@ def test_onnx_runs_in_onnxruntime_alone_and_equals_pytorch(onnx_model, trained_c
 
     meta = json.loads((onnx_model / "model.json").read_text())
     assert meta["format"] == "onnx" and meta["image_size"] == 32 and meta["labels"] == [0, 2]
-    assert (meta["mean"], meta["std"]) == (0.456, 0.224) and len(meta["checkpoint_sha256"]) == 64 and meta["tagseg_version"]
+    assert (
+        (meta["mean"], meta["std"]) == (0.456, 0.224)
+        and len(meta["checkpoint_sha256"]) == 64
+        and meta["tagseg_version"]
+    )
     x = np.random.default_rng(1).normal(size=(5, 1, 32, 32)).astype(np.float32)  # batch size other than the export's
     session = ort.InferenceSession(str(onnx_model / meta["file"]), providers=["CPUExecutionProvider"])
     got = session.run(None, {meta["input"]["name"]: x})[0]
@@ -82,12 +86,30 @@ def test_predict_stage_takes_model_on_the_command_line(onnx_model, tmp_path):
     assert alias("train", "model=resnetvae") == "model=resnetvae"
     scan = _scan(tmp_path)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("predict", overrides=[alias("predict", f"model={onnx_model}"), f"input={scan}", f"output={tmp_path / 'out'}",
-                                            f"paths.output_dir={tmp_path}", "overlays=false", "progress=false"])
+        cfg = compose(
+            "predict",
+            overrides=[
+                alias("predict", f"model={onnx_model}"),
+                f"input={scan}",
+                f"output={tmp_path / 'out'}",
+                f"paths.output_dir={tmp_path}",
+                "overlays=false",
+                "progress=false",
+            ],
+        )
     report = predict_scans(cfg)
     assert report.scans == ["scan"] and not report.failures and report.timings["images"] == 3
     assert report.timing_line().startswith("time: ") and "ms/image" in report.timing_line()
     with pytest.raises(ConfigError, match="pass exactly one"):
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            predict_scans(compose("predict", overrides=[f"exported_model={onnx_model}", f"ckpt={onnx_model}", f"input={scan}",
-                                                        f"paths.output_dir={tmp_path}"]))
+            predict_scans(
+                compose(
+                    "predict",
+                    overrides=[
+                        f"exported_model={onnx_model}",
+                        f"ckpt={onnx_model}",
+                        f"input={scan}",
+                        f"paths.output_dir={tmp_path}",
+                    ],
+                )
+            )

@@ -33,8 +33,14 @@ def doc_text() -> str:
 def project(tmp_path, monkeypatch):
     """The page's files under ``tmp_path`` (``mytags/``, ``my_conf/``), importable; cleaned up after."""
     files = BLOCK.findall(doc_text())
-    assert {name for name, _ in files} >= {"mytags/reader.py", "mytags/net.py", "mytags/invert.py", "my_conf/data/rings.yaml",
-                                           "my_conf/method/invert.yaml", "my_conf/strategy/dynamic.yaml"}
+    assert {name for name, _ in files} >= {
+        "mytags/reader.py",
+        "mytags/net.py",
+        "mytags/invert.py",
+        "my_conf/data/rings.yaml",
+        "my_conf/method/invert.yaml",
+        "my_conf/strategy/dynamic.yaml",
+    }
     for name, body in files:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +67,16 @@ def run_app(stage: str, *args: str) -> None:
 def test_a_custom_reader_prepares_a_store(project):
     assert "tagseg prepare --config-dir my_conf data=rings prepare.image_size=32" in doc_text()
     out = project / "rings.h5"
-    run_app("prepare", "--config-dir", str(project / "my_conf"), "data=rings", "prepare.image_size=32", f"output={out}", "prepare.figure=false",
-            f"hydra.run.dir={project / 'h'}")
+    run_app(
+        "prepare",
+        "--config-dir",
+        str(project / "my_conf"),
+        "data=rings",
+        "prepare.image_size=32",
+        f"output={out}",
+        "prepare.figure=false",
+        f"hydra.run.dir={project / 'h'}",
+    )
     store = read_store(out)
     assert store.images.shape == (8, 32, 32) and set(np.unique(store.masks)) == {0, 2, 3}
     assert sorted(set(store.meta["subject"])) == ["r0", "r1", "r2", "r3"] and set(store.meta["source"]) == {"rings"}
@@ -73,14 +87,26 @@ def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_s
     from tagseg.models.segmenter import load_segmenter
     from tagseg.stages.train import train
 
-    cfg = compose_stage("train", ["model=resnetvae", f"paths.output_dir={project / 'run'}", f"data.store={ring_store}",
-                                  "model.network.name=mytags.net:tiny_fcn", "+model.network.width=8", "datamodule.image_size=30",
-                                  "trainer.max_steps=1", "test=false"])
+    cfg = compose_stage(
+        "train",
+        [
+            "model=resnetvae",
+            f"paths.output_dir={project / 'run'}",
+            f"data.store={ring_store}",
+            "model.network.name=mytags.net:tiny_fcn",
+            "+model.network.width=8",
+            "datamodule.image_size=30",
+            "trainer.max_steps=1",
+            "test=false",
+        ],
+    )
     result = train(cfg)
     assert result.global_step == 1 and result.last_ckpt is not None
     assert type(NETWORKS["tiny_fcn"].cls).__name__ == "type" and NETWORKS["tiny_fcn"].cls.__name__ == "TinyFCN"
     segmenter = load_segmenter(result.last_ckpt)  # the checkpoint names the network; loading rebuilds it
-    assert type(segmenter.network).__name__ == "TinyFCN" and segmenter.image_size == 30  # the bare network, no Lightning
+    assert (
+        type(segmenter.network).__name__ == "TinyFCN" and segmenter.image_size == 30
+    )  # the bare network, no Lightning
     labels = segmenter.segment(np.random.default_rng(0).random((2, 40, 36)).astype(np.float32))
     assert labels.shape == (2, 40, 36) and set(np.unique(labels)) <= {0, 2}
 
@@ -88,8 +114,15 @@ def test_a_registered_network_trains_and_its_checkpoint_rebuilds(project, ring_s
 def test_a_custom_translator_runs_through_tagseg_translate(project, ring_store):
     assert "tagseg translate --config-dir my_conf method=invert" in doc_text()
     out = project / "invert.h5"
-    run_app("translate", "--config-dir", str(project / "my_conf"), "method=invert", f"input={ring_store}", f"output={out}",
-            f"hydra.run.dir={project / 'h'}")
+    run_app(
+        "translate",
+        "--config-dir",
+        str(project / "my_conf"),
+        "method=invert",
+        f"input={ring_store}",
+        f"output={out}",
+        f"hydra.run.dir={project / 'h'}",
+    )
     src, got = read_store(ring_store), read_store(out)
     np.testing.assert_allclose(got.images, 1.0 - src.images, atol=1e-6)
     np.testing.assert_array_equal(got.masks, src.masks)
@@ -106,12 +139,30 @@ def test_a_new_pretraining_source_is_planned(project):
         # the user's folder on the search path, as --config-dir puts it
         cfg = compose("train", overrides=[f"hydra.searchpath=[file://{project / 'my_conf'}]", "strategy=dynamic"])
         labels = [s.label for s in plan_strategy(cfg)]
-        gan = compose("train", overrides=["strategy=physics", "+strategy.translate.gan2=['method=cyclegan']", "strategy.chain=[gan2]"])
+        gan = compose(
+            "train",
+            overrides=["strategy=physics", "+strategy.translate.gan2=['method=cyclegan']", "strategy.chain=[gan2]"],
+        )
         gan_labels = [s.label for s in plan_strategy(gan)]
         typo = compose("train", overrides=["strategy=physics", "strategy.chain=[dynamc]"])
-        with pytest.raises(ConfigError, match=r"unknown source\(s\) \['dynamc'\]; expected a list of \['cine', 'physics', 'cyclegan'\]"):
+        with pytest.raises(
+            ConfigError, match=r"unknown source\(s\) \['dynamc'\]; expected a list of \['cine', 'physics', 'cyclegan'\]"
+        ):
             plan_strategy(typo)
-    assert labels == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "translate[dynamic]", "pretrain[dynamic]",
-                      "finetune", "test"]
-    assert gan_labels == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "cyclegan", "translate[gan2]", "pretrain[gan2]",
-                          "finetune", "test"]  # method=cyclegan: the GAN is trained first
+    assert labels == [
+        "prepare[phantom_tagged]",
+        "prepare[phantom_cine]",
+        "translate[dynamic]",
+        "pretrain[dynamic]",
+        "finetune",
+        "test",
+    ]
+    assert gan_labels == [
+        "prepare[phantom_tagged]",
+        "prepare[phantom_cine]",
+        "cyclegan",
+        "translate[gan2]",
+        "pretrain[gan2]",
+        "finetune",
+        "test",
+    ]  # method=cyclegan: the GAN is trained first

@@ -61,7 +61,9 @@ def test_shape_information_empty_and_full_masks():
 
 
 def test_shape_information_batch_matches_single():
-    masks = np.stack([np.stack([square(), square(top=1, size=3)]), np.stack([np.zeros((9, 9), np.uint8), square(left=3, size=4)])])
+    masks = np.stack(
+        [np.stack([square(), square(top=1, size=3)]), np.stack([np.zeros((9, 9), np.uint8), square(left=3, size=4)])]
+    )
     si = shape_information_batch(masks)
     assert si.shape == (2, 2, 9, 9)
     for b in range(2):
@@ -88,7 +90,9 @@ def eq3_by_hand(probs: np.ndarray, target: np.ndarray, k=0.2) -> float:
 
 def test_shape_aware_loss_equals_eq_3():
     rng = np.random.default_rng(0)
-    target = np.stack([np.stack([square(), square(top=1, size=3)]), np.stack([square(left=3, size=4), square(size=2)])]).astype(np.float32)
+    target = np.stack(
+        [np.stack([square(), square(top=1, size=3)]), np.stack([square(left=3, size=4), square(size=2)])]
+    ).astype(np.float32)
     probs = rng.random(target.shape).astype(np.float32)
     expected = eq3_by_hand(probs, target)
     loss = ShapeAwareLoss()
@@ -103,7 +107,9 @@ def test_shape_aware_loss_is_zero_at_si_and_uses_given_si():
     si = shape_information_batch(target)
     loss = ShapeAwareLoss()
     assert loss(si, target) == pytest.approx(0.0, abs=1e-7)
-    assert loss(torch.from_numpy(si), torch.from_numpy(target), torch.from_numpy(si)).item() == pytest.approx(0.0, abs=1e-7)
+    assert loss(torch.from_numpy(si), torch.from_numpy(target), torch.from_numpy(si)).item() == pytest.approx(
+        0.0, abs=1e-7
+    )
     # a given SI is used as is (here a deliberately different one)
     expected = np.mean(si.sum(axis=(-2, -1)) / target.sum(axis=(-2, -1)))  # |p - 0| summed over the area
     assert loss(si, target, np.zeros_like(si)) == pytest.approx(expected, rel=1e-6)

@@ -115,7 +115,11 @@ def test_hd95_agrees_with_monai():
     spacing = (1.4, 0.9)
     ours = hd95_batch(p, g, spacing)
     theirs = compute_hausdorff_distance(
-        torch.from_numpy(p[:, None]).float(), torch.from_numpy(g[:, None]).float(), include_background=True, percentile=95, spacing=spacing
+        torch.from_numpy(p[:, None]).float(),
+        torch.from_numpy(g[:, None]).float(),
+        include_background=True,
+        percentile=95,
+        spacing=spacing,
     )
     np.testing.assert_allclose(ours, theirs[:, 0].numpy(), rtol=1e-5)
 

@@ -32,10 +32,14 @@ def test_paper_parameter_counts_at_256():
 
 def test_overrides_reach_the_constructor():
     vae = build_network("resnetvae", image_size=32, init_filters=8, out_channels=3)
-    assert vae.init_filters == 8 and vae.conv_final[-1].conv.out_channels == 3 and tuple(vae.input_image_size) == (32, 32)
+    assert (
+        vae.init_filters == 8 and vae.conv_final[-1].conv.out_channels == 3 and tuple(vae.input_image_size) == (32, 32)
+    )
     unet = build_network("nnunet", image_size=32, deep_supervision=True, deep_supr_num=2, dropout=0.0, **SMALL_NNUNET)
     # strides alone derive kernel sizes (3 per level) and upsampling kernels (strides[1:])
-    assert unet.filters == [8, 16, 32, 64] and len(unet.kernel_size) == 4 and list(unet.upsample_kernel_size) == [2, 2, 2]
+    assert (
+        unet.filters == [8, 16, 32, 64] and len(unet.kernel_size) == 4 and list(unet.upsample_kernel_size) == [2, 2, 2]
+    )
     assert unet.deep_supervision and unet.deep_supr_num == 2
     assert count_parameters(unet) < count_parameters(build_network("nnunet"))
 

@@ -56,8 +56,9 @@ def test_cine_and_tagged_cohorts_differ_unless_paired():
     pc, pt = small(paired=True).load(0, 0), small(modality="tagged", paired=True).load(0, 0)
     assert pc[0].subject == pt[0].subject == "phantom-000"
     np.testing.assert_array_equal(stack(pc, "mask"), stack(pt, "mask"))
-    np.testing.assert_array_equal(np.stack([r.extras["displacement"] for r in pc]),
-                                  np.stack([r.extras["displacement"] for r in pt]))
+    np.testing.assert_array_equal(
+        np.stack([r.extras["displacement"] for r in pc]), np.stack([r.extras["displacement"] for r in pt])
+    )
     assert not np.allclose(pc[0].image, pt[0].image)  # same anatomy, other contrast
 
 
@@ -145,7 +146,7 @@ def wall_contours(mask: np.ndarray, n_rays: int = 90, harmonics: int = 5) -> tup
 
     def smooth(r):
         spec = np.fft.rfft(r)
-        spec[harmonics + 1:] = 0
+        spec[harmonics + 1 :] = 0
         return np.fft.irfft(spec, n_rays)
 
     ray = np.stack([np.sin(angles), np.cos(angles)])
@@ -184,22 +185,25 @@ def test_peak_strains_from_displacement_match_control_and_dmd_ranges(cohort):
 # -- config errors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ({"n_frames": 1}, "data.n_frames"),
-    ({"spacing_mm": 0.0}, "data.spacing_mm"),
-    ({"spacing_mm": -1.4}, "data.spacing_mm"),
-    ({"fov_mm": 0}, "data.fov_mm"),
-    ({"image_size": 16}, "data.image_size"),
-    ({"snr": [-5, 20]}, "data.snr"),
-    ({"snr": -3}, "data.snr"),
-    ({"dmd_fraction": 1.5}, "data.dmd_fraction"),
-    ({"dmd_fraction": -0.1}, "data.dmd_fraction"),
-    ({"modality": "ct"}, "data.modality"),
-    ({"tagging": {"spacing_mm": 0.0}}, "data.tagging.spacing_mm"),
-    ({"modality": "tagged", "image_size": 64, "fov_mm": 358.4}, "data.tagging.spacing_mm"),
-    ({"motion": {"peak_fraction": 0.9}}, "data.motion.peak_fraction"),
-    ({"anatomy": {"wall": 3}}, "data.anatomy"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"n_frames": 1}, "data.n_frames"),
+        ({"spacing_mm": 0.0}, "data.spacing_mm"),
+        ({"spacing_mm": -1.4}, "data.spacing_mm"),
+        ({"fov_mm": 0}, "data.fov_mm"),
+        ({"image_size": 16}, "data.image_size"),
+        ({"snr": [-5, 20]}, "data.snr"),
+        ({"snr": -3}, "data.snr"),
+        ({"dmd_fraction": 1.5}, "data.dmd_fraction"),
+        ({"dmd_fraction": -0.1}, "data.dmd_fraction"),
+        ({"modality": "ct"}, "data.modality"),
+        ({"tagging": {"spacing_mm": 0.0}}, "data.tagging.spacing_mm"),
+        ({"modality": "tagged", "image_size": 64, "fov_mm": 358.4}, "data.tagging.spacing_mm"),
+        ({"motion": {"peak_fraction": 0.9}}, "data.motion.peak_fraction"),
+        ({"anatomy": {"wall": 3}}, "data.anatomy"),
+    ],
+)
 def test_bad_config_is_one_clear_error_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         small(**override)
@@ -207,8 +211,20 @@ def test_bad_config_is_one_clear_error_naming_the_key(override, key):
 
 def test_cli_prepare_writes_store_and_montage_and_rejects_bad_config(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", "data=phantom_cine", f"output={tmp_path}/c.h5", "seed=2",
-           "data.n_subjects=2", "data.n_slices=1", "data.n_frames=3", "data.image_size=64", f"hydra.run.dir={tmp_path}/run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tagseg.cli",
+        "prepare",
+        "data=phantom_cine",
+        f"output={tmp_path}/c.h5",
+        "seed=2",
+        "data.n_subjects=2",
+        "data.n_slices=1",
+        "data.n_frames=3",
+        "data.image_size=64",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     store = read_store(tmp_path / "c.h5")
@@ -231,9 +247,19 @@ def test_store_montage_works_on_any_store(tmp_path):
     masks = np.zeros((n, 32, 32), np.uint8)
     masks[:, 8:24, 8:24] = 2
     masks[:, 12:20, 12:20] = 3
-    meta = {"subject": ["p1", "p1", "p2", "p2"], "slice": [0] * n, "frame": [0, 9, 0, 11], "n_frames": [20] * n,
-            "phase": ["ED", "ES"] * 2, "group": ["NOR"] * n, "spacing_mm": [(1.5, 1.5)] * n, "source": ["acdc"] * n}
-    path = write_store(tmp_path / "acdc.h5", np.random.default_rng(0).random((n, 32, 32), dtype=np.float32), masks, meta, name="acdc")
+    meta = {
+        "subject": ["p1", "p1", "p2", "p2"],
+        "slice": [0] * n,
+        "frame": [0, 9, 0, 11],
+        "n_frames": [20] * n,
+        "phase": ["ED", "ES"] * 2,
+        "group": ["NOR"] * n,
+        "spacing_mm": [(1.5, 1.5)] * n,
+        "source": ["acdc"] * n,
+    }
+    path = write_store(
+        tmp_path / "acdc.h5", np.random.default_rng(0).random((n, 32, 32), dtype=np.float32), masks, meta, name="acdc"
+    )
     png = store_montage(path, n_subjects=5)
     assert png == tmp_path / "acdc.h5.png" and png.read_bytes()[:4] == b"\x89PNG"
     assert store_montage(path, frames=[0], output=tmp_path / "ed.png").exists()

@@ -70,10 +70,12 @@ def test_papillary_muscles_and_trabeculae_look_like_myocardium_but_are_labelled_
 def test_tag_angle_turns_the_grid():
     base = small(randomise={"tag_angle_deg": 45.0}, noise=False, n_slices=1).load(0, 0)[0].image
     turned = small(randomise={"tag_angle_deg": 0.0}, noise=False, n_slices=1).load(0, 0)[0].image
+
     # a 0-degree grid has horizontal and vertical lines: strong row-wise periodicity along columns
     def axis_power(img):
         spec = np.abs(np.fft.fft2(img - img.mean()))
         return spec[0, 3:20].max() + spec[3:20, 0].max()
+
     assert axis_power(turned) > 2 * axis_power(base)
 
 
@@ -83,14 +85,17 @@ def test_septal_thickening_thickens_the_wall_towards_the_rv():
     assert (thick == 2).sum() > 1.1 * (thin == 2).sum()
 
 
-@pytest.mark.parametrize("value,match", [
-    ({"tag_angel_deg": [0, 90]}, r"data\.randomise: unknown key"),
-    ("narrow", r"data\.randomise: unknown preset"),
-    ({"snr": [40, 10]}, r"data\.randomise\.snr"),
-    ({"papillary": 2.0}, r"data\.randomise\.papillary"),
-    ({"pixel_scale": 2.4, "tag_spacing_mm": 6.0}, r"data\.randomise: tag spacing"),
-    (3, r"data\.randomise must be"),
-])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ({"tag_angel_deg": [0, 90]}, r"data\.randomise: unknown key"),
+        ("narrow", r"data\.randomise: unknown preset"),
+        ({"snr": [40, 10]}, r"data\.randomise\.snr"),
+        ({"papillary": 2.0}, r"data\.randomise\.papillary"),
+        ({"pixel_scale": 2.4, "tag_spacing_mm": 6.0}, r"data\.randomise: tag spacing"),
+        (3, r"data\.randomise must be"),
+    ],
+)
 def test_bad_randomise_is_one_clear_error(value, match):
     with pytest.raises(ConfigError, match=match):
         small(randomise=value)
@@ -111,9 +116,17 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tagseg.data.shifts import check_shifts, shift_data_config, shift_names  # noqa: E402
 
-TAGGED = {"_target_": "tagseg.data.phantom.PhantomSource", "name": "phantom_tagged", "modality": "tagged",
-          "store": "/x/phantom_tagged.h5", "image_size": 64, "fov_mm": 128.0, "n_subjects": 16, "n_frames": 8,
-          "randomise": "wide"}
+TAGGED = {
+    "_target_": "tagseg.data.phantom.PhantomSource",
+    "name": "phantom_tagged",
+    "modality": "tagged",
+    "store": "/x/phantom_tagged.h5",
+    "image_size": 64,
+    "fov_mm": 128.0,
+    "n_subjects": 16,
+    "n_frames": 8,
+    "randomise": "wide",
+}
 
 
 def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
@@ -125,8 +138,17 @@ def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
         assert src.image_size == 64  # the training geometry
         assert src.randomise != parse_randomise("wide")  # the training randomisation is not carried over
         fixed = small(n_subjects=1)  # the same geometry, subjects and seed, unshifted
-        shifted = digest(PhantomSource(**{**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"},
-                                          "n_subjects": 1, "n_slices": 2, "n_frames": 4}), 5)
+        shifted = digest(
+            PhantomSource(
+                **{
+                    **{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"},
+                    "n_subjects": 1,
+                    "n_slices": 2,
+                    "n_frames": 4,
+                }
+            ),
+            5,
+        )
         # `none` is the control: the fixed phantom itself (new subjects come from the seed offset)
         assert (shifted == digest(fixed)) == (name == "none"), name
 
@@ -149,10 +171,22 @@ def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckp
 
     store = tmp_path / "tagged.h5"
     prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
-    overrides = [f"ckpt={trained_ckpt}", f"paths.output_dir={tmp_path / 'eval'}", f"data.store={store}",
-                 "data.image_size=64", "data.fov_mm=128", "data.n_frames=2", "data.n_slices=1",
-                 "shifts=[tag_angle,low_snr]", "shift_subjects=1", f"shift_dir={tmp_path / 'shift'}",
-                 "datamodule.num_workers=0", "trainer=cpu", "trainer.enable_model_summary=false", "logger=csv"]
+    overrides = [
+        f"ckpt={trained_ckpt}",
+        f"paths.output_dir={tmp_path / 'eval'}",
+        f"data.store={store}",
+        "data.image_size=64",
+        "data.fov_mm=128",
+        "data.n_frames=2",
+        "data.n_slices=1",
+        "shifts=[tag_angle,low_snr]",
+        "shift_subjects=1",
+        f"shift_dir={tmp_path / 'shift'}",
+        "datamodule.num_workers=0",
+        "trainer=cpu",
+        "trainer.enable_model_summary=false",
+        "logger=csv",
+    ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("evaluate", overrides=overrides)
     result = evaluate(cfg)

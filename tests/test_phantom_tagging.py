@@ -13,8 +13,15 @@ SPACING_MM = 8.0
 
 def tagged(**kw) -> PhantomSource:
     """128 px over 200 mm (1.5625 mm/px): 8 mm tags are 5.12 px apart."""
-    args = dict(modality="tagged", image_size=128, fov_mm=200.0, n_subjects=2, n_slices=1, n_frames=25,
-                tagging={"spacing_mm": [SPACING_MM, SPACING_MM]})
+    args = dict(
+        modality="tagged",
+        image_size=128,
+        fov_mm=200.0,
+        n_subjects=2,
+        n_slices=1,
+        n_frames=25,
+        tagging={"spacing_mm": [SPACING_MM, SPACING_MM]},
+    )
     args.update(kw)
     return PhantomSource(**args)
 
@@ -78,7 +85,9 @@ def warped_correlation(records, frame: int, use_motion: bool = True) -> float:
     myo = ndimage.binary_erosion(ed.mask == 2)
     rows, cols = np.nonzero(myo)
     u = now.extras["displacement"][:, rows, cols] if use_motion else 0.0
-    moved = ndimage.map_coordinates(now.image, [rows + u[0] if use_motion else rows, cols + u[1] if use_motion else cols], order=1)
+    moved = ndimage.map_coordinates(
+        now.image, [rows + u[0] if use_motion else rows, cols + u[1] if use_motion else cols], order=1
+    )
     return float(np.corrcoef(ed.image[rows, cols], moved)[0, 1])
 
 

@@ -61,6 +61,7 @@ def test_force_recomputes_all_or_listed_kinds(tmp_path):
             assert not (out / "old").exists(), "force must start from an empty folder"
             (out / "old").write_text("x")
             return {}
+
         return compute
 
     StageCache(tmp_path).run("prepare", {}, fn("prepare"))
@@ -105,16 +106,34 @@ def _chain(calls: Counter, fail: str | None = None, pre_epochs: int = 2, ft_epoc
             if label == fail:
                 raise RuntimeError(f"{label} killed")
             return {"from": sorted(inputs), "artifact": out / f"{label}.bin"}
+
         return compute
 
     return [
         Stage("prepare", "prepare[cine]", {"data": "phantom_cine"}, make("prepare[cine]")),
-        Stage("translate", "translate[physics]", {"method": "physics"}, make("translate[physics]"),
-              needs=("prepare[cine]",)),
-        Stage("pretrain", "pretrain[physics]", {"epochs": pre_epochs}, make("pretrain[physics]"),
-              needs=("translate[physics]",), collective=True),
-        Stage("finetune", "finetune", {"epochs": ft_epochs}, make("finetune"),
-              needs=("pretrain[physics]",), collective=True),
+        Stage(
+            "translate",
+            "translate[physics]",
+            {"method": "physics"},
+            make("translate[physics]"),
+            needs=("prepare[cine]",),
+        ),
+        Stage(
+            "pretrain",
+            "pretrain[physics]",
+            {"epochs": pre_epochs},
+            make("pretrain[physics]"),
+            needs=("translate[physics]",),
+            collective=True,
+        ),
+        Stage(
+            "finetune",
+            "finetune",
+            {"epochs": ft_epochs},
+            make("finetune"),
+            needs=("pretrain[physics]",),
+            collective=True,
+        ),
     ]
 
 
@@ -165,6 +184,7 @@ def test_launcher_created_ranks_follow_rank_zero(tmp_path):
             with lock:
                 calls[(name, rank)] += 1
             return {"name": name}
+
         return compute
 
     def worker(rank):

@@ -18,12 +18,29 @@ from tagseg.pipeline.runner import assign_keys
 from tagseg.pipeline.strategy import RUN_DIR, plain, plan_strategy, run_tags
 
 # a tiny phantom (6 subjects x 3 slices x 2 frames, 32 px) and a tiny ResNetVAE
-TINY_DATA = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
-             "strategy.source.n_subjects=6", "strategy.source.n_frames=2", "strategy.source.image_size=32",
-             "strategy.source.fov_mm=96", "strategy.use_existing_stores=false"]
-TINY_TRAIN = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0",
-              "+model.network.init_filters=8", "trainer=cpu", "callbacks=minimal", "trainer.max_epochs=1",
-              "trainer.num_sanity_val_steps=0", "print_config=false", "strategy.pretrain.trainer.max_epochs=1"]
+TINY_DATA = [
+    "data.n_subjects=6",
+    "data.n_frames=2",
+    "data.image_size=32",
+    "data.fov_mm=96",
+    "strategy.source.n_subjects=6",
+    "strategy.source.n_frames=2",
+    "strategy.source.image_size=32",
+    "strategy.source.fov_mm=96",
+    "strategy.use_existing_stores=false",
+]
+TINY_TRAIN = [
+    "datamodule.image_size=32",
+    "datamodule.batch_size=8",
+    "datamodule.num_workers=0",
+    "+model.network.init_filters=8",
+    "trainer=cpu",
+    "callbacks=minimal",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "print_config=false",
+    "strategy.pretrain.trainer.max_epochs=1",
+]
 
 
 @pytest.fixture
@@ -40,12 +57,30 @@ def plan(strategy_cfg):
 
 def test_each_strategy_chains_its_stages(plan):
     assert list(plan("strategy=scratch")) == ["prepare[phantom_tagged]", "finetune", "test"]
-    assert list(plan("strategy=cine")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "pretrain[cine]",
-                                            "finetune", "test"]
-    assert list(plan("strategy=physics")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]",
-                                               "translate[physics]", "pretrain[physics]", "finetune", "test"]
-    assert list(plan("strategy=cyclegan")) == ["prepare[phantom_tagged]", "prepare[phantom_cine]", "cyclegan",
-                                                "translate[cyclegan]", "pretrain[cyclegan]", "finetune", "test"]
+    assert list(plan("strategy=cine")) == [
+        "prepare[phantom_tagged]",
+        "prepare[phantom_cine]",
+        "pretrain[cine]",
+        "finetune",
+        "test",
+    ]
+    assert list(plan("strategy=physics")) == [
+        "prepare[phantom_tagged]",
+        "prepare[phantom_cine]",
+        "translate[physics]",
+        "pretrain[physics]",
+        "finetune",
+        "test",
+    ]
+    assert list(plan("strategy=cyclegan")) == [
+        "prepare[phantom_tagged]",
+        "prepare[phantom_cine]",
+        "cyclegan",
+        "translate[cyclegan]",
+        "pretrain[cyclegan]",
+        "finetune",
+        "test",
+    ]
     three = plan("strategy=three_stage")
     assert [k for k in three if k.startswith("pretrain")] == ["pretrain[cine]", "pretrain[cine>physics]"]
     assert three["pretrain[cine]"] == plan("strategy=cine")["pretrain[cine]"]  # shared with strategy=cine
@@ -61,7 +96,10 @@ def test_keys_share_what_the_sweeps_share(plan):
     b = plan("strategy=physics", "data.n_subjects=7", "strategy.finetune.trainer.max_epochs=3")
     assert a["pretrain[physics]"] == b["pretrain[physics]"]
     assert a["prepare[phantom_tagged]"] != b["prepare[phantom_tagged]"] and a["finetune"] != b["finetune"]
-    assert plan("strategy=physics", "model=nnunet", "~model.network.init_filters")["pretrain[physics]"] != a["pretrain[physics]"]
+    assert (
+        plan("strategy=physics", "model=nnunet", "~model.network.init_filters")["pretrain[physics]"]
+        != a["pretrain[physics]"]
+    )
     # runtime-only settings do not change any key
     c = plan("strategy=physics", "trainer.devices=2", "datamodule.num_workers=3", "logger=tensorboard")
     assert c == a
@@ -73,8 +111,13 @@ def test_bad_chain_is_reported_before_any_work(plan):
 
 
 def test_plain_drops_keys_and_hides_the_run_folder():
-    cfg = OmegaConf.create({"paths": {"output_dir": "${hydra:runtime.output_dir}", "data_dir": "/d"},
-                            "ckpt": "${paths.output_dir}/checkpoints", "data": {"store": "${paths.data_dir}/x.h5", "n": 3}})
+    cfg = OmegaConf.create(
+        {
+            "paths": {"output_dir": "${hydra:runtime.output_dir}", "data_dir": "/d"},
+            "ckpt": "${paths.output_dir}/checkpoints",
+            "data": {"store": "${paths.data_dir}/x.h5", "n": 3},
+        }
+    )
     out = plain(cfg, ["paths", "data.store"])
     assert out == {"ckpt": f"{RUN_DIR}/checkpoints", "data": {"n": 3}}
     assert plain(cfg.data, ["store"]) == {"n": 3}
@@ -95,8 +138,14 @@ def _cli(root: Path, *args: str, timeout: int = 900, **popen) -> subprocess.Comp
     env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run([*TAGSEG, "train", *flags, *TINY_DATA, *TINY_TRAIN, *overrides], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*TAGSEG, "train", *flags, *TINY_DATA, *TINY_TRAIN, *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _done(root: Path, kind: str) -> list[Path]:
@@ -125,8 +174,9 @@ def test_second_run_reuses_the_cached_pretraining(tmp_path):
 def test_run_killed_after_pretraining_resumes_without_redoing_it(tmp_path):
     env = {**os.environ, "TAGSEG_ROOT": str(tmp_path), "WANDB_MODE": "disabled"}
     args = [*TAGSEG, "train", *TINY_DATA, *TINY_TRAIN, "strategy=cine", "strategy.finetune.trainer.max_epochs=8"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 600
         while not _done(tmp_path, "pretrain") and time.monotonic() < deadline and proc.poll() is None:

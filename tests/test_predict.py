@@ -88,7 +88,11 @@ def test_every_input_kind_reads_in_tagseg_orientation(tmp_path):
         write_dicom(tmp_path / "in" / "dcm_scan" / f"IM{t}.dcm", f, spacing=(0.9, 0.8), instance=t + 1)
     write_nifti(tmp_path / "in" / "nii_scan_mask.nii.gz", np.zeros((56, 40, 3), np.uint8), zooms=(1.5, 1.2, 1.0))
     paths = find_inputs(tmp_path / "in")
-    assert [p.path.name for p in paths] == ["1_C_C_201_base.h5", "dcm_scan", "nii_scan.nii.gz"]  # the mask file is skipped
+    assert [p.path.name for p in paths] == [
+        "1_C_C_201_base.h5",
+        "dcm_scan",
+        "nii_scan.nii.gz",
+    ]  # the mask file is skipped
     assert [p.name for p in paths] == ["1_C_C_201_base", "dcm_scan", "nii_scan"]
     spacings = {"1_C_C_201_base": (1.1, 1.3), "dcm_scan": (0.9, 0.8), "nii_scan": (1.2, 1.5)}
     for p in paths:
@@ -167,18 +171,35 @@ def test_store_input_gives_a_store_with_predicted_masks(tmp_path):
     frames, truth = ring_frames(4)
     images = (frames - frames.min()) / (frames.max() - frames.min())
     meta = {
-        "subject": ["a", "a", "b", "b"], "slice": [0, 0, 1, 1], "frame": [0, 1, 0, 1], "n_frames": [2] * 4,
-        "phase": ["ED", "", "ED", ""], "group": ["control"] * 4, "spacing_mm": np.full((4, 2), 1.4, np.float32),
+        "subject": ["a", "a", "b", "b"],
+        "slice": [0, 0, 1, 1],
+        "frame": [0, 1, 0, 1],
+        "n_frames": [2] * 4,
+        "phase": ["ED", "", "ED", ""],
+        "group": ["control"] * 4,
+        "spacing_mm": np.full((4, 2), 1.4, np.float32),
         "source": ["x"] * 4,
     }
     write_store(tmp_path / "new.h5", images, np.zeros_like(truth, np.uint8), meta, name="new")
-    report = predict(segmenter(), tmp_path / "new.h5", tmp_path / "out", overlays=False, attrs={"checkpoint": "c.ckpt"}, progress=False)
+    report = predict(
+        segmenter(),
+        tmp_path / "new.h5",
+        tmp_path / "out",
+        overlays=False,
+        attrs={"checkpoint": "c.ckpt"},
+        progress=False,
+    )
     pred = read_store(tmp_path / "out" / "new_pred.h5")
     np.testing.assert_allclose(pred.images, images)
     assert list(pred.meta["subject"]) == meta["subject"] and pred.attrs["checkpoint"] == "c.ckpt"
     assert all(dice(pred.masks[i] == 2, truth[i]) > 0.85 for i in range(4))
     assert not (tmp_path / "out" / "new_overlay.png").exists()
-    assert {p.name for p in report.files} >= {"new_pred.h5", "new_points.json", "reference_points.csv", "predictions.csv"}
+    assert {p.name for p in report.files} >= {
+        "new_pred.h5",
+        "new_points.json",
+        "reference_points.csv",
+        "predictions.csv",
+    }
 
 
 # -- checkpoints and the command ------------------------------------------------------------------
@@ -200,7 +221,9 @@ def test_load_segmenter_reads_the_training_preprocessing(trained_ckpt):
 def test_store_preprocessing_equals_the_datamodule(ring_store):
     from tagseg.data.datamodule import SliceDataModule
 
-    dm = SliceDataModule(stores=[str(ring_store)], image_size=16, batch_size=4, augment={"enabled": False}, mean=0.4, std=0.3)
+    dm = SliceDataModule(
+        stores=[str(ring_store)], image_size=16, batch_size=4, augment={"enabled": False}, mean=0.4, std=0.3
+    )
     dm.setup("fit")
     rows = dm.datasets["val"].rows
     expected = torch.stack([dm.datasets["val"][i]["image"] for i in range(len(rows))])
@@ -219,7 +242,9 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
     with pytest.raises(ConfigError, match="junk.ckpt: not a readable"):
         load_segmenter(tmp_path / "junk.ckpt")
     torch.save({"hyper_parameters": {"generator": {}, "lr": 2e-4}, "state_dict": {}}, tmp_path / "gan.ckpt")
-    with pytest.raises(ConfigError, match=r"gan.ckpt: a checkpoint of another model type .*missing \['network', 'image_size'"):
+    with pytest.raises(
+        ConfigError, match=r"gan.ckpt: a checkpoint of another model type .*missing \['network', 'image_size'"
+    ):
         load_segmenter(tmp_path / "gan.ckpt")
     state = torch.load(trained_ckpt, weights_only=True)
     state["state_dict"].pop(next(iter(state["state_dict"])))
@@ -235,8 +260,13 @@ def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     import sys
 
     env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "predict", *args, "progress=false"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", "predict", *args, "progress=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_predict_app_composes_and_runs(compose_config, tmp_path, trained_ckpt):

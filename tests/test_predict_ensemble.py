@@ -34,8 +34,13 @@ def frames() -> np.ndarray:
 def test_flip_tta_averages_the_softmax_of_the_four_flips():
     seg = Segmenter(network=ShiftNet(), image_size=16)
     x = seg.preprocess(frames())
-    expected = np.mean([np.flip(softmax(seg.logits(np.flip(x, a).copy())), a) if a else softmax(seg.logits(x))
-                        for a in ((), (2,), (3,), (2, 3))], axis=0)
+    expected = np.mean(
+        [
+            np.flip(softmax(seg.logits(np.flip(x, a).copy())), a) if a else softmax(seg.logits(x))
+            for a in ((), (2,), (3,), (2, 3))
+        ],
+        axis=0,
+    )
     np.testing.assert_allclose(seg.probabilities(x, tta=True), expected, rtol=1e-6)
     # the ramp cancels out over left / right flips: the TTA map no longer leans to one side
     plain, tta = seg.segment(frames()), seg.segment(frames(), tta=True)
@@ -50,7 +55,9 @@ def test_ensemble_averages_member_softmax_even_at_different_sizes():
     avg = (softmax(a.logits(x)) + softmax(b.logits(x))) / 2
     from tagseg.models.segmenter import resize_nearest
 
-    np.testing.assert_array_equal(ens.segment(frames()), np.where(resize_nearest(avg.argmax(1).astype(np.uint8), (20, 24)) == 1, 2, 0))
+    np.testing.assert_array_equal(
+        ens.segment(frames()), np.where(resize_nearest(avg.argmax(1).astype(np.uint8), (20, 24)) == 1, 2, 0)
+    )
     assert Ensemble([a, a]).segment(frames()).tolist() == a.segment(frames()).tolist()
     mixed = Ensemble([a, Segmenter(network=ShiftNet(-2.0), image_size=12)]).segment(frames())
     assert mixed.shape == (3, 20, 24) and set(np.unique(mixed)) <= {0, 2}
@@ -78,7 +85,9 @@ def test_contours_start_on_the_landmark_ray_with_equal_counts():
     myo, yy, xx = _ring()
     c = myocardial_contours(myo, n_points=20, start_angle_deg=0.0)  # 0 deg: image right
     assert c.inner.shape == c.outer.shape == (20, 2) and c.landmark == "angle"
-    assert c.outer[0] == pytest.approx([30 + 13.5, 30.0], abs=0.6) and c.inner[0] == pytest.approx([30 + 7.5, 30.0], abs=0.6)
+    assert c.outer[0] == pytest.approx([30 + 13.5, 30.0], abs=0.6) and c.inner[0] == pytest.approx(
+        [30 + 7.5, 30.0], abs=0.6
+    )
     # an RV to the left, touching the septum: start at its upper end (the anterior insertion), not at 0 deg
     rv = (np.hypot(yy - 30, xx - 8) < 9) & ~(np.hypot(yy - 30, xx - 30) < 14.5)
     c = myocardial_contours(myo, n_points=20, rv=rv, start_angle_deg=0.0)

@@ -268,7 +268,9 @@ def test_dicom_seg_references_the_source_instances(tmp_path):
     for t in range(2):  # one SEG per time frame: a SEG holds one mask per plane position
         seg = pydicom.dcmread(str(tmp_path / "out" / f"series_seg_t{t:02d}.dcm"))
         assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "myocardium"
-        referenced |= {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+        referenced |= {
+            i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence
+        }
     assert referenced == {pydicom.dcmread(str(p)).SOPInstanceUID for p in paths}
     shutil.copy(tmp_path / "out" / "series_seg_t00.dcm", tmp_path / "series")  # a SEG next to its sources is not a scan
     assert [i.name for i in find_inputs(tmp_path / "series")] == ["series"]
@@ -292,7 +294,10 @@ def test_mixed_folder_predicts_each_scan_and_lists_failures(tmp_path):
     assert set(failed) == {"b_bad.nii.gz", "brain.mgz", "old.hdr", "c.dtseries.nii"}
     assert failed["brain.mgz"].startswith("FreeSurfer MGH") and failed["c.dtseries.nii"].startswith("CIFTI-2")
     assert all("\n" not in r for r in failed.values())
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith("_mask.nii.gz")) == ["a_good_mask.nii.gz", "in_mask.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.endswith("_mask.nii.gz")) == [
+        "a_good_mask.nii.gz",
+        "in_mask.nii.gz",
+    ]
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "out").iterdir())
 
 
@@ -301,13 +306,26 @@ def test_store_tables_use_meta_frame(tmp_path):
 
     frames = ring_movie(n_t=4)[0]
     images = (frames - frames.min()) / (frames.max() - frames.min())
-    meta = {"subject": ["a", "a", "b", "b"], "slice": [0, 0, 2, 2], "frame": [5, 9, 0, 3], "n_frames": [10] * 4,
-            "phase": [""] * 4, "group": ["control"] * 4, "spacing_mm": np.full((4, 2), 1.4, np.float32), "source": ["x"] * 4}
+    meta = {
+        "subject": ["a", "a", "b", "b"],
+        "slice": [0, 0, 2, 2],
+        "frame": [5, 9, 0, 3],
+        "n_frames": [10] * 4,
+        "phase": [""] * 4,
+        "group": ["control"] * 4,
+        "spacing_mm": np.full((4, 2), 1.4, np.float32),
+        "source": ["x"] * 4,
+    }
     write_store(tmp_path / "new.h5", images, np.zeros(images.shape, np.uint8), meta, name="new")
     predict(segmenter(), tmp_path / "new.h5", tmp_path / "out", overlays=False, progress=False)
     with open(tmp_path / "out" / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["subject"], r["slice"], r["frame"]) for r in rows] == [("a", "0", "5"), ("a", "0", "9"), ("b", "2", "0"), ("b", "2", "3")]
+    assert [(r["subject"], r["slice"], r["frame"]) for r in rows] == [
+        ("a", "0", "5"),
+        ("a", "0", "9"),
+        ("b", "2", "0"),
+        ("b", "2", "3"),
+    ]
     with open(tmp_path / "out" / "reference_points.csv") as fh:
         assert {r["frame"] for r in csv.DictReader(fh)} == {"5", "9", "0", "3"}
     doc = json.loads((tmp_path / "out" / "new_points.json").read_text())
@@ -324,9 +342,23 @@ def test_predict_command_exit_status_with_a_bad_scan(tmp_path, trained_ckpt):
         nifti_input(tmp_path / "in" / f"{name}.nii.gz", LAYOUTS["xyt"](movie))
     (tmp_path / "in" / "b.nii.gz").write_bytes(b"broken")
     env = {**os.environ, "TAGSEG_ROOT": str(tmp_path), "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "predict", f"ckpt={trained_ckpt}", f"input={tmp_path / 'in'}",
-                           f"output={tmp_path / 'out'}", "progress=false", "overlays=false"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tagseg.cli",
+            "predict",
+            f"ckpt={trained_ckpt}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "progress=false",
+            "overlays=false",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     failed_lines = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: failed:")]
     assert len(failed_lines) == 1 and "b.nii.gz" in failed_lines[0] and "Traceback" not in proc.stderr
@@ -351,6 +383,11 @@ def test_legacy_multiframe_dicom_without_functional_groups(tmp_path):
     assert out.shape == (COLS, ROWS, T)
     lps = np.eye(4)
     normal = np.cross(iop[:3], iop[3:])
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = iop[:3] * SPACING[1], iop[3:] * SPACING[0], 6.0 * normal, (1.5, -2.0, 33.0)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = (
+        iop[:3] * SPACING[1],
+        iop[3:] * SPACING[0],
+        6.0 * normal,
+        (1.5, -2.0, 33.0),
+    )
     np.testing.assert_allclose(out.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, atol=1e-4)
     assert dice(np.asarray(out.dataobj) == 2, np.transpose(movie[0] > 500, (2, 1, 0))) > 0.85

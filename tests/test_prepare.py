@@ -47,9 +47,22 @@ class ListSource:
         mask = np.zeros((8, 8), np.uint8)
         mask[2:6, 2:6] = 2
         extra = {k: f"v{item}" for k in self.extra_keys.get(item, ())}
-        return [SliceRecord(image=rng.uniform(0, 9, (8, 8)).astype(np.float32), mask=mask, subject=f"p{item}", slice=z,
-                            frame=0, n_frames=1, phase="ED", group="g", spacing_mm=(1.0, 2.0), source="toy", extra_meta=extra)
-                for z in range(2)]
+        return [
+            SliceRecord(
+                image=rng.uniform(0, 9, (8, 8)).astype(np.float32),
+                mask=mask,
+                subject=f"p{item}",
+                slice=z,
+                frame=0,
+                n_frames=1,
+                phase="ED",
+                group="g",
+                spacing_mm=(1.0, 2.0),
+                source="toy",
+                extra_meta=extra,
+            )
+            for z in range(2)
+        ]
 
 
 def test_same_seed_gives_identical_store(tmp_path):
@@ -113,7 +126,9 @@ def test_verify_writes_nothing_and_lists_every_problem(tmp_path):
 
 
 def test_extra_meta_columns_must_match(tmp_path):
-    report = prepare_store(ListSource(n=3, extra_keys={0: ["vendor"], 1: ["vendor"], 2: ["centre"]}), tmp_path / "m.h5", image_size=None)
+    report = prepare_store(
+        ListSource(n=3, extra_keys={0: ["vendor"], 1: ["vendor"], 2: ["centre"]}), tmp_path / "m.h5", image_size=None
+    )
     assert report.skipped and "extra meta columns ['centre'] differ from the store's ['vendor']" in report.skipped[0][1]
     assert list(read_store(tmp_path / "m.h5").meta["vendor"]) == ["v0", "v0", "v1", "v1"]
 
@@ -127,8 +142,19 @@ def test_no_readable_item(tmp_path):
 def test_resize_and_resample_keep_millimetres():
     def rec():
         img = np.arange(20 * 10, dtype=np.float32).reshape(20, 10)
-        return SliceRecord(image=img, mask=np.zeros((20, 10), np.uint8), subject="s", slice=0, frame=0, n_frames=1,
-                           phase="", group="", spacing_mm=(1.0, 2.0), source="t")
+        return SliceRecord(
+            image=img,
+            mask=np.zeros((20, 10), np.uint8),
+            subject="s",
+            slice=0,
+            frame=0,
+            n_frames=1,
+            phase="",
+            group="",
+            spacing_mm=(1.0, 2.0),
+            source="t",
+        )
+
     r = normalise_record(rec(), image_size=40, spacing_mm=None)
     assert r.image.shape == (40, 40) and r.spacing_mm == pytest.approx((0.5, 0.5))
     r = normalise_record(rec(), image_size=None, spacing_mm=0.5)
@@ -164,14 +190,25 @@ def test_cli_cine_counts_table_and_verify(tmp_path):
     rf.make_acdc(tmp_path / "acdc", n_train=3, n_test=1)
     rf.make_mnms(tmp_path / "mnms")
     rf.make_scd(tmp_path / "scd")
-    roots = [f"data.acdc_root={tmp_path / 'acdc'}", f"data.mnms_root={tmp_path / 'mnms'}", f"data.scd_root={tmp_path / 'scd'}"]
+    roots = [
+        f"data.acdc_root={tmp_path / 'acdc'}",
+        f"data.mnms_root={tmp_path / 'mnms'}",
+        f"data.scd_root={tmp_path / 'scd'}",
+    ]
     out = tmp_path / "cine.h5"
     res = run_cli("data=cine", *roots, f"output={out}", "prepare.image_size=16", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     counts_table = res.stdout.split("\ntotal")[0]  # the per-split table; the Table-1 counts follow it
-    lines = {tuple(line.split()[:3]): int(line.split()[-1]) for line in counts_table.splitlines() if line.startswith(("acdc", "mnms", "scd"))}
-    table1 = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in res.stdout.split("\ntotal")[1].splitlines()
-              if line.startswith(("acdc", "mnms", "scd", "all"))}
+    lines = {
+        tuple(line.split()[:3]): int(line.split()[-1])
+        for line in counts_table.splitlines()
+        if line.startswith(("acdc", "mnms", "scd"))
+    }
+    table1 = {
+        line.split()[0]: [int(v) for v in line.split()[1:]]
+        for line in res.stdout.split("\ntotal")[1].splitlines()
+        if line.startswith(("acdc", "mnms", "scd", "all"))
+    }
     assert table1["scd"][-1] == 7 and table1["all"][-1] == sum(lines.values())
     assert lines[("acdc", "test", "ED")] >= 3 and lines[("mnms", "val", "ES")] == 2
     assert sum(v for (s, _, _), v in lines.items() if s == "scd") == 7
@@ -180,9 +217,13 @@ def test_cli_cine_counts_table_and_verify(tmp_path):
     assert set(store.meta["source"]) == {"acdc", "mnms", "scd"}
     assert {"vendor", "centre"} <= set(store.meta)
     attrs = store_attrs(out)
-    assert attrs["name"] == "cine" and bool(attrs["labelled"]) and json.loads(attrs["datasets"]) == ["acdc", "mnms", "scd"]
+    assert (
+        attrs["name"] == "cine" and bool(attrs["labelled"]) and json.loads(attrs["datasets"]) == ["acdc", "mnms", "scd"]
+    )
     assert "acdc_root: " + str(tmp_path / "acdc") in attrs["config"]
-    res = run_cli("data=cine", *roots, f"output={tmp_path / 'v.h5'}", "verify=true", "data.datasets=[scd]", cwd=tmp_path)
+    res = run_cli(
+        "data=cine", *roots, f"output={tmp_path / 'v.h5'}", "verify=true", "data.datasets=[scd]", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     assert "verified cine: 7 slices readable, 0 problem(s)" in res.stdout and not (tmp_path / "v.h5").exists()
 
@@ -200,8 +241,14 @@ def test_ensure_store_prepares_a_raw_dataset_once(tmp_path):
     from tagseg.data.prepare import ensure_store
 
     rf.make_acdc_patient(tmp_path / "raw", "training", 1)
-    cfg = OmegaConf.create({"_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
-                            "store": str(tmp_path / "acdc.h5"), "root": str(tmp_path / "raw")})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "tagseg.data.readers.acdc.AcdcSource",
+            "name": "acdc",
+            "store": str(tmp_path / "acdc.h5"),
+            "root": str(tmp_path / "raw"),
+        }
+    )
     path = ensure_store(cfg, prepare_missing=True)
     store = read_store(path)
     assert store.images.shape == (6, 256, 256)  # the prepare.image_size default
@@ -219,9 +266,17 @@ def test_ensure_store_prepares_only_stores_at_their_configured_location(tmp_path
     from tagseg.data.prepare import ensure_store
 
     rf.make_acdc_patient(tmp_path / "raw", "training", 1)
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path / "data")}, "data": {
-        "_target_": "tagseg.data.readers.acdc.AcdcSource", "name": "acdc",
-        "store": "${paths.data_dir}/acdc.h5", "root": str(tmp_path / "raw")}})
+    cfg = OmegaConf.create(
+        {
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "data": {
+                "_target_": "tagseg.data.readers.acdc.AcdcSource",
+                "name": "acdc",
+                "store": "${paths.data_dir}/acdc.h5",
+                "root": str(tmp_path / "raw"),
+            },
+        }
+    )
     assert ensure_store(cfg.data) == tmp_path / "data" / "acdc.h5" and (tmp_path / "data" / "acdc.h5").exists()
     # an explicit path (a typo, say) must exist: no dataset is built there
     cfg.data.store = str(tmp_path / "typo.h5")

@@ -112,7 +112,9 @@ def test_image_label_shape_mismatch(tmp_path):
     pdir = rf.make_acdc_patient(tmp_path, "training", 1)
     rf.write_nifti(pdir / "patient001_frame01_gt.nii.gz", np.ones((12, 10, 2), np.uint8), rf.ACDC_ZOOMS)
     src = AcdcSource(tmp_path)
-    with pytest.raises(DataError, match=r"patient001_frame01_gt.nii.gz: label shape \(12, 10, 2\) differs from image .*\(12, 10, 3\)"):
+    with pytest.raises(
+        DataError, match=r"patient001_frame01_gt.nii.gz: label shape \(12, 10, 2\) differs from image .*\(12, 10, 3\)"
+    ):
         src.load(src.items()[0], 0)
 
 

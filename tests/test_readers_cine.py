@@ -27,7 +27,9 @@ def test_items_per_dataset_and_describe(tmp_path):
 def test_missing_sub_root_names_dataset_and_folder(tmp_path):
     rf.make_acdc(tmp_path / "acdc", n_train=1, n_test=0)
     src = CineSource({"acdc": AcdcSource(tmp_path / "acdc"), "scd": ScdSource(tmp_path / "gone")})
-    with pytest.raises(DataError, match=r"(?s)dataset 'scd' \(set data.scd_root=.*gone: SCD \(Sunnybrook\) root folder not found"):
+    with pytest.raises(
+        DataError, match=r"(?s)dataset 'scd' \(set data.scd_root=.*gone: SCD \(Sunnybrook\) root folder not found"
+    ):
         src.items()
     assert len(CineSource(src.sources, datasets=["acdc"]).items()) == 1
 

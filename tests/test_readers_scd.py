@@ -78,7 +78,9 @@ def test_contour_with_odd_number_of_values(tmp_path):
 
 def test_dicom_without_pixel_spacing(tmp_path):
     rf.make_scd_case(tmp_path, "SC-N-02", "SC-N-2", "0898", [1, 21])
-    rf.write_dicom(tmp_path / "challenge_training/SC-N-2/IM-0898-0021.dcm", np.ones(rf.SCD_SHAPE), spacing=None, instance=21)
+    rf.write_dicom(
+        tmp_path / "challenge_training/SC-N-2/IM-0898-0021.dcm", np.ones(rf.SCD_SHAPE), spacing=None, instance=21
+    )
     src = ScdSource(tmp_path)
     with pytest.raises(DataError, match=r"IM-0898-0021.dcm: DICOM has no PixelSpacing"):
         src.load(src.items()[0], 0)

@@ -23,8 +23,8 @@ def square(x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
 def ring(t: int) -> np.ndarray:
     """Expected MYO mask of ``square_rois`` at frame t (hand-computed pixel centres)."""
     m = np.zeros(rf.TAG_SHAPE, np.uint8)
-    m[2:10, 1 + t:8 + t] = 2  # outer: y 1.5..9.5 -> rows 2..9, x 0.5+t..7.5+t -> cols 1+t..7+t
-    m[4:7, 3 + t:6 + t] = 0  # inner: y 3.5..6.5 -> rows 4..6, x 2.5+t..5.5+t -> cols 3+t..5+t
+    m[2:10, 1 + t : 8 + t] = 2  # outer: y 1.5..9.5 -> rows 2..9, x 0.5+t..7.5+t -> cols 1+t..7+t
+    m[4:7, 3 + t : 6 + t] = 0  # inner: y 3.5..6.5 -> rows 4..6, x 2.5+t..5.5+t -> cols 3+t..5+t
     return m
 
 
@@ -83,7 +83,9 @@ def test_roi_origin_and_transposed_points(tmp_path):
 def test_wrong_axes_named_in_error(tmp_path):
     rf.make_tagged_slice(tmp_path, "1_C_C_201_base")
     src = TaggedSource(tmp_path, imt_axes="txy")
-    with pytest.raises(DataError, match=r"1_C_C_201_base_roi.h5: 4 ROI frames but .*1_C_C_201_base.h5 'imt' has 10 frames.*imt_axes"):
+    with pytest.raises(
+        DataError, match=r"1_C_C_201_base_roi.h5: 4 ROI frames but .*1_C_C_201_base.h5 'imt' has 10 frames.*imt_axes"
+    ):
         src.load(src.items()[0], 0)
     with pytest.raises(ConfigError, match="imt_axes"):
         TaggedSource(tmp_path, imt_axes="xyz")
@@ -100,6 +102,7 @@ def test_unreadable_hdf5(tmp_path):
 def test_missing_imt_key(tmp_path):
     rf.make_tagged_slice(tmp_path, "1_C_C_201_base")
     import h5py
+
     with h5py.File(tmp_path / "1_C_C_201_base.h5", "w") as f:
         f["im"] = np.zeros((3, 3, 3))
     src = TaggedSource(tmp_path)
@@ -163,7 +166,9 @@ def test_nifti_mask_label_outside_and_empty(tmp_path):
     mask[1, 1, 0] = 3
     rf.write_nifti(tmp_path / "s_mask.nii.gz", mask)
     src = TaggedSource(tmp_path)
-    with pytest.raises(DataError, match=r"s_mask.nii.gz: label value\(s\) \[3\] outside the convention 0 background, 1 or 2"):
+    with pytest.raises(
+        DataError, match=r"s_mask.nii.gz: label value\(s\) \[3\] outside the convention 0 background, 1 or 2"
+    ):
         src.load(src.items()[0], 0)
     rf.write_nifti(tmp_path / "s_mask.nii.gz", np.zeros_like(mask))
     with pytest.raises(DataError, match=r"s_mask.nii.gz: empty mask"):

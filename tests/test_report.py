@@ -19,13 +19,21 @@ from tagseg.report.tables import find_runs, load_metrics, summary_table, write_t
 def _run(folder: Path, dice: list[float], hd95: list[float], overrides: list[str]) -> None:
     folder.mkdir(parents=True)
     n = len(dice)
-    pd.DataFrame({
-        "subject": [f"s{i // 2}" for i in range(n)], "slice": 0, "frame": [i % 2 for i in range(n)],
-        "group": ["control" if i % 2 else "dmd" for i in range(n)], "dice": dice, "hd95_mm": hd95,
-    }).to_csv(folder / "test_metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "subject": [f"s{i // 2}" for i in range(n)],
+            "slice": 0,
+            "frame": [i % 2 for i in range(n)],
+            "group": ["control" if i % 2 else "dmd" for i in range(n)],
+            "dice": dice,
+            "hd95_mm": hd95,
+        }
+    ).to_csv(folder / "test_metrics.csv", index=False)
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    pd.DataFrame({"epoch": [0, 1], "val/dice": [0.2, 0.5], "val/loss": [1.0, 0.8]}).to_csv(folder / "metrics.csv", index=False)
+    pd.DataFrame({"epoch": [0, 1], "val/dice": [0.2, 0.5], "val/loss": [1.0, 0.8]}).to_csv(
+        folder / "metrics.csv", index=False
+    )
 
 
 @pytest.fixture()
@@ -55,7 +63,11 @@ def test_write_tables_and_figures(sweep: Path, tmp_path: Path) -> None:
     row = by_frame[(by_frame["run"] == "0") & (by_frame["frame"] == 1)].iloc[0]
     assert row["dice_mean"] == pytest.approx((0.6 + 0.9) / 2)
     metrics = load_metrics(find_runs(sweep), sweep)
-    for png in (plot_per_frame(metrics, out / "f.png"), plot_per_group(metrics, out / "g.png"), plot_convergence(sweep, out / "c.png")):
+    for png in (
+        plot_per_frame(metrics, out / "f.png"),
+        plot_per_group(metrics, out / "g.png"),
+        plot_convergence(sweep, out / "c.png"),
+    ):
         assert png is not None and png.stat().st_size > 1000
 
 
@@ -71,15 +83,18 @@ def test_cli_report(sweep: Path, tmp_path: Path) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (sweep / "report" / "summary.csv").exists() and "loss.gamma=0.1" in res.stdout
-    bad = subprocess.run([*cmd[:4], f"path={tmp_path / 'missing'}", cmd[-1]], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*cmd[:4], f"path={tmp_path / 'missing'}", cmd[-1]], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "tagseg: error:" in bad.stderr
 
 
 def test_quartile_examples_are_picked_by_dice_and_drawn(trained_ckpt: Path) -> None:
     run = trained_ckpt.parents[1]
     dice = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    pd.DataFrame({"subject": "s", "slice": 0, "frame": range(9), "group": "g", "dice": dice,
-                  "hd95_mm": 1.0, "index": range(9)}).to_csv(run / "test_metrics.csv", index=False)
+    pd.DataFrame(
+        {"subject": "s", "slice": 0, "frame": range(9), "group": "g", "dice": dice, "hd95_mm": 1.0, "index": range(9)}
+    ).to_csv(run / "test_metrics.csv", index=False)
     picked = pick_quartile_rows(pd.read_csv(run / "test_metrics.csv"))
     assert picked["dice"].tolist() == [0.3, 0.5, 0.7] and picked["quantile"].tolist() == ["Q1", "median", "Q3"]
     (run / "config.yaml").write_text(f"data:\n  store: {trained_ckpt.parents[2] / 'rings.h5'}\n")
@@ -97,8 +112,16 @@ def test_example_rows_are_found_across_the_runs_stores(tmp_path: Path) -> None:
     stores = []
     for k, n in enumerate((3, 2)):
         images = np.stack([np.full((8, 8), (10 * k + i) / 100, np.float32) for i in range(n)])
-        meta = {"subject": [f"s{k}{i}" for i in range(n)], "slice": [0] * n, "frame": [0] * n, "n_frames": [1] * n,
-                "phase": [""] * n, "group": ["g"] * n, "spacing_mm": [(1.0, 1.0)] * n, "source": ["t"] * n}
+        meta = {
+            "subject": [f"s{k}{i}" for i in range(n)],
+            "slice": [0] * n,
+            "frame": [0] * n,
+            "n_frames": [1] * n,
+            "phase": [""] * n,
+            "group": ["g"] * n,
+            "spacing_mm": [(1.0, 1.0)] * n,
+            "source": ["t"] * n,
+        }
         write_store(tmp_path / f"s{k}.h5", images, np.full((n, 8, 8), k, np.uint8), meta, name=f"s{k}")
         stores.append(str(tmp_path / f"s{k}.h5"))
     found = run_slices({"data": {"store": stores[0]}, "datamodule": {"stores": stores}}, [4, 0, 3])
@@ -117,12 +140,23 @@ def test_strategy_cells_are_reported_from_their_test_stage(tmp_path: Path) -> No
     for job, dice in ((0, [0.8, 0.6]), (1, [0.9, 0.7])):
         test_dir = tmp_path / "cache" / "test" / f"k{job}"
         test_dir.mkdir(parents=True)
-        pd.DataFrame({"subject": "s", "slice": 0, "frame": [0, 1], "group": "g", "dice": dice, "hd95_mm": [2.0, 4.0],
-                      "index": [0, 1]}).to_csv(test_dir / "test_metrics.csv", index=False)
+        pd.DataFrame(
+            {
+                "subject": "s",
+                "slice": 0,
+                "frame": [0, 1],
+                "group": "g",
+                "dice": dice,
+                "hd95_mm": [2.0, 4.0],
+                "index": [0, 1],
+            }
+        ).to_csv(test_dir / "test_metrics.csv", index=False)
         cell = sweep / str(job)
         (cell / ".hydra").mkdir(parents=True)
         (cell / ".hydra" / "overrides.yaml").write_text(f"- strategy=s{job}\n")
-        (cell / "strategy.json").write_text(json.dumps({"status": "ok", "summary_path": str(test_dir / "summary.json")}))
+        (cell / "strategy.json").write_text(
+            json.dumps({"status": "ok", "summary_path": str(test_dir / "summary.json")})
+        )
     assert find_runs(sweep) == [sweep / "0", sweep / "1"]
     table = pd.read_csv(write_tables(sweep, tmp_path / "report")["summary_csv"])
     assert table["overrides"].tolist() == ["strategy=s1", "strategy=s0"]

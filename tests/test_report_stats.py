@@ -43,8 +43,10 @@ def test_bootstrap_known_cases():
 
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
     rng = np.random.default_rng(0)
-    hits = [lo <= 0.8 <= hi for lo, hi in
-            (bootstrap_ci(rng.normal(0.8, 0.1, 30), n_boot=1000, seed=i)[1:] for i in range(300))]
+    hits = [
+        lo <= 0.8 <= hi
+        for lo, hi in (bootstrap_ci(rng.normal(0.8, 0.1, 30), n_boot=1000, seed=i)[1:] for i in range(300))
+    ]
     assert 0.89 <= np.mean(hits) <= 0.98  # percentile bootstrap at n = 30 runs slightly below nominal
 
 
@@ -82,9 +84,17 @@ def test_paired_difference_without_an_effect_includes_zero():
 
 
 def test_subjects_are_the_resampled_unit_not_images():
-    images = pd.DataFrame({
-        "subject": ["a"] * 9 + ["b"], "dice": [0.9] * 9 + [0.5], "hd95_mm": [1.0] * 10,
-        "strategy": "scratch", "n": 1, "seed": 0, "test_set": "test"})
+    images = pd.DataFrame(
+        {
+            "subject": ["a"] * 9 + ["b"],
+            "dice": [0.9] * 9 + [0.5],
+            "hd95_mm": [1.0] * 10,
+            "strategy": "scratch",
+            "n": 1,
+            "seed": 0,
+            "test_set": "test",
+        }
+    )
     curve = learning_curve(subject_means(images)).iloc[0]
     assert curve["subjects"] == 2 and curve["dice_mean"] == pytest.approx(0.7)  # not the image mean 0.86
     assert curve["dice_lo"] == pytest.approx(0.5) and curve["dice_hi"] == pytest.approx(0.9)
@@ -114,22 +124,44 @@ def make_sweep(root: Path) -> Path:
                 (run / "csv/version_0").mkdir(parents=True)
                 epochs = np.arange(10)
                 val = (0.8 + gain) * (1 - np.exp(-(epochs + 1) / (2 - gain * 10)))
-                pd.DataFrame({"epoch": epochs, "step": epochs * 5, "val/dice": val}).to_csv(run / "csv/version_0/metrics.csv", index=False)
+                pd.DataFrame({"epoch": epochs, "step": epochs * 5, "val/dice": val}).to_csv(
+                    run / "csv/version_0/metrics.csv", index=False
+                )
                 tests = {}
                 for test_set, shift in TEST_SETS.items():
-                    rows = [{"subject": f"tag-{s:03d}", "slice": 0, "frame": f, "group": "control",
-                             "dice": float(np.clip(0.6 + 0.05 * np.log2(n) + gain + shift + 0.01 * s + rng.normal(0, 0.01), 0, 1)),
-                             "hd95_mm": float(5 - 10 * gain + rng.normal(0, 0.1))}
-                            for s in range(6) for f in range(3)]
+                    rows = [
+                        {
+                            "subject": f"tag-{s:03d}",
+                            "slice": 0,
+                            "frame": f,
+                            "group": "control",
+                            "dice": float(
+                                np.clip(0.6 + 0.05 * np.log2(n) + gain + shift + 0.01 * s + rng.normal(0, 0.01), 0, 1)
+                            ),
+                            "hd95_mm": float(5 - 10 * gain + rng.normal(0, 0.1)),
+                        }
+                        for s in range(6)
+                        for f in range(3)
+                    ]
                     path = cache / f"test/{job}-{test_set}/test_metrics.csv"
                     path.parent.mkdir(parents=True)
                     pd.DataFrame(rows).to_csv(path, index=False)
                     tests[test_set] = {"dice_mean": 0, "hd95_mm_mean": 0, "metrics_path": str(path)}
                 cell = sweep / str(job)
                 cell.mkdir(parents=True)
-                (cell / "strategy.json").write_text(json.dumps({
-                    "status": "ok", "strategy": strategy, "seed": seed, "n_train_subjects": n, "tests": tests,
-                    "run_dir": str(run), "summary_path": str(cache / f"test/{job}-test/summary.json")}))
+                (cell / "strategy.json").write_text(
+                    json.dumps(
+                        {
+                            "status": "ok",
+                            "strategy": strategy,
+                            "seed": seed,
+                            "n_train_subjects": n,
+                            "tests": tests,
+                            "run_dir": str(run),
+                            "summary_path": str(cache / f"test/{job}-test/summary.json"),
+                        }
+                    )
+                )
                 job += 1
     return sweep
 
@@ -147,9 +179,18 @@ def test_report_on_a_synthetic_sweep(tmp_path):
         cfg = compose("report", overrides=[f"path={sweep}", "n_boot=300"])
     paths, figures = report(cfg)
     out = sweep / "report"
-    for name in ("learning_curve.csv", "learning_curve.md", "learning_curve.png", "learning_curve_hd95.png",
-                 "paired_vs_scratch.csv", "paired_vs_scratch.md", "convergence.csv", "convergence_summary.md",
-                 "validation_curves.png", "summary.csv"):
+    for name in (
+        "learning_curve.csv",
+        "learning_curve.md",
+        "learning_curve.png",
+        "learning_curve_hd95.png",
+        "paired_vs_scratch.csv",
+        "paired_vs_scratch.md",
+        "convergence.csv",
+        "convergence_summary.md",
+        "validation_curves.png",
+        "summary.csv",
+    ):
         assert (out / name).exists(), name
     assert not list(out.glob("examples*.png"))
     curve = pd.read_csv(out / "learning_curve.csv")
@@ -171,7 +212,9 @@ def test_report_on_a_synthetic_sweep(tmp_path):
 
 
 def test_convergence_skips_cells_without_logs(tmp_path):
-    per_cell, curves = convergence([{"strategy": "scratch", "n_train_subjects": 1, "seed": 0, "run_dir": str(tmp_path)}])
+    per_cell, curves = convergence(
+        [{"strategy": "scratch", "n_train_subjects": 1, "seed": 0, "run_dir": str(tmp_path)}]
+    )
     assert per_cell.empty and curves.empty
 
 
@@ -185,7 +228,9 @@ def test_randomised_cells_are_their_own_strategy(tmp_path):
     (sweep / "1" / ".hydra").mkdir()
     (sweep / "1" / ".hydra" / "config.yaml").write_text("data:\n  randomise: null\n")
     cells = {c["cell_dir"]: c["strategy"] for c in find_cells(sweep)}
-    assert cells[str(sweep / "0w")] == "scratch+wide" and cells[str(sweep / "0")] == cells[str(sweep / "1")] == "scratch"
+    assert (
+        cells[str(sweep / "0w")] == "scratch+wide" and cells[str(sweep / "0")] == cells[str(sweep / "1")] == "scratch"
+    )
     diff = paired_differences(subject_means(load_cells(find_cells(sweep))))
     wide = diff[diff["strategy"] == "scratch+wide"]
     assert list(wide["n"]) == [1, 1] and wide["d_dice"].abs().max() < 1e-12  # the same tables: no difference

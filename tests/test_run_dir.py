@@ -25,8 +25,18 @@ from tagseg.report.tables import breakdown, summary_table
 
 def rows(n: int = 6) -> list[dict]:
     rng = np.random.default_rng(0)
-    return [{"subject": f"s{i % 3}", "slice": 0, "frame": i % 2, "group": "control" if i % 3 else "dmd",
-             "dice": float(rng.uniform(0.5, 1)), "hd95_mm": float(rng.uniform(1, 9)), "index": i} for i in range(n)]
+    return [
+        {
+            "subject": f"s{i % 3}",
+            "slice": 0,
+            "frame": i % 2,
+            "group": "control" if i % 3 else "dmd",
+            "dice": float(rng.uniform(0.5, 1)),
+            "hd95_mm": float(rng.uniform(1, 9)),
+            "index": i,
+        }
+        for i in range(n)
+    ]
 
 
 def test_summarise_by_hand():
@@ -34,7 +44,9 @@ def test_summarise_by_hand():
     df = pd.DataFrame(r)
     s = summarise(r)
     assert s["n_images"] == 6 and s["dice_mean"] == pytest.approx(df.dice.mean())
-    assert s["dice_std"] == pytest.approx(df.dice.std(ddof=1)) and s["hd95_mm_median"] == pytest.approx(df.hd95_mm.median())
+    assert s["dice_std"] == pytest.approx(df.dice.std(ddof=1)) and s["hd95_mm_median"] == pytest.approx(
+        df.hd95_mm.median()
+    )
     assert set(s["per_frame"]) == {"0", "1"} and s["per_frame"]["1"]["n_images"] == 3
     assert s["per_group"]["dmd"]["dice_mean"] == pytest.approx(df[df.group == "dmd"].dice.mean())
     assert metric_stats(df.iloc[:1])["dice_std"] == 0.0  # one image: std 0, not NaN
@@ -64,11 +76,25 @@ def test_write_test_results_and_typed_results(tmp_path):
     assert "summary" not in result and result.get("best_ckpt") is None and result["global_step"] == 2
     result.add_test(TestResult(summary=summary, summary_path=summary_path, metrics_path=metrics_path))
     assert result["summary"] is summary and result.summary_path == summary_path
-    ev = EvalResult(run_dir=Path("e"), checkpoint=Path("c.ckpt"), summary=summary, summary_path=summary_path,
-                    metrics_path=metrics_path)
-    assert ev["checkpoint"] == Path("c.ckpt") and set(ev.keys()) == {"run_dir", "checkpoint", "summary", "summary_path",
-                                                                       "metrics_path"}
+    ev = EvalResult(
+        run_dir=Path("e"),
+        checkpoint=Path("c.ckpt"),
+        summary=summary,
+        summary_path=summary_path,
+        metrics_path=metrics_path,
+    )
+    assert ev["checkpoint"] == Path("c.ckpt") and set(ev.keys()) == {
+        "run_dir",
+        "checkpoint",
+        "summary",
+        "summary_path",
+        "metrics_path",
+    }
     ev["shifts"] = Path("shifts.csv")  # a key of its own: kept in extra, read back like the fields
     ev.update({"summary_path": Path("s.json")})
-    assert ev["shifts"] == Path("shifts.csv") and ev.extra == {"shifts": Path("shifts.csv")} and ev.summary_path == Path("s.json")
+    assert (
+        ev["shifts"] == Path("shifts.csv")
+        and ev.extra == {"shifts": Path("shifts.csv")}
+        and ev.summary_path == Path("s.json")
+    )
     assert {**ev}["shifts"] == Path("shifts.csv")

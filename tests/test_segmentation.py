@@ -19,7 +19,12 @@ ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
 PLATEAU = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True, "patience": 10}
 NETS = {
     "resnetvae": {"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
-    "nnunet": {"_target_": "tagseg.models.networks.build_network", "name": "nnunet", "strides": [1, 2, 2], "filters": [4, 8, 16]},
+    "nnunet": {
+        "_target_": "tagseg.models.networks.build_network",
+        "name": "nnunet",
+        "strides": [1, 2, 2],
+        "filters": [4, 8, 16],
+    },
 }
 
 
@@ -34,9 +39,17 @@ def batch(n: int = 2, size: int = 32) -> dict:
     label[:, :, 8:20, 8:20] = 1
     from tagseg.losses import shape_information_batch
 
-    return {"image": torch.randn(n, 1, size, size), "label": label, "si": shape_information_batch(label.float(), 0.2),
-            "spacing_mm": torch.full((n, 2), 1.5), "subject": ["a"] * n, "slice": torch.zeros(n, dtype=torch.long),
-            "frame": torch.arange(n), "group": ["control"] * n, "index": torch.arange(n)}
+    return {
+        "image": torch.randn(n, 1, size, size),
+        "label": label,
+        "si": shape_information_batch(label.float(), 0.2),
+        "spacing_mm": torch.full((n, 2), 1.5),
+        "subject": ["a"] * n,
+        "slice": torch.zeros(n, dtype=torch.long),
+        "frame": torch.arange(n),
+        "group": ["control"] * n,
+        "index": torch.arange(n),
+    }
 
 
 def test_training_loss_is_eq4_plus_weighted_vae():
@@ -66,11 +79,11 @@ def test_image_metrics_per_class_with_spacing():
     pred = torch.zeros(1, 8, 8, dtype=torch.long)
     label = torch.zeros(1, 8, 8, dtype=torch.long)
     label[0, 2:4, 2:4] = 1
-    pred[0, 2:4, 2:5] = 1           # one extra column
-    pred[0, 6, 6] = 2               # class 2 predicted, absent in truth
+    pred[0, 2:4, 2:5] = 1  # one extra column
+    pred[0, 6, 6] = 2  # class 2 predicted, absent in truth
     dice, hd = image_metrics(pred, label, torch.tensor([[2.0, 1.0]]), 2)
     assert dice[0, 0] == pytest.approx(2 * 4 / (6 + 4))
-    assert hd[0, 0] == pytest.approx(1.0)        # the extra column is 1 col (1 mm) away
+    assert hd[0, 0] == pytest.approx(1.0)  # the extra column is 1 col (1 mm) away
     assert dice[0, 1] == 0.0
     assert hd[0, 1] == pytest.approx(np.hypot(8 * 2.0, 8 * 1.0))  # one empty mask: the image diagonal
 
@@ -81,8 +94,16 @@ def test_two_step_fit_and_checkpoint_rebuilds_module(name, tmp_path):
     b = batch(4)
     samples = [{k: (v[i] if not isinstance(v, list) else v[i]) for k, v in b.items()} for i in range(4)]
     loader = torch.utils.data.DataLoader(samples, batch_size=2)
-    trainer = L.Trainer(max_steps=2, limit_val_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(m, train_dataloaders=loader, val_dataloaders=loader)
     assert trainer.global_step == 2
     for key in ("train/loss", "train/dice_loss", "train/ce", "train/shape", "val/dice", "val/hd95_mm"):

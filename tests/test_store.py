@@ -35,8 +35,14 @@ def test_write_read_round_trip(tmp_path):
     images, masks = arrays(4)
     disp = np.random.default_rng(1).normal(size=(4, 2, 6, 5)).astype(np.float32)
     m = meta(4, vendor=["A", "B", "A", "C"], split=["train", "train", "test", "test"])
-    path = write_store(tmp_path / "s.h5", images, masks, m, extras={"displacement": disp},
-                       attrs={"name": "demo", "config": {"a": 1}, "labelled": True})
+    path = write_store(
+        tmp_path / "s.h5",
+        images,
+        masks,
+        m,
+        extras={"displacement": disp},
+        attrs={"name": "demo", "config": {"a": 1}, "labelled": True},
+    )
     store = read_store(path)
     np.testing.assert_array_equal(store.images, images)
     np.testing.assert_array_equal(store.masks, masks)

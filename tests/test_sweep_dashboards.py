@@ -14,16 +14,35 @@ import pytest
 from wandb_files import offline_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.n_subjects=6", "data.n_frames=2", "data.image_size=32", "data.fov_mm=96",
-        "strategy.use_existing_stores=false", "datamodule.image_size=32", "datamodule.batch_size=8",
-        "datamodule.num_workers=0", "+model.network.init_filters=8", "trainer=cpu", "callbacks=minimal",
-        "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "print_config=false", "torch_threads=1"]
+TINY = [
+    "data.n_subjects=6",
+    "data.n_frames=2",
+    "data.image_size=32",
+    "data.fov_mm=96",
+    "strategy.use_existing_stores=false",
+    "datamodule.image_size=32",
+    "datamodule.batch_size=8",
+    "datamodule.num_workers=0",
+    "+model.network.init_filters=8",
+    "trainer=cpu",
+    "callbacks=minimal",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "print_config=false",
+    "torch_threads=1",
+]
 
 
 def _train(root: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", "train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _cell_runs(sweep_dir: Path) -> dict[str, dict]:

@@ -63,8 +63,9 @@ def toy_app(tmp_path: Path) -> Path:
 
 def _run(app: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "TAGSEG_ROOT": str(app), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, str(app / "toy.py"), *args], cwd=app, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(app / "toy.py"), *args], cwd=app, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _summary(app: Path) -> list[dict[str, str]]:
@@ -74,8 +75,13 @@ def _summary(app: Path) -> list[dict[str, str]]:
 
 
 def test_cell_record_from_returns_and_exceptions():
-    ok = cell_record({"summary": {"test_dice_mean": 0.8, "epochs": 3}, "status": "ok"}, job=0,
-                     overrides=["model=resnetvae", "loss.gamma=0.1"], wall_s=12.34, run_dir="r")
+    ok = cell_record(
+        {"summary": {"test_dice_mean": 0.8, "epochs": 3}, "status": "ok"},
+        job=0,
+        overrides=["model=resnetvae", "loss.gamma=0.1"],
+        wall_s=12.34,
+        run_dir="r",
+    )
     assert ok["status"] == "ok" and ok["test_dice_mean"] == 0.8 and ok["epochs"] == 3
     assert ok["overrides"] == "model=resnetvae,loss.gamma=0.1" and ok["wall_s"] == 12.3
     assert ok["test_hd95_mm_mean"] is None and set(ok) == set(COLUMNS) | {"override_list"}

@@ -38,8 +38,8 @@ def test_tagged_image_scores_far_above_the_same_image_untagged(spacing_px, angle
 def test_pure_grating_in_band_is_nearly_all_tag_energy_and_out_of_band_is_none():
     n = 60
     x = np.arange(n)
-    in_band = np.cos(2 * np.pi * x / 5.0)[None, :].repeat(n, 0)     # 12 cycles: on a bin, period 5 px
-    out_band = np.cos(2 * np.pi * x / 30.0)[None, :].repeat(n, 0)   # period 30 px: outside 3-8 px
+    in_band = np.cos(2 * np.pi * x / 5.0)[None, :].repeat(n, 0)  # 12 cycles: on a bin, period 5 px
+    out_band = np.cos(2 * np.pi * x / 30.0)[None, :].repeat(n, 0)  # period 30 px: outside 3-8 px
     assert tagness(in_band) > 0.9
     assert tagness(out_band) < 1e-3
     # the band decides: widen it and the long period counts
@@ -71,9 +71,17 @@ def test_store_tagness_selects_splits_and_rows(tmp_path):
     plain = heart_like(32).numpy()
     tagged = apply_tagging(torch.from_numpy(plain)).numpy()
     images = np.stack([plain, tagged, plain, tagged])
-    meta = {"subject": list("abcd"), "slice": [0] * 4, "frame": [0] * 4, "n_frames": [1] * 4, "phase": [""] * 4,
-            "group": ["g"] * 4, "spacing_mm": [[1.0, 1.0]] * 4, "source": ["toy"] * 4,
-            "split": ["train", "test", "train", "test"]}
+    meta = {
+        "subject": list("abcd"),
+        "slice": [0] * 4,
+        "frame": [0] * 4,
+        "n_frames": [1] * 4,
+        "phase": [""] * 4,
+        "group": ["g"] * 4,
+        "spacing_mm": [[1.0, 1.0]] * 4,
+        "source": ["toy"] * 4,
+        "split": ["train", "test", "train", "test"],
+    }
     write_store(tmp_path / "s.h5", images, np.zeros(images.shape, np.uint8), meta, name="toy")
     all_rows = store_tagness(tmp_path / "s.h5", batch_size=3)
     np.testing.assert_allclose(all_rows, tagness(images))

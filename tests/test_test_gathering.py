@@ -40,8 +40,14 @@ if trainer.is_global_zero:
 def _single_process_rows(ckpt: Path, store: Path) -> list[dict]:
     model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=3, augment={"enabled": False})
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.test(model, datamodule=dm, verbose=False)
     return model.test_rows
 
@@ -51,8 +57,14 @@ def test_rows_are_one_per_dataset_index(trained_ckpt):
     data = SimpleNamespace(subject=np.array(["a", "b", "c"]), group=np.array(["g1", "g2", "g1"]))
     model.trainer = SimpleNamespace(test_dataloaders=[SimpleNamespace(dataset=SimpleNamespace(data=data))])
     # rank 1's padded batch repeats index 0 (DistributedSampler)
-    table = np.array([[2, 1, 3, 0.5, 4.0, 0.5, 4.0], [0, 0, 1, 0.9, 1.0, 0.9, 1.0], [1, 0, 2, 0.7, 2.0, 0.7, 2.0],
-                      [0, 0, 1, 0.9, 1.0, 0.9, 1.0]])
+    table = np.array(
+        [
+            [2, 1, 3, 0.5, 4.0, 0.5, 4.0],
+            [0, 0, 1, 0.9, 1.0, 0.9, 1.0],
+            [1, 0, 2, 0.7, 2.0, 0.7, 2.0],
+            [0, 0, 1, 0.9, 1.0, 0.9, 1.0],
+        ]
+    )
     rows = model.rows_from_table(table)
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert [(r["subject"], r["group"], r["frame"]) for r in rows] == [("a", "g1", 1), ("b", "g2", 2), ("c", "g1", 3)]
@@ -69,9 +81,24 @@ def test_ddp_test_on_two_processes_counts_every_image_once(tmp_path, trained_ckp
     out = tmp_path / "rows.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(tmp_path / "ddp_test.py"), str(trained_ckpt), str(ring_store), str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(tmp_path / "ddp_test.py"),
+            str(trained_ckpt),
+            str(ring_store),
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads(out.read_text())
     assert [r["index"] for r in ddp] == [r["index"] for r in single]

@@ -18,7 +18,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from tagseg.errors import ConfigError, StoreError, TagsegError
 from tagseg.models.segmentation import SegmentationModule
-from tagseg.runtime.config import instantiate, set_torch_threads
+from tagseg.runtime.config import set_torch_threads
 from tagseg.stages.evaluate import evaluate
 from tagseg.stages.train import fit_progress, load_weights, one_device_trainer, train
 
@@ -35,7 +35,16 @@ def test_train_writes_metrics_and_summary(compose_config, tmp_path, ring_store):
     assert result["best_ckpt"].exists() and result["last_ckpt"] == run / "checkpoints" / "last.ckpt"
     assert (run / "config.yaml").exists() and list((run / "csv").glob("version_*/metrics.csv"))
     logged = pd.read_csv(next((run / "csv").glob("version_*/metrics.csv")))
-    for column in ("train/loss", "train/dice_loss", "train/ce", "train/shape", "train/vae", "val/dice", "val/hd95_mm", "val/loss"):
+    for column in (
+        "train/loss",
+        "train/dice_loss",
+        "train/ce",
+        "train/shape",
+        "train/vae",
+        "val/dice",
+        "val/hd95_mm",
+        "val/loss",
+    ):
         assert column in logged.columns, column
     df = pd.read_csv(run / "test_metrics.csv")
     assert list(df.columns[:6]) == ["subject", "slice", "frame", "group", "dice", "hd95_mm"]
@@ -56,8 +65,16 @@ def test_resume_from_last_continues_the_run(compose_config, tmp_path, ring_store
     run = tmp_path / "run"
     first = train(compose_config("train", "test=false", output_dir=run, store=ring_store))
     assert first["global_step"] == 2
-    second = train(compose_config("train", "test=false", "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
-                                  output_dir=run, store=ring_store))
+    second = train(
+        compose_config(
+            "train",
+            "test=false",
+            "trainer.max_epochs=2",
+            f"ckpt_path={first['last_ckpt']}",
+            output_dir=run,
+            store=ring_store,
+        )
+    )
     assert second["global_step"] == 4 and second["epochs"] == 2
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 4 and state["epoch"] == 1
@@ -77,20 +94,41 @@ def test_init_from_strict_and_relaxed(compose_config, tmp_path, ring_store):
     assert load_weights(fresh, tmp_path / "a") == {"missing": [], "unexpected": [], "mismatched": []}
     for key, value in same.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
-    with pytest.raises(ConfigError, match=r"init_from .*best.ckpt: weights do not match the model \(missing \d+: net\..*unexpected \d+"):
-        train(compose_config("train", *TINY_NNUNET, f"init_from={source['best_ckpt']}", output_dir=tmp_path / "b",
-                             store=ring_store))
+    with pytest.raises(
+        ConfigError, match=r"init_from .*best.ckpt: weights do not match the model \(missing \d+: net\..*unexpected \d+"
+    ):
+        train(
+            compose_config(
+                "train", *TINY_NNUNET, f"init_from={source['best_ckpt']}", output_dir=tmp_path / "b", store=ring_store
+            )
+        )
     assert not (tmp_path / "b" / "checkpoints").exists()
-    wider = compose_config("train", "model.network.init_filters=16", f"init_from={tmp_path / 'a'}", "init_from_strict=false",
-                           "test=false", "trainer.max_steps=1", output_dir=tmp_path / "c", store=ring_store)
+    wider = compose_config(
+        "train",
+        "model.network.init_filters=16",
+        f"init_from={tmp_path / 'a'}",
+        "init_from_strict=false",
+        "test=false",
+        "trainer.max_steps=1",
+        output_dir=tmp_path / "c",
+        store=ring_store,
+    )
     assert train(wider)["global_step"] == 1
 
 
 def test_wandb_offline_writes_a_run_dir(compose_config, tmp_path, ring_store, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_config("train", "logger=wandb", "test=false", "trainer.max_steps=2", "callbacks=default",
-                         "~callbacks.rich_progress_bar", output_dir=tmp_path / "run", store=ring_store)
+    cfg = compose_config(
+        "train",
+        "logger=wandb",
+        "test=false",
+        "trainer.max_steps=2",
+        "callbacks=default",
+        "~callbacks.rich_progress_bar",
+        output_dir=tmp_path / "run",
+        store=ring_store,
+    )
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -101,8 +139,15 @@ def test_wandb_offline_writes_a_run_dir(compose_config, tmp_path, ring_store, mo
 
 def test_evaluate_a_checkpoint_alone(compose_config, tmp_path, ring_store):
     trained = train(compose_config("train", "test=false", output_dir=tmp_path / "run", store=ring_store))
-    cfg = compose_config("evaluate", f"ckpt={tmp_path / 'run'}", "split=val", "trainer=cpu", "trainer.enable_model_summary=false",
-                         output_dir=tmp_path / "eval", store=ring_store)
+    cfg = compose_config(
+        "evaluate",
+        f"ckpt={tmp_path / 'run'}",
+        "split=val",
+        "trainer=cpu",
+        "trainer.enable_model_summary=false",
+        output_dir=tmp_path / "eval",
+        store=ring_store,
+    )
     result = evaluate(cfg)
     assert result["checkpoint"] == trained["best_ckpt"]
     df = pd.read_csv(tmp_path / "eval" / "test_metrics.csv")
@@ -121,8 +166,14 @@ def test_fit_progress_of_a_spawned_fit_comes_from_its_last_checkpoint(tmp_path):
 
 
 def test_one_device_trainer_keeps_the_ddp_config_but_not_its_devices(compose_config, tmp_path, ring_store):
-    cfg = compose_config("train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=7",
-                         output_dir=tmp_path / "run", store=ring_store)
+    cfg = compose_config(
+        "train",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=7",
+        output_dir=tmp_path / "run",
+        store=ring_store,
+    )
     assert cfg.trainer.devices == 2 and cfg.trainer.sync_batchnorm
     trainer = one_device_trainer(cfg.trainer, logger=False)
     assert trainer.world_size == 1 and trainer.num_devices == 1 and isinstance(trainer.strategy, SingleDeviceStrategy)
@@ -172,8 +223,14 @@ def test_store_without_required_key(compose_config, tmp_path, ring_store):
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     env = dict(os.environ, TAGSEG_ROOT=str(tmp_path), WANDB_MODE="disabled")
-    proc = subprocess.run([sys.executable, "-m", "tagseg.cli", "train", f"datamodule.stores=[{tmp_path / 'nope.h5'}]"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", "train", f"datamodule.stores=[{tmp_path / 'nope.h5'}]"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
     assert len(errors) == 1 and "nope.h5: slice store not found" in errors[0]
@@ -197,7 +254,16 @@ def test_missing_dataset_store_is_prepared_first(compose_config, tmp_path, monke
 
     monkeypatch.setattr(tagseg.data.prepare, "ensure_store", fake_ensure_store)
     fresh = tmp_path / "fresh" / "phantom.h5"
-    result = train(compose_config("train", "test=false", "trainer.max_steps=1", "seed=7", "prepare.seed=3",
-                                  output_dir=tmp_path / "run", store=fresh))
+    result = train(
+        compose_config(
+            "train",
+            "test=false",
+            "trainer.max_steps=1",
+            "seed=7",
+            "prepare.seed=3",
+            output_dir=tmp_path / "run",
+            store=fresh,
+        )
+    )
     # the store is split with the store specification's seed (prepare.seed), apart from the training seed
     assert calls == [("phantom_tagged", 3)] and fresh.exists() and result["global_step"] == 1

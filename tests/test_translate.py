@@ -27,9 +27,17 @@ def make_cine_store(path, n=5, size=SIZE, spacing_mm=1.4):
     masks = np.zeros((n, size, size), np.uint8)
     masks[:, 6:18, 6:18] = 2
     masks[:, 9:15, 9:15] = 3
-    meta = {"subject": [f"p{i // 2}" for i in range(n)], "slice": [0] * n, "frame": [i % 2 for i in range(n)],
-            "n_frames": [2] * n, "phase": ["ED", "ES"] * (n // 2) + ["ED"] * (n % 2), "group": ["NOR"] * n,
-            "spacing_mm": [[spacing_mm, spacing_mm]] * n, "source": ["acdc"] * n, "split": ["train"] * n}
+    meta = {
+        "subject": [f"p{i // 2}" for i in range(n)],
+        "slice": [0] * n,
+        "frame": [i % 2 for i in range(n)],
+        "n_frames": [2] * n,
+        "phase": ["ED", "ES"] * (n // 2) + ["ED"] * (n % 2),
+        "group": ["NOR"] * n,
+        "spacing_mm": [[spacing_mm, spacing_mm]] * n,
+        "source": ["acdc"] * n,
+        "split": ["train"] * n,
+    }
     write_store(path, images, masks, meta, name="acdc")
     return images
 
@@ -37,7 +45,8 @@ def make_cine_store(path, n=5, size=SIZE, spacing_mm=1.4):
 def test_physics_output_is_sqrt_then_direct_bloch(tmp_path):
     images = make_cine_store(tmp_path / "in.h5")
     PhysicsTranslator({"spacing_px": 6.0, "flip_deg": 80.0}, batch_size=2, progress=False, n_figure=0).run(
-        tmp_path / "in.h5", tmp_path / "out.h5")
+        tmp_path / "in.h5", tmp_path / "out.h5"
+    )
     out = read_store(tmp_path / "out.h5")
     for k in range(len(images)):
         ref = simulate_tagging_direct(torch.from_numpy(np.sqrt(images[k])), spacing_px=6.0, flip_deg=80.0)
@@ -51,7 +60,8 @@ def test_physics_output_is_sqrt_then_direct_bloch(tmp_path):
 def test_spacing_mm_uses_each_image_pixel_spacing(tmp_path):
     images = make_cine_store(tmp_path / "in.h5", spacing_mm=2.0)
     PhysicsTranslator({"spacing_mm": 10.0, "contrast": "none"}, progress=False, n_figure=0).run(
-        tmp_path / "in.h5", tmp_path / "out.h5")
+        tmp_path / "in.h5", tmp_path / "out.h5"
+    )
     ref = simulate_tagging_direct(torch.from_numpy(images[0]), spacing_px=5.0)
     np.testing.assert_allclose(read_store(tmp_path / "out.h5").images[0], ref.numpy(), atol=1e-5)
 
@@ -62,7 +72,9 @@ def test_jitter_is_per_image_seeded_and_batch_independent(tmp_path):
     runs = []
     for batch_size in (1, 4):
         out = tmp_path / f"out{batch_size}.h5"
-        PhysicsTranslator(params, batch_size=batch_size, seed=7, progress=False, n_figure=0).run(tmp_path / "in.h5", out)
+        PhysicsTranslator(params, batch_size=batch_size, seed=7, progress=False, n_figure=0).run(
+            tmp_path / "in.h5", out
+        )
         runs.append(read_store(out).images)
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
     plain = PhysicsTranslator({"contrast": "power"}, seed=7, progress=False, n_figure=0)
@@ -96,8 +108,14 @@ def test_config_defaults_are_the_paper(compose_config):
 
 def _cli(tmp_path, *args):
     env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "tagseg.cli", "translate", *args, "method.progress=false"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tagseg.cli", "translate", *args, "method.progress=false"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_translates_and_writes_figure(tmp_path):

@@ -46,9 +46,16 @@ def make_store(path, n=6, size=16, masks=True, extras=True, nan_row=None):
     msk = rng.integers(0, 4, (n, size, size)).astype(np.uint8)
     # two slices of one subject, frames interleaved so grouping by slice reorders rows
     meta = {
-        "subject": ["s1"] * n, "slice": [i % 2 for i in range(n)], "frame": [i // 2 for i in range(n)],
-        "n_frames": [n // 2] * n, "phase": ["ED" if i < 2 else "" for i in range(n)], "group": ["g"] * n,
-        "spacing_mm": [[1.4, 1.4]] * n, "source": ["toy"] * n, "split": ["train"] * n, "scanner": ["x"] * n,
+        "subject": ["s1"] * n,
+        "slice": [i % 2 for i in range(n)],
+        "frame": [i // 2 for i in range(n)],
+        "n_frames": [n // 2] * n,
+        "phase": ["ED" if i < 2 else "" for i in range(n)],
+        "group": ["g"] * n,
+        "spacing_mm": [[1.4, 1.4]] * n,
+        "source": ["toy"] * n,
+        "split": ["train"] * n,
+        "scanner": ["x"] * n,
     }
     ext = {"displacement": rng.random((n, 2, size, size)).astype(np.float32)} if extras else None
     write_store(path, images, msk, meta, extras=ext, name="toy", verify=False)
@@ -61,8 +68,9 @@ def make_store(path, n=6, size=16, masks=True, extras=True, nan_row=None):
 @pytest.mark.parametrize("cls", [Invert, InvertBySlice])
 def test_carries_masks_meta_extras_and_sets_source(tmp_path, cls):
     images = make_store(tmp_path / "in.h5")
-    report = cls(batch_size=4, progress=False, n_figure=2).run(tmp_path / "in.h5", tmp_path / "out.h5",
-                                                               attrs={"config": "x: 1"})
+    report = cls(batch_size=4, progress=False, n_figure=2).run(
+        tmp_path / "in.h5", tmp_path / "out.h5", attrs={"config": "x: 1"}
+    )
     src, out = read_store(tmp_path / "in.h5"), read_store(tmp_path / "out.h5")
     np.testing.assert_allclose(out.images, 1.0 - images, atol=1e-6)  # rows in input order
     assert "displacement" in src.extras
@@ -74,8 +82,11 @@ def test_carries_masks_meta_extras_and_sets_source(tmp_path, cls):
 
 
 def test_iter_slices_groups_frames_in_time_order():
-    meta = {"subject": np.array(["a", "a", "b", "a"], dtype=object), "slice": np.array([0, 1, 0, 0]),
-            "frame": np.array([2, 0, 0, 1])}
+    meta = {
+        "subject": np.array(["a", "a", "b", "a"], dtype=object),
+        "slice": np.array([0, 1, 0, 0]),
+        "frame": np.array([2, 0, 0, 1]),
+    }
     assert [g.tolist() for g in iter_slices(meta)] == [[3, 0], [1], [2]]
 
 

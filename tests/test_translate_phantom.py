@@ -24,10 +24,19 @@ TAG = {"spacing_px": 5.0, "flip_deg": 70.0}
 
 def phantom_metrics(compose_config, tmp_path, image_size: int, n_frames: int, motion: str):
     """Translate one phantom cine slice (conf/data/phantom_cine.yaml); correlation and depth per frame."""
-    overrides = ["data=phantom_cine", "data.n_subjects=1", "data.n_slices=1", f"data.n_frames={n_frames}",
-                 f"data.image_size={image_size}", "method=physics_dynamic", f"method.motion={motion}",
-                 "method.progress=false", "method.n_figure=0", f"physics.spacing_px={TAG['spacing_px']}",
-                 f"physics.flip_deg={TAG['flip_deg']}"]
+    overrides = [
+        "data=phantom_cine",
+        "data.n_subjects=1",
+        "data.n_slices=1",
+        f"data.n_frames={n_frames}",
+        f"data.image_size={image_size}",
+        "method=physics_dynamic",
+        f"method.motion={motion}",
+        "method.progress=false",
+        "method.n_figure=0",
+        f"physics.spacing_px={TAG['spacing_px']}",
+        f"physics.flip_deg={TAG['flip_deg']}",
+    ]
     cfg = compose_config("translate", *overrides, tiny=False)
     prepare_store(hydra.utils.instantiate(cfg.data), tmp_path / "cine.h5", seed=0)
     cine = read_store(tmp_path / "cine.h5")

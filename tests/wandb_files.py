@@ -30,11 +30,11 @@ def records(path: str | Path) -> Iterator[Any]:
         if left < HEADER:  # block trailer padding
             pos += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         if length == 0 and kind == 0:
             pos += left
             continue
-        chunk = data[pos + HEADER:pos + HEADER + length]
+        chunk = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind in (FULL, FIRST):
             pending = chunk
@@ -53,8 +53,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     for rec in records(path):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
-            out.update(name=rec.run.display_name, group=rec.run.run_group, tags=list(rec.run.tags),
-                       job_type=rec.run.job_type)
+            out.update(
+                name=rec.run.display_name, group=rec.run.run_group, tags=list(rec.run.tags), job_type=rec.run.job_type
+            )
             for item in rec.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "config":

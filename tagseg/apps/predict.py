@@ -15,7 +15,9 @@ from tagseg.stages.predict import EXIT_SOME_FAILED, predict_scans
 def main(cfg: DictConfig) -> None:
     report = predict_scans(cfg)
     print(report.table())
-    print(f"predictions: {report.output} ({len(report.files)} files; reference_points.csv, predictions.csv, failed.csv)")
+    print(
+        f"predictions: {report.output} ({len(report.files)} files; reference_points.csv, predictions.csv, failed.csv)"
+    )
     print(report.timing_line())
     if report.failures:
         raise SystemExit(EXIT_SOME_FAILED)

@@ -14,8 +14,10 @@ from tagseg.stages.store import store
 @user_errors
 def main(cfg: DictConfig) -> None:
     result = store(cfg)
-    print(f"{result['path']}: valid slice store, {result['n_slices']} slices "
-          f"({result['bytes'] / 1e6:.1f} MB checked in {result['seconds']:.2f} s)")
+    print(
+        f"{result['path']}: valid slice store, {result['n_slices']} slices "
+        f"({result['bytes'] / 1e6:.1f} MB checked in {result['seconds']:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

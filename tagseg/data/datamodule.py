@@ -82,7 +82,9 @@ def check_classes(classes: Sequence[int]) -> list[int]:
     """
     out = [int(c) for c in classes]
     if not out or len(set(out)) != len(out) or any(c not in STORE_LABELS for c in out):
-        raise ConfigError(f"datamodule.classes: expected distinct store labels from {list(STORE_LABELS)} (1 RV, 2 MYO, 3 LV), got {list(classes)}")
+        raise ConfigError(
+            f"datamodule.classes: expected distinct store labels from {list(STORE_LABELS)} (1 RV, 2 MYO, 3 LV), got {list(classes)}"
+        )
     return out
 
 
@@ -98,7 +100,9 @@ def resize_slices(images: np.ndarray, masks: np.ndarray, size: tuple[int, int]) 
     """Resize (N, H, W) images (bilinear) and masks (nearest) to ``size`` in one batched call."""
     if images.shape[1:] == tuple(size):
         return images, masks
-    img = F.interpolate(torch.from_numpy(np.ascontiguousarray(images))[:, None], size=size, mode="bilinear", align_corners=False)
+    img = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(images))[:, None], size=size, mode="bilinear", align_corners=False
+    )
     msk = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks))[:, None].float(), size=size, mode="nearest-exact")
     return img[:, 0].clamp_(0.0, 1.0).numpy(), msk[:, 0].to(torch.uint8).numpy()
 
@@ -144,13 +148,17 @@ def load_slices(
     size = (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(s) for s in image_size)  # type: ignore[arg-type]
     if len(size) != 2 or min(size) < 8:
         raise ConfigError(f"datamodule.image_size: expected a side >= 8 pixels, got {image_size}")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "labels", "spacing_mm", "subject", "slice", "frame", "group", "split", "store")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("images", "labels", "spacing_mm", "subject", "slice", "frame", "group", "split", "store")
+    }
     for path in stores:
         path = Path(path)
         store = read_store(path, extras=False)
         n, h, w = store.images.shape
         images, masks = resize_slices(store.images, store.masks, size)
-        spacing = np.asarray(store.meta["spacing_mm"], np.float32).reshape(n, 2) * np.array([h / size[0], w / size[1]], np.float32)
+        spacing = np.asarray(store.meta["spacing_mm"], np.float32).reshape(n, 2) * np.array(
+            [h / size[0], w / size[1]], np.float32
+        )
         parts["images"].append(images.astype(np.float32, copy=False))
         parts["labels"].append(to_classes(masks, classes))
         parts["spacing_mm"].append(spacing)
@@ -169,15 +177,28 @@ def load_slices(
         split = split.copy()
         split[unset] = split_column(keys, split_ratios, seed)
     si = compute_si(cat["labels"], len(classes), si_k)
-    return SliceArrays(images=cat["images"], labels=cat["labels"], si=si, spacing_mm=cat["spacing_mm"], subject=cat["subject"],
-                       slice=cat["slice"], frame=cat["frame"], group=cat["group"], split=split, store=cat["store"])
+    return SliceArrays(
+        images=cat["images"],
+        labels=cat["labels"],
+        si=si,
+        spacing_mm=cat["spacing_mm"],
+        subject=cat["subject"],
+        slice=cat["slice"],
+        frame=cat["frame"],
+        group=cat["group"],
+        split=split,
+        store=cat["store"],
+    )
 
 
 def compute_si(labels: np.ndarray, n_classes: int, k: float) -> np.ndarray:
     """SI maps (N, K, H, W) of classes 1..K of (N, H, W) class-index labels, once per slice."""
     onehot = np.stack([labels == c for c in range(1, n_classes + 1)], axis=1)
     chunks = range(0, len(onehot), SI_CHUNK)
-    out = [shape_information_batch(onehot[i:i + SI_CHUNK], k) for i in tqdm(chunks, desc="shape information", unit="chunk", disable=len(chunks) < 4)]
+    out = [
+        shape_information_batch(onehot[i : i + SI_CHUNK], k)
+        for i in tqdm(chunks, desc="shape information", unit="chunk", disable=len(chunks) < 4)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(onehot.shape, np.float32)
 
 
@@ -191,8 +212,14 @@ class SliceDataset(Dataset):
         mean, std: intensity normalisation applied after augmentation.
     """
 
-    def __init__(self, data: SliceArrays, rows: np.ndarray, augment: Any | None = None,
-                 mean: float = NORM_MEAN, std: float = NORM_STD) -> None:
+    def __init__(
+        self,
+        data: SliceArrays,
+        rows: np.ndarray,
+        augment: Any | None = None,
+        mean: float = NORM_MEAN,
+        std: float = NORM_STD,
+    ) -> None:
         self.data = data
         self.rows = np.asarray(rows, dtype=np.int64)
         self.augment = augment
@@ -321,12 +348,16 @@ class SliceDataModule(L.LightningDataModule):
             rows = np.flatnonzero(self.data.split == split)
             if split == "train":
                 rows = self._train_rows(rows)
-            self.datasets[split] = SliceDataset(self.data, rows, augment if split == "train" else None, self.mean, self.std)
+            self.datasets[split] = SliceDataset(
+                self.data, rows, augment if split == "train" else None, self.mean, self.std
+            )
         where = ", ".join(self.stores)
         # fitting needs train and val slices; testing one split (an external, test-only store) does not
         for split in ("train", "val") if stage in (None, "fit", "validate") else ():
             if len(self.datasets[split]) == 0:
-                raise DataError(f"{where}: no '{split}' slices (split column / subject split gives {self.split_counts()})")
+                raise DataError(
+                    f"{where}: no '{split}' slices (split column / subject split gives {self.split_counts()})"
+                )
         if stage in (None, "fit"):
             for split in ("train", "val"):
                 self.check_labelled(split)
@@ -339,9 +370,11 @@ class SliceDataModule(L.LightningDataModule):
             StoreError: ``<stores>: every '<split>' mask is empty for classes [...]``.
         """
         rows = self.datasets[split].rows if rows is None else rows
-        if len(rows) and not any(self.data.labels[rows[i:i + SI_CHUNK]].any() for i in range(0, len(rows), SI_CHUNK)):
-            raise StoreError(f"{', '.join(self.stores)}: every '{split}' mask ({len(rows)} slices) is empty for "
-                             f"datamodule.classes={self.classes}; expected labelled slices (labels 1 RV, 2 MYO, 3 LV)")
+        if len(rows) and not any(self.data.labels[rows[i : i + SI_CHUNK]].any() for i in range(0, len(rows), SI_CHUNK)):
+            raise StoreError(
+                f"{', '.join(self.stores)}: every '{split}' mask ({len(rows)} slices) is empty for "
+                f"datamodule.classes={self.classes}; expected labelled slices (labels 1 RV, 2 MYO, 3 LV)"
+            )
 
     def train_subjects(self, rows: np.ndarray) -> list[str]:
         """The training subjects used (``store::subject``): all, or ``n_train_subjects`` of them, seeded."""
@@ -350,8 +383,10 @@ class SliceDataModule(L.LightningDataModule):
         if self.n_train_subjects is None:
             return keys
         if self.n_train_subjects > len(keys):
-            raise DataError(f"datamodule.n_train_subjects={self.n_train_subjects}, but the training split of "
-                            f"{', '.join(self.stores)} has only {len(keys)} subjects")
+            raise DataError(
+                f"datamodule.n_train_subjects={self.n_train_subjects}, but the training split of "
+                f"{', '.join(self.stores)} has only {len(keys)} subjects"
+            )
         order = np.random.default_rng([self.seed, 0x5EB]).permutation(len(keys))
         return sorted(keys[i] for i in order[: self.n_train_subjects])
 
@@ -410,11 +445,19 @@ class SliceDataModule(L.LightningDataModule):
         else:
             ds = self.datasets[split]
         if len(ds) == 0:
-            raise DataError(f"{', '.join(self.stores)}: no '{split}' slices to evaluate (slices per split: "
-                            f"{self.split_counts()}; split=all evaluates every slice)")
+            raise DataError(
+                f"{', '.join(self.stores)}: no '{split}' slices to evaluate (slices per split: "
+                f"{self.split_counts()}; split=all evaluates every slice)"
+            )
         self.check_labelled(split, ds.rows)
         plain_ds = SliceDataset(ds.data, ds.rows, None, self.mean, self.std)
-        return DataLoader(plain_ds, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return DataLoader(
+            plain_ds,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
@@ -426,4 +469,13 @@ class SliceDataModule(L.LightningDataModule):
         return self._loader("test", False, self.eval_batch_size)
 
 
-__all__ = ["SliceArrays", "SliceDataModule", "SliceDataset", "check_classes", "compute_si", "load_slices", "resize_slices", "to_classes"]
+__all__ = [
+    "SliceArrays",
+    "SliceDataModule",
+    "SliceDataset",
+    "check_classes",
+    "compute_si",
+    "load_slices",
+    "resize_slices",
+    "to_classes",
+]

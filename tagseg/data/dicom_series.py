@@ -187,7 +187,9 @@ def _planes_of(path: Path) -> list[Plane]:
         sp = None if top_sp is None else (float(top_sp[0]), float(top_sp[1]))
         return [Plane(pixels, top_ipp, top_iop, sp, (0.0, trigger, instance), ds)]
     if pixels.ndim != 3 or pixels.shape[0] != n_frames:
-        raise DataError(f"{path}: NumberOfFrames = {n_frames} but pixel array shape {pixels.shape}; expected (frames, rows, columns)")
+        raise DataError(
+            f"{path}: NumberOfFrames = {n_frames} but pixel array shape {pixels.shape}; expected (frames, rows, columns)"
+        )
     per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
     planes = []
     for f in range(n_frames):
@@ -205,8 +207,17 @@ def _planes_of(path: Path) -> list[Plane]:
         sp = top_sp if sp is None else sp
         temporal = float(getattr(content, "TemporalPositionIndex", 0) or 0) if content is not None else 0.0
         delay = float(getattr(cardiac, "NominalCardiacTriggerDelayTime", 0) or 0) if cardiac is not None else 0.0
-        planes.append(Plane(pixels[f], ipp, iop, None if sp is None else (float(sp[0]), float(sp[1])),
-                            (temporal, delay, float(f)), ds, frame_number=f + 1))
+        planes.append(
+            Plane(
+                pixels[f],
+                ipp,
+                iop,
+                None if sp is None else (float(sp[0]), float(sp[1])),
+                (temporal, delay, float(f)),
+                ds,
+                frame_number=f + 1,
+            )
+        )
     return planes
 
 
@@ -253,8 +264,10 @@ def read_series(series: DicomSeriesInput) -> DicomVolume:
         slices.append(sorted(group, key=lambda p: p.time_key))
     counts = sorted({len(s) for s in slices})
     if len(counts) != 1:
-        raise DataError(f"{where}: {len(slices)} slice positions with different numbers of frames {counts}; "
-                        "expected every slice over the same frames")
+        raise DataError(
+            f"{where}: {len(slices)} slice positions with different numbers of frames {counts}; "
+            "expected every slice over the same frames"
+        )
     n_z, n_t = len(slices), counts[0]
     ordered = [p for s in slices for p in s]
     spacing = ordered[0].spacing
@@ -268,10 +281,19 @@ def read_series(series: DicomSeriesInput) -> DicomVolume:
             step = normal * float(thick)
         affine = plane_affine(slices[0][0].ipp, iop, spacing, step)
     elif not placed:
-        log.warning("%s: no ImagePositionPatient / ImageOrientationPatient; the mask is not placed in patient space", where)
+        log.warning(
+            "%s: no ImagePositionPatient / ImageOrientationPatient; the mask is not placed in patient space", where
+        )
     frames = np.stack([p.pixels for p in ordered]).astype(np.float32)
-    return DicomVolume(frames, n_z, n_t, spacing, affine, datasets=[p.dataset for p in ordered],
-                       frame_numbers=[p.frame_number for p in ordered])
+    return DicomVolume(
+        frames,
+        n_z,
+        n_t,
+        spacing,
+        affine,
+        datasets=[p.dataset for p in ordered],
+        frame_numbers=[p.frame_number for p in ordered],
+    )
 
 
 __all__ = ["DicomSeriesInput", "DicomVolume", "LPS_TO_RAS", "group_series", "is_dicom", "plane_affine", "read_series"]

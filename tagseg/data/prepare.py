@@ -30,7 +30,6 @@ from tagseg.io.store import StoreWriter
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class PrepareReport:
     """What ``prepare`` did: where, how many, what was skipped and why."""
@@ -82,7 +81,9 @@ def check_record(rec: SliceRecord, where: str) -> None:
         raise DataError(f"{where}: image holds NaN or infinite values")
     bad = np.setdiff1d(np.unique(mask), LABELS)
     if bad.size:
-        raise DataError(f"{where}: label values {bad.tolist()} outside the convention {list(LABELS)} (0 bg, 1 RV, 2 MYO, 3 LV)")
+        raise DataError(
+            f"{where}: label values {bad.tolist()} outside the convention {list(LABELS)} (0 bg, 1 RV, 2 MYO, 3 LV)"
+        )
     sp = np.asarray(rec.spacing_mm, dtype=float)
     if sp.shape != (2,) or not (sp > 0).all():
         raise DataError(f"{where}: pixel spacing must be two positive numbers (mm), got {rec.spacing_mm}")
@@ -199,8 +200,10 @@ def prepare_store(
         if verify:
             return report
         if writer is None:
-            raise DataError(f"{source.name}: no slices could be read ({len(report.skipped)} item(s) skipped)" +
-                            "".join(f"\n  {i}: {r}" for i, r in report.skipped))
+            raise DataError(
+                f"{source.name}: no slices could be read ({len(report.skipped)} item(s) skipped)"
+                + "".join(f"\n  {i}: {r}" for i, r in report.skipped)
+            )
         split = split_column(subjects, split_ratios, seed)
         pre = np.asarray(presplit, dtype=object)
         split = np.where(pre != "", pre, split)
@@ -264,8 +267,17 @@ def build_store(
 
     source = instantiate(data_cfg, "data")
     attrs = {**dict(attrs or {}), "store_spec": json.dumps(spec.as_dict())}
-    return prepare_store(source, output, seed=spec.seed, split_ratios=spec.split_ratios, strict=strict, verify=verify,
-                         image_size=spec.image_size, spacing_mm=spec.spacing_mm, attrs=attrs)
+    return prepare_store(
+        source,
+        output,
+        seed=spec.seed,
+        split_ratios=spec.split_ratios,
+        strict=strict,
+        verify=verify,
+        image_size=spec.image_size,
+        spacing_mm=spec.spacing_mm,
+        attrs=attrs,
+    )
 
 
 def ensure_store(data_cfg: Any, spec: StoreSpec | None = None, prepare_missing: bool | None = None) -> Path:

@@ -136,7 +136,13 @@ class Scan:
 
 def _nifti_stem(path: Path) -> str:
     name = path.name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")] if name.endswith(".nii") else path.stem
+    return (
+        name[: -len(".nii.gz")]
+        if name.endswith(".nii.gz")
+        else name[: -len(".nii")]
+        if name.endswith(".nii")
+        else path.stem
+    )
 
 
 def _is_nifti(path: Path) -> bool:
@@ -150,8 +156,11 @@ def _cifti(path: Path) -> bool:
 
 def _classify(path: Path, explicit: bool) -> ScanInput | None:
     """The input a file stands for (None: not a scan, skipped in a folder)."""
-    if not explicit and (path.name.startswith(".") or (_is_nifti(path) and _nifti_stem(path).endswith("_mask"))
-                         or path.name.endswith("_roi.h5")):
+    if not explicit and (
+        path.name.startswith(".")
+        or (_is_nifti(path) and _nifti_stem(path).endswith("_mask"))
+        or path.name.endswith("_roi.h5")
+    ):
         return None
     suffix = path.suffix.lower()
     if _is_nifti(path):
@@ -161,10 +170,19 @@ def _classify(path: Path, explicit: bool) -> ScanInput | None:
     if suffix in (".h5", ".hdf5", ".mat"):
         return ScanInput(path.stem, "h5", path)  # store or 'imt': told apart when read
     if suffix in UNSUPPORTED or path.name.lower().endswith(".img.gz"):
-        return ScanInput(path.name, "unsupported", path, reason=f"{UNSUPPORTED.get(suffix, 'Analyze 7.5')} format is not read; {CONVERT_HINT}")
+        return ScanInput(
+            path.name,
+            "unsupported",
+            path,
+            reason=f"{UNSUPPORTED.get(suffix, 'Analyze 7.5')} format is not read; {CONVERT_HINT}",
+        )
     if is_dicom(path):
-        return ScanInput(path.stem if suffix in (".dcm", ".dicom", ".ima") else path.name, "dicom", path,
-                         series=DicomSeriesInput(path.stem, [path]))
+        return ScanInput(
+            path.stem if suffix in (".dcm", ".dicom", ".ima") else path.name,
+            "dicom",
+            path,
+            series=DicomSeriesInput(path.stem, [path]),
+        )
     if explicit:
         return ScanInput(path.name, "unsupported", path, reason=f"unrecognised input; expected{INPUT_KINDS[1:]}")
     return None
@@ -208,7 +226,9 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
 def _dicom_inputs(folder: Path, files: list[Path]) -> list[ScanInput]:
     out = []
     for series in group_series(files, folder.name):
-        whole = not series.multiframe and (series.name == folder.name or series.name.startswith(f"{folder.name}_series"))
+        whole = not series.multiframe and (
+            series.name == folder.name or series.name.startswith(f"{folder.name}_series")
+        )
         out.append(ScanInput(series.name, "dicom", folder if whole else series.files[0], series=series))
     return out
 
@@ -260,8 +280,10 @@ def check_finite(scan: Scan) -> None:
     bad = np.flatnonzero(~np.isfinite(scan.frames).all(axis=(1, 2)))
     if bad.size:
         i = int(bad[0])
-        raise DataError(f"{scan.path}: scan '{scan.name}' slice {int(scan.slice[i])} frame {int(scan.frame[i])} holds NaN / inf "
-                        f"pixels ({bad.size} image(s) affected); fix or crop the scan")
+        raise DataError(
+            f"{scan.path}: scan '{scan.name}' slice {int(scan.slice[i])} frame {int(scan.frame[i])} holds NaN / inf "
+            f"pixels ({bad.size} image(s) affected); fix or crop the scan"
+        )
 
 
 def _is_store(path: Path) -> bool:
@@ -276,7 +298,9 @@ def _is_store(path: Path) -> bool:
         return True
     if "imt" in keys:
         return False
-    raise DataError(f"{path}: HDF5 file with neither 'imt' nor a slice store's 'images' + 'meta' (keys: {sorted(keys)})")
+    raise DataError(
+        f"{path}: HDF5 file with neither 'imt' nor a slice store's 'images' + 'meta' (keys: {sorted(keys)})"
+    )
 
 
 def _grid(n_z: int, n_t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,11 +312,23 @@ def _default_spacing(path: Path, default_spacing_mm: float) -> tuple[float, floa
     return float(default_spacing_mm), float(default_spacing_mm)
 
 
-def _scan(inp: ScanInput, kind: str, frames: np.ndarray, spacing: tuple[float, float], n_z: int, n_t: int, **kw: Any) -> Scan:
+def _scan(
+    inp: ScanInput, kind: str, frames: np.ndarray, spacing: tuple[float, float], n_z: int, n_t: int, **kw: Any
+) -> Scan:
     zs, ts = _grid(n_z, n_t)
     n = len(frames)
-    return Scan(inp.name, kind, inp.path, frames, np.tile(np.asarray(spacing, np.float64), (n, 1)), zs, ts,
-                np.full(n, inp.name, dtype=object), layout=(frames.shape[2], frames.shape[1], n_z, n_t), **kw)
+    return Scan(
+        inp.name,
+        kind,
+        inp.path,
+        frames,
+        np.tile(np.asarray(spacing, np.float64), (n, 1)),
+        zs,
+        ts,
+        np.full(n, inp.name, dtype=object),
+        layout=(frames.shape[2], frames.shape[1], n_z, n_t),
+        **kw,
+    )
 
 
 def _read_store(inp: ScanInput) -> Scan:
@@ -301,15 +337,25 @@ def _read_store(inp: ScanInput) -> Scan:
     meta = store.meta
     n = len(store.images)
     col = lambda key, default: np.asarray(meta[key]) if key in meta else default  # noqa: E731
-    return Scan(inp.name, "store", inp.path, store.images, np.asarray(meta["spacing_mm"], np.float64),
-                col("slice", np.zeros(n, int)).astype(int), col("frame", np.arange(n)).astype(int),
-                np.asarray([str(s) for s in col("subject", np.full(n, inp.name))], dtype=object), meta=meta)
+    return Scan(
+        inp.name,
+        "store",
+        inp.path,
+        store.images,
+        np.asarray(meta["spacing_mm"], np.float64),
+        col("slice", np.zeros(n, int)).astype(int),
+        col("frame", np.arange(n)).astype(int),
+        np.asarray([str(s) for s in col("subject", np.full(n, inp.name))], dtype=object),
+        meta=meta,
+    )
 
 
 def _read_imt(inp: ScanInput, imt_axes: str, default_spacing_mm: float) -> Scan:
     from tagseg.data.readers.tagged import TaggedItem, TaggedSource
 
-    source = TaggedSource(root=str(inp.path.parent), imt_axes=imt_axes, default_spacing_mm=default_spacing_mm, images_only=True)
+    source = TaggedSource(
+        root=str(inp.path.parent), imt_axes=imt_axes, default_spacing_mm=default_spacing_mm, images_only=True
+    )
     records = source.load(TaggedItem(inp.name, "h5", inp.path, inp.path), seed=0)
     if not records:
         raise DataError(f"{inp.path}: no frame to segment")
@@ -336,8 +382,10 @@ def _read_nifti(inp: ScanInput, default_spacing_mm: float) -> Scan:
         raise DataError(f"{path}: unreadable NIfTI (truncated or corrupt?): {exc}") from None
     shape = data.shape
     if data.ndim not in (2, 3, 4) or data.dtype.kind not in "biuf":
-        raise DataError(f"{path}: expected a grey-level (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t) image, "
-                        f"got shape {shape} of {data.dtype}")
+        raise DataError(
+            f"{path}: expected a grey-level (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t) image, "
+            f"got shape {shape} of {data.dtype}"
+        )
     vol = data.reshape(shape[0], shape[1], 1, 1) if data.ndim == 2 else data[:, :, None] if data.ndim == 3 else data
     n_x, n_y, n_z, n_t = vol.shape
     frames = np.ascontiguousarray(np.transpose(vol, (2, 3, 1, 0)).reshape(n_z * n_t, n_y, n_x), dtype=np.float32)
@@ -348,8 +396,18 @@ def _read_nifti(inp: ScanInput, default_spacing_mm: float) -> Scan:
     else:
         spacing = (float(zooms[1]), float(zooms[0]))
     patient = int(hdr["sform_code"]) > 0 or int(hdr["qform_code"]) > 0
-    return _scan(inp, "nifti", frames, spacing, n_z, n_t, affine=np.asarray(img.affine, np.float64), patient=patient,
-                 data_shape=shape, nifti=img)
+    return _scan(
+        inp,
+        "nifti",
+        frames,
+        spacing,
+        n_z,
+        n_t,
+        affine=np.asarray(img.affine, np.float64),
+        patient=patient,
+        data_shape=shape,
+        nifti=img,
+    )
 
 
 def _read_dicom(inp: ScanInput, default_spacing_mm: float) -> Scan:
@@ -360,8 +418,18 @@ def _read_dicom(inp: ScanInput, default_spacing_mm: float) -> Scan:
     affine = vol.affine if patient else np.diag([spacing[1], spacing[0], 1.0, 1.0])
     n_y, n_x = vol.frames.shape[1:]
     data_shape = (n_x, n_y, vol.n_times) if vol.n_slices == 1 else (n_x, n_y, vol.n_slices, vol.n_times)
-    return _scan(inp, "dicom", vol.frames, spacing, vol.n_slices, vol.n_times, affine=affine, patient=patient,
-                 data_shape=data_shape, dicom=vol)
+    return _scan(
+        inp,
+        "dicom",
+        vol.frames,
+        spacing,
+        vol.n_slices,
+        vol.n_times,
+        affine=affine,
+        patient=patient,
+        data_shape=data_shape,
+        dicom=vol,
+    )
 
 
 def read_scans(path: str | Path, **kwargs: Any) -> list[Scan]:

@@ -75,11 +75,14 @@ def shift_data_config(data_cfg: DictConfig | Mapping[str, Any], name: str, n_sub
     Raises:
         ConfigError: ``data_cfg`` is not the phantom (shifts are phantom variants).
     """
-    node = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg)
-                            else dict(data_cfg))
+    node = OmegaConf.create(
+        OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else dict(data_cfg)
+    )
     if not str(node.get("_target_", "")).endswith("PhantomSource"):
-        raise ConfigError(f"shifts: shifted test sets are phantom variants; data must be the phantom "
-                          f"(data=phantom_tagged), got {node.get('_target_')}")
+        raise ConfigError(
+            f"shifts: shifted test sets are phantom variants; data must be the phantom "
+            f"(data=phantom_tagged), got {node.get('_target_')}"
+        )
     spec = load_shift(name)
     with open_dict(node):
         node.randomise = None
@@ -109,8 +112,14 @@ def prepare_shift_store(data_cfg: DictConfig, seed: int, folder: str | Path) -> 
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     source = instantiate(data_cfg, "data")
-    prepare_store(source, path, seed=seed, split_ratios=TEST_ONLY, image_size=data_cfg.get("image_size"),
-                  attrs={"config": json.dumps(OmegaConf.to_container(data_cfg, resolve=True), default=str)})
+    prepare_store(
+        source,
+        path,
+        seed=seed,
+        split_ratios=TEST_ONLY,
+        image_size=data_cfg.get("image_size"),
+        attrs={"config": json.dumps(OmegaConf.to_container(data_cfg, resolve=True), default=str)},
+    )
     return path
 
 
@@ -119,5 +128,15 @@ def describe(names: Sequence[str]) -> dict[str, str]:
     return {n: str(load_shift(n).get("description", "")) for n in names}
 
 
-__all__ = ["SHIFT_DIR", "SHIFT_SEED_OFFSET", "TEST_ONLY", "check_shifts", "describe", "load_shift",
-           "prepare_shift_store", "shift_data_config", "shift_key", "shift_names"]
+__all__ = [
+    "SHIFT_DIR",
+    "SHIFT_SEED_OFFSET",
+    "TEST_ONLY",
+    "check_shifts",
+    "describe",
+    "load_shift",
+    "prepare_shift_store",
+    "shift_data_config",
+    "shift_key",
+    "shift_names",
+]

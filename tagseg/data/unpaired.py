@@ -100,9 +100,16 @@ class UnpairedDataModule(pl.LightningDataModule):
         ConfigError: a non-positive batch size or negative worker count.
     """
 
-    def __init__(self, store_a: str | Path, store_b: str | Path, splits_a: Sequence[str] | None = None,
-                 splits_b: Sequence[str] | None = ("train",), batch_size: int = 1, num_workers: int = 0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        store_a: str | Path,
+        store_b: str | Path,
+        splits_a: Sequence[str] | None = None,
+        splits_b: Sequence[str] | None = ("train",),
+        batch_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise ConfigError(f"datamodule.batch_size must be >= 1, got {batch_size}")
@@ -135,14 +142,23 @@ class UnpairedDataModule(pl.LightningDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # our own (rank-aware) sampler: Lightning keeps it, and calls set_epoch on it every epoch
         sampler = DistributedSampler(ds, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> CombinedLoader:
         """``{"A": loader, "B": loader}`` combined in ``max_size_cycle`` mode."""
         self.setup()
         assert self.domain_a is not None and self.domain_b is not None
-        loaders = {"A": self._loader(self.domain_a, self.seed), "B": self._loader(self.domain_b, self.seed + _SEED_OFFSET_B)}
+        loaders = {
+            "A": self._loader(self.domain_a, self.seed),
+            "B": self._loader(self.domain_b, self.seed + _SEED_OFFSET_B),
+        }
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def examples(self, n: int = 4) -> dict[str, torch.Tensor]:

@@ -88,8 +88,10 @@ class OutputLock:
             except BlockingIOError:
                 if not self.wait:
                     fh.close()
-                    raise StoreError(f"{self.path}: another tagseg process is writing this {self.what} "
-                                     f"(lock {self.lock}); wait for it to finish or choose another output") from None
+                    raise StoreError(
+                        f"{self.path}: another tagseg process is writing this {self.what} "
+                        f"(lock {self.lock}); wait for it to finish or choose another output"
+                    ) from None
                 fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 same = os.fstat(fh.fileno()).st_ino == os.stat(self.lock).st_ino
@@ -177,4 +179,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["OutputLock", "atomic_path", "atomic_write_text", "lock_path", "remove_stale_partials", "replaced", "temp_path"]
+__all__ = [
+    "OutputLock",
+    "atomic_path",
+    "atomic_write_text",
+    "lock_path",
+    "remove_stale_partials",
+    "replaced",
+    "temp_path",
+]

@@ -83,7 +83,9 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
     best = [p for p in found if not p.name.startswith("last")]
     if len(best) > 1:
         shown = [str(p) for p in best[:10]]
-        raise CheckpointError(f"{key}: {folder} holds {len(best)} candidate checkpoints ({shown}); pass {key}=<file.ckpt>")
+        raise CheckpointError(
+            f"{key}: {folder} holds {len(best)} candidate checkpoints ({shown}); pass {key}=<file.ckpt>"
+        )
     if best:
         return best[0]
     if (folder / LAST_CKPT).is_file():
@@ -122,11 +124,13 @@ def _checkpoint_folder(path: Path, key: str) -> Path:
     if len(folders) == 1:
         return folders[0]
     if not folders:
-        raise CheckpointError(f"{key}: no checkpoint found in {path} (expected a .ckpt file or a run folder "
-                              f"with {CHECKPOINTS_DIR}/)")
+        raise CheckpointError(
+            f"{key}: no checkpoint found in {path} (expected a .ckpt file or a run folder with {CHECKPOINTS_DIR}/)"
+        )
     shown = [str(p) for p in folders[:10]]
-    raise CheckpointError(f"{key}: {path} holds checkpoints of {len(folders)} runs ({shown}); pass one run folder "
-                          f"or {key}=<file.ckpt>")
+    raise CheckpointError(
+        f"{key}: {path} holds checkpoints of {len(folders)} runs ({shown}); pass one run folder or {key}=<file.ckpt>"
+    )
 
 
 def checkpoint_kind(state: Any) -> str | None:
@@ -166,19 +170,31 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
     except pickle.UnpicklingError as exc:
         found = _GLOBAL.search(str(exc))
         if found:
-            raise CheckpointError(f"{path}: refused: unpickling it needs {found.group(1)}, not a tensor or plain "
-                                  "container (tagseg loads checkpoints with weights_only=True only)") from None
+            raise CheckpointError(
+                f"{path}: refused: unpickling it needs {found.group(1)}, not a tensor or plain "
+                "container (tagseg loads checkpoints with weights_only=True only)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError) as exc:  # IndexError: a text file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)}; truncated or "
-                              "not written by torch.save?)") from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+    ) as exc:  # IndexError: a text file
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({_reason(exc)}; truncated or not written by torch.save?)"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
     if kind is not None:
         found_kind = checkpoint_kind(state)
         if found_kind != kind:
             what = f"a {found_kind} checkpoint" if found_kind else _describe(state)
-            raise CheckpointError(f"{path}: {what}; expected a {kind} checkpoint written by {WRITERS.get(kind, 'tagseg')}")
+            raise CheckpointError(
+                f"{path}: {what}; expected a {kind} checkpoint written by {WRITERS.get(kind, 'tagseg')}"
+            )
     return state
 
 
@@ -214,12 +230,22 @@ def _describe(state: dict[str, Any]) -> str:
 
 def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue", "Check the"))]
+    useful = [
+        line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue", "Check the"))
+    ]
     text = (useful or lines or [type(exc).__name__])[0]
     return text[:160]
 
 
 __all__ = [
-    "CYCLEGAN", "MODEL_KEY", "SEGMENTATION", "SEGMENTATION_HPARAMS", "check_checkpoint", "checkpoint_kind",
-    "load_checkpoint", "resolve_checkpoint", "resume_checkpoint", "run_checkpoints",
+    "CYCLEGAN",
+    "MODEL_KEY",
+    "SEGMENTATION",
+    "SEGMENTATION_HPARAMS",
+    "check_checkpoint",
+    "checkpoint_kind",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "resume_checkpoint",
+    "run_checkpoints",
 ]

@@ -64,9 +64,15 @@ def metric_stats(df: pd.DataFrame) -> dict[str, Any]:
     def std(col: str) -> float:
         return float(df[col].std(ddof=1)) if n > 1 else 0.0
 
-    return {"dice_mean": float(df["dice"].mean()), "dice_std": std("dice"), "dice_median": float(df["dice"].median()),
-            "hd95_mm_mean": float(df["hd95_mm"].mean()), "hd95_mm_std": std("hd95_mm"),
-            "hd95_mm_median": float(df["hd95_mm"].median()), "n_images": n}
+    return {
+        "dice_mean": float(df["dice"].mean()),
+        "dice_std": std("dice"),
+        "dice_median": float(df["dice"].median()),
+        "hd95_mm_mean": float(df["hd95_mm"].mean()),
+        "hd95_mm_std": std("hd95_mm"),
+        "hd95_mm_median": float(df["hd95_mm"].median()),
+        "n_images": n,
+    }
 
 
 def summarise(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> dict[str, Any]:
@@ -92,8 +98,9 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def write_test_results(rows: Sequence[Mapping[str, Any]], run_dir: str | Path,
-                       extra: Mapping[str, Any] | None = None) -> tuple[Path, Path, dict[str, Any]]:
+def write_test_results(
+    rows: Sequence[Mapping[str, Any]], run_dir: str | Path, extra: Mapping[str, Any] | None = None
+) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``test_metrics.csv`` (one row per image) and ``summary.json`` into ``run_dir``.
 
     Returns:
@@ -210,7 +217,23 @@ class EvalResult(_Fields):
 
 
 __all__ = [
-    "BEST_CKPT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFIG_TREE_FILE", "EvalResult", "LAST_CKPT", "METRICS_FILE",
-    "METRIC_COLUMNS", "STAT_KEYS", "STRATEGY_FILE", "SUMMARY_FILE", "TAGNESS_FILE", "TestResult", "TrainResult",
-    "last_checkpoint", "metric_stats", "summarise", "write_atomic", "write_test_results",
+    "BEST_CKPT",
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "CONFIG_TREE_FILE",
+    "EvalResult",
+    "LAST_CKPT",
+    "METRICS_FILE",
+    "METRIC_COLUMNS",
+    "STAT_KEYS",
+    "STRATEGY_FILE",
+    "SUMMARY_FILE",
+    "TAGNESS_FILE",
+    "TestResult",
+    "TrainResult",
+    "last_checkpoint",
+    "metric_stats",
+    "summarise",
+    "write_atomic",
+    "write_test_results",
 ]

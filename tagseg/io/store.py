@@ -177,7 +177,9 @@ class StoreWriter:
         images = np.asarray(images, dtype=np.float32)
         masks = np.asarray(masks)
         if images.ndim != 3 or images.shape[1:] != self.image_shape:
-            raise StoreError(f"{self.path}: images must be (N, {self.image_shape[0]}, {self.image_shape[1]}), got {images.shape}")
+            raise StoreError(
+                f"{self.path}: images must be (N, {self.image_shape[0]}, {self.image_shape[1]}), got {images.shape}"
+            )
         if masks.shape != images.shape:
             raise StoreError(f"{self.path}: masks shape {masks.shape} differs from images {images.shape}")
         k = images.shape[0]
@@ -241,7 +243,9 @@ class StoreWriter:
                 try:
                     verify_store(self.tmp)
                 except StoreError as exc:
-                    raise StoreError(f"{str(exc).replace(str(self.tmp), str(self.path))} (nothing was written)") from None
+                    raise StoreError(
+                        f"{str(exc).replace(str(self.tmp), str(self.path))} (nothing was written)"
+                    ) from None
             os.replace(self.tmp, self.path)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
@@ -284,8 +288,9 @@ def write_store(
     """
     images = np.asarray(images)
     spec = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in (extras or {}).items()}
-    with StoreWriter(path, images.shape[1:], name=name or (attrs or {}).get("name", ""), extras=spec, attrs=attrs,
-                     verify=verify) as w:
+    with StoreWriter(
+        path, images.shape[1:], name=name or (attrs or {}).get("name", ""), extras=spec, attrs=attrs, verify=verify
+    ) as w:
         w.append(images, masks, meta, extras)
     return Path(path)
 
@@ -346,10 +351,14 @@ def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS
         if "masks" in f and f["masks"].shape != shape:
             raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {shape}")
         if f["images"].dtype != np.float32:
-            raise StoreError(f"{path}: /images has dtype {f['images'].dtype}, expected float32 scaled to [0, 1] "
-                             "(re-create the store with `tagseg prepare`)")
+            raise StoreError(
+                f"{path}: /images has dtype {f['images'].dtype}, expected float32 scaled to [0, 1] "
+                "(re-create the store with `tagseg prepare`)"
+            )
         if "masks" in f and f["masks"].dtype != np.uint8:
-            raise StoreError(f"{path}: /masks has dtype {f['masks'].dtype}, expected uint8 labels {list(STORE_LABEL_VALUES)}")
+            raise StoreError(
+                f"{path}: /masks has dtype {f['masks'].dtype}, expected uint8 labels {list(STORE_LABEL_VALUES)}"
+            )
         for key in f.get("meta", {}):
             rows = f[f"meta/{key}"].shape[0] if f[f"meta/{key}"].shape else 0
             if rows != n:
@@ -359,8 +368,10 @@ def check_store(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS
             bad = ~np.isin(split.astype(str), (*SPLIT_VALUES, ""))
             if bad.any():
                 r = int(np.argmax(bad))
-                raise StoreError(f"{path}: meta/split row {r}{row_label(f, r)} is {split[r]!r}; "
-                                 f"expected one of {list(SPLIT_VALUES)} (or '' for a seeded split)")
+                raise StoreError(
+                    f"{path}: meta/split row {r}{row_label(f, r)} is {split[r]!r}; "
+                    f"expected one of {list(SPLIT_VALUES)} (or '' for a seeded split)"
+                )
 
 
 def row_label(f: h5py.File | Mapping[str, np.ndarray], row: int) -> str:
@@ -374,8 +385,13 @@ def row_label(f: h5py.File | Mapping[str, np.ndarray], row: int) -> str:
         return ""
 
 
-def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray | None, start: int | np.ndarray = 0,
-                 meta: h5py.File | Mapping[str, np.ndarray] | None = None) -> None:
+def check_values(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    masks: np.ndarray | None,
+    start: int | np.ndarray = 0,
+    meta: h5py.File | Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Check a block of rows (vectorised): finite images in [0, 1], mask labels in the convention.
 
     Args:
@@ -407,15 +423,19 @@ def check_values(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray 
     if outside.any():
         r = int(np.argmax(outside))
         value = lo[r] if lo[r] < 0.0 else hi[r]
-        raise StoreError(f"{path}: /images {where(r)} holds {float(value):g}; expected values in [0, 1] "
-                         "(re-create the store with `tagseg prepare`)")
+        raise StoreError(
+            f"{path}: /images {where(r)} holds {float(value):g}; expected values in [0, 1] "
+            "(re-create the store with `tagseg prepare`)"
+        )
     if masks is not None and masks.size:
         top = masks.reshape(len(masks), -1).max(axis=1)
         over = top > max(STORE_LABEL_VALUES)
         if over.any():
             r = int(np.argmax(over))
-            raise StoreError(f"{path}: /masks {where(r)} holds label {int(top[r])}; expected labels "
-                             f"{list(STORE_LABEL_VALUES)} (0 background, 1 RV, 2 MYO, 3 LV)")
+            raise StoreError(
+                f"{path}: /masks {where(r)} holds label {int(top[r])}; expected labels "
+                f"{list(STORE_LABEL_VALUES)} (0 background, 1 RV, 2 MYO, 3 LV)"
+            )
 
 
 def read_rows(f: h5py.File, key: str, rows: slice | np.ndarray, path: str | os.PathLike) -> np.ndarray:
@@ -432,8 +452,9 @@ def read_rows(f: h5py.File, key: str, rows: slice | np.ndarray, path: str | os.P
             except (OSError, RuntimeError):
                 first = r
                 break
-        raise StoreError(f"{path}: /{key} row {first}{row_label(f, first)} is unreadable ({exc}); "
-                         "the file is damaged: re-create it") from None
+        raise StoreError(
+            f"{path}: /{key} row {first}{row_label(f, first)} is unreadable ({exc}); the file is damaged: re-create it"
+        ) from None
 
 
 def verify_store(path: str | os.PathLike) -> int:
@@ -462,7 +483,9 @@ def verify_store(path: str | os.PathLike) -> int:
                 try:
                     f[key][...]
                 except (OSError, RuntimeError) as exc:
-                    raise StoreError(f"{path}: /{key} is unreadable ({exc}); the file is damaged: re-create it") from None
+                    raise StoreError(
+                        f"{path}: /{key} is unreadable ({exc}); the file is damaged: re-create it"
+                    ) from None
     return int(n)
 
 

@@ -96,18 +96,30 @@ class CycleGANModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if lambda_cycle < 0 or lambda_identity < 0:
-            raise ConfigError(f"model.lambda_cycle and model.lambda_identity must be >= 0, got {lambda_cycle}, {lambda_identity}")
+            raise ConfigError(
+                f"model.lambda_cycle and model.lambda_identity must be >= 0, got {lambda_cycle}, {lambda_identity}"
+            )
         if not lr > 0:
             raise ConfigError(f"model.lr must be > 0, got {lr}")
         if int(n_epochs) < 0 or int(n_epochs_decay) < 0 or int(n_epochs) + int(n_epochs_decay) < 1:
-            raise ConfigError(f"model.n_epochs and model.n_epochs_decay must be >= 0 with a positive sum, got {n_epochs}, {n_epochs_decay}")
+            raise ConfigError(
+                f"model.n_epochs and model.n_epochs_decay must be >= 0 with a positive sum, got {n_epochs}, {n_epochs_decay}"
+            )
         generator, discriminator = dict(generator or {}), dict(discriminator or {})
-        self.save_hyperparameters({
-            "generator": generator, "discriminator": discriminator, "lambda_cycle": float(lambda_cycle),
-            "lambda_identity": float(lambda_identity), "pool_size": int(pool_size), "lr": float(lr),
-            "betas": [float(b) for b in betas], "n_epochs": int(n_epochs), "n_epochs_decay": int(n_epochs_decay),
-            "seed": int(seed),
-        })
+        self.save_hyperparameters(
+            {
+                "generator": generator,
+                "discriminator": discriminator,
+                "lambda_cycle": float(lambda_cycle),
+                "lambda_identity": float(lambda_identity),
+                "pool_size": int(pool_size),
+                "lr": float(lr),
+                "betas": [float(b) for b in betas],
+                "n_epochs": int(n_epochs),
+                "n_epochs_decay": int(n_epochs_decay),
+                "seed": int(seed),
+            }
+        )
         self.automatic_optimization = False
         self.g_ab = build_generator(generator)
         self.g_ba = build_generator(generator)
@@ -136,7 +148,9 @@ class CycleGANModule(pl.LightningModule):
         self.pool_a.rng.seed(self.hparams.seed * 1000 + 2 * self.global_rank)
         self.pool_b.rng.seed(self.hparams.seed * 1000 + 2 * self.global_rank + 1)
 
-    def generator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def generator_loss(
+        self, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Generator objective and the images it produced (``fake_a``, ``fake_b``, ``rec_a``, ``rec_b``).
 
         Returns:
@@ -160,7 +174,9 @@ class CycleGANModule(pl.LightningModule):
     def discriminator_loss(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """LSGAN discriminator loss, halved: ``0.5 * (MSE(d(real), 1) + MSE(d(fake), 0))``."""
         pred_real, pred_fake = disc(real), disc(fake.detach())
-        return 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real)) + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
+        return 0.5 * (
+            F.mse_loss(pred_real, torch.ones_like(pred_real)) + F.mse_loss(pred_fake, torch.zeros_like(pred_fake))
+        )
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         real_a, real_b = batch["A"], batch["B"]
@@ -183,13 +199,24 @@ class CycleGANModule(pl.LightningModule):
             self.manual_backward(loss_d_a + loss_d_b)
             opt_d.step()
 
-        logs = {"loss/g": loss_g, "loss/adv": parts["adv"], "loss/cycle": parts["cycle"],
-                "loss/d_a": loss_d_a, "loss/d_b": loss_d_b}
+        logs = {
+            "loss/g": loss_g,
+            "loss/adv": parts["adv"],
+            "loss/cycle": parts["cycle"],
+            "loss/d_a": loss_d_a,
+            "loss/d_b": loss_d_b,
+        }
         if "identity" in parts:
             logs["loss/identity"] = parts["identity"]
         # sync_dist: epoch means over every rank's batches (a few scalars: cheap next to a GAN step)
-        self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=True,
-                      batch_size=real_a.shape[0], sync_dist=True)
+        self.log_dict(
+            {k: v.detach() for k, v in logs.items()},
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+            batch_size=real_a.shape[0],
+            sync_dist=True,
+        )
         self.log("lr", opt_g.param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
@@ -219,8 +246,13 @@ class CycleGANModule(pl.LightningModule):
         try:
             real_a, real_b = real_a.to(self.device), real_b.to(self.device)
             fake_b = self.g_ab(real_a)
-            return {"real_a": real_a, "fake_b": fake_b, "rec_a": self.g_ba(fake_b), "real_b": real_b,
-                    "fake_a": self.g_ba(real_b)}
+            return {
+                "real_a": real_a,
+                "fake_b": fake_b,
+                "rec_a": self.g_ba(fake_b),
+                "real_b": real_b,
+                "fake_a": self.g_ba(real_b),
+            }
         finally:
             self.train(was_training)
 

@@ -21,8 +21,13 @@ from tagseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = (("real_a", "real A (cine)"), ("fake_b", "fake B"), ("rec_a", "reconstructed A"),
-           ("real_b", "real B (tagged)"), ("fake_a", "fake A"))
+COLUMNS = (
+    ("real_a", "real A (cine)"),
+    ("fake_b", "fake B"),
+    ("rec_a", "reconstructed A"),
+    ("real_b", "real B (tagged)"),
+    ("fake_a", "fake A"),
+)
 
 
 def save_grid(images: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
@@ -73,7 +78,9 @@ class CycleGANGrid(pl.Callback):
 
     def __init__(self, dirpath: str | Path, every_n_epochs: int = 5, n_examples: int = 4) -> None:
         if int(every_n_epochs) < 1 or int(n_examples) < 1:
-            raise ConfigError(f"callbacks.cyclegan_grid: every_n_epochs and n_examples must be >= 1, got {every_n_epochs}, {n_examples}")
+            raise ConfigError(
+                f"callbacks.cyclegan_grid: every_n_epochs and n_examples must be >= 1, got {every_n_epochs}, {n_examples}"
+            )
         self.dirpath = Path(dirpath)
         self.every_n_epochs, self.n_examples = int(every_n_epochs), int(n_examples)
         self.saved: list[Path] = []
@@ -93,8 +100,12 @@ class CycleGANGrid(pl.Callback):
         log.info("cyclegan grid: %s", path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="cyclegan/grid", images=[str(path)], step=trainer.global_step,
-                                 caption=[f"epoch {epoch + 1}: " + ", ".join(label for _, label in COLUMNS)])
+                logger.log_image(
+                    key="cyclegan/grid",
+                    images=[str(path)],
+                    step=trainer.global_step,
+                    caption=[f"epoch {epoch + 1}: " + ", ".join(label for _, label in COLUMNS)],
+                )
 
 
 __all__ = ["COLUMNS", "CycleGANGrid", "save_grid"]

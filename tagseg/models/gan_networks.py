@@ -33,7 +33,12 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, channels: int, dropout: float = 0.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _instance_norm(channels), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            _instance_norm(channels),
+            nn.ReLU(True),
+        ]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _instance_norm(channels)]
@@ -64,22 +69,39 @@ class ResnetGenerator(nn.Module):
         torch.Size([1, 1, 32, 32])
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, ngf: int = 64, n_blocks: int = 9,
-                 n_downsampling: int = 2, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        n_downsampling: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if int(ngf) < 1 or int(n_blocks) < 0 or int(n_downsampling) < 0:
-            raise ConfigError(f"generator: ngf must be >= 1, n_blocks and n_downsampling >= 0; got ngf={ngf}, "
-                              f"n_blocks={n_blocks}, n_downsampling={n_downsampling}")
+            raise ConfigError(
+                f"generator: ngf must be >= 1, n_blocks and n_downsampling >= 0; got ngf={ngf}, "
+                f"n_blocks={n_blocks}, n_downsampling={n_downsampling}"
+            )
         self.n_downsampling = int(n_downsampling)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _instance_norm(ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7),
+            _instance_norm(ngf),
+            nn.ReLU(True),
+        ]
         ch = ngf
         for _ in range(self.n_downsampling):
             layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _instance_norm(ch * 2), nn.ReLU(True)]
             ch *= 2
         layers += [ResnetBlock(ch, dropout) for _ in range(int(n_blocks))]
         for _ in range(self.n_downsampling):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
-                       _instance_norm(ch // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
+                _instance_norm(ch // 2),
+                nn.ReLU(True),
+            ]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -105,7 +127,8 @@ class ResnetGenerator(nn.Module):
             fix = "x".join(str(max(2 * m, round(s / m) * m)) for s in (int(height), int(width)))
             raise ConfigError(
                 f"{where}: size {height}x{width} is not accepted by the CycleGAN generator: each side must be a "
-                f"multiple of {m} (2^{self.n_downsampling} downsamplings) and at least {2 * m}; e.g. {fix}")
+                f"multiple of {m} (2^{self.n_downsampling} downsamplings) and at least {2 * m}; e.g. {fix}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W) in [-1, 1] -> (B, out_channels, H, W) in [-1, 1]."""
@@ -134,8 +157,11 @@ class PatchDiscriminator(nn.Module):
         for n in range(1, int(n_layers) + 1):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1), _instance_norm(ndf * mult),
-                       nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1),
+                _instance_norm(ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 

@@ -116,11 +116,17 @@ def _plain_kwargs(defaults: Mapping[str, Any]) -> Callable[[tuple[int, int], dic
     return kwargs
 
 
-def register_network(name: str, cls: type[nn.Module] | None = None, *, multiple: int | tuple[int, int] = 1,
-                     defaults: Mapping[str, Any] | None = None, description: str = "",
-                     kwargs: Callable[[tuple[int, int], dict[str, Any]], dict[str, Any]] | None = None,
-                     multiple_rule: Callable[[dict[str, Any]], tuple[tuple[int, int], str]] | None = None,
-                     fixed: tuple[str, ...] = ()) -> Any:
+def register_network(
+    name: str,
+    cls: type[nn.Module] | None = None,
+    *,
+    multiple: int | tuple[int, int] = 1,
+    defaults: Mapping[str, Any] | None = None,
+    description: str = "",
+    kwargs: Callable[[tuple[int, int], dict[str, Any]], dict[str, Any]] | None = None,
+    multiple_rule: Callable[[dict[str, Any]], tuple[tuple[int, int], str]] | None = None,
+    fixed: tuple[str, ...] = (),
+) -> Any:
     """Register a network class under ``name`` (``model.network.name=<name>``); usable as a decorator.
 
     The class is called with ``in_channels=1``, ``out_channels=1 + K`` (background + the target
@@ -147,17 +153,34 @@ def register_network(name: str, cls: type[nn.Module] | None = None, *, multiple:
             raise ConfigError(f"register_network: '{name}' is already registered ({known.cls.__name__})")
         m = (multiple, multiple) if isinstance(multiple, int) else tuple(int(v) for v in multiple)
         rule = multiple_rule or (lambda kw: (m, f"the total downsampling of '{name}'"))
-        NETWORKS[name] = NetworkSpec(klass, kwargs or _plain_kwargs(dict(defaults or {})), rule,  # type: ignore[arg-type]
-                                     fixed=fixed, description=description or klass.__name__)
+        NETWORKS[name] = NetworkSpec(
+            klass,
+            kwargs or _plain_kwargs(dict(defaults or {})),
+            rule,  # type: ignore[arg-type]
+            fixed=fixed,
+            description=description or klass.__name__,
+        )
         return klass
 
     return add if cls is None else add(cls)
 
 
-register_network("resnetvae", SegResNetVAE, kwargs=_resnetvae_kwargs, multiple_rule=_resnetvae_multiple,
-                 fixed=("spatial_dims", "input_image_size"), description="MONAI SegResNetVAE (the paper's ResNetVAE)")
-register_network("nnunet", DynUNet, kwargs=_nnunet_kwargs, multiple_rule=_nnunet_multiple, fixed=("spatial_dims",),
-                 description="MONAI DynUNet (the paper's nnUnet)")
+register_network(
+    "resnetvae",
+    SegResNetVAE,
+    kwargs=_resnetvae_kwargs,
+    multiple_rule=_resnetvae_multiple,
+    fixed=("spatial_dims", "input_image_size"),
+    description="MONAI SegResNetVAE (the paper's ResNetVAE)",
+)
+register_network(
+    "nnunet",
+    DynUNet,
+    kwargs=_nnunet_kwargs,
+    multiple_rule=_nnunet_multiple,
+    fixed=("spatial_dims",),
+    description="MONAI DynUNet (the paper's nnUnet)",
+)
 
 
 def _spec(name: str) -> NetworkSpec:
@@ -165,18 +188,24 @@ def _spec(name: str) -> NetworkSpec:
         importlib.import_module(name.split(":", 1)[0])
         name = name.split(":", 1)[1]
     if name not in NETWORKS:
-        raise ConfigError(f"model network name: unknown network '{name}'; known: {sorted(NETWORKS)} "
-                          "(register one with tagseg.models.networks.register_network, docs/extending.md)")
+        raise ConfigError(
+            f"model network name: unknown network '{name}'; known: {sorted(NETWORKS)} "
+            "(register one with tagseg.models.networks.register_network, docs/extending.md)"
+        )
     return NETWORKS[name]
 
 
-def _resolve(name: str, image_size: int | Sequence[int], overrides: dict[str, Any]) -> tuple[NetworkSpec, tuple[int, int], dict[str, Any]]:
+def _resolve(
+    name: str, image_size: int | Sequence[int], overrides: dict[str, Any]
+) -> tuple[NetworkSpec, tuple[int, int], dict[str, Any]]:
     spec = _spec(name)
     size = _as_size(image_size)
     accepted = set(inspect.signature(spec.cls.__init__).parameters) - {"self", *spec.fixed}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
-        raise ConfigError(f"network '{name}': unknown override(s) {unknown}; {spec.cls.__name__} accepts {sorted(accepted)} (and image_size)")
+        raise ConfigError(
+            f"network '{name}': unknown override(s) {unknown}; {spec.cls.__name__} accepts {sorted(accepted)} (and image_size)"
+        )
     return spec, size, spec.kwargs(size, dict(overrides))
 
 

@@ -40,7 +40,9 @@ from tagseg.runtime.config import instantiate, plain
 INITS = ("xavier_normal", "default")
 
 
-def image_metrics(pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def image_metrics(
+    pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-image, per-class Dice and HD95 (mm) of class-index maps.
 
     Args:
@@ -94,7 +96,13 @@ class SegmentationModule(L.LightningModule):
         scheduler_monitor: str = "val/loss",
     ) -> None:
         super().__init__()
-        network, loss, optimizer, scheduler, classes = plain(network), plain(loss), plain(optimizer), plain(scheduler), list(plain(classes))
+        network, loss, optimizer, scheduler, classes = (
+            plain(network),
+            plain(loss),
+            plain(optimizer),
+            plain(scheduler),
+            list(plain(classes)),
+        )
         image_size = int(image_size)
         self.save_hyperparameters()
         if init not in INITS:
@@ -105,7 +113,9 @@ class SegmentationModule(L.LightningModule):
         net_cfg = dict(network)
         out_channels = net_cfg.pop("out_channels", None)
         if out_channels is not None and int(out_channels) != self.n_classes + 1:
-            raise ConfigError(f"model.network.out_channels: {out_channels} but classes {classes} need 1 + {self.n_classes}")
+            raise ConfigError(
+                f"model.network.out_channels: {out_channels} but classes {classes} need 1 + {self.n_classes}"
+            )
         self.net = instantiate(net_cfg, "model.network", image_size=image_size, out_channels=self.n_classes + 1)
         if init == "xavier_normal":
             init_xavier_normal_(self.net)
@@ -126,13 +136,20 @@ class SegmentationModule(L.LightningModule):
         parts = self.loss_fn(logits, batch["label"], batch["si"])
         loss = parts["loss"]
         size = batch["image"].shape[0]
-        logged = {f"{stage}/loss": loss, f"{stage}/dice_loss": parts["dice"], f"{stage}/ce": parts["ce"], f"{stage}/shape": parts["shape"]}
+        logged = {
+            f"{stage}/loss": loss,
+            f"{stage}/dice_loss": parts["dice"],
+            f"{stage}/ce": parts["ce"],
+            f"{stage}/shape": parts["shape"],
+        }
         if aux is not None and self.vae_weight > 0:
             loss = loss + self.vae_weight * aux
             logged[f"{stage}/vae"] = aux.detach()
             logged[f"{stage}/loss"] = loss
         sync = stage != "train"
-        self.log_dict({k: v.detach() for k, v in logged.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=sync)
+        self.log_dict(
+            {k: v.detach() for k, v in logged.items()}, on_step=False, on_epoch=True, batch_size=size, sync_dist=sync
+        )
         return loss, main_head(logits)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
@@ -156,8 +173,17 @@ class SegmentationModule(L.LightningModule):
         logits = self(batch["image"])
         pred = logits.argmax(dim=1)
         dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
-        numbers = np.column_stack([np.asarray(batch["index"], dtype=np.float64), np.asarray(batch["slice"], dtype=np.float64),
-                                   np.asarray(batch["frame"], dtype=np.float64), dice.mean(axis=1), hd.mean(axis=1), dice, hd])
+        numbers = np.column_stack(
+            [
+                np.asarray(batch["index"], dtype=np.float64),
+                np.asarray(batch["slice"], dtype=np.float64),
+                np.asarray(batch["frame"], dtype=np.float64),
+                dice.mean(axis=1),
+                hd.mean(axis=1),
+                dice,
+                hd,
+            ]
+        )
         self.test_table.update(torch.as_tensor(numbers, dtype=torch.float64, device=self.device))
         size = pred.shape[0]
         self.log("test/dice", float(dice.mean()), on_epoch=True, batch_size=size, sync_dist=True)
@@ -180,10 +206,15 @@ class SegmentationModule(L.LightningModule):
         k = self.n_classes
         for line in table:
             index = int(line[0])
-            row = {"index": index, "subject": str(data.subject[index]) if data is not None else "",
-                   "slice": int(line[1]), "frame": int(line[2]),
-                   "group": str(data.group[index]) if data is not None else "",
-                   "dice": float(line[3]), "hd95_mm": float(line[4])}
+            row = {
+                "index": index,
+                "subject": str(data.subject[index]) if data is not None else "",
+                "slice": int(line[1]),
+                "frame": int(line[2]),
+                "group": str(data.group[index]) if data is not None else "",
+                "dice": float(line[3]),
+                "hd95_mm": float(line[4]),
+            }
             if len(classes) > 1:
                 row.update({f"dice_{c}": float(line[5 + j]) for j, c in enumerate(classes)})
                 row.update({f"hd95_mm_{c}": float(line[5 + k + j]) for j, c in enumerate(classes)})
@@ -199,14 +230,24 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer, "model.optimizer")
-        optimizer = optimizer(self.parameters()) if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer) else optimizer
+        optimizer = (
+            optimizer(self.parameters())
+            if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer)
+            else optimizer
+        )
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler, "model.scheduler")(optimizer)
         return {
             "optimizer": optimizer,
             # strict=False: a run stopped by max_steps before any validation just keeps its LR
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch", "frequency": 1, "strict": False},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.scheduler_monitor,
+                "interval": "epoch",
+                "frequency": 1,
+                "strict": False,
+            },
         }
 
 

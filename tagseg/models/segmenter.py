@@ -154,8 +154,14 @@ class Segmenter:
             total = p if total is None else total + p
         return total / len(TTA_FLIPS)
 
-    def segment(self, frames: np.ndarray, batch_size: int = 16, device: str | None = None, scaled: bool = False,
-                tta: bool = False) -> np.ndarray:
+    def segment(
+        self,
+        frames: np.ndarray,
+        batch_size: int = 16,
+        device: str | None = None,
+        scaled: bool = False,
+        tta: bool = False,
+    ) -> np.ndarray:
         """Label maps of (T, H, W) frames, each at its own size: uint8 (T, H, W) in ``labels``.
 
         Args:
@@ -192,8 +198,14 @@ class Ensemble:
     def source(self) -> str:
         return ", ".join(m.source for m in self.members)
 
-    def segment(self, frames: np.ndarray, batch_size: int = 16, device: str | None = None, scaled: bool = False,
-                tta: bool = False) -> np.ndarray:
+    def segment(
+        self,
+        frames: np.ndarray,
+        batch_size: int = 16,
+        device: str | None = None,
+        scaled: bool = False,
+        tta: bool = False,
+    ) -> np.ndarray:
         """As :meth:`Segmenter.segment`, averaging the members' softmax."""
         if device is not None:
             for m in self.members:
@@ -201,8 +213,9 @@ class Ensemble:
         return segment_frames(self.members, frames, batch_size=batch_size, scaled=scaled, tta=tta)
 
 
-def segment_frames(members: Sequence[Segmenter], frames: np.ndarray, batch_size: int = 16, scaled: bool = False,
-                   tta: bool = False) -> np.ndarray:
+def segment_frames(
+    members: Sequence[Segmenter], frames: np.ndarray, batch_size: int = 16, scaled: bool = False, tta: bool = False
+) -> np.ndarray:
     """Label maps (T, H, W) of frames from the averaged softmax of ``members`` (one member: plain prediction)."""
     frames = np.asarray(frames)
     shape = tuple(frames.shape[1:])
@@ -246,7 +259,9 @@ def find_checkpoints(spec: Any, key: str = "ckpt") -> list[Path]:
     return run_checkpoints(spec if isinstance(spec, (str, Path)) else list(spec), key=key)
 
 
-def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt") -> tuple[SegmentationModule, Path]:
+def load_segmentation_module(
+    ckpt: str | Path, map_location: Any = "cpu", key: str = "ckpt"
+) -> tuple[SegmentationModule, Path]:
     """The :class:`SegmentationModule` of a ``tagseg train`` checkpoint, rebuilt from its
     hyper-parameters, weights loaded (strict), in eval mode (``tagseg evaluate``).
 
@@ -270,8 +285,10 @@ def load_segmentation_module(ckpt: str | Path, map_location: Any = "cpu", key: s
     module = SegmentationModule(**{**state["hyper_parameters"], "init": "default"})
     result = module.load_state_dict(state["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
-                              f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}")
+        raise CheckpointError(
+            f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
+            f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}"
+        )
     return module.eval(), path
 
 
@@ -294,15 +311,26 @@ def load_segmenter(ckpt: str | Path, device: str = "cpu", key: str = "ckpt") -> 
     hparams = state["hyper_parameters"]
     classes = [int(c) for c in hparams["classes"]]
     net_cfg = {k: v for k, v in dict(hparams["network"]).items() if k != "out_channels"}
-    network = instantiate(net_cfg, "model.network", image_size=int(hparams["image_size"]), out_channels=len(classes) + 1)
-    weights = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    network = instantiate(
+        net_cfg, "model.network", image_size=int(hparams["image_size"]), out_channels=len(classes) + 1
+    )
+    weights = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     others = [k for k in state["state_dict"] if not k.startswith(("net.", "loss_fn."))]
     result = network.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys or others:
-        raise CheckpointError(f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
-                              f"missing {result.missing_keys[:10]}, unexpected {(result.unexpected_keys + others)[:10]}")
-    return Segmenter(network=network.to(device).eval(), image_size=int(hparams["image_size"]), mean=float(hparams["mean"]),
-                     std=float(hparams["std"]), labels=(0, *classes), device=str(device), source=str(path))
+        raise CheckpointError(
+            f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
+            f"missing {result.missing_keys[:10]}, unexpected {(result.unexpected_keys + others)[:10]}"
+        )
+    return Segmenter(
+        network=network.to(device).eval(),
+        image_size=int(hparams["image_size"]),
+        mean=float(hparams["mean"]),
+        std=float(hparams["std"]),
+        labels=(0, *classes),
+        device=str(device),
+        source=str(path),
+    )
 
 
 def load_segmenters(ckpt: Any, device: str = "cpu") -> Segmenter | Ensemble:
@@ -313,6 +341,18 @@ def load_segmenters(ckpt: Any, device: str = "cpu") -> Segmenter | Ensemble:
     return Ensemble([load_segmenter(p, device) for p in paths])
 
 
-__all__ = ["Ensemble", "Segmenter", "TTA_FLIPS", "find_checkpoint", "find_checkpoints", "load_segmentation_module",
-           "load_segmenter", "load_segmenters",
-           "resize_bilinear", "resize_nearest", "scale01", "segment_frames", "softmax"]
+__all__ = [
+    "Ensemble",
+    "Segmenter",
+    "TTA_FLIPS",
+    "find_checkpoint",
+    "find_checkpoints",
+    "load_segmentation_module",
+    "load_segmenter",
+    "load_segmenters",
+    "resize_bilinear",
+    "resize_nearest",
+    "scale01",
+    "segment_frames",
+    "softmax",
+]

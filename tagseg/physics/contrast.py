@@ -61,8 +61,9 @@ def myocardium_transitions(images: torch.Tensor, masks: np.ndarray | None, quant
     return torch.stack(out)
 
 
-def power_contrast(images: torch.Tensor, masks: np.ndarray | None = None, rngs=None, power: float = 0.4,
-                   max_quantile: float = 0.5) -> torch.Tensor:
+def power_contrast(
+    images: torch.Tensor, masks: np.ndarray | None = None, rngs=None, power: float = 0.4, max_quantile: float = 0.5
+) -> torch.Tensor:
     """The authors' variant: power 0.4 above a ``U(0, max_quantile)`` quantile of the myocardium intensities.
 
     Args:

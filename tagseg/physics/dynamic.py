@@ -81,8 +81,11 @@ class FadingParams:
     def t1_map(self, masks: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """Per-pixel T1 (ms), float64, same shape as ``masks``: blood labels get ``t1_blood_ms``."""
         blood = torch.from_numpy(np.isin(masks, self.blood_labels)).to(device)
-        return torch.where(blood, torch.tensor(float(self.t1_blood_ms), dtype=torch.float64, device=device),
-                           torch.tensor(float(self.t1_ms), dtype=torch.float64, device=device))
+        return torch.where(
+            blood,
+            torch.tensor(float(self.t1_blood_ms), dtype=torch.float64, device=device),
+            torch.tensor(float(self.t1_ms), dtype=torch.float64, device=device),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready parameters."""
@@ -205,8 +208,10 @@ def dynamic_tagging(
     n_frames = int(n_frames or frames.max() + 1)
     if motion == "displacement":
         if displacement is None or tuple(np.shape(displacement)) != (t, 2, h, w):
-            raise ConfigError(f"displacement must be (T, 2, H, W) = {(t, 2, h, w)}, got "
-                              f"{None if displacement is None else np.shape(displacement)}")
+            raise ConfigError(
+                f"displacement must be (T, 2, H, W) = {(t, 2, h, w)}, got "
+                f"{None if displacement is None else np.shape(displacement)}"
+            )
         pos = ed_positions_from_displacement(torch.as_tensor(np.asarray(displacement), device=dev))
     elif motion == "tvl1":
         if cine is None:

@@ -54,5 +54,5 @@ def faded_mz(
     e1 = lib.exp(-frame_ms / t1)
     a = math.cos(math.radians(readout_flip_deg)) * e1
     b = 1.0 - e1
-    an = a ** frame
+    an = a**frame
     return an * mz0 + b * (1.0 - an) / (1.0 - a)

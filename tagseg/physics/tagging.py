@@ -47,7 +47,9 @@ def check_tag_params(spacing_px: float, flip_deg: float, pattern: Sequence[float
     return pat
 
 
-def _phase(rows: torch.Tensor, cols: torch.Tensor, spacing_px: float, angle_deg: float, offset_px: float) -> torch.Tensor:
+def _phase(
+    rows: torch.Tensor, cols: torch.Tensor, spacing_px: float, angle_deg: float, offset_px: float
+) -> torch.Tensor:
     a = math.radians(angle_deg)
     return (2 * math.pi / spacing_px) * (rows * math.cos(a) + cols * math.sin(a) - offset_px)
 
@@ -103,8 +105,16 @@ def tag_mz(
 
 
 @lru_cache(maxsize=64)
-def _cached_pattern(shape: tuple[int, int], spacing_px: float, flip_deg: float, pattern: tuple[float, ...],
-                    angle_deg: float, offset_px: tuple[float, float], device: str, dtype: torch.dtype) -> torch.Tensor:
+def _cached_pattern(
+    shape: tuple[int, int],
+    spacing_px: float,
+    flip_deg: float,
+    pattern: tuple[float, ...],
+    angle_deg: float,
+    offset_px: tuple[float, float],
+    device: str,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     h, w = shape
     rows = torch.arange(h, dtype=torch.float64).view(h, 1).expand(h, w)
     cols = torch.arange(w, dtype=torch.float64).view(1, w).expand(h, w)
@@ -139,8 +149,14 @@ def tag_pattern(
     """
     pat = check_tag_params(spacing_px, flip_deg, pattern)
     return _cached_pattern(
-        (int(shape[0]), int(shape[1])), float(spacing_px), float(flip_deg), pat, float(angle_deg),
-        (float(offset_px[0]), float(offset_px[1])), str(torch.device(device)), dtype,
+        (int(shape[0]), int(shape[1])),
+        float(spacing_px),
+        float(flip_deg),
+        pat,
+        float(angle_deg),
+        (float(offset_px[0]), float(offset_px[1])),
+        str(torch.device(device)),
+        dtype,
     )
 
 

@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from tagseg.io.atomic import atomic_write_text
 from tagseg.errors import ConfigError
+from tagseg.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,9 @@ def config_key(kind: str, config: Mapping[str, Any], length: int = 12) -> str:
     Returns:
         The first ``length`` hex characters of a SHA-256 over the canonical JSON.
     """
-    blob = json.dumps({"kind": kind, "version": CACHE_VERSION, "config": config},
-                      sort_keys=True, default=str, separators=(",", ":"))
+    blob = json.dumps(
+        {"kind": kind, "version": CACHE_VERSION, "config": config}, sort_keys=True, default=str, separators=(",", ":")
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
@@ -131,8 +131,14 @@ class RankSync:
         timeout_s: give up waiting after this long (``None``: wait forever).
     """
 
-    def __init__(self, folder: str | Path, rank: int = 0, world_size: int = 1,
-                 poll_s: float = 1.0, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        rank: int = 0,
+        world_size: int = 1,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> None:
         self.folder = Path(folder) / ".rank_sync"
         self.rank, self.world_size = int(rank), int(world_size)
         self.poll_s, self.timeout_s = poll_s, timeout_s
@@ -149,8 +155,12 @@ class RankSync:
 
     def wait_for(self, name: str) -> str:
         """Block until rank 0 has announced ``name``; return its value."""
-        return _wait(lambda: (self.folder / name).read_text() if (self.folder / name).exists() else None,
-                     f"rank 0's decision '{name}' in {self.folder}", self.poll_s, self.timeout_s)
+        return _wait(
+            lambda: (self.folder / name).read_text() if (self.folder / name).exists() else None,
+            f"rank 0's decision '{name}' in {self.folder}",
+            self.poll_s,
+            self.timeout_s,
+        )
 
 
 def _wait(probe: Callable[[], Any], what: str, poll_s: float, timeout_s: float | None) -> Any:
@@ -179,8 +189,7 @@ class StageCache:
         res.outputs["store"]      # Path to the translated store (computed once)
     """
 
-    def __init__(self, root: str | Path, force: bool | Iterable[str] = False,
-                 sync: RankSync | None = None) -> None:
+    def __init__(self, root: str | Path, force: bool | Iterable[str] = False, sync: RankSync | None = None) -> None:
         self.root = Path(root)
         if isinstance(force, bool):
             self.force: bool | frozenset[str] = force
@@ -232,8 +241,9 @@ class StageCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def run(self, kind: str, config: Mapping[str, Any], fn: StageFn, collective: bool = False,
-            label: str | None = None) -> StageResult:
+    def run(
+        self, kind: str, config: Mapping[str, Any], fn: StageFn, collective: bool = False, label: str | None = None
+    ) -> StageResult:
         """Return the stage's outputs, computing them with ``fn(stage_dir)`` only when needed.
 
         Args:
@@ -273,14 +283,23 @@ class StageCache:
             else:
                 log.info("computing %s in %s", label, d)
             d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(d / CONFIG, yaml.safe_dump(json.loads(json.dumps(dict(config), default=str)),
-                                                     sort_keys=True))
+            _atomic_write(d / CONFIG, yaml.safe_dump(json.loads(json.dumps(dict(config), default=str)), sort_keys=True))
             self.sync.announce(name, "run")
             start = time.monotonic()
             outputs = dict(fn(d))
             seconds = time.monotonic() - start
             _atomic_write(d / OUTPUTS, json.dumps(_relativise(outputs, d), indent=2, default=str))
-            _atomic_write(d / DONE, json.dumps({"kind": kind, "key": key, "label": label, "seconds": seconds,
-                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            _atomic_write(
+                d / DONE,
+                json.dumps(
+                    {
+                        "kind": kind,
+                        "key": key,
+                        "label": label,
+                        "seconds": seconds,
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    }
+                ),
+            )
             log.info("finished %s in %.1f s", label, seconds)
         return StageResult(kind, key, d, _absolutise(_relativise(outputs, d), d), False, seconds)

@@ -47,7 +47,7 @@ def trial_value(ret: Any) -> tuple[float | None, str | None]:
 def _sqlite_folder(storage: Any) -> None:
     url = str(storage or "")
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
 
 
 class TagsegOptunaSweeperImpl(OptunaSweeperImpl):
@@ -67,12 +67,23 @@ class TagsegOptunaSweeperImpl(OptunaSweeperImpl):
         for name in fixed:
             distributions.pop(name, None)
         _sqlite_folder(self.storage)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
-                                    directions=self._get_directions(), load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            sampler=self.sampler,
+            directions=self._get_directions(),
+            load_if_exists=True,
+        )
         done = sum(t.state in FINISHED for t in study.trials)
         to_go = max(0, self.n_trials - done)
-        log.info("Optuna study %s in %s: %d of %d trials done, %d to run", study.study_name, self.storage, done,
-                 self.n_trials, to_go)
+        log.info(
+            "Optuna study %s in %s: %d of %d trials done, %d to run",
+            study.study_name,
+            self.storage,
+            done,
+            self.n_trials,
+            to_go,
+        )
         while to_go > 0:
             batch = min(to_go, self.n_jobs)
             trials = [study.ask() for _ in range(batch)]
@@ -92,9 +103,13 @@ class TagsegOptunaSweeperImpl(OptunaSweeperImpl):
 
     def _write_results(self, study: optuna.Study) -> None:
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "storage": str(self.storage),
-                                   "n_complete": len(complete),
-                                   "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)}
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": str(self.storage),
+            "n_complete": len(complete),
+            "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+        }
         if complete and len(study.directions) == 1:
             best = study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_trial=best.number)

@@ -97,9 +97,16 @@ def run_stages(stages: Sequence[Stage], cache: StageCache) -> dict[str, StageRes
     for stage in stages:
         inputs = {n: results[n] for n in stage.needs}
 
-        def compute(out_dir: Path, stage: Stage = stage, inputs: Mapping[str, StageResult] = inputs) -> Mapping[str, Any]:
+        def compute(
+            out_dir: Path, stage: Stage = stage, inputs: Mapping[str, StageResult] = inputs
+        ) -> Mapping[str, Any]:
             return stage.compute(out_dir, inputs)
 
-        results[stage.label] = cache.run(stage.kind, _keyed(stage, {n: r.key for n, r in inputs.items()}),
-                                         compute, collective=stage.collective, label=stage.label)
+        results[stage.label] = cache.run(
+            stage.kind,
+            _keyed(stage, {n: r.key for n, r in inputs.items()}),
+            compute,
+            collective=stage.collective,
+            label=stage.label,
+        )
     return results

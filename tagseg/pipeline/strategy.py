@@ -43,6 +43,7 @@ RUN_DIR = "<run dir>"
 
 # --------------------------------------------------------------------------- config helpers
 
+
 def plain(cfg: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
     """A resolved plain dict of ``cfg`` without the dotted keys in ``drop``.
 
@@ -96,8 +97,15 @@ def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 # --------------------------------------------------------------------------- stages
 
-def store_stage(data_cfg: DictConfig, strategy: DictConfig, label: str, spec_node: Any = None,
-                seed: int | None = None, split_ratios: Sequence[float] | None = None) -> Stage:
+
+def store_stage(
+    data_cfg: DictConfig,
+    strategy: DictConfig,
+    label: str,
+    spec_node: Any = None,
+    seed: int | None = None,
+    split_ratios: Sequence[float] | None = None,
+) -> Stage:
     """The slice store of a dataset: an existing ``data.store`` is used as is (keyed by its path,
     size and modification time); otherwise the dataset is prepared into the cache with the one store
     specification (``spec_node``, the run's ``prepare`` node), as ``tagseg prepare`` would; ``seed``
@@ -133,8 +141,14 @@ def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
     """Train the cine -> tagged CycleGAN on the prepared cine (A) and tagged (B) stores."""
     overrides = list(cfg.strategy.get("cyclegan") or [])
     gan_cfg = compose_stage("cyclegan", overrides)
-    drop = list(cfg.strategy.cache_ignore) + ["data_a", "data_b", "datamodule.store_a", "datamodule.store_b",
-                                              "ckpt_path", "tagness_check.output"]
+    drop = list(cfg.strategy.cache_ignore) + [
+        "data_a",
+        "data_b",
+        "datamodule.store_a",
+        "datamodule.store_b",
+        "ckpt_path",
+        "tagness_check.output",
+    ]
     config = {"cyclegan": plain(gan_cfg, drop)}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
@@ -169,8 +183,9 @@ def translate_stage(cfg: DictConfig, source: str, cine: str, gan: str | None) ->
         if gan is not None:
             with open_dict(run_cfg):
                 run_cfg.method.ckpt = str(inputs[gan].outputs["ckpt"])
-        report = build_translator(run_cfg).run(inputs[cine].outputs["store"], out / STORE,
-                                               attrs={"config": json.dumps(config, default=str)})
+        report = build_translator(run_cfg).run(
+            inputs[cine].outputs["store"], out / STORE, attrs={"config": json.dumps(config, default=str)}
+        )
         print(report.summary())
         return {"store": out / STORE, "figure": report.figure}
 
@@ -187,16 +202,21 @@ def training_config(cfg: DictConfig, data_cfg: DictConfig, merge: Mapping[str, A
         run_cfg.init_from = None
     if merge:
         try:
-            run_cfg = OmegaConf.merge(run_cfg, OmegaConf.create(OmegaConf.to_container(merge, resolve=True)
-                                                                 if OmegaConf.is_config(merge) else dict(merge)))
+            run_cfg = OmegaConf.merge(
+                run_cfg,
+                OmegaConf.create(
+                    OmegaConf.to_container(merge, resolve=True) if OmegaConf.is_config(merge) else dict(merge)
+                ),
+            )
         except Exception as exc:  # a typo'd key in strategy.pretrain / strategy.finetune
-            raise ConfigError(f"strategy: cannot merge {dict(merge) if not OmegaConf.is_config(merge) else OmegaConf.to_container(merge)} "
-                              f"into the training config: {exc}") from None
+            raise ConfigError(
+                f"strategy: cannot merge {dict(merge) if not OmegaConf.is_config(merge) else OmegaConf.to_container(merge)} "
+                f"into the training config: {exc}"
+            ) from None
     return run_cfg
 
 
-def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, store: str,
-                init: str | None) -> Stage:
+def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, store: str, init: str | None) -> Stage:
     """A training stage (``pretrain`` / ``finetune``): fit on ``store``'s data from ``init``'s weights."""
     drop = list(cfg.strategy.cache_ignore) + ["data", "datamodule.stores", "init_from", "ckpt_path", "test"]
     config = {"train": plain(run_cfg, drop)}
@@ -221,8 +241,13 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
         best = result.best_ckpt or result.last_ckpt
         if best is None:
             raise ConfigError(f"{label}: training wrote no checkpoint (is callbacks.model_checkpoint set?)")
-        return {"best_ckpt": Path(best), "last_ckpt": result.last_ckpt, "run_dir": out,
-                "epochs": result.epochs, "global_step": result.global_step}
+        return {
+            "best_ckpt": Path(best),
+            "last_ckpt": result.last_ckpt,
+            "run_dir": out,
+            "epochs": result.epochs,
+            "global_step": result.global_step,
+        }
 
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
@@ -246,10 +271,16 @@ def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") 
             ev_cfg.datamodule.stores = [store_path]
             ev_cfg.datamodule.num_workers = 0
             ev_cfg.datamodule.batch_size = cfg.datamodule.get("eval_batch_size") or cfg.datamodule.batch_size
-            ev_cfg.trainer = OmegaConf.create({"_target_": "lightning.pytorch.trainer.Trainer", "devices": 1,
-                                               "accelerator": cfg.trainer.get("accelerator", "auto"),
-                                               "logger": False, "enable_progress_bar": False,
-                                               "default_root_dir": str(out)})
+            ev_cfg.trainer = OmegaConf.create(
+                {
+                    "_target_": "lightning.pytorch.trainer.Trainer",
+                    "devices": 1,
+                    "accelerator": cfg.trainer.get("accelerator", "auto"),
+                    "logger": False,
+                    "enable_progress_bar": False,
+                    "default_root_dir": str(out),
+                }
+            )
             ev_cfg.logger = None
             ev_cfg.callbacks = None
         with single_process_env():
@@ -287,6 +318,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
 
 # --------------------------------------------------------------------------- the plan
 
+
 def pretraining_sources(strategy: Mapping[str, Any]) -> dict[str, list[str] | None]:
     """The pretraining sources a chain may name: ``cine`` (the cine set itself, None) and every
     entry of ``strategy.translate`` (name -> its ``tagseg translate`` overrides).
@@ -318,21 +350,32 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     sources = pretraining_sources(strategy)
     unknown = [s for s in chain if s not in sources]
     if unknown:
-        raise ConfigError(f"strategy.chain: unknown source(s) {unknown}; expected a list of {list(sources)} "
-                          "(a new source: strategy.translate.<name>=[method=...])")
+        raise ConfigError(
+            f"strategy.chain: unknown source(s) {unknown}; expected a list of {list(sources)} "
+            "(a new source: strategy.translate.<name>=[method=...])"
+        )
     stages: list[Stage] = []
     tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
     stages.append(store_stage(cfg.data, strategy, tagged, cfg.get("prepare")))
     cine = gan = None
     if chain:
         if strategy.get("source") is None:
-            raise ConfigError("strategy.source: no cine dataset to pretrain from (e.g. /data@strategy.source: phantom_cine)")
+            raise ConfigError(
+                "strategy.source: no cine dataset to pretrain from (e.g. /data@strategy.source: phantom_cine)"
+            )
         cine = f"prepare[{strategy.source.get('name', 'cine')}]"
         if cine == tagged:
             cine = f"{cine}#source"
         source_ratios = strategy.get("source_split_ratios")
-        stages.append(store_stage(strategy.source, strategy, cine, cfg.get("prepare"),
-                                  split_ratios=list(source_ratios) if source_ratios is not None else None))
+        stages.append(
+            store_stage(
+                strategy.source,
+                strategy,
+                cine,
+                cfg.get("prepare"),
+                split_ratios=list(source_ratios) if source_ratios is not None else None,
+            )
+        )
     if any(needs_cyclegan(sources[src]) for src in chain):
         gan = "cyclegan"
         stages.append(cyclegan_stage(cfg, cine, tagged))
@@ -377,10 +420,15 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     stages = plan_strategy(cfg)
     out_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
     token = f"{os.environ.get('SLURM_JOB_ID', os.environ.get('SUBMITIT_LOCAL_JOB_ID', 'job'))}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    cache = StageCache(cfg.strategy.cache_dir, force=_force(cfg.strategy.get("force", False)),
-                       sync=RankSync(out_dir / ".rank_sync" / token, global_rank(), world_size()))
+    cache = StageCache(
+        cfg.strategy.cache_dir,
+        force=_force(cfg.strategy.get("force", False)),
+        sync=RankSync(out_dir / ".rank_sync" / token, global_rank(), world_size()),
+    )
     if global_rank() == 0:
-        log.info("strategy %s (%s):\n%s", cfg.strategy.name, " -> ".join(s.label for s in stages), plan_table(stages, cache))
+        log.info(
+            "strategy %s (%s):\n%s", cfg.strategy.name, " -> ".join(s.label for s in stages), plan_table(stages, cache)
+        )
     results = run_stages(stages, cache)
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
@@ -395,18 +443,28 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.get("seed", 0)),
         "n_train_subjects": OmegaConf.select(cfg, "datamodule.n_train_subjects"),
         # every test set: "test" (the tagged test split) and "test[<shift>]"
-        "tests": {("test" if label == "test" else label[5:-1]): {
-            "dice_mean": r.outputs["summary"]["dice_mean"], "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
-            "metrics_path": str(r.outputs["metrics_path"])} for label, r in tests.items()},
-        "test_dice_mean": summary["dice_mean"], "test_dice_std": summary["dice_std"],
-        "test_hd95_mm_mean": summary["hd95_mm_mean"], "test_hd95_mm_std": summary["hd95_mm_std"],
-        "val_dice_best": best_val.get("val/dice_best"), "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),
+        "tests": {
+            ("test" if label == "test" else label[5:-1]): {
+                "dice_mean": r.outputs["summary"]["dice_mean"],
+                "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
+                "metrics_path": str(r.outputs["metrics_path"]),
+            }
+            for label, r in tests.items()
+        },
+        "test_dice_mean": summary["dice_mean"],
+        "test_dice_std": summary["dice_std"],
+        "test_hd95_mm_mean": summary["hd95_mm_mean"],
+        "test_hd95_mm_std": summary["hd95_mm_std"],
+        "val_dice_best": best_val.get("val/dice_best"),
+        "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),
         "metrics": metrics,
         "epochs": finetune.outputs["epochs"],
         "run_dir": str(finetune.dir),
         "summary_path": str(test.outputs["summary_path"]),
-        "stages": {label: {"dir": str(r.dir), "key": r.key, "reused": r.reused, "seconds": round(r.seconds, 1)}
-                   for label, r in results.items()},
+        "stages": {
+            label: {"dir": str(r.dir), "key": r.key, "reused": r.reused, "seconds": round(r.seconds, 1)}
+            for label, r in results.items()
+        },
     }
     if global_rank() == 0 and out_dir.is_dir():
         (out_dir / STRATEGY_FILE).write_text(json.dumps(record, indent=2))
@@ -415,7 +473,9 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def log_cell(cfg: DictConfig, stages: Sequence[Stage], results: Mapping[str, StageResult], record: Mapping[str, Any]) -> None:
+def log_cell(
+    cfg: DictConfig, stages: Sequence[Stage], results: Mapping[str, StageResult], record: Mapping[str, Any]
+) -> None:
     """The cell's own W&B run (``logger=wandb``), logged from the cached results whether they were computed
     now or reused (then tagged ``reused``), so every sweep's W&B group has every cell."""
     if OmegaConf.select(cfg, "logger.wandb", default=None) is None:
@@ -424,13 +484,26 @@ def log_cell(cfg: DictConfig, stages: Sequence[Stage], results: Mapping[str, Sta
     from tagseg.stages.dashboard import log_cell_run
 
     test, finetune = results["test"], results["finetune"]
-    stores = {s.label: (results[s.label].outputs["store"], s.key) for s in stages
-              if s.kind in ("prepare", "store", "translate") and "store" in results[s.label].outputs}
+    stores = {
+        s.label: (results[s.label].outputs["store"], s.key)
+        for s in stages
+        if s.kind in ("prepare", "store", "translate") and "store" in results[s.label].outputs
+    }
     name = run_name(Path(str(OmegaConf.select(cfg, "paths.output_dir", default="cell"))).name)
-    extra = {"epochs": record["epochs"], **{f"stage/{label}": f"{r.kind}/{r.key}{' (reused)' if r.reused else ''}"
-                                            for label, r in results.items()}}
-    log_cell_run(cfg, name=name, test_dir=test.dir, train_dir=finetune.dir, reused=test.reused, extra=extra,
-                 checkpoint=(finetune.outputs["best_ckpt"], finetune.key), stores=stores)
+    extra = {
+        "epochs": record["epochs"],
+        **{f"stage/{label}": f"{r.kind}/{r.key}{' (reused)' if r.reused else ''}" for label, r in results.items()},
+    }
+    log_cell_run(
+        cfg,
+        name=name,
+        test_dir=test.dir,
+        train_dir=finetune.dir,
+        reused=test.reused,
+        extra=extra,
+        checkpoint=(finetune.outputs["best_ckpt"], finetune.key),
+        stores=stores,
+    )
 
 
 def _force(value: Any) -> bool | list[str]:

@@ -37,17 +37,43 @@ log = logging.getLogger(__name__)
 CELL = "cell.json"
 SUMMARY = "summary.csv"
 #: the summary's fixed columns, in order (the swept keys come after ``job``, one column each)
-COLUMNS = ("job", "overrides", "status", "error", "test_dice_mean", "test_dice_std",
-           "test_hd95_mm_mean", "test_hd95_mm_std", "val_dice_best", "val_dice_best_epoch", "epochs", "wall_s",
-           "run_dir")
-METRICS = ("test_dice_mean", "test_dice_std", "test_hd95_mm_mean", "test_hd95_mm_std", "val_dice_best",
-           "val_dice_best_epoch", "epochs")
+COLUMNS = (
+    "job",
+    "overrides",
+    "status",
+    "error",
+    "test_dice_mean",
+    "test_dice_std",
+    "test_hd95_mm_mean",
+    "test_hd95_mm_std",
+    "val_dice_best",
+    "val_dice_best_epoch",
+    "epochs",
+    "wall_s",
+    "run_dir",
+)
+METRICS = (
+    "test_dice_mean",
+    "test_dice_std",
+    "test_hd95_mm_mean",
+    "test_hd95_mm_std",
+    "val_dice_best",
+    "val_dice_best_epoch",
+    "epochs",
+)
 #: overrides that are never a column of their own (folders, loggers, launcher settings)
 NOT_KEYS = ("hydra", "paths", "logger", "experiment", "hparams_search")
 
 
-def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s: float,
-                run_dir: str | Path, status: JobStatus = JobStatus.COMPLETED) -> dict[str, Any]:
+def cell_record(
+    value: Any,
+    *,
+    job: int | str,
+    overrides: Sequence[str],
+    wall_s: float,
+    run_dir: str | Path,
+    status: JobStatus = JobStatus.COMPLETED,
+) -> dict[str, Any]:
     """One summary row from what a job returned.
 
     Args:
@@ -64,8 +90,13 @@ def cell_record(value: Any, *, job: int | str, overrides: Sequence[str], wall_s:
         A mapping with every column of :data:`COLUMNS` (missing metrics are ``None``).
     """
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(job=job, overrides=",".join(overrides), wall_s=round(float(wall_s), 1), run_dir=str(run_dir),
-               override_list=list(overrides))
+    row.update(
+        job=job,
+        overrides=",".join(overrides),
+        wall_s=round(float(wall_s), 1),
+        run_dir=str(run_dir),
+        override_list=list(overrides),
+    )
     if status == JobStatus.FAILED or isinstance(value, BaseException):
         row.update(status="failed", error=f"{type(value).__name__}: {value}")
         return row
@@ -143,9 +174,16 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
         else:
             import yaml
 
-            rows.append(cell_record(RuntimeError("no result (job killed or still running)"),
-                                    job=job_dir.name, overrides=yaml.safe_load(ov.read_text()) or [],
-                                    wall_s=float("nan"), run_dir=job_dir, status=JobStatus.FAILED))
+            rows.append(
+                cell_record(
+                    RuntimeError("no result (job killed or still running)"),
+                    job=job_dir.name,
+                    overrides=yaml.safe_load(ov.read_text()) or [],
+                    wall_s=float("nan"),
+                    run_dir=job_dir,
+                    status=JobStatus.FAILED,
+                )
+            )
     rows.sort(key=lambda r: (int(r["job"]) if str(r["job"]).isdigit() else math.inf, str(r["job"])))
     keys = swept_keys(rows, _sweeper_params(sweep_dir))
     for row in rows:
@@ -173,8 +211,18 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         return str(v)
 
     keys = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "override_list"]
-    cols = ("job", *(keys or ["overrides"]), "status", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
-            "test_hd95_mm_std", "val_dice_best", "epochs", "wall_s")
+    cols = (
+        "job",
+        *(keys or ["overrides"]),
+        "status",
+        "test_dice_mean",
+        "test_dice_std",
+        "test_hd95_mm_mean",
+        "test_hd95_mm_std",
+        "val_dice_best",
+        "epochs",
+        "wall_s",
+    )
     cells = [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
@@ -214,8 +262,14 @@ class SweepSummary(Callback):
             value = _run_summary(out_dir)
             if isinstance(objective, float) and math.isnan(objective) and not value:
                 value = {"status": "failed", "error": "the cell produced no metric"}
-        row = cell_record(value, job=hydra_cfg.job.num, overrides=list(hydra_cfg.overrides.task),
-                          wall_s=wall_s, run_dir=out_dir, status=job_return.status)
+        row = cell_record(
+            value,
+            job=hydra_cfg.job.num,
+            overrides=list(hydra_cfg.overrides.task),
+            wall_s=wall_s,
+            run_dir=out_dir,
+            status=job_return.status,
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CELL).write_text(json.dumps(row, indent=2, default=str))
 

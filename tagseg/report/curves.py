@@ -25,7 +25,12 @@ def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
         x = df["frame"] + 1  # the paper counts frames from 1
         for ax, key in zip(axes, ("dice", "hd95_mm")):
             ax.plot(x, df[f"{key}_mean"], marker="o", ms=3, label=run)
-            ax.fill_between(x, df[f"{key}_mean"] - df[f"{key}_std"].fillna(0), df[f"{key}_mean"] + df[f"{key}_std"].fillna(0), alpha=0.15)
+            ax.fill_between(
+                x,
+                df[f"{key}_mean"] - df[f"{key}_std"].fillna(0),
+                df[f"{key}_mean"] + df[f"{key}_std"].fillna(0),
+                alpha=0.15,
+            )
     axes[0].set(xlabel="time frame", ylabel="Dice", title="Dice per frame")
     axes[1].set(xlabel="time frame", ylabel="HD95 (mm)", title="HD95 per frame")
     axes[0].legend(fontsize=7)

@@ -31,8 +31,13 @@ STRATEGY_ORDER = ("scratch", "cine", "physics", "physics_dynamic", "cyclegan", "
 
 def _strategies(table: pd.DataFrame) -> list[str]:
     found = list(dict.fromkeys(table["strategy"]))
-    return sorted(found, key=lambda s: (STRATEGY_ORDER.index(s.split("+")[0]) if s.split("+")[0] in STRATEGY_ORDER
-                                        else len(STRATEGY_ORDER), s))
+    return sorted(
+        found,
+        key=lambda s: (
+            STRATEGY_ORDER.index(s.split("+")[0]) if s.split("+")[0] in STRATEGY_ORDER else len(STRATEGY_ORDER),
+            s,
+        ),
+    )
 
 
 def _interval(mean: float, lo: float, hi: float, signed: bool = False) -> str:
@@ -49,7 +54,9 @@ def curve_markdown(curve: pd.DataFrame, metric: str = "dice") -> str:
             cells = []
             for s in sets:
                 r = curve[(curve["strategy"] == strategy) & (curve["n"] == n) & (curve["test_set"] == s)]
-                cells.append(_interval(*r[[f"{metric}_mean", f"{metric}_lo", f"{metric}_hi"]].iloc[0]) if len(r) else "-")
+                cells.append(
+                    _interval(*r[[f"{metric}_mean", f"{metric}_lo", f"{metric}_hi"]].iloc[0]) if len(r) else "-"
+                )
             lines.append(f"| {strategy} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -92,11 +99,13 @@ def plot_learning_curves(curve: pd.DataFrame, out: Path, metric: str = "dice") -
         title = "tagged test split" if test_set == IN_DISTRIBUTION else f"shift: {test_set}"
         ax.set(title=title, xlabel="labelled tagged subjects n", ylabel="Dice" if metric == "dice" else "HD95 (mm)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(sets):]:
+    for ax in list(axes.flat)[len(sets) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects (mean over seeds, 95 % subject-bootstrap band)",
-                 fontsize=9)
+    fig.suptitle(
+        f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects (mean over seeds, 95 % subject-bootstrap band)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -146,26 +155,39 @@ def write_data_efficiency(root: str | Path, out_dir: str | Path, n_boot: int = 2
     per_cell, curves = convergence(cells)
     conv = convergence_summary(per_cell)
     paths = {
-        "learning_curve_csv": out / "learning_curve.csv", "learning_curve_md": out / "learning_curve.md",
-        "paired_csv": out / "paired_vs_scratch.csv", "paired_md": out / "paired_vs_scratch.md",
-        "convergence_csv": out / "convergence.csv", "convergence_summary_csv": out / "convergence_summary.csv",
+        "learning_curve_csv": out / "learning_curve.csv",
+        "learning_curve_md": out / "learning_curve.md",
+        "paired_csv": out / "paired_vs_scratch.csv",
+        "paired_md": out / "paired_vs_scratch.md",
+        "convergence_csv": out / "convergence.csv",
+        "convergence_summary_csv": out / "convergence_summary.csv",
         "convergence_md": out / "convergence_summary.md",
     }
     curve.to_csv(paths["learning_curve_csv"], index=False)
     paths["learning_curve_md"].write_text(
         "Dice, mean over seeds and test subjects [95 % bootstrap interval over test subjects]\n\n"
-        + curve_markdown(curve, "dice") + "\nHD95 (mm)\n\n" + curve_markdown(curve, "hd95_mm"))
+        + curve_markdown(curve, "dice")
+        + "\nHD95 (mm)\n\n"
+        + curve_markdown(curve, "hd95_mm")
+    )
     diff.to_csv(paths["paired_csv"], index=False)
     paths["paired_md"].write_text(
         f"Dice difference to {REFERENCE} (paired by test subject and seed) [95 % interval]; * excludes 0\n\n"
-        + paired_markdown(diff, "dice") + f"\nHD95 (mm) difference to {REFERENCE}\n\n" + paired_markdown(diff, "hd95_mm"))
+        + paired_markdown(diff, "dice")
+        + f"\nHD95 (mm) difference to {REFERENCE}\n\n"
+        + paired_markdown(diff, "hd95_mm")
+    )
     per_cell.to_csv(paths["convergence_csv"], index=False)
     conv.to_csv(paths["convergence_summary_csv"], index=False)
-    lines = ["| strategy | n | seeds | epochs to 95 % of final val Dice: mean (min-max) | final val Dice |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| strategy | n | seeds | epochs to 95 % of final val Dice: mean (min-max) | final val Dice |",
+        "|---|---|---|---|---|",
+    ]
     for r in conv.itertuples():
-        lines.append(f"| {r.strategy} | {r.n} | {r.seeds} | {r.epochs_to_95_mean:.1f} ({r.epochs_to_95_min}-{r.epochs_to_95_max}) "
-                     f"| {r.final_val_dice_mean:.3f} |")
+        lines.append(
+            f"| {r.strategy} | {r.n} | {r.seeds} | {r.epochs_to_95_mean:.1f} ({r.epochs_to_95_min}-{r.epochs_to_95_max}) "
+            f"| {r.final_val_dice_mean:.3f} |"
+        )
     paths["convergence_md"].write_text("\n".join(lines) + "\n")
     paths["learning_curve_png"] = plot_learning_curves(curve, out / "learning_curve.png", "dice")
     paths["learning_curve_hd95_png"] = plot_learning_curves(curve, out / "learning_curve_hd95.png", "hd95_mm")
@@ -175,4 +197,10 @@ def write_data_efficiency(root: str | Path, out_dir: str | Path, n_boot: int = 2
     return paths
 
 
-__all__ = ["curve_markdown", "paired_markdown", "plot_learning_curves", "plot_validation_curves", "write_data_efficiency"]
+__all__ = [
+    "curve_markdown",
+    "paired_markdown",
+    "plot_learning_curves",
+    "plot_validation_curves",
+    "write_data_efficiency",
+]

@@ -81,7 +81,10 @@ def plot_examples(run: str | Path, out: str | Path) -> Path | None:
         ax.imshow(img, cmap="gray")
         ax.contour(gt, levels=[0.5], colors="lime", linewidths=1.0)
         ax.contour(pr, levels=[0.5], colors="red", linewidths=1.0)
-        ax.set_title(f"{row.quantile}: Dice {row.dice:.3f}, HD95 {row.hd95_mm:.1f} mm\n{row.subject} slice {row.slice} frame {row.frame}", fontsize=8)
+        ax.set_title(
+            f"{row.quantile}: Dice {row.dice:.3f}, HD95 {row.hd95_mm:.1f} mm\n{row.subject} slice {row.slice} frame {row.frame}",
+            fontsize=8,
+        )
         ax.axis("off")
     fig.suptitle("test examples: ground truth (green), prediction (red)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.92))

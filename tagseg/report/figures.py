@@ -28,8 +28,9 @@ def _pick_frames(frames: np.ndarray, wanted: Sequence[int] | None, n_frames: int
     return [int(available[i]) for i in idx]
 
 
-def _rows(meta: dict[str, np.ndarray], subject: str, slice_index: int | None, frames: Sequence[int] | None,
-          n_frames: int) -> list[int]:
+def _rows(
+    meta: dict[str, np.ndarray], subject: str, slice_index: int | None, frames: Sequence[int] | None, n_frames: int
+) -> list[int]:
     """Row indices of one subject's slice (the middle one unless given), one per chosen frame."""
     mine = np.flatnonzero(meta["subject"] == subject)
     slices = np.unique(meta["slice"][mine])
@@ -41,7 +42,9 @@ def _rows(meta: dict[str, np.ndarray], subject: str, slice_index: int | None, fr
     return rows
 
 
-def _draw(axes: np.ndarray, path: Path, rows_per_line: list[list[int]], meta: dict[str, np.ndarray], labels: list[str]) -> None:
+def _draw(
+    axes: np.ndarray, path: Path, rows_per_line: list[list[int]], meta: dict[str, np.ndarray], labels: list[str]
+) -> None:
     with h5py.File(path, "r") as f:
         for line, rows in enumerate(rows_per_line):
             for col in range(axes.shape[1]):
@@ -67,8 +70,14 @@ def _save(fig, output: Path) -> Path:
     return output
 
 
-def store_montage(store_path: str | os.PathLike, n_subjects: int = 3, frames: Sequence[int] | None = None,
-                  n_frames: int = 5, output: str | os.PathLike | None = None, tile_inches: float = 1.6) -> Path:
+def store_montage(
+    store_path: str | os.PathLike,
+    n_subjects: int = 3,
+    frames: Sequence[int] | None = None,
+    n_frames: int = 5,
+    output: str | os.PathLike | None = None,
+    tile_inches: float = 1.6,
+) -> Path:
     """PNG montage of a store: ``n_subjects`` subjects (rows) x frames (columns), myocardium in red.
 
     Args:
@@ -96,8 +105,9 @@ def store_montage(store_path: str | os.PathLike, n_subjects: int = 3, frames: Se
     subjects = sorted(set(meta["subject"].tolist()))[: max(int(n_subjects), 1)]
     rows = [_rows(meta, s, None, frames, n_frames) for s in subjects]
     n_cols = max(max((len(r) for r in rows), default=0), 1)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(tile_inches * n_cols, tile_inches * len(rows) + 0.3),
-                             squeeze=False, dpi=100)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(tile_inches * n_cols, tile_inches * len(rows) + 0.3), squeeze=False, dpi=100
+    )
     _draw(axes, path, rows, meta, subjects)
     fig.suptitle(str(store_attrs(path).get("name", path.stem)), fontsize=9)
     try:
@@ -106,9 +116,15 @@ def store_montage(store_path: str | os.PathLike, n_subjects: int = 3, frames: Se
         plt.close(fig)
 
 
-def paired_montage(store_paths: Sequence[str | os.PathLike], output: str | os.PathLike, subject: str | None = None,
-                   frames: Sequence[int] | None = None, n_frames: int = 5, tile_inches: float = 1.6,
-                   crop: float = 1.0) -> Path:
+def paired_montage(
+    store_paths: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    subject: str | None = None,
+    frames: Sequence[int] | None = None,
+    n_frames: int = 5,
+    tile_inches: float = 1.6,
+    crop: float = 1.0,
+) -> Path:
     """One row per store for the same subject and slice (e.g. a paired phantom cine and tagged store).
 
     Args:
@@ -134,10 +150,11 @@ def paired_montage(store_paths: Sequence[str | os.PathLike], output: str | os.Pa
             raise StoreError(f"{p}: has no subject {subject!r} (generate both stores with data.paired=true)")
     rows = [_rows(m, subject, None, frames, n_frames) for m in metas]
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(tile_inches * n_cols, tile_inches * len(rows)),
-                             squeeze=False, dpi=100)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(tile_inches * n_cols, tile_inches * len(rows)), squeeze=False, dpi=100
+    )
     for line, (p, m, r) in enumerate(zip(store_paths, metas, rows)):
-        _draw(axes[line:line + 1], Path(p), [r], m, [str(store_attrs(p).get("name", Path(p).stem))])
+        _draw(axes[line : line + 1], Path(p), [r], m, [str(store_attrs(p).get("name", Path(p).stem))])
     if crop < 1.0:
         for ax in axes.ravel():
             if ax.images:

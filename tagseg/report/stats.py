@@ -33,8 +33,9 @@ REFERENCE = "scratch"
 METRICS = ("dice", "hd95_mm")
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of ``values`` (one per subject) and its percentile-bootstrap interval.
 
     Args:
@@ -58,6 +59,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, level
 
 
 # --------------------------------------------------------------------------- reading a sweep
+
 
 def find_cells(root: str | Path) -> list[dict]:
     """Every cell record (``strategy.json``) below ``root`` that has ``n_train_subjects`` and tests.
@@ -98,9 +100,16 @@ def load_cells(cells: Sequence[dict]) -> pd.DataFrame:
         for test_set, entry in cell["tests"].items():
             path = Path(entry["metrics_path"])
             if not path.exists():
-                raise TagsegError(f"{cell['cell_dir']}: its test table {path} is missing (cache folder moved or deleted?)")
+                raise TagsegError(
+                    f"{cell['cell_dir']}: its test table {path} is missing (cache folder moved or deleted?)"
+                )
             df = pd.read_csv(path, usecols=lambda c: c in ("subject", "slice", "frame", "dice", "hd95_mm"))
-            df["strategy"], df["n"], df["seed"], df["test_set"] = cell["strategy"], int(cell["n_train_subjects"]), int(cell["seed"]), test_set
+            df["strategy"], df["n"], df["seed"], df["test_set"] = (
+                cell["strategy"],
+                int(cell["n_train_subjects"]),
+                int(cell["seed"]),
+                test_set,
+            )
             frames.append(df)
     if not frames:
         raise TagsegError("no data-efficiency cells (strategy.json with n_train_subjects and tests) found")
@@ -123,6 +132,7 @@ def _order(table: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- tables
 
+
 def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Dice / HD95 per (test set, strategy, n): mean over seeds and subjects with 95 % subject-bootstrap intervals.
 
@@ -132,8 +142,13 @@ def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     rows = []
     for (test_set, strategy, n), g in subjects.groupby(["test_set", "strategy", "n"], sort=True):
         per_subject = g.groupby("subject")[list(METRICS)].mean()
-        row = {"test_set": test_set, "strategy": strategy, "n": int(n), "seeds": int(g["seed"].nunique()),
-               "subjects": int(len(per_subject))}
+        row = {
+            "test_set": test_set,
+            "strategy": strategy,
+            "n": int(n),
+            "seeds": int(g["seed"].nunique()),
+            "subjects": int(len(per_subject)),
+        }
         for metric in METRICS:
             mean, lo, hi = bootstrap_ci(per_subject[metric].to_numpy(), n_boot, seed=seed)
             row.update({f"{metric}_mean": mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
@@ -143,8 +158,9 @@ def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     return _order(pd.DataFrame(rows))
 
 
-def paired_differences(subjects: pd.DataFrame, reference: str = REFERENCE, n_boot: int = 2000,
-                       seed: int = 0) -> pd.DataFrame:
+def paired_differences(
+    subjects: pd.DataFrame, reference: str = REFERENCE, n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
     """Each strategy minus ``reference`` at the same test set, n, seed and test subject.
 
     The per-(subject, seed) differences are averaged over the seeds both strategies ran, then the
@@ -157,10 +173,18 @@ def paired_differences(subjects: pd.DataFrame, reference: str = REFERENCE, n_boo
     for strategy in sorted(set(subjects["strategy"]) - {reference}):
         merged = subjects[subjects["strategy"] == strategy].merge(ref, on=keys, suffixes=("", "_ref"))
         for (test_set, n), g in merged.groupby(["test_set", "n"], sort=True):
-            per_subject = g.assign(**{f"d_{m}": g[m] - g[f"{m}_ref"] for m in METRICS}).groupby("subject")[
-                [f"d_{m}" for m in METRICS]].mean()
-            row = {"test_set": test_set, "strategy": strategy, "n": int(n), "seeds": int(g["seed"].nunique()),
-                   "subjects": int(len(per_subject))}
+            per_subject = (
+                g.assign(**{f"d_{m}": g[m] - g[f"{m}_ref"] for m in METRICS})
+                .groupby("subject")[[f"d_{m}" for m in METRICS]]
+                .mean()
+            )
+            row = {
+                "test_set": test_set,
+                "strategy": strategy,
+                "n": int(n),
+                "seeds": int(g["seed"].nunique()),
+                "subjects": int(len(per_subject)),
+            }
             for metric in METRICS:
                 mean, lo, hi = bootstrap_ci(per_subject[f"d_{metric}"].to_numpy(), n_boot, seed=seed)
                 row.update({f"d_{metric}": mean, f"d_{metric}_lo": lo, f"d_{metric}_hi": hi})
@@ -168,7 +192,9 @@ def paired_differences(subjects: pd.DataFrame, reference: str = REFERENCE, n_boo
             row["hd95_better"] = bool(row["d_hd95_mm_hi"] < 0)
             rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=["test_set", "strategy", "n", "seeds", "subjects", "d_dice", "d_dice_lo", "d_dice_hi"])
+        return pd.DataFrame(
+            columns=["test_set", "strategy", "n", "seeds", "subjects", "d_dice", "d_dice_lo", "d_dice_hi"]
+        )
     return _order(pd.DataFrame(rows))
 
 
@@ -207,24 +233,55 @@ def convergence(cells: Sequence[dict], fraction: float = 0.95) -> tuple[pd.DataF
         if s is None:
             continue
         base = {"strategy": cell["strategy"], "n": int(cell["n_train_subjects"]), "seed": int(cell["seed"])}
-        per_cell.append({**base, "epochs": int(len(s)), "final_val_dice": float(s.iloc[-1]),
-                         "epochs_to_95": epochs_to_fraction(s.to_numpy(), fraction)})
+        per_cell.append(
+            {
+                **base,
+                "epochs": int(len(s)),
+                "final_val_dice": float(s.iloc[-1]),
+                "epochs_to_95": epochs_to_fraction(s.to_numpy(), fraction),
+            }
+        )
         curves += [{**base, "epoch": int(e) + 1, "val_dice": float(v)} for e, v in s.items()]
     columns = ["strategy", "n", "seed", "epochs", "final_val_dice", "epochs_to_95"]
-    return (pd.DataFrame(per_cell, columns=columns).sort_values(["strategy", "n", "seed"]).reset_index(drop=True),
-            pd.DataFrame(curves, columns=["strategy", "n", "seed", "epoch", "val_dice"]))
+    return (
+        pd.DataFrame(per_cell, columns=columns).sort_values(["strategy", "n", "seed"]).reset_index(drop=True),
+        pd.DataFrame(curves, columns=["strategy", "n", "seed", "epoch", "val_dice"]),
+    )
 
 
 def convergence_summary(per_cell: pd.DataFrame) -> pd.DataFrame:
     """Mean (min-max over seeds) epochs to 95 % and final validation Dice per (strategy, n)."""
     if per_cell.empty:
-        return pd.DataFrame(columns=["strategy", "n", "seeds", "epochs_to_95_mean", "epochs_to_95_min",
-                                     "epochs_to_95_max", "final_val_dice_mean"])
+        return pd.DataFrame(
+            columns=[
+                "strategy",
+                "n",
+                "seeds",
+                "epochs_to_95_mean",
+                "epochs_to_95_min",
+                "epochs_to_95_max",
+                "final_val_dice_mean",
+            ]
+        )
     g = per_cell.groupby(["strategy", "n"], sort=True)
-    return g.agg(seeds=("seed", "nunique"), epochs_to_95_mean=("epochs_to_95", "mean"),
-                 epochs_to_95_min=("epochs_to_95", "min"), epochs_to_95_max=("epochs_to_95", "max"),
-                 final_val_dice_mean=("final_val_dice", "mean")).reset_index()
+    return g.agg(
+        seeds=("seed", "nunique"),
+        epochs_to_95_mean=("epochs_to_95", "mean"),
+        epochs_to_95_min=("epochs_to_95", "min"),
+        epochs_to_95_max=("epochs_to_95", "max"),
+        final_val_dice_mean=("final_val_dice", "mean"),
+    ).reset_index()
 
 
-__all__ = ["bootstrap_ci", "convergence", "convergence_summary", "epochs_to_fraction", "find_cells", "learning_curve",
-           "load_cells", "paired_differences", "subject_means", "validation_curve"]
+__all__ = [
+    "bootstrap_ci",
+    "convergence",
+    "convergence_summary",
+    "epochs_to_fraction",
+    "find_cells",
+    "learning_curve",
+    "load_cells",
+    "paired_differences",
+    "subject_means",
+    "validation_curve",
+]

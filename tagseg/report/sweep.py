@@ -14,8 +14,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 #: columns of summary.csv that are not swept keys
-FIXED = {"job", "overrides", "status", "error", "test_dice_mean", "test_dice_std", "test_hd95_mm_mean",
-         "test_hd95_mm_std", "val_dice_best", "val_dice_best_epoch", "epochs", "wall_s", "run_dir"}
+FIXED = {
+    "job",
+    "overrides",
+    "status",
+    "error",
+    "test_dice_mean",
+    "test_dice_std",
+    "test_hd95_mm_mean",
+    "test_hd95_mm_std",
+    "val_dice_best",
+    "val_dice_best_epoch",
+    "epochs",
+    "wall_s",
+    "run_dir",
+}
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
@@ -36,27 +49,36 @@ def sweep_markdown(df: pd.DataFrame) -> str:
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     if len(keys) >= 2:
         row_key, col_keys = keys[-1], keys[:-1]
-        cols = (ok[col_keys].astype(str).apply(lambda r: ",".join(f"{k}={v}" for k, v in zip(col_keys, r)), axis=1)
-                if len(ok) else pd.Series(dtype=str))
+        cols = (
+            ok[col_keys].astype(str).apply(lambda r: ",".join(f"{k}={v}" for k, v in zip(col_keys, r)), axis=1)
+            if len(ok)
+            else pd.Series(dtype=str)
+        )
         col_names = list(dict.fromkeys(cols))
-        lines = [f"| {row_key} | " + " | ".join(f"{c} Dice | {c} HD95 (mm)" for c in col_names) + " |",
-                 "|---|" + "---|---|" * len(col_names)]
+        lines = [
+            f"| {row_key} | " + " | ".join(f"{c} Dice | {c} HD95 (mm)" for c in col_names) + " |",
+            "|---|" + "---|---|" * len(col_names),
+        ]
         for value in dict.fromkeys(ok[row_key].astype(str)):
             cells = []
             for name in col_names:
                 hit = ok[(ok[row_key].astype(str) == value) & (cols == name)]
                 r = hit.iloc[0] if len(hit) else None
-                cells += [_cell(r["test_dice_mean"], r["test_dice_std"]) if r is not None else "-",
-                          _cell(r["test_hd95_mm_mean"], r["test_hd95_mm_std"]) if r is not None else "-"]
+                cells += [
+                    _cell(r["test_dice_mean"], r["test_dice_std"]) if r is not None else "-",
+                    _cell(r["test_hd95_mm_mean"], r["test_hd95_mm_std"]) if r is not None else "-",
+                ]
             lines.append(f"| {value} | " + " | ".join(cells) + " |")
     else:
         key = keys[0] if keys else "job"
         lines = [f"| {key} | Dice | HD95 (mm) | best val Dice | epochs |", "|---|---|---|---|---|"]
         for r in ok.to_dict("records"):
             best = r.get("val_dice_best")
-            lines.append(f"| {r.get(key)} | {_cell(r['test_dice_mean'], r['test_dice_std'])} | "
-                         f"{_cell(r['test_hd95_mm_mean'], r['test_hd95_mm_std'])} | "
-                         f"{'-' if best is None or pd.isna(best) else f'{best:.3f}'} | {r.get('epochs', '-')} |")
+            lines.append(
+                f"| {r.get(key)} | {_cell(r['test_dice_mean'], r['test_dice_std'])} | "
+                f"{_cell(r['test_hd95_mm_mean'], r['test_hd95_mm_std'])} | "
+                f"{'-' if best is None or pd.isna(best) else f'{best:.3f}'} | {r.get('epochs', '-')} |"
+            )
     failed = df[df["status"] != "ok"] if "status" in df.columns else df.iloc[0:0]
     lines += [f"\nfailed: job {r['job']} ({r.get('overrides')}): {r.get('error')}" for r in failed.to_dict("records")]
     return "\n".join(lines) + "\n"
@@ -70,7 +92,9 @@ def plot_sweep(df: pd.DataFrame, out: str | Path) -> Path | None:
         return None
     keys = swept_columns(ok)
     x_key = keys[-1] if keys else "job"
-    hue = ok[keys[:-1]].astype(str).agg(",".join, axis=1) if len(keys) >= 2 else pd.Series([""] * len(ok), index=ok.index)
+    hue = (
+        ok[keys[:-1]].astype(str).agg(",".join, axis=1) if len(keys) >= 2 else pd.Series([""] * len(ok), index=ok.index)
+    )
     xs = list(dict.fromkeys(ok[x_key].astype(str)))
     hues = list(dict.fromkeys(hue))
     width = 0.8 / max(len(hues), 1)

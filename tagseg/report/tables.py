@@ -22,8 +22,13 @@ TABLE_STATS = ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images
 
 def grouped_stats(metrics: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """:func:`~tagseg.io.run_dir.metric_stats` (the summary.json rule) of each group of rows, one row per group."""
-    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))), **{k: v for k, v in metric_stats(d).items() if k in TABLE_STATS}}
-            for key, d in metrics.groupby(by, sort=False)]
+    rows = [
+        {
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            **{k: v for k, v in metric_stats(d).items() if k in TABLE_STATS},
+        }
+        for key, d in metrics.groupby(by, sort=False)
+    ]
     return pd.DataFrame(rows, columns=[*by, *TABLE_STATS])
 
 
@@ -51,7 +56,9 @@ def find_runs(root: str | Path) -> list[Path]:
     cells = {p.parent for p in root.rglob(STRATEGY_FILE) if metrics_file(p.parent).exists()}
     runs = sorted({p.parent for p in root.rglob(METRICS_FILE)} | cells)
     if not runs:
-        raise TagsegError(f"{root}: no {METRICS_FILE} found below it (is it a tagseg train/evaluate run or sweep folder?)")
+        raise TagsegError(
+            f"{root}: no {METRICS_FILE} found below it (is it a tagseg train/evaluate run or sweep folder?)"
+        )
     return runs
 
 
@@ -125,9 +132,13 @@ def write_tables(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
         if by in metrics.columns:
             paths[f"by_{by}"] = out_dir / f"by_{by}.csv"
             breakdown(metrics, by).to_csv(paths[f"by_{by}"], index=False)
-    meta = {"root": str(root), "n_runs": int(table.shape[0]), "best_run": table.iloc[0]["run"],
-            "best_dice_mean": float(table.iloc[0]["dice_mean"]), "best_hd95_mm_mean": float(table.iloc[0]["hd95_mm_mean"])}
+    meta = {
+        "root": str(root),
+        "n_runs": int(table.shape[0]),
+        "best_run": table.iloc[0]["run"],
+        "best_dice_mean": float(table.iloc[0]["dice_mean"]),
+        "best_hd95_mm_mean": float(table.iloc[0]["hd95_mm_mean"]),
+    }
     paths["report_json"] = out_dir / "report.json"
     paths["report_json"].write_text(json.dumps(meta, indent=2))
     return paths
-

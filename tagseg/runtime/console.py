@@ -48,8 +48,14 @@ def summary_table(summary: Mapping[str, Any], title: str = "test") -> Table:
         table.add_column(col, justify="left" if col == "subset" else "right")
 
     def row(name: str, s: Mapping[str, Any]) -> None:
-        table.add_row(name, str(s["n_images"]), f"{s['dice_mean']:.3f}", f"{s['dice_std']:.3f}",
-                      f"{s['hd95_mm_mean']:.2f}", f"{s['hd95_mm_std']:.2f}")
+        table.add_row(
+            name,
+            str(s["n_images"]),
+            f"{s['dice_mean']:.3f}",
+            f"{s['dice_std']:.3f}",
+            f"{s['hd95_mm_mean']:.2f}",
+            f"{s['hd95_mm_std']:.2f}",
+        )
 
     row("all", summary)
     for key, label in (("per_group", "group"), ("per_frame", "frame")):

@@ -55,8 +55,17 @@ def launcher_created_ranks() -> bool:
 @contextlib.contextmanager
 def single_process_env() -> Iterator[None]:
     """Hide the launcher's rank variables, so Lightning builds a one-device trainer (testing)."""
-    names = ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID", "RANK", "LOCAL_RANK",
-             "WORLD_SIZE", "NODE_RANK", "TORCHELASTIC_RUN_ID")
+    names = (
+        "SLURM_NTASKS",
+        "SLURM_NTASKS_PER_NODE",
+        "SLURM_PROCID",
+        "SLURM_LOCALID",
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "NODE_RANK",
+        "TORCHELASTIC_RUN_ID",
+    )
     saved = {k: os.environ.pop(k) for k in names if k in os.environ}
     try:
         yield
@@ -75,13 +84,22 @@ def export_submitit_local_env() -> None:
         return
     job_id = os.environ.get("SUBMITIT_LOCAL_JOB_ID", "0")
     rank = os.environ["SUBMITIT_LOCAL_GLOBALID"]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(20000 + zlib.crc32(job_id.encode()) % 30000),
-                      RANK=rank, LOCAL_RANK=os.environ.get("SUBMITIT_LOCAL_LOCALID", rank),
-                      WORLD_SIZE=ntasks, NODE_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(20000 + zlib.crc32(job_id.encode()) % 30000),
+        RANK=rank,
+        LOCAL_RANK=os.environ.get("SUBMITIT_LOCAL_LOCALID", rank),
+        WORLD_SIZE=ntasks,
+        NODE_RANK="0",
+    )
 
 
-def ddp_strategy(find_unused_parameters: bool = False, process_group_backend: str | None = None,
-                 timeout_s: float = 1800.0, **kwargs: Any):
+def ddp_strategy(
+    find_unused_parameters: bool = False,
+    process_group_backend: str | None = None,
+    timeout_s: float = 1800.0,
+    **kwargs: Any,
+):
     """The DDP strategy that fits how this job's processes were created.
 
     Args:
@@ -101,5 +119,10 @@ def ddp_strategy(find_unused_parameters: bool = False, process_group_backend: st
 
     export_submitit_local_env()
     start_method = "popen" if launcher_created_ranks() else "spawn"
-    return DDPStrategy(start_method=start_method, find_unused_parameters=find_unused_parameters,
-                       process_group_backend=process_group_backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+    return DDPStrategy(
+        start_method=start_method,
+        find_unused_parameters=find_unused_parameters,
+        process_group_backend=process_group_backend,
+        timeout=timedelta(seconds=timeout_s),
+        **kwargs,
+    )

@@ -48,8 +48,13 @@ class Rule:
     words: tuple[str, ...] = ()
 
     def expected(self) -> str:
-        what = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
-                "numbers": f"a list of {self.length or ''} numbers".replace("  ", " ")}[self.kind]
+        what = {
+            "int": "an integer",
+            "number": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "numbers": f"a list of {self.length or ''} numbers".replace("  ", " "),
+        }[self.kind]
         if self.choices:
             what = f"one of {list(self.choices)}"
         bounds = []
@@ -58,7 +63,11 @@ class Rule:
         if self.high is not None:
             bounds.append(f"<= {self.high:g}")
         if bounds:
-            what += (" (each " if self.kind == "numbers" else " ") + " and ".join(bounds) + (")" if self.kind == "numbers" else "")
+            what += (
+                (" (each " if self.kind == "numbers" else " ")
+                + " and ".join(bounds)
+                + (")" if self.kind == "numbers" else "")
+            )
         return what + "".join(f" or {w!r}" for w in self.words) + (" or null" if self.null else "")
 
     def accepts(self, value: Any) -> bool:

@@ -20,8 +20,10 @@ log = logging.getLogger("tagseg")
 
 # conf/hydra/launcher/submitit_{slurm,local}.yaml deliberately extend the launcher plugin's
 # schemas of the same name (typed fields, `hydra/launcher=submitit_slurm` as documented there)
-warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name",
-                        category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning
+)
+
 
 def in_multirun() -> bool:
     """Whether this job is one cell of a Hydra multirun (``-m``)."""

@@ -153,5 +153,16 @@ def define_metrics(run: Any) -> None:
     run.define_metric("val/loss", summary="min")
 
 
-__all__ = ["apply_identity", "cell_values", "define_metrics", "flat_config", "flatten", "group_name",
-           "in_multirun", "run_name", "run_tags", "short_key", "swept_keys"]
+__all__ = [
+    "apply_identity",
+    "cell_values",
+    "define_metrics",
+    "flat_config",
+    "flatten",
+    "group_name",
+    "in_multirun",
+    "run_name",
+    "run_tags",
+    "short_key",
+    "swept_keys",
+]

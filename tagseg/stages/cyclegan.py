@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 #: DDP strategies and the variant a CycleGAN needs (each optimiser step leaves the other
 #: networks without gradients)
-_UNUSED_PARAMETER_STRATEGIES = {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
+_UNUSED_PARAMETER_STRATEGIES = {
+    "ddp": "ddp_find_unused_parameters_true",
+    "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
+}
 
 
 def gan_strategy(strategy: Any) -> Any:
@@ -112,18 +115,33 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
     check = cfg.get("tagness_check") or {}
     if check.get("enabled") and trainer.is_global_zero:
         if result["last_ckpt"] is None:
-            raise ConfigError("tagness_check: no last.ckpt was written (callbacks.model_checkpoint.save_last must be true)")
+            raise ConfigError(
+                "tagness_check: no last.ckpt was written (callbacks.model_checkpoint.save_last must be true)"
+            )
         result["tagness"] = tagness_check(
-            result["last_ckpt"], datamodule.store_a, datamodule.store_b, Path(check["output"]),
-            max_images=check.get("max_images"), batch_size=int(check.get("batch_size", 32)),
-            splits_b=datamodule.splits_b, device=str(model.device))
+            result["last_ckpt"],
+            datamodule.store_a,
+            datamodule.store_b,
+            Path(check["output"]),
+            max_images=check.get("max_images"),
+            batch_size=int(check.get("batch_size", 32)),
+            splits_b=datamodule.splits_b,
+            device=str(model.device),
+        )
         (run_dir / TAGNESS_FILE).write_text(json.dumps(result["tagness"], indent=2))
     return result
 
 
-def tagness_check(ckpt: str | Path, store_a: str | Path, store_b: str | Path, output: str | Path,
-                  max_images: int | None = 500, batch_size: int = 32, splits_b: Any = None,
-                  device: str = "cpu") -> dict[str, Any]:
+def tagness_check(
+    ckpt: str | Path,
+    store_a: str | Path,
+    store_b: str | Path,
+    output: str | Path,
+    max_images: int | None = 500,
+    batch_size: int = 32,
+    splits_b: Any = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Translate ``store_a`` with the checkpoint's A -> B generator and compare mean tagness.
 
     Args:
@@ -165,11 +183,13 @@ def tagness_check(ckpt: str | Path, store_a: str | Path, store_b: str | Path, ou
 
 def format_tagness(result: Mapping[str, Any]) -> str:
     """The tagness comparison as three lines (means and ratios)."""
-    return (f"mean tagness: cine {result['cine']:.4f} | translated {result['translated']:.4f} | "
-            f"real tagged {result['tagged']:.4f}\n"
-            f"translated / cine = {result['translated_over_cine']:.1f}x, "
-            f"translated / tagged = {result['translated_over_tagged']:.2f}\n"
-            f"translated store: {result['output']}")
+    return (
+        f"mean tagness: cine {result['cine']:.4f} | translated {result['translated']:.4f} | "
+        f"real tagged {result['tagged']:.4f}\n"
+        f"translated / cine = {result['translated_over_cine']:.1f}x, "
+        f"translated / tagged = {result['translated_over_tagged']:.2f}\n"
+        f"translated store: {result['output']}"
+    )
 
 
 __all__ = ["format_tagness", "gan_strategy", "tagness_check", "train_cyclegan"]

@@ -105,7 +105,9 @@ def images_table(test_dir: str | Path, n_images: int = N_TABLE_IMAGES) -> Any:
         picture = test_dir / OVERLAYS / f"{int(row['index'])}.png" if "index" in row else None
         image = None
         if picture is not None and picture.exists() and shown < n_images:
-            image = wandb.Image(str(picture), caption=f"{row.get('subject')} slice {row.get('slice')} frame {row.get('frame')}")
+            image = wandb.Image(
+                str(picture), caption=f"{row.get('subject')} slice {row.get('slice')} frame {row.get('frame')}"
+            )
             shown += 1
         table.add_data(*[_finite(row[c]) for c in columns], image)
     return table
@@ -144,8 +146,13 @@ def store_key(path: str | Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def log_artifacts(run: Any, *, checkpoint: str | Path | None = None, checkpoint_key: str = "",
-                  stores: Mapping[str, tuple[str | Path, str]] | None = None) -> None:
+def log_artifacts(
+    run: Any,
+    *,
+    checkpoint: str | Path | None = None,
+    checkpoint_key: str = "",
+    stores: Mapping[str, tuple[str | Path, str]] | None = None,
+) -> None:
     """Log (opt-in) the best checkpoint and the slice stores a run used, each named by its stage-cache
     key when it has one, as artifacts the run *uses* / *produces* (W&B lineage).
 
@@ -173,10 +180,17 @@ def log_artifacts(run: Any, *, checkpoint: str | Path | None = None, checkpoint_
         run.log_artifact(art, aliases=["best"])
 
 
-def log_cell_run(cfg: DictConfig, *, name: str, test_dir: str | Path, train_dir: str | Path | None,
-                 reused: bool, extra: Mapping[str, Any] | None = None,
-                 checkpoint: tuple[str | Path, str] | None = None,
-                 stores: Mapping[str, tuple[str | Path, str]] | None = None) -> str | None:
+def log_cell_run(
+    cfg: DictConfig,
+    *,
+    name: str,
+    test_dir: str | Path,
+    train_dir: str | Path | None,
+    reused: bool,
+    extra: Mapping[str, Any] | None = None,
+    checkpoint: tuple[str | Path, str] | None = None,
+    stores: Mapping[str, tuple[str | Path, str]] | None = None,
+) -> str | None:
     """One W&B run for a finished cell (a strategy's), logged from its files: the fine-tuning's
     curves replayed per epoch, the best validation Dice, the test summary and table.
 
@@ -200,12 +214,21 @@ def log_cell_run(cfg: DictConfig, *, name: str, test_dir: str | Path, train_dir:
 
     out_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tags = sorted(set(wandb_run.run_tags(cfg) + [str(t) for t in (node.get("tags") or [])]
-                      + (["reused"] if reused else [])))
+    tags = sorted(
+        set(wandb_run.run_tags(cfg) + [str(t) for t in (node.get("tags") or [])] + (["reused"] if reused else []))
+    )
     config = {**wandb_run.flat_config(cfg), "reused": reused}
-    run = wandb.init(project=node.get("project") or "tagseg", entity=node.get("entity"), name=name,
-                     group=node.get("group") or wandb_run.group_name(cfg), job_type="cell", tags=tags,
-                     config=config, dir=str(out_dir), reinit="finish_previous")
+    run = wandb.init(
+        project=node.get("project") or "tagseg",
+        entity=node.get("entity"),
+        name=name,
+        group=node.get("group") or wandb_run.group_name(cfg),
+        job_type="cell",
+        tags=tags,
+        config=config,
+        dir=str(out_dir),
+        reinit="finish_previous",
+    )
     try:
         wandb_run.define_metrics(run)
         if train_dir is not None:
@@ -215,8 +238,12 @@ def log_cell_run(cfg: DictConfig, *, name: str, test_dir: str | Path, train_dir:
         log_test(run, test_dir)
         run.summary.update({"reused": reused, **dict(extra or {})})
         log_model, log_stores = artifact_settings(cfg)
-        log_artifacts(run, checkpoint=checkpoint[0] if checkpoint and log_model else None,
-                      checkpoint_key=checkpoint[1] if checkpoint else "", stores=stores if log_stores else None)
+        log_artifacts(
+            run,
+            checkpoint=checkpoint[0] if checkpoint and log_model else None,
+            checkpoint_key=checkpoint[1] if checkpoint else "",
+            stores=stores if log_stores else None,
+        )
         return str(Path(run.dir).parent)
     finally:
         run.finish()
@@ -231,10 +258,16 @@ def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: 
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     task = str(config.get("task_name", "tagseg"))
-    run = wandb.init(project=node.get("project") or "tagseg", entity=node.get("entity"), name="sweep summary",
-                     group=node.get("group") or f"{task}-{sweep_dir.name}", job_type="sweep",
-                     tags=[str(t) for t in (config.get("tags") or [])] + [f"task:{task}"],
-                     dir=str(sweep_dir), reinit="finish_previous")
+    run = wandb.init(
+        project=node.get("project") or "tagseg",
+        entity=node.get("entity"),
+        name="sweep summary",
+        group=node.get("group") or f"{task}-{sweep_dir.name}",
+        job_type="sweep",
+        tags=[str(t) for t in (config.get("tags") or [])] + [f"task:{task}"],
+        dir=str(sweep_dir),
+        reinit="finish_previous",
+    )
     try:
         df = pd.read_csv(table_csv)
         run.log({"sweep/summary": wandb.Table(dataframe=df.astype(object).where(df.notna(), None))})
@@ -244,5 +277,15 @@ def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: 
         run.finish()
 
 
-__all__ = ["best_validation", "log_artifacts", "log_cell_run", "log_sweep", "log_test", "store_key", "summary_metrics",
-           "images_table", "validation_curves", "wandb_runs"]
+__all__ = [
+    "best_validation",
+    "log_artifacts",
+    "log_cell_run",
+    "log_sweep",
+    "log_test",
+    "store_key",
+    "summary_metrics",
+    "images_table",
+    "validation_curves",
+    "wandb_runs",
+]

@@ -27,15 +27,18 @@ def require_labels(store: str | Path) -> None:
     """
     attrs = store_attrs(store)
     if not bool(attrs.get("labelled", True)):
-        raise DataError(f"{store}: the store has no labels (labelled: false, an images-only export); nothing to "
-                        "evaluate against (segment it with `tagseg predict`)")
+        raise DataError(
+            f"{store}: the store has no labels (labelled: false, an images-only export); nothing to "
+            "evaluate against (segment it with `tagseg predict`)"
+        )
     with h5py.File(store, "r") as f:
         masks = f["masks"]
         for start in range(0, masks.shape[0], 64):  # chunks: a large store stays out of memory
-            if masks[start:start + 64].any():
+            if masks[start : start + 64].any():
                 return
-    raise DataError(f"{store}: every mask is background (no labels); nothing to evaluate against "
-                    "(segment it with `tagseg predict`)")
+    raise DataError(
+        f"{store}: every mask is background (no labels); nothing to evaluate against (segment it with `tagseg predict`)"
+    )
 
 
 @task_wrapper
@@ -70,22 +73,38 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     for store in stores:
         require_labels(store)
     save_run_config(cfg, run_dir)
-    datamodule = instantiate(cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std)
+    datamodule = instantiate(
+        cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std
+    )
     datamodule.setup("test")
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer = one_device_trainer(cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
+    trainer = one_device_trainer(
+        cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks")
+    )
     extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
-    result = EvalResult(run_dir=run_dir, checkpoint=ckpt, summary=tested.summary, summary_path=tested.summary_path,
-                        metrics_path=tested.metrics_path)
+    result = EvalResult(
+        run_dir=run_dir,
+        checkpoint=ckpt,
+        summary=tested.summary,
+        summary_path=tested.summary_path,
+        metrics_path=tested.metrics_path,
+    )
     names = check_shifts(cfg.get("shifts"))
     if names:
         result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split)
     return result
 
 
-def evaluate_shifts(cfg: DictConfig, model: Any, ckpt: Path, run_dir: Path, names: list[str],
-                    in_distribution: dict[str, Any], split: str) -> Path:
+def evaluate_shifts(
+    cfg: DictConfig,
+    model: Any,
+    ckpt: Path,
+    run_dir: Path,
+    names: list[str],
+    in_distribution: dict[str, Any],
+    split: str,
+) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
     Each set is prepared once under ``cfg.shift_dir`` from ``cfg.data`` (see :mod:`tagseg.data.shifts`)
@@ -105,13 +124,18 @@ def evaluate_shifts(cfg: DictConfig, model: Any, ckpt: Path, run_dir: Path, name
         with open_dict(dm_cfg):
             dm_cfg.stores = [str(store)]
             dm_cfg.n_train_subjects = None
-        datamodule = instantiate(dm_cfg, "datamodule", image_size=hp.image_size, classes=list(hp.classes),
-                                 mean=hp.mean, std=hp.std)
+        datamodule = instantiate(
+            dm_cfg, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std
+        )
         datamodule.setup("test")
         trainer = one_device_trainer(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
-        tested = evaluate_module(trainer, model, run_dir / "shift" / name,
-                                 {"checkpoint": str(ckpt), "stores": [str(store)], "split": "test", "shift": name},
-                                 dataloaders=datamodule.eval_dataloader("test"))
+        tested = evaluate_module(
+            trainer,
+            model,
+            run_dir / "shift" / name,
+            {"checkpoint": str(ckpt), "stores": [str(store)], "split": "test", "shift": name},
+            dataloaders=datamodule.eval_dataloader("test"),
+        )
         rows.append(_shift_row(name, description, tested["summary"]))
     path = run_dir / "shifts.csv"
     with open(path, "w", newline="") as fh:
@@ -122,8 +146,11 @@ def evaluate_shifts(cfg: DictConfig, model: Any, ckpt: Path, run_dir: Path, name
 
 
 def _shift_row(name: str, description: str, summary: dict[str, Any]) -> dict[str, Any]:
-    return {"test_set": name, "description": description,
-            **{k: summary.get(k) for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")}}
+    return {
+        "test_set": name,
+        "description": description,
+        **{k: summary.get(k) for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")},
+    }
 
 
 __all__ = ["evaluate"]

@@ -24,8 +24,10 @@ from tagseg.models.segmenter import Segmenter
 
 SIDECAR = "model.json"
 FILES = {"onnx": "model.onnx", "torch_export": "model.pt2"}
-SPACING_POLICY = ("each frame is resized from its own size to image_size x image_size pixels whatever its pixel "
-                  "spacing (no resampling to a fixed mm grid), as in training; masks are resized back (nearest)")
+SPACING_POLICY = (
+    "each frame is resized from its own size to image_size x image_size pixels whatever its pixel "
+    "spacing (no resampling to a fixed mm grid), as in training; masks are resized back (nearest)"
+)
 ONNX_OPSET = 18
 
 
@@ -92,26 +94,51 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         if fmt == "onnx" and onnx_dynamo:
-            torch.onnx.export(module, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamic_shapes={"image": {0: batch}}, opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes={"image": {0: batch}},
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                external_data=False,
+            )
         elif fmt == "onnx":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(module, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                                  dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=ONNX_OPSET,
-                                  dynamo=False)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(tmp),
+                    input_names=["image"],
+                    output_names=["logits"],
+                    dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                    dynamo=False,
+                )
         else:
             program = torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}})
             torch.export.save(program, str(tmp))
     os.replace(tmp, final)
     sidecar = {
-        "format": fmt, "file": final.name, "model_sha256": sha256(final),
+        "format": fmt,
+        "file": final.name,
+        "model_sha256": sha256(final),
         "input": {"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", len(seg.labels), size, size], "dtype": "float32"},
-        "image_size": size, "mean": seg.mean, "std": seg.std, "labels": list(seg.labels), "classes": list(seg.labels[1:]),
+        "image_size": size,
+        "mean": seg.mean,
+        "std": seg.std,
+        "labels": list(seg.labels),
+        "classes": list(seg.labels[1:]),
         "scaling": "each frame min-max scaled to [0, 1] before resizing (slice-store images already are)",
-        "spacing_policy": SPACING_POLICY, "tagseg_version": __version__, "torch_version": torch.__version__,
-        "checkpoint": str(path), "checkpoint_sha256": sha256(path),
+        "spacing_policy": SPACING_POLICY,
+        "tagseg_version": __version__,
+        "torch_version": torch.__version__,
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256(path),
     }
     if fmt == "onnx":
         sidecar["onnx_opset"] = ONNX_OPSET
@@ -168,8 +195,15 @@ def load_exported(folder: str | Path, device: str = "cpu") -> Segmenter:
 
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         network = torch.export.load(str(file)).module().to(dev)
-    return Segmenter(network=network, image_size=size, mean=float(meta["mean"]), std=float(meta["std"]), labels=labels,
-                     device=dev, source=str(folder))
+    return Segmenter(
+        network=network,
+        image_size=size,
+        mean=float(meta["mean"]),
+        std=float(meta["std"]),
+        labels=labels,
+        device=dev,
+        source=str(folder),
+    )
 
 
 def export_stage(cfg: Any) -> dict[str, Any]:

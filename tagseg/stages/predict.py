@@ -97,9 +97,17 @@ class PredictReport:
     def timing_line(self) -> str:
         """The time split, e.g. ``start-up 1.1 s, load model 0.2 s, read 0.1 s, segment 0.4 s (5.0 ms/image), ...``."""
         t = self.timings
-        parts = [f"{label} {t[key]:.2f} s" for key, label in (("start_up", "start-up"), ("load_model", "load model"),
-                                                               ("read", "read"), ("segment", "segment"), ("write", "write"))
-                 if key in t]
+        parts = [
+            f"{label} {t[key]:.2f} s"
+            for key, label in (
+                ("start_up", "start-up"),
+                ("load_model", "load model"),
+                ("read", "read"),
+                ("segment", "segment"),
+                ("write", "write"),
+            )
+            if key in t
+        ]
         if "start_up_cpu" in t and parts:
             parts[0] += f" ({t['start_up_cpu']:.2f} s CPU)"
         if t.get("images"):
@@ -124,22 +132,36 @@ def process_seconds() -> float | None:
 def _one_line(exc: BaseException, path: Path) -> str:
     """The failure reason of one scan, without the file name (``failed.csv`` has it in its own column)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
+    text = text[len(f"{path}: ") :] if text.startswith(f"{path}: ") else text
     if isinstance(exc, TagsegError):
         return text
     return f"{type(exc).__name__}: {text} (unexpected error; the log holds the traceback)"
 
 
-def _predict_one(segmenter: Segmenter | Ensemble, inp: ScanInput, out: Path, report: PredictReport, opts: dict[str, Any],
-                 point_table: list[list[Any]]) -> None:
+def _predict_one(
+    segmenter: Segmenter | Ensemble,
+    inp: ScanInput,
+    out: Path,
+    report: PredictReport,
+    opts: dict[str, Any],
+    point_table: list[list[Any]],
+) -> None:
     t0 = time.perf_counter()
     scan: Scan = read_scan(inp, **opts["reader"])
     t1 = time.perf_counter()
     labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scan.kind == "store", tta=opts["tta"])
     t2 = time.perf_counter()
     contours = contours_of(scan, labels, opts["n_points"], opts["start_angle_deg"])
-    pairs = scan_outputs(scan, labels, contours, out, overlays=opts["overlays"], overlay_max_frames=opts["overlay_max_frames"],
-                         attrs=opts["attrs"], dicom_seg_file=opts["dicom_seg"])
+    pairs = scan_outputs(
+        scan,
+        labels,
+        contours,
+        out,
+        overlays=opts["overlays"],
+        overlay_max_frames=opts["overlay_max_frames"],
+        attrs=opts["attrs"],
+        dicom_seg_file=opts["dicom_seg"],
+    )
     report.files.extend(publish(pairs))
     t3 = time.perf_counter()
     point_table.extend(point_rows(scan, contours))
@@ -197,8 +219,17 @@ def predict(
         for member in getattr(segmenter, "members", [segmenter]):
             member.to(device)
     report = PredictReport(output=out)
-    opts = {"reader": reader or {}, "batch_size": batch_size, "tta": tta, "n_points": n_points, "start_angle_deg": start_angle_deg,
-            "overlays": overlays, "overlay_max_frames": overlay_max_frames, "attrs": dict(attrs or {}), "dicom_seg": dicom_seg}
+    opts = {
+        "reader": reader or {},
+        "batch_size": batch_size,
+        "tta": tta,
+        "n_points": n_points,
+        "start_angle_deg": start_angle_deg,
+        "overlays": overlays,
+        "overlay_max_frames": overlay_max_frames,
+        "attrs": dict(attrs or {}),
+        "dicom_seg": dicom_seg,
+    }
     point_table: list[list[Any]] = []
     bar = None
     if progress and len(inputs) > 1:
@@ -219,7 +250,9 @@ def predict(
     if bar is not None:
         bar.close()
     report.files.append(write_csv(out / "reference_points.csv", POINT_FIELDS, point_table))
-    report.files.append(write_csv(out / "predictions.csv", PREDICTION_FIELDS, [[r[f] for f in PREDICTION_FIELDS] for r in report.rows]))
+    report.files.append(
+        write_csv(out / "predictions.csv", PREDICTION_FIELDS, [[r[f] for f in PREDICTION_FIELDS] for r in report.rows])
+    )
     report.files.append(write_csv(out / "failed.csv", FAILED_FIELDS, report.failures))
     return report
 
@@ -241,8 +274,10 @@ def load_predictor(cfg: Any) -> Segmenter | Ensemble:
     """
     model, ckpt = cfg.get("exported_model"), cfg.get("ckpt")
     if (model is None) == (ckpt is None):
-        raise ConfigError("ckpt / model: pass exactly one: ckpt=<checkpoint, run folder, [a,b,c] or sweep folder> "
-                          "or model=<folder written by tagseg export>")
+        raise ConfigError(
+            "ckpt / model: pass exactly one: ckpt=<checkpoint, run folder, [a,b,c] or sweep folder> "
+            "or model=<folder written by tagseg export>"
+        )
     if model is not None:
         from tagseg.stages.export import load_exported
 

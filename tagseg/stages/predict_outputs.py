@@ -23,9 +23,32 @@ from tagseg.data.scans import Scan
 
 #: schema name and version written in every points JSON
 POINTS_SCHEMA = "tagseg.reference_points/1"
-POINT_FIELDS = ["scan", "subject", "slice", "frame", "contour", "point", "x", "y", "x_mm", "y_mm",
-                "patient_x_mm", "patient_y_mm", "patient_z_mm"]
-PREDICTION_FIELDS = ["scan", "subject", "slice", "frame", "myocardium_px", "myocardium_mm2", "closed_ring", "landmark", "input"]
+POINT_FIELDS = [
+    "scan",
+    "subject",
+    "slice",
+    "frame",
+    "contour",
+    "point",
+    "x",
+    "y",
+    "x_mm",
+    "y_mm",
+    "patient_x_mm",
+    "patient_y_mm",
+    "patient_z_mm",
+]
+PREDICTION_FIELDS = [
+    "scan",
+    "subject",
+    "slice",
+    "frame",
+    "myocardium_px",
+    "myocardium_mm2",
+    "closed_ring",
+    "landmark",
+    "input",
+]
 FAILED_FIELDS = ["file", "reason"]
 
 
@@ -60,10 +83,16 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return path
 
 
-def contours_of(scan: Scan, labels: np.ndarray, n_points: int | None, start_angle_deg: float) -> list[MyocardialContours]:
+def contours_of(
+    scan: Scan, labels: np.ndarray, n_points: int | None, start_angle_deg: float
+) -> list[MyocardialContours]:
     """Reference contours of every image (the RV label, when predicted, gives the landmark)."""
-    return [myocardial_contours(m == MYO, n_points=n_points, rv=(m == RV) if (m == RV).any() else None,
-                                start_angle_deg=start_angle_deg) for m in labels]
+    return [
+        myocardial_contours(
+            m == MYO, n_points=n_points, rv=(m == RV) if (m == RV).any() else None, start_angle_deg=start_angle_deg
+        )
+        for m in labels
+    ]
 
 
 def nifti_mask(scan: Scan, labels: np.ndarray) -> Any:
@@ -101,19 +130,28 @@ def _points_doc(scan: Scan, contours: Sequence[MyocardialContours]) -> dict[str,
     for i, c in enumerate(contours):
         row_mm, col_mm = (float(v) for v in scan.spacing_mm[i])
         entry: dict[str, Any] = {
-            "index": i, "subject": str(scan.subject[i]), "slice": int(scan.slice[i]), "frame": int(scan.frame[i]),
-            "spacing_mm": [row_mm, col_mm], "landmark": c.landmark, "start_angle_deg": round(c.start_angle_deg, 3),
+            "index": i,
+            "subject": str(scan.subject[i]),
+            "slice": int(scan.slice[i]),
+            "frame": int(scan.frame[i]),
+            "spacing_mm": [row_mm, col_mm],
+            "landmark": c.landmark,
+            "start_angle_deg": round(c.start_angle_deg, 3),
             "centre_xy": [round(v, 3) for v in c.centre] if np.isfinite(c.centre).all() else None,
-            "inner_xy": np.round(c.inner, 3).tolist(), "outer_xy": np.round(c.outer, 3).tolist(),
+            "inner_xy": np.round(c.inner, 3).tolist(),
+            "outer_xy": np.round(c.outer, 3).tolist(),
         }
         for name, pts in (("inner", c.inner), ("outer", c.outer)):
             mm = scan.patient_mm(i, pts) if len(pts) else None
             entry[f"{name}_patient_mm"] = None if mm is None else np.round(mm, 3).tolist()
         images.append(entry)
     return {
-        "schema": POINTS_SCHEMA, "scan": scan.name, "input": str(scan.path), "kind": scan.kind,
+        "schema": POINTS_SCHEMA,
+        "scan": scan.name,
+        "input": str(scan.path),
+        "kind": scan.kind,
         "convention": "x = column, y = row, pixel units, pixel centres at integers; *_patient_mm: RAS mm through the "
-                      "input's affine (null without patient geometry); points clockwise as displayed from the landmark",
+        "input's affine (null without patient geometry); points clockwise as displayed from the landmark",
         "frames": images,
     }
 
@@ -127,8 +165,21 @@ def point_rows(scan: Scan, contours: Sequence[MyocardialContours]) -> list[list[
             mm = scan.patient_mm(i, pts) if len(pts) else None
             for j, (x, y) in enumerate(pts):
                 patient = ["", "", ""] if mm is None else [round(float(v), 3) for v in mm[j]]
-                rows.append([scan.name, scan.subject[i], int(scan.slice[i]), int(scan.frame[i]), name, j, round(float(x), 3),
-                             round(float(y), 3), round(float(x * col_mm), 3), round(float(y * row_mm), 3), *patient])
+                rows.append(
+                    [
+                        scan.name,
+                        scan.subject[i],
+                        int(scan.slice[i]),
+                        int(scan.frame[i]),
+                        name,
+                        j,
+                        round(float(x), 3),
+                        round(float(y), 3),
+                        round(float(x * col_mm), 3),
+                        round(float(y * row_mm), 3),
+                        *patient,
+                    ]
+                )
     return rows
 
 
@@ -137,13 +188,25 @@ def prediction_rows(scan: Scan, labels: np.ndarray, contours: Sequence[Myocardia
     rows = []
     for i, c in enumerate(contours):
         n_px = int((labels[i] == MYO).sum())
-        rows.append({"scan": scan.name, "subject": scan.subject[i], "slice": int(scan.slice[i]), "frame": int(scan.frame[i]),
-                     "myocardium_px": n_px, "myocardium_mm2": round(n_px * float(np.prod(scan.spacing_mm[i])), 3),
-                     "closed_ring": c.closed_ring, "landmark": c.landmark, "input": str(scan.path)})
+        rows.append(
+            {
+                "scan": scan.name,
+                "subject": scan.subject[i],
+                "slice": int(scan.slice[i]),
+                "frame": int(scan.frame[i]),
+                "myocardium_px": n_px,
+                "myocardium_mm2": round(n_px * float(np.prod(scan.spacing_mm[i])), 3),
+                "closed_ring": c.closed_ring,
+                "landmark": c.landmark,
+                "input": str(scan.path),
+            }
+        )
     return rows
 
 
-def _overlay_png(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialContours], path: Path, max_frames: int) -> None:
+def _overlay_png(
+    scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialContours], path: Path, max_frames: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,8 +252,10 @@ def dicom_seg(scan: Scan, labels: np.ndarray, path: Path) -> None:
             sources.append(ds)
     if vol.frame_numbers[0] is not None:
         if vol.n_times > 1:
-            raise DataError(f"{scan.path}: dicom_seg: a multi-frame source with several time frames per position is not "
-                            "supported (a SEG holds one mask per position); predict this scan without dicom_seg=true")
+            raise DataError(
+                f"{scan.path}: dicom_seg: a multi-frame source with several time frames per position is not "
+                "supported (a SEG holds one mask per position); predict this scan without dicom_seg=true"
+            )
         pixels = np.zeros((int(sources[0].NumberOfFrames), *myo.shape[1:]), bool)
         for i, f in enumerate(vol.frame_numbers):
             pixels[int(f) - 1] = myo[i]
@@ -212,15 +277,29 @@ def dicom_seg_names(scan: Scan) -> list[str]:
 
 def _write_seg(hd: Any, codes: Any, sources: list[Any], pixels: np.ndarray, path: Path) -> None:
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="myocardium", segmented_property_category=codes.SCT.Tissue,
+        segment_number=1,
+        segment_label="myocardium",
+        segmented_property_category=codes.SCT.Tissue,
         segmented_property_type=hd.sr.CodedConcept("74281007", "SCT", "Myocardium structure"),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(name="tagseg", version=_version(), family=codes.DCM.ArtificialIntelligence))
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="tagseg", version=_version(), family=codes.DCM.ArtificialIntelligence
+        ),
+    )
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="tagseg", manufacturer_model_name="tagseg predict", software_versions=_version(),
-        device_serial_number="0")
+        source_images=sources,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="tagseg",
+        manufacturer_model_name="tagseg predict",
+        software_versions=_version(),
+        device_serial_number="0",
+    )
     seg.save_as(str(path))
 
 
@@ -230,8 +309,16 @@ def _version() -> str:
     return str(__version__)
 
 
-def scan_outputs(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialContours], out: Path, overlays: bool = True,
-                 overlay_max_frames: int = 25, attrs: dict[str, Any] | None = None, dicom_seg_file: bool = False) -> list[tuple[Path, Path]]:
+def scan_outputs(
+    scan: Scan,
+    labels: np.ndarray,
+    contours: Sequence[MyocardialContours],
+    out: Path,
+    overlays: bool = True,
+    overlay_max_frames: int = 25,
+    attrs: dict[str, Any] | None = None,
+    dicom_seg_file: bool = False,
+) -> list[tuple[Path, Path]]:
     """Write one scan's files under temporary names; returns (temporary, final) pairs for :func:`publish`.
 
     Raises:
@@ -248,8 +335,13 @@ def scan_outputs(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialCo
         if scan.kind == "store":
             from tagseg.io.store import write_store
 
-            write_store(target(f"{scan.name}_pred.h5"), scan.frames, labels, scan.meta or {},
-                        attrs={"name": f"{scan.name}-pred", **(attrs or {})})
+            write_store(
+                target(f"{scan.name}_pred.h5"),
+                scan.frames,
+                labels,
+                scan.meta or {},
+                attrs={"name": f"{scan.name}-pred", **(attrs or {})},
+            )
         else:
             import nibabel as nib
 
@@ -267,5 +359,19 @@ def scan_outputs(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialCo
     return pairs
 
 
-__all__ = ["FAILED_FIELDS", "POINTS_SCHEMA", "POINT_FIELDS", "PREDICTION_FIELDS", "contours_of", "dicom_seg", "discard",
-           "nifti_mask", "point_rows", "prediction_rows", "publish", "scan_outputs", "temp_path", "write_csv"]
+__all__ = [
+    "FAILED_FIELDS",
+    "POINTS_SCHEMA",
+    "POINT_FIELDS",
+    "PREDICTION_FIELDS",
+    "contours_of",
+    "dicom_seg",
+    "discard",
+    "nifti_mask",
+    "point_rows",
+    "prediction_rows",
+    "publish",
+    "scan_outputs",
+    "temp_path",
+    "write_csv",
+]

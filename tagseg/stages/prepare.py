@@ -21,8 +21,9 @@ def prepare(cfg: DictConfig) -> tuple[PrepareReport, Path | None]:
         The report (counts, skips, output) and the montage PNG written next to the store (or ``None``).
     """
     spec = StoreSpec.from_config(cfg.prepare, cfg.data)
-    report = build_store(cfg.data, cfg.output, spec, strict=cfg.strict, verify=cfg.verify,
-                         attrs={"config": config_yaml(cfg)})
+    report = build_store(
+        cfg.data, cfg.output, spec, strict=cfg.strict, verify=cfg.verify, attrs={"config": config_yaml(cfg)}
+    )
     if cfg.verify or not cfg.prepare.get("figure", True):
         return report, None
     from tagseg.report.figures import store_montage

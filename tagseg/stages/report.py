@@ -42,7 +42,9 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
     ]
     if cfg.examples and not efficiency:
         for run in runs:
-            name = "examples.png" if run == root else f"examples_{run.relative_to(root).as_posix().replace('/', '_')}.png"
+            name = (
+                "examples.png" if run == root else f"examples_{run.relative_to(root).as_posix().replace('/', '_')}.png"
+            )
             figures.append(plot_examples(run, out / name))
     figures += [p for k, p in efficiency.items() if k.endswith("_png")]
     paths.update({k: p for k, p in efficiency.items() if not k.endswith("_png")})

@@ -41,8 +41,6 @@ from tagseg.runtime.wandb_run import apply_identity, define_metrics, flat_config
 log = logging.getLogger(__name__)
 
 
-
-
 def network_settings(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(network name, overrides) of a model config's ``network`` node."""
     net = dict(plain(model_cfg["network"]))
@@ -119,15 +117,30 @@ def load_weights(model: torch.nn.Module, ckpt: str | Path, strict: bool = True) 
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target))
     mismatched = sorted(k for k in set(source) & set(target) if tuple(source[k].shape) != tuple(target[k].shape))
-    report = {"missing": missing, "unexpected": unexpected, "mismatched": [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in mismatched]}
+    report = {
+        "missing": missing,
+        "unexpected": unexpected,
+        "mismatched": [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in mismatched],
+    }
     if strict and (missing or unexpected or mismatched):
-        parts = [f"{kind} {len(keys)}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for kind, keys in report.items() if keys]
-        raise ConfigError(f"init_from {path}: weights do not match the model ({'; '.join(parts)}); "
-                          "use the same model config, or init_from_strict=false to load only matching keys")
+        parts = [
+            f"{kind} {len(keys)}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for kind, keys in report.items()
+            if keys
+        ]
+        raise ConfigError(
+            f"init_from {path}: weights do not match the model ({'; '.join(parts)}); "
+            "use the same model config, or init_from_strict=false to load only matching keys"
+        )
     keep = {k: v for k, v in source.items() if k in target and k not in mismatched}
     model.load_state_dict(keep, strict=False)
-    log.info("loaded %d/%d tensors from %s%s", len(keep), len(target), path,
-             "" if len(keep) == len(target) else f" (skipped: {report})")
+    log.info(
+        "loaded %d/%d tensors from %s%s",
+        len(keep),
+        len(target),
+        path,
+        "" if len(keep) == len(target) else f" (skipped: {report})",
+    )
     return report
 
 
@@ -150,8 +163,9 @@ def one_device_trainer(trainer_cfg: Mapping[str, Any], **kwargs: Any) -> L.Train
     return instantiate(node, "trainer", **kwargs)
 
 
-def evaluate_module(trainer: L.Trainer, model: SegmentationModule, run_dir: str | Path, extra: Mapping[str, Any],
-                    **test_kwargs: Any) -> dict[str, Any]:
+def evaluate_module(
+    trainer: L.Trainer, model: SegmentationModule, run_dir: str | Path, extra: Mapping[str, Any], **test_kwargs: Any
+) -> dict[str, Any]:
     """Test ``model`` with a one-device ``trainer`` and write ``test_metrics.csv`` + ``summary.json``.
 
     Args:
@@ -195,7 +209,6 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
         return int(trainer.current_epoch), int(trainer.global_step)
     state = load_checkpoint(last_ckpt)
     return int(state["epoch"]) + 1, int(state["global_step"])
-
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -282,8 +295,9 @@ def train(cfg: DictConfig) -> TrainResult:
     callbacks = [*instantiate_group(cfg.get("callbacks"), "callbacks"), StepSeed(cfg.get("seed", 0))]
     callbacks += [resumed] if resumed is not None else []
     loggers = instantiate_group(logger_cfg, "logger")
-    trainer: L.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers,
-                                     **progress_bar_setting(cfg.trainer, callbacks))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, **progress_bar_setting(cfg.trainer, callbacks)
+    )
     from tagseg.stages.dashboard import best_validation, wandb_runs
 
     hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
@@ -299,9 +313,15 @@ def train(cfg: DictConfig) -> TrainResult:
     last = Path(ckpt_cb.dirpath) / LAST_CKPT if ckpt_cb is not None and ckpt_cb.dirpath else None
     last = last if last is not None and last.exists() else None
     epochs, global_step = fit_progress(trainer, last)
-    log.info("fit: %d epochs, %d steps on %d device(s); best checkpoint %s", epochs, global_step, trainer.world_size, best)
+    log.info(
+        "fit: %d epochs, %d steps on %d device(s); best checkpoint %s", epochs, global_step, trainer.world_size, best
+    )
     result = TrainResult(
-        run_dir=run_dir, best_ckpt=Path(best) if best else None, last_ckpt=last, epochs=epochs, global_step=global_step,
+        run_dir=run_dir,
+        best_ckpt=Path(best) if best else None,
+        last_ckpt=last,
+        epochs=epochs,
+        global_step=global_step,
         metrics={k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1},
     )
     best_val = best_validation(run_dir) if trainer.is_global_zero else {}
@@ -311,15 +331,24 @@ def train(cfg: DictConfig) -> TrainResult:
     if cfg.get("test", True) and trainer.is_global_zero:
         # a resumed ModelCheckpoint state names its best file: read it safely before Lightning does
         tested = check_checkpoint(best, kind=SEGMENTATION) if best else None
-        extra = {"checkpoint": str(best or "final weights"), "stores": [str(s) for s in stores], "split": "test",
-                 "epochs": epochs, "global_step": global_step, **{k.replace("/", "_"): v for k, v in best_val.items()}}
+        extra = {
+            "checkpoint": str(best or "final weights"),
+            "stores": [str(s) for s in stores],
+            "split": "test",
+            "epochs": epochs,
+            "global_step": global_step,
+            **{k.replace("/", "_"): v for k, v in best_val.items()},
+        }
         test = dict(datamodule=datamodule, ckpt_path=tested, weights_only=True)
         if trainer.world_size == 1:
             result.add_test(evaluate_module(trainer, model, run_dir, extra, **test))
         else:
             with single_process_env():
-                tester = one_device_trainer(cfg.trainer, logger=_test_loggers(loggers),
-                                            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"))
+                tester = one_device_trainer(
+                    cfg.trainer,
+                    logger=_test_loggers(loggers),
+                    callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
+                )
                 result.add_test(evaluate_module(tester, model, run_dir, extra, **test))
     if trainer.is_global_zero and wandb_runs(loggers) and OmegaConf.select(cfg, "artifacts.stores", default=False):
         from tagseg.stages.dashboard import log_artifacts, store_key
@@ -337,7 +366,6 @@ def cell_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     if summary:
         out.update({"test/dice": float(summary["dice_mean"]), "test/hd95_mm": float(summary["hd95_mm_mean"])})
     return out
-
 
 
 __all__ = [

@@ -101,8 +101,9 @@ class Translator(ABC):
     #: method name, used in ``meta/source`` (``<method>(<original source>)``) and attrs
     method: ClassVar[str] = "translate"
 
-    def __init__(self, batch_size: int = 64, device: str = "cpu", seed: int = 0, n_figure: int = 4,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, batch_size: int = 64, device: str = "cpu", seed: int = 0, n_figure: int = 4, progress: bool = True
+    ) -> None:
         if int(batch_size) < 1:
             raise ConfigError(f"method.batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -139,8 +140,14 @@ class Translator(ABC):
 
     # ---- the run -----------------------------------------------------------------------------
 
-    def run(self, input: str | Path, output: str | Path, attrs: Mapping[str, Any] | None = None,
-            name: str | None = None, compression: str = "gzip") -> TranslateReport:
+    def run(
+        self,
+        input: str | Path,
+        output: str | Path,
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        compression: str = "gzip",
+    ) -> TranslateReport:
         """Translate store ``input`` into a new store ``output`` (written atomically).
 
         Args:
@@ -182,8 +189,14 @@ class Translator(ABC):
             pending: dict[int, np.ndarray] = {}
             next_row = 0
             labelled = False
-            writer = StoreWriter(output, (h, w), name=name or f"{self.method}({in_name})", extras=spec, attrs=out_attrs,
-                                 compression=compression)
+            writer = StoreWriter(
+                output,
+                (h, w),
+                name=name or f"{self.method}({in_name})",
+                extras=spec,
+                attrs=out_attrs,
+                compression=compression,
+            )
             try:
                 bar = tqdm(groups, desc=f"translate {self.method}", unit="batch", disable=not self.progress)
                 for index in bar:
@@ -207,8 +220,10 @@ class Translator(ABC):
                     next_row = self._flush(f, writer, pending, next_row, meta, extra_names)
                     seconds["write"] += time.perf_counter() - t
                 if not labelled:
-                    raise StoreError(f"{input}: every mask is empty; translate makes a labelled pretraining set, "
-                                     "so the input store must hold labelled slices (labels 1 RV, 2 MYO, 3 LV)")
+                    raise StoreError(
+                        f"{input}: every mask is empty; translate makes a labelled pretraining set, "
+                        "so the input store must hold labelled slices (labels 1 RV, 2 MYO, 3 LV)"
+                    )
                 t = time.perf_counter()
                 writer.close()
                 seconds["write"] += time.perf_counter() - t
@@ -248,8 +263,15 @@ class Translator(ABC):
             raise DataError(f"{type(self).__name__}.translate_batch produced NaN or infinite values")
         return np.clip(arr, 0.0, 1.0, out=arr).astype(np.float32, copy=False)
 
-    def _flush(self, f: h5py.File, writer: StoreWriter, pending: dict[int, np.ndarray], next_row: int,
-               meta: Mapping[str, np.ndarray], extra_names: list[str]) -> int:
+    def _flush(
+        self,
+        f: h5py.File,
+        writer: StoreWriter,
+        pending: dict[int, np.ndarray],
+        next_row: int,
+        meta: Mapping[str, np.ndarray],
+        extra_names: list[str],
+    ) -> int:
         """Append the consecutive translated rows from ``next_row`` on (input order kept)."""
         stop = next_row
         while stop in pending:
@@ -260,8 +282,12 @@ class Translator(ABC):
         out_meta = {k: v[sl] for k, v in meta.items()}
         out_meta["source"] = np.asarray([f"{self.method}({s})" for s in meta["source"][sl]], dtype=object)
         images = np.stack([pending.pop(r) for r in range(next_row, stop)])
-        writer.append(images, read_rows(f, "masks", sl, f.filename), out_meta,
-                      {k: read_rows(f, k, sl, f.filename) for k in extra_names})
+        writer.append(
+            images,
+            read_rows(f, "masks", sl, f.filename),
+            out_meta,
+            {k: read_rows(f, k, sl, f.filename) for k in extra_names},
+        )
         return stop
 
 
@@ -276,8 +302,10 @@ def _open_input(path: Path) -> h5py.File:
         if f["images"].ndim != 3:
             raise DataError(f"{path}: /images must hold 2D images (N, H, W), got shape {f['images'].shape}")
         if "masks" not in f:
-            raise StoreError(f"{path}: no /masks: translate makes a labelled pretraining set, so the input "
-                             "store must hold masks (a store without labels cannot pretrain a segmenter)")
+            raise StoreError(
+                f"{path}: no /masks: translate makes a labelled pretraining set, so the input "
+                "store must hold masks (a store without labels cannot pretrain a segmenter)"
+            )
         if f["masks"].shape != f["images"].shape:
             raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {f['images'].shape}")
         missing = [f"meta/{k}" for k in REQUIRED_META if f"meta/{k}" not in f]
@@ -294,7 +322,9 @@ def _open_input(path: Path) -> h5py.File:
 def _read_images(f: h5py.File, index: np.ndarray) -> np.ndarray:
     path = f.filename
     if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-        return read_rows(f, "images", slice(int(index[0]), int(index[0]) + index.size), path).astype(np.float32, copy=False)
+        return read_rows(f, "images", slice(int(index[0]), int(index[0]) + index.size), path).astype(
+            np.float32, copy=False
+        )
     return np.stack([read_rows(f, "images", np.asarray([r]), path)[0] for r in index]).astype(np.float32, copy=False)
 
 
@@ -307,16 +337,22 @@ def _read_rows(f: h5py.File, index: np.ndarray, meta: Mapping[str, np.ndarray], 
             return read_rows(f, key, slice(int(index[0]), int(index[0]) + index.size), path)
         return np.stack([read_rows(f, key, np.asarray([r]), path)[0] for r in index])
 
-    return BatchRows(index=index, meta={k: v[index] for k, v in meta.items()}, masks=take(f["masks"]),
-                     extras={k: take(f[k]) for k in extra_names})
+    return BatchRows(
+        index=index,
+        meta={k: v[index] for k, v in meta.items()},
+        masks=take(f["masks"]),
+        extras={k: take(f[k]) for k in extra_names},
+    )
 
 
 def _check_images(images: np.ndarray, index: np.ndarray, meta: Mapping[str, np.ndarray], path: Path) -> None:
     bad = ~np.isfinite(images).reshape(len(index), -1).all(axis=1)
     if bad.any():
         r = int(index[np.argmax(bad)])
-        raise DataError(f"{path}: image {r} (subject {meta['subject'][r]}, slice {meta['slice'][r]}, "
-                        f"frame {meta['frame'][r]}) holds NaN or infinite values")
+        raise DataError(
+            f"{path}: image {r} (subject {meta['subject'][r]}, slice {meta['slice'][r]}, "
+            f"frame {meta['frame'][r]}) holds NaN or infinite values"
+        )
 
 
 def _figure_rows(n: int, k: int) -> set[int]:

@@ -26,7 +26,9 @@ from tagseg.translate.base import BatchRows, TranslateReport, Translator
 GENERATOR_PREFIX = "g_ab."
 
 
-def load_generator(ckpt: str | Path | None, device: str | torch.device = "cpu") -> tuple[ResnetGenerator, dict[str, Any]]:
+def load_generator(
+    ckpt: str | Path | None, device: str | torch.device = "cpu"
+) -> tuple[ResnetGenerator, dict[str, Any]]:
     """The cine -> tagged generator of a ``tagseg cyclegan`` checkpoint, in eval mode.
 
     Args:
@@ -42,21 +44,27 @@ def load_generator(ckpt: str | Path | None, device: str | torch.device = "cpu") 
         ConfigError: generator weights that do not match the recorded architecture.
     """
     if ckpt is None or str(ckpt) == "":
-        raise CheckpointError("ckpt: no CycleGAN checkpoint given; pass ckpt=<checkpoints/last.ckpt of a `tagseg cyclegan` run>")
+        raise CheckpointError(
+            "ckpt: no CycleGAN checkpoint given; pass ckpt=<checkpoints/last.ckpt of a `tagseg cyclegan` run>"
+        )
     path = resolve_checkpoint(ckpt)
     state = load_checkpoint(path, kind=CYCLEGAN)
     weights = state.get("state_dict", {})
     if not any(k.startswith(GENERATOR_PREFIX) for k in weights):
-        raise CheckpointError(f"{path}: a CycleGAN checkpoint without the '{GENERATOR_PREFIX[:-1]}' generator; "
-                              "expected one written by `tagseg cyclegan`")
+        raise CheckpointError(
+            f"{path}: a CycleGAN checkpoint without the '{GENERATOR_PREFIX[:-1]}' generator; "
+            "expected one written by `tagseg cyclegan`"
+        )
     hparams = dict(state.get("hyper_parameters", {}))
     generator = ResnetGenerator(**dict(hparams.get("generator", {})))
-    own = {k[len(GENERATOR_PREFIX):]: v for k, v in weights.items() if k.startswith(GENERATOR_PREFIX)}
+    own = {k[len(GENERATOR_PREFIX) :]: v for k, v in weights.items() if k.startswith(GENERATOR_PREFIX)}
     try:
         generator.load_state_dict(own)
     except RuntimeError as exc:
-        raise ConfigError(f"ckpt: {path}: generator weights do not match its recorded architecture "
-                          f"{hparams.get('generator')}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"ckpt: {path}: generator weights do not match its recorded architecture "
+            f"{hparams.get('generator')}: {str(exc).splitlines()[0]}"
+        ) from None
     return generator.to(device).eval(), hparams
 
 
@@ -73,8 +81,15 @@ class CycleGANTranslator(Translator):
 
     method = "cyclegan"
 
-    def __init__(self, ckpt: str | Path | None, batch_size: int = 32, device: str = "cpu", seed: int = 0,
-                 n_figure: int = 4, progress: bool = True) -> None:
+    def __init__(
+        self,
+        ckpt: str | Path | None,
+        batch_size: int = 32,
+        device: str = "cpu",
+        seed: int = 0,
+        n_figure: int = 4,
+        progress: bool = True,
+    ) -> None:
         super().__init__(batch_size=batch_size, device=device, seed=seed, n_figure=n_figure, progress=progress)
         self.ckpt = Path(ckpt) if ckpt else None
         self.generator, self.hparams = load_generator(ckpt, self.device)
@@ -82,8 +97,14 @@ class CycleGANTranslator(Translator):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "ckpt": str(self.ckpt), "generator": dict(self.hparams.get("generator", {}))}
 
-    def run(self, input: str | Path, output: str | Path, attrs: Mapping[str, Any] | None = None,
-            name: str | None = None, **kwargs: Any) -> TranslateReport:
+    def run(
+        self,
+        input: str | Path,
+        output: str | Path,
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TranslateReport:
         """As :meth:`Translator.run` (same arguments), after checking that the generator takes the store's image size.
 
         Raises:

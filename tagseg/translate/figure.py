@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 
 
-def pairs_figure(pairs: Sequence[tuple[np.ndarray, np.ndarray]], path: str | Path, titles: Sequence[str] = (),
-                 method: str = "translated") -> Path:
+def pairs_figure(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    titles: Sequence[str] = (),
+    method: str = "translated",
+) -> Path:
     """Save input (top row) / output (bottom row) pairs as one PNG.
 
     Args:

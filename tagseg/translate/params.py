@@ -88,7 +88,9 @@ class PhysicsParams:
         """True when the tag geometry differs per image (no single cached pattern)."""
         return bool(self.random_offset or self.spacing_jitter or self.flip_jitter or self.angle_jitter_deg)
 
-    def tag_kwargs(self, spacing_mm: Sequence[float] | None = None, rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def tag_kwargs(
+        self, spacing_mm: Sequence[float] | None = None, rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
         """Keyword arguments of :func:`~tagseg.physics.tagging.tag_mz` for one image.
 
         Args:
@@ -101,8 +103,10 @@ class PhysicsParams:
                 raise ConfigError("physics.spacing_mm needs each image's pixel spacing (meta/spacing_mm)")
             spacing = float(self.spacing_mm) / float(np.mean(spacing_mm))
             if spacing < 2:
-                raise ConfigError(f"physics.spacing_mm={self.spacing_mm} gives {spacing:.2f} px at pixel spacing "
-                                  f"{list(np.round(spacing_mm, 3))} mm; tag spacing must be >= 2 px")
+                raise ConfigError(
+                    f"physics.spacing_mm={self.spacing_mm} gives {spacing:.2f} px at pixel spacing "
+                    f"{list(np.round(spacing_mm, 3))} mm; tag spacing must be >= 2 px"
+                )
         flip, angle, offset = self.flip_deg, self.angle_deg, tuple(self.offset_px)
         if rng is not None and self.jittered:
             spacing = max(2.0, spacing * (1 + rng.uniform(-self.spacing_jitter, self.spacing_jitter)))
@@ -110,8 +114,13 @@ class PhysicsParams:
             angle = angle + rng.uniform(-self.angle_jitter_deg, self.angle_jitter_deg)
             if self.random_offset:
                 offset = tuple(float(o) for o in rng.uniform(0.0, spacing, size=2))
-        return {"spacing_px": float(spacing), "flip_deg": float(flip), "pattern": tuple(self.pattern),
-                "angle_deg": float(angle), "offset_px": (float(offset[0]), float(offset[1]))}
+        return {
+            "spacing_px": float(spacing),
+            "flip_deg": float(flip),
+            "pattern": tuple(self.pattern),
+            "angle_deg": float(angle),
+            "offset_px": (float(offset[0]), float(offset[1])),
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready parameters (recorded in the output store's attrs)."""

@@ -37,8 +37,15 @@ class PhysicsTranslator(Translator):
 
     method = "physics"
 
-    def __init__(self, physics: Mapping[str, Any] | PhysicsParams | None = None, batch_size: int = 64,
-                 device: str = "cpu", seed: int = 0, n_figure: int = 4, progress: bool = True) -> None:
+    def __init__(
+        self,
+        physics: Mapping[str, Any] | PhysicsParams | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        seed: int = 0,
+        n_figure: int = 4,
+        progress: bool = True,
+    ) -> None:
         super().__init__(batch_size=batch_size, device=device, seed=seed, n_figure=n_figure, progress=progress)
         self.physics = PhysicsParams.from_config(physics)
         self.contrast = get_contrast(self.physics.contrast)
@@ -54,8 +61,13 @@ class PhysicsTranslator(Translator):
     def _spacing(self, rows: BatchRows, k: int) -> np.ndarray | None:
         return rows.meta["spacing_mm"][k] if "spacing_mm" in rows.meta else None
 
-    def patterns(self, shape: tuple[int, int], rows: BatchRows, rngs: list[np.random.Generator] | None,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def patterns(
+        self,
+        shape: tuple[int, int],
+        rows: BatchRows,
+        rngs: list[np.random.Generator] | None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """The modulation pattern of each image: (H, W) when shared, else (B, H, W)."""
         p = self.physics
         if not p.jittered and p.spacing_mm is None:
@@ -94,10 +106,18 @@ class PhysicsDynamicTranslator(PhysicsTranslator):
 
     method = "physics_dynamic"
 
-    def __init__(self, physics: Mapping[str, Any] | PhysicsParams | None = None, motion: str = "auto",
-                 fading: Mapping[str, Any] | FadingParams | None = None, tvl1: Mapping[str, Any] | None = None,
-                 batch_size: int = 64, device: str = "cpu", seed: int = 0, n_figure: int = 4,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        physics: Mapping[str, Any] | PhysicsParams | None = None,
+        motion: str = "auto",
+        fading: Mapping[str, Any] | FadingParams | None = None,
+        tvl1: Mapping[str, Any] | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        seed: int = 0,
+        n_figure: int = 4,
+        progress: bool = True,
+    ) -> None:
         super().__init__(physics, batch_size=batch_size, device=device, seed=seed, n_figure=n_figure, progress=progress)
         if motion not in ("auto", *MOTIONS):
             raise ConfigError(f"method.motion must be one of {['auto', *MOTIONS]}, got {motion!r}")

@@ -67,8 +67,9 @@ def build_stores(d: Path) -> dict[str, Path]:
         _replace(f, "images", (f["images"][...] * 4000).astype(np.uint16))
 
     s["uint16"] = _edit(_copy(good, d / "uint16.h5"), uint16)
-    s["float64_masks"] = _edit(_copy(good, d / "float64_masks.h5"),
-                               lambda f: _replace(f, "masks", f["masks"][...].astype(np.float64)))
+    s["float64_masks"] = _edit(
+        _copy(good, d / "float64_masks.h5"), lambda f: _replace(f, "masks", f["masks"][...].astype(np.float64))
+    )
     s["above_one"] = _edit(_copy(good, d / "above_one.h5"), lambda f: _replace(f, "images", f["images"][...] * 3.0))
     s["negative"] = _edit(_copy(good, d / "negative.h5"), lambda f: f["images"].__setitem__((2, 0, 0), -0.5))
 
@@ -78,6 +79,7 @@ def build_stores(d: Path) -> dict[str, Path]:
             masks = f["masks"][...]
             masks[rows] = 0
             f["masks"][...] = masks
+
         return fn
 
     s["empty_train"] = _edit(_copy(good, d / "empty_train.h5"), empty_split("train"))
@@ -101,7 +103,9 @@ def build_stores(d: Path) -> dict[str, Path]:
     s["short_meta"] = _edit(_copy(good, d / "short_meta.h5"), short_subject)
     s["unreadable"] = _damage_chunk(_copy(good, d / "unreadable.h5"))
     s["no_masks"] = _edit(_copy(good, d / "no_masks.h5"), lambda f: f.__delitem__("masks"))
-    s["rgb"] = _edit(_copy(good, d / "rgb.h5"), lambda f: _replace(f, "images", np.repeat(f["images"][...][..., None], 3, -1)))
+    s["rgb"] = _edit(
+        _copy(good, d / "rgb.h5"), lambda f: _replace(f, "images", np.repeat(f["images"][...][..., None], 3, -1))
+    )
     (d / "text.h5").write_text("subject,slice\ns0,0\n")
     s["text"] = d / "text.h5"
     s["missing"] = d / "missing.h5"
@@ -131,9 +135,19 @@ def build_cyclegan_ckpt(d: Path) -> Path:
     a = make_blob_store(d / "cg_cine.h5", n=4, seed=0)
     b = make_blob_store(d / "cg_tagged.h5", n=4, tagged=True, seed=3)
     L.seed_everything(0)
-    model = CycleGANModule(generator={"ngf": 4, "n_blocks": 1, "n_downsampling": 1}, discriminator={"ndf": 4, "n_layers": 1})
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=d)
+    model = CycleGANModule(
+        generator={"ngf": 4, "n_blocks": 1, "n_downsampling": 1}, discriminator={"ndf": 4, "n_layers": 1}
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=d,
+    )
     trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
     trainer.save_checkpoint(d / "cyclegan.ckpt")
     return d / "cyclegan.ckpt"
@@ -214,13 +228,21 @@ def bad(tmp_path_factory, trained_ckpt) -> BadInputs:
     d = tmp_path_factory.mktemp("bad_inputs")
     stores = build_stores(d)
     cyclegan = build_cyclegan_ckpt(d)
-    return BadInputs(root=d, stores=stores, ckpts=build_checkpoints(d, trained_ckpt, cyclegan), raw=build_raw(d),
-                     predict=build_predict_inputs(d, stores),
-                     report_run=build_report_run(d, trained_ckpt, stores["nan"], stores["good"]))
+    return BadInputs(
+        root=d,
+        stores=stores,
+        ckpts=build_checkpoints(d, trained_ckpt, cyclegan),
+        raw=build_raw(d),
+        predict=build_predict_inputs(d, stores),
+        report_run=build_report_run(d, trained_ckpt, stores["nan"], stores["good"]),
+    )
 
 
 def _logging_state() -> dict:
-    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
     return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
 
 

@@ -28,8 +28,11 @@ def readable(argv: list[str], bad, tmp) -> list[str]:
                 out.append("...")
             skipped = True
             continue
-        out.append(arg.replace(str(bad.ckpts["good"]), "<run>/best.ckpt").replace(str(bad.root), "<bad>")
-                   .replace(str(tmp), "<out>"))
+        out.append(
+            arg.replace(str(bad.ckpts["good"]), "<run>/best.ckpt")
+            .replace(str(bad.root), "<bad>")
+            .replace(str(tmp), "<out>")
+        )
     return out
 
 
@@ -38,9 +41,14 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, bad, run_tagseg, tmp_path,
     argv = case.argv(bad, tmp_path)
     result = run_tagseg(argv)
     errors = [line for line in result.err.splitlines() if line.startswith(case.prefix)]
-    message = errors[0][len(case.prefix):] if errors else ""
-    case_table.append((case, readable(argv, bad, tmp_path),
-                       f"{case.status}: {readable([message], bad, tmp_path)[0]}" if errors else f"(exit {result.status})"))
+    message = errors[0][len(case.prefix) :] if errors else ""
+    case_table.append(
+        (
+            case,
+            readable(argv, bad, tmp_path),
+            f"{case.status}: {readable([message], bad, tmp_path)[0]}" if errors else f"(exit {result.status})",
+        )
+    )
     assert "Traceback" not in result.err, result.err[-3000:]
     assert result.status == case.status, f"exit {result.status}\n{result.err[-2000:]}"
     assert len(errors) == 1, result.err[-2000:]

@@ -29,8 +29,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _meta(n: int) -> dict:
-    return {"subject": [f"s{i}" for i in range(n)], "slice": [0] * n, "frame": list(range(n)), "n_frames": [n] * n,
-            "phase": [""] * n, "group": ["control"] * n, "spacing_mm": [[1.0, 1.0]] * n, "source": ["t"] * n}
+    return {
+        "subject": [f"s{i}" for i in range(n)],
+        "slice": [0] * n,
+        "frame": list(range(n)),
+        "n_frames": [n] * n,
+        "phase": [""] * n,
+        "group": ["control"] * n,
+        "spacing_mm": [[1.0, 1.0]] * n,
+        "source": ["t"] * n,
+    }
 
 
 def test_a_second_writer_of_the_same_store_is_refused_in_one_line(tmp_path):
@@ -69,7 +77,9 @@ def test_a_killed_writers_partial_file_is_removed_by_the_next_writer(tmp_path):
 def test_a_store_failing_the_full_check_is_never_renamed_into_place(tmp_path):
     images, masks = ring_slices(3, 8)
     masks[1, 2, 2] = 9
-    with pytest.raises(StoreError, match=r"s\.h5: /masks row 1 \(subject s1, slice 0, frame 1\) holds label 9.*nothing was written"):
+    with pytest.raises(
+        StoreError, match=r"s\.h5: /masks row 1 \(subject s1, slice 0, frame 1\) holds label 9.*nothing was written"
+    ):
         with StoreWriter(tmp_path / "s.h5", (8, 8)) as w:
             w.append(images, masks, _meta(3))
     assert list(tmp_path.iterdir()) == []
@@ -96,10 +106,22 @@ def test_sampler_order_and_augmentation_seeds_depend_on_seed_and_epoch_only():
     assert list(resumed) == second
 
 
-TINY = ["datamodule.image_size=32", "datamodule.batch_size=8", "datamodule.num_workers=0", "trainer=cpu",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false", "callbacks=minimal",
-        "print_config=false", "+model.network.init_filters=8", "trainer.deterministic=true", "seed=7",
-        "datamodule.augment.enabled=true", "datamodule.augment.noise_prob=0.5", "datamodule.augment.affine_prob=0.5"]
+TINY = [
+    "datamodule.image_size=32",
+    "datamodule.batch_size=8",
+    "datamodule.num_workers=0",
+    "trainer=cpu",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_model_summary=false",
+    "callbacks=minimal",
+    "print_config=false",
+    "+model.network.init_filters=8",
+    "trainer.deterministic=true",
+    "seed=7",
+    "datamodule.augment.enabled=true",
+    "datamodule.augment.noise_prob=0.5",
+    "datamodule.augment.affine_prob=0.5",
+]
 
 
 def _compose(run: Path, store: Path, *overrides: str):
@@ -148,17 +170,38 @@ def _env(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("trial", range(3))
 def test_two_prepare_processes_on_one_output_give_a_valid_store_or_a_clear_refusal(tmp_path, trial):
     out = tmp_path / "data" / "phantom.h5"
-    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", "data.n_subjects=6", "data.n_frames=5", "data.image_size=128",
-           f"output={out}", "prepare.figure=false", f"seed={trial}"]
-    procs = [subprocess.Popen([*cmd, f"hydra.run.dir={tmp_path / f'h{i}'}"], cwd=tmp_path, env=_env(tmp_path),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tagseg.cli",
+        "prepare",
+        "data.n_subjects=6",
+        "data.n_frames=5",
+        "data.image_size=128",
+        f"output={out}",
+        "prepare.figure=false",
+        f"seed={trial}",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, f"hydra.run.dir={tmp_path / f'h{i}'}"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
     for status, stdout, stderr in results:
         assert "Traceback" not in stderr, stderr[-3000:]
         assert status in (0, 2), stderr[-2000:]
         if status == 2:
             errors = [line for line in stderr.splitlines() if line.startswith("tagseg: error:")]
-            assert len(errors) == 1 and "another tagseg process is writing this slice store" in errors[0], stderr[-2000:]
+            assert len(errors) == 1 and "another tagseg process is writing this slice store" in errors[0], stderr[
+                -2000:
+            ]
         else:
             assert f"store: {out}" in stdout
     assert any(status == 0 for status, _, _ in results)
@@ -179,14 +222,25 @@ def _last_epoch(ckpt: Path) -> int:
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_identical_weights_and_summary(tmp_path):
     store = write_ring_store(tmp_path / "rings.h5", n_subjects=8, size=48)
-    args = [f"datamodule.stores=[{store}]", "datamodule.image_size=48", *[o for o in TINY if "image_size" not in o],
-            "trainer.max_epochs=8", "torch_threads=1"]
+    args = [
+        f"datamodule.stores=[{store}]",
+        "datamodule.image_size=48",
+        *[o for o in TINY if "image_size" not in o],
+        "trainer.max_epochs=8",
+        "torch_threads=1",
+    ]
     base = [sys.executable, "-m", "tagseg.cli", "train", *args]
     a, b = tmp_path / "a", tmp_path / "b"
-    subprocess.run([*base, f"hydra.run.dir={a}"], cwd=tmp_path, env=_env(tmp_path), check=True, capture_output=True,
-                   timeout=900)
-    proc = subprocess.Popen([*base, f"hydra.run.dir={b}"], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*base, f"hydra.run.dir={a}"], cwd=tmp_path, env=_env(tmp_path), check=True, capture_output=True, timeout=900
+    )
+    proc = subprocess.Popen(
+        [*base, f"hydra.run.dir={b}"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while _last_epoch(b / "checkpoints" / "last.ckpt") < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -194,6 +248,12 @@ def test_kill_9_then_resume_gives_identical_weights_and_summary(tmp_path):
     assert proc.wait() == -signal.SIGKILL, "the fit ended before it could be killed"
     killed_at = _last_epoch(b / "checkpoints" / "last.ckpt")
     assert 2 <= killed_at < 7 and not (b / "summary.json").exists()
-    subprocess.run([*base, f"hydra.run.dir={b}", f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"], cwd=tmp_path,
-                   env=_env(tmp_path), check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [*base, f"hydra.run.dir={b}", f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     _same_run(a, b)

@@ -13,12 +13,24 @@ from tagseg.runtime.schema import Rule, config_problems, validate_config
 
 CONF = Path(__file__).resolve().parents[2] / "tagseg" / "conf"
 SHIPPED = [
-    ("train", []), ("train", ["model=nnunet"]), ("train", ["experiment=demo"]), ("train", ["experiment=paper"]),
-    ("train", ["experiment=strategy_matrix_demo"]), ("train", ["experiment=gamma_sweep_demo"]),
-    ("train", ["trainer=ddp"]), ("train", ["debug=overfit"]), ("evaluate", []), ("translate", []),
-    ("translate", ["method=cyclegan", "ckpt=x.ckpt"]), ("prepare", []), ("prepare", ["data=acdc"]),
-    ("predict", ["ckpt=x.ckpt", "input=scans"]), ("cyclegan", []), ("cyclegan", ["experiment=cyclegan_demo"]),
-    ("report", ["path=runs"]), ("store", ["path=x.h5"]),
+    ("train", []),
+    ("train", ["model=nnunet"]),
+    ("train", ["experiment=demo"]),
+    ("train", ["experiment=paper"]),
+    ("train", ["experiment=strategy_matrix_demo"]),
+    ("train", ["experiment=gamma_sweep_demo"]),
+    ("train", ["trainer=ddp"]),
+    ("train", ["debug=overfit"]),
+    ("evaluate", []),
+    ("translate", []),
+    ("translate", ["method=cyclegan", "ckpt=x.ckpt"]),
+    ("prepare", []),
+    ("prepare", ["data=acdc"]),
+    ("predict", ["ckpt=x.ckpt", "input=scans"]),
+    ("cyclegan", []),
+    ("cyclegan", ["experiment=cyclegan_demo"]),
+    ("report", ["path=runs"]),
+    ("store", ["path=x.h5"]),
 ]
 
 
@@ -33,16 +45,25 @@ def test_every_shipped_config_passes(name, overrides):
     assert config_problems(cfg) == []
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("model.optimizer.lr=abc", "model.optimizer.lr: expected a number > 0, got 'abc'"),
-    ("model.optimizer.lr=-0.01", "model.optimizer.lr: expected a number > 0, got -0.01"),
-    ("seed=abc", "seed: expected an integer, got 'abc'"),
-    ("seed=true", "seed: expected an integer, got True"),
-    ("trainer.max_epochs=2.5", "trainer.max_epochs: expected an integer >= -1 or null, got 2.5"),
-    ("datamodule.augment.noise_prob=-0.1", "datamodule.augment.noise_prob: expected a number >= 0 and <= 1, got -0.1"),
-    ("datamodule.augment.blur_sigma=[1]", "datamodule.augment.blur_sigma: expected a list of 2 numbers (each >= 0), got [1]"),
-    ("loss.gamma=-1", "loss.gamma: expected a number >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.optimizer.lr=abc", "model.optimizer.lr: expected a number > 0, got 'abc'"),
+        ("model.optimizer.lr=-0.01", "model.optimizer.lr: expected a number > 0, got -0.01"),
+        ("seed=abc", "seed: expected an integer, got 'abc'"),
+        ("seed=true", "seed: expected an integer, got True"),
+        ("trainer.max_epochs=2.5", "trainer.max_epochs: expected an integer >= -1 or null, got 2.5"),
+        (
+            "datamodule.augment.noise_prob=-0.1",
+            "datamodule.augment.noise_prob: expected a number >= 0 and <= 1, got -0.1",
+        ),
+        (
+            "datamodule.augment.blur_sigma=[1]",
+            "datamodule.augment.blur_sigma: expected a list of 2 numbers (each >= 0), got [1]",
+        ),
+        ("loss.gamma=-1", "loss.gamma: expected a number >= 0, got -1"),
+    ],
+)
 def test_a_bad_value_is_one_error_naming_the_key(override, message):
     cfg = _compose("train", [override, "paths.output_dir=/tmp/x"])
     with pytest.raises(ConfigError) as err:

@@ -23,8 +23,19 @@ import numpy as np
 
 #: tissue layers in painting order (later layers cover earlier ones); index 0 is air
 TISSUES: tuple[str, ...] = (
-    "air", "subcutaneous_fat", "muscle", "mediastinum", "lung", "liver", "spine", "aorta",
-    "epicardial_fat", "rv_wall", "rv_blood", "myocardium", "lv_blood",
+    "air",
+    "subcutaneous_fat",
+    "muscle",
+    "mediastinum",
+    "lung",
+    "liver",
+    "spine",
+    "aorta",
+    "epicardial_fat",
+    "rv_wall",
+    "rv_blood",
+    "myocardium",
+    "lv_blood",
 )
 TISSUE_INDEX = {name: i for i, name in enumerate(TISSUES)}
 #: ACDC label of each tissue (1 RV cavity, 2 MYO, 3 LV cavity; everything else 0)
@@ -157,23 +168,28 @@ class SliceAnatomy:
         heart = np.maximum(d_epi, self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm))
         d_fat = heart + self.fat_mm * patch - 0.5
         shrink = self.skin_fat_mm
-        return np.stack([
-            self.body.signed_distance(row_mm, col_mm),
-            self.body.signed_distance(row_mm, col_mm, -shrink),
-            self.body.signed_distance(row_mm, col_mm, -shrink - self.muscle_mm),
-            np.maximum(self.lungs[0].signed_distance(row_mm, col_mm), self.lungs[1].signed_distance(row_mm, col_mm)),
-            self.liver.signed_distance(row_mm, col_mm),
-            self.spine.signed_distance(row_mm, col_mm),
-            self.aorta.signed_distance(row_mm, col_mm),
-            d_fat,
-            self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm),
-            self.rv.signed_distance(row_mm, col_mm),
-            d_epi,
-            d_lv,
-        ])
+        return np.stack(
+            [
+                self.body.signed_distance(row_mm, col_mm),
+                self.body.signed_distance(row_mm, col_mm, -shrink),
+                self.body.signed_distance(row_mm, col_mm, -shrink - self.muscle_mm),
+                np.maximum(
+                    self.lungs[0].signed_distance(row_mm, col_mm), self.lungs[1].signed_distance(row_mm, col_mm)
+                ),
+                self.liver.signed_distance(row_mm, col_mm),
+                self.spine.signed_distance(row_mm, col_mm),
+                self.aorta.signed_distance(row_mm, col_mm),
+                d_fat,
+                self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm),
+                self.rv.signed_distance(row_mm, col_mm),
+                d_epi,
+                d_lv,
+            ]
+        )
 
-    def _inclusion_distance(self, row_mm: np.ndarray, col_mm: np.ndarray, r: np.ndarray, c: np.ndarray,
-                            s: np.ndarray, endo: np.ndarray) -> np.ndarray:
+    def _inclusion_distance(
+        self, row_mm: np.ndarray, col_mm: np.ndarray, r: np.ndarray, c: np.ndarray, s: np.ndarray, endo: np.ndarray
+    ) -> np.ndarray:
         """Signed distance (mm, positive inside) to the union of papillary muscles and trabeculae."""
         d = np.full(np.shape(r), -1e3)
         for muscle in self.muscles:
@@ -251,9 +267,15 @@ class SubjectAnatomy:
     trabeculae_phase: float = 0.0
 
 
-def sample_subject(rng: np.random.Generator, fov_mm: tuple[float, float], endo_radius_mm: tuple[float, float],
-                   wall_mm: tuple[float, float], shape_amplitude: float, centre_jitter_mm: float,
-                   rotation_jitter_deg: float) -> SubjectAnatomy:
+def sample_subject(
+    rng: np.random.Generator,
+    fov_mm: tuple[float, float],
+    endo_radius_mm: tuple[float, float],
+    wall_mm: tuple[float, float],
+    shape_amplitude: float,
+    centre_jitter_mm: float,
+    rotation_jitter_deg: float,
+) -> SubjectAnatomy:
     """Draw one subject's anatomy.
 
     Args:
@@ -302,6 +324,7 @@ def sample_subject(rng: np.random.Generator, fov_mm: tuple[float, float], endo_r
 
 def slice_anatomy(subject: SubjectAnatomy, position: float) -> SliceAnatomy:
     """The slice at relative long-axis ``position`` (0 = base, 1 = apex) of ``subject``."""
+
     def lerp(key: str) -> float:
         base, apex = _BASE_APEX_SCALE[key]
         return base + (apex - base) * position
@@ -320,15 +343,33 @@ def slice_anatomy(subject: SubjectAnatomy, position: float) -> SliceAnatomy:
         # anterolateral and posteromedial muscles, opposite the septum, near the free wall
         muscles = tuple(
             Ellipse((c[0] + 0.6 * endo * np.sin(a), c[1] + 0.6 * endo * np.cos(a)), 0.26 * endo, 0.18 * endo, a)
-            for a in (ang + np.pi - 0.95, ang + np.pi + 0.95))
+            for a in (ang + np.pi - 0.95, ang + np.pi + 0.95)
+        )
     extra: dict = {}
     if subject.septal_gain or muscles or subject.trabeculae_frac:
-        extra = {"septal_gain": subject.septal_gain, "muscles": muscles,
-                 "trabeculae_mm": subject.trabeculae_frac * endo, "trabeculae_phase": subject.trabeculae_phase}
+        extra = {
+            "septal_gain": subject.septal_gain,
+            "muscles": muscles,
+            "trabeculae_mm": subject.trabeculae_frac * endo,
+            "trabeculae_phase": subject.trabeculae_phase,
+        }
     return SliceAnatomy(
-        lv_centre_mm=c, endo_mm=endo, wall_mm=wall, endo_shape=subject.endo_shape, wall_shape=subject.wall_shape,
-        rv=rv, rv_angle_rad=ang, rv_wall_mm=3.0, fat_mm=subject.fat_mm, fat_angle_rad=subject.fat_angle_rad,
-        body=subject.body, lungs=subject.lungs, liver=subject.liver, spine=subject.spine, aorta=subject.aorta,
-        skin_fat_mm=subject.skin_fat_mm, muscle_mm=subject.muscle_mm, **extra,
+        lv_centre_mm=c,
+        endo_mm=endo,
+        wall_mm=wall,
+        endo_shape=subject.endo_shape,
+        wall_shape=subject.wall_shape,
+        rv=rv,
+        rv_angle_rad=ang,
+        rv_wall_mm=3.0,
+        fat_mm=subject.fat_mm,
+        fat_angle_rad=subject.fat_angle_rad,
+        body=subject.body,
+        lungs=subject.lungs,
+        liver=subject.liver,
+        spine=subject.spine,
+        aorta=subject.aorta,
+        skin_fat_mm=subject.skin_fat_mm,
+        muscle_mm=subject.muscle_mm,
+        **extra,
     )
-

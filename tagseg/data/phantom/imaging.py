@@ -23,19 +23,47 @@ from tagseg.physics.tagging import tag_mz
 
 #: bSSFP signal relative to blood
 CINE_SIGNAL = {
-    "air": 0.0, "subcutaneous_fat": 0.73, "muscle": 0.38, "mediastinum": 0.45, "lung": 0.03, "liver": 0.74,
-    "spine": 0.5, "aorta": 1.0, "epicardial_fat": 0.73, "rv_wall": 0.6, "rv_blood": 1.0, "myocardium": 0.6,
+    "air": 0.0,
+    "subcutaneous_fat": 0.73,
+    "muscle": 0.38,
+    "mediastinum": 0.45,
+    "lung": 0.03,
+    "liver": 0.74,
+    "spine": 0.5,
+    "aorta": 1.0,
+    "epicardial_fat": 0.73,
+    "rv_wall": 0.6,
+    "rv_blood": 1.0,
+    "myocardium": 0.6,
     "lv_blood": 1.0,
 }
 #: tagged GRE proton-density-like signal before tag modulation (blood darker than in cine)
 TAGGED_SIGNAL = {
-    "air": 0.0, "subcutaneous_fat": 0.85, "muscle": 0.5, "mediastinum": 0.5, "lung": 0.04, "liver": 0.6,
-    "spine": 0.55, "aorta": 0.45, "epicardial_fat": 0.85, "rv_wall": 0.62, "rv_blood": 0.45, "myocardium": 0.62,
+    "air": 0.0,
+    "subcutaneous_fat": 0.85,
+    "muscle": 0.5,
+    "mediastinum": 0.5,
+    "lung": 0.04,
+    "liver": 0.6,
+    "spine": 0.55,
+    "aorta": 0.45,
+    "epicardial_fat": 0.85,
+    "rv_wall": 0.62,
+    "rv_blood": 0.45,
+    "myocardium": 0.62,
     "lv_blood": 0.45,
 }
 #: T1 (ms) of the static tissues; myocardium and blood come from the config
-FIXED_T1_MS = {"air": 1000.0, "subcutaneous_fat": 280.0, "muscle": 900.0, "mediastinum": 900.0, "lung": 1200.0,
-               "liver": 600.0, "spine": 550.0, "epicardial_fat": 280.0}
+FIXED_T1_MS = {
+    "air": 1000.0,
+    "subcutaneous_fat": 280.0,
+    "muscle": 900.0,
+    "mediastinum": 900.0,
+    "lung": 1200.0,
+    "liver": 600.0,
+    "spine": 550.0,
+    "epicardial_fat": 280.0,
+}
 _BLOOD = ("aorta", "rv_blood", "lv_blood")
 _MYO = ("rv_wall", "myocardium")
 
@@ -67,17 +95,27 @@ class TagParams:
 
     def t1_ms(self) -> np.ndarray:
         """T1 per tissue, in :data:`TISSUES` order."""
-        return np.array([self.t1_blood_ms if t in _BLOOD else self.t1_myocardium_ms if t in _MYO else FIXED_T1_MS[t]
-                         for t in TISSUES])
+        return np.array(
+            [
+                self.t1_blood_ms if t in _BLOOD else self.t1_myocardium_ms if t in _MYO else FIXED_T1_MS[t]
+                for t in TISSUES
+            ]
+        )
 
     def mz0(self, rows_px: np.ndarray, cols_px: np.ndarray) -> np.ndarray:
         """Signed Mz right after tagging at (ED) pixel positions."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # element-wise work this size is slower multi-threaded on busy cores
         try:
-            mz = tag_mz(torch.from_numpy(np.ascontiguousarray(rows_px, np.float32)),
-                        torch.from_numpy(np.ascontiguousarray(cols_px, np.float32)),
-                        self.spacing_px, self.flip_deg, self.pattern, self.angle_deg, self.offset_px)
+            mz = tag_mz(
+                torch.from_numpy(np.ascontiguousarray(rows_px, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(cols_px, np.float32)),
+                self.spacing_px,
+                self.flip_deg,
+                self.pattern,
+                self.angle_deg,
+                self.offset_px,
+            )
         finally:
             torch.set_num_threads(threads)
         return mz.numpy()
@@ -107,8 +145,9 @@ def fading_coefficients(frames: np.ndarray, tags: TagParams, t1_ms: float) -> tu
     return alpha.astype(np.float32), beta.astype(np.float32)
 
 
-def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, tags: TagParams,
-                  signal: np.ndarray | None = None) -> np.ndarray:
+def tagged_signal(
+    fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, tags: TagParams, signal: np.ndarray | None = None
+) -> np.ndarray:
     """Noise-free tagged GRE signal.
 
     Args:
@@ -134,8 +173,13 @@ def tagged_signal(fractions: np.ndarray, mz0: np.ndarray, frames: np.ndarray, ta
     return np.asarray(out, np.float32)
 
 
-def coil_shading(rng: np.random.Generator, row_mm: np.ndarray, col_mm: np.ndarray, fov_mm: Sequence[float],
-                 strength: float | None = None) -> np.ndarray:
+def coil_shading(
+    rng: np.random.Generator,
+    row_mm: np.ndarray,
+    col_mm: np.ndarray,
+    fov_mm: Sequence[float],
+    strength: float | None = None,
+) -> np.ndarray:
     """Smooth receive-coil sensitivity: a random linear ramp plus a bump near a surface coil (mean ~1).
 
     ``strength`` multiplies the ramp and the bump (domain randomisation; ``None`` = 1, the same draws).

@@ -45,8 +45,14 @@ class SliceMotion:
     taper_mm: float = 40.0
 
     @staticmethod
-    def limited(anatomy: SliceAnatomy, ecc: float, area_gain: float, twist_rad: float, rv_pull_mm: float,
-                min_cavity_ratio: float = 0.35) -> SliceMotion:
+    def limited(
+        anatomy: SliceAnatomy,
+        ecc: float,
+        area_gain: float,
+        twist_rad: float,
+        rv_pull_mm: float,
+        min_cavity_ratio: float = 0.35,
+    ) -> SliceMotion:
         """Motion with ``ecc`` reduced where a thick wall around a small cavity would close it.
 
         The peak endocardial radius is kept at least ``min_cavity_ratio`` of its ED value.
@@ -84,8 +90,14 @@ def _taper(q: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.cos(np.pi * np.clip(q, 0.0, 1.0)))
 
 
-def polar_map(anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray | float, r0: np.ndarray, cos_t: np.ndarray,
-              sin_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def polar_map(
+    anatomy: SliceAnatomy,
+    motion: SliceMotion,
+    s: np.ndarray | float,
+    r0: np.ndarray,
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Radius ``r`` (mm) and rotation ``phi`` (rad) at contraction ``s`` of tissue at ED polar (R, theta)."""
     endo, epi = anatomy.radii(cos_t, sin_t)
     mid = 0.5 * (endo + epi)
@@ -109,8 +121,9 @@ def polar_map(anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray | float,
     return r, phi
 
 
-def displacement_mm(anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray | float, row_mm: np.ndarray,
-                    col_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def displacement_mm(
+    anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray | float, row_mm: np.ndarray, col_mm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Lagrangian displacement (mm) of tissue at ED position (row_mm, col_mm) at contraction ``s``.
 
     Args:
@@ -130,8 +143,9 @@ def displacement_mm(anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray | 
     return new_row - (row_mm - anatomy.lv_centre_mm[0]), new_col - (col_mm - anatomy.lv_centre_mm[1])
 
 
-def inverse_positions(anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray, row_mm: np.ndarray,
-                      col_mm: np.ndarray, n_iter: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def inverse_positions(
+    anatomy: SliceAnatomy, motion: SliceMotion, s: np.ndarray, row_mm: np.ndarray, col_mm: np.ndarray, n_iter: int = 6
+) -> tuple[np.ndarray, np.ndarray]:
     """ED positions of the tissue found at (row_mm, col_mm) at each contraction state (Eulerian inverse).
 
     Solves ``X + u(X) = x`` in polar coordinates about the LV centre: Newton steps on the radius

@@ -45,11 +45,21 @@ from tagseg.errors import ConfigError, reject_unknown_keys
 
 #: factor -> allowed [low, high] (checked for presets and user ranges alike)
 LIMITS: dict[str, tuple[float, float]] = {
-    "tag_angle_deg": (-180.0, 180.0), "tag_spacing_mm": (3.0, 20.0), "pixel_scale": (0.4, 2.5),
-    "snr": (1.0, 200.0), "coil_strength": (0.0, 3.0), "lv_ellipticity": (0.0, 0.3),
-    "septal_thickening": (0.0, 1.0), "papillary": (0.0, 1.0), "trabeculae": (0.0, 0.35),
-    "rv_scale": (0.4, 2.0), "rv_attachment": (-0.5, 1.0), "fat_mm": (0.0, 20.0),
-    "organ_contrast": (0.2, 3.0), "blood_contrast": (0.2, 3.0), "t1_scale": (0.3, 3.0),
+    "tag_angle_deg": (-180.0, 180.0),
+    "tag_spacing_mm": (3.0, 20.0),
+    "pixel_scale": (0.4, 2.5),
+    "snr": (1.0, 200.0),
+    "coil_strength": (0.0, 3.0),
+    "lv_ellipticity": (0.0, 0.3),
+    "septal_thickening": (0.0, 1.0),
+    "papillary": (0.0, 1.0),
+    "trabeculae": (0.0, 0.35),
+    "rv_scale": (0.4, 2.0),
+    "rv_attachment": (-0.5, 1.0),
+    "fat_mm": (0.0, 20.0),
+    "organ_contrast": (0.2, 3.0),
+    "blood_contrast": (0.2, 3.0),
+    "t1_scale": (0.3, 3.0),
     "readout_flip_deg": (1.0, 45.0),
 }
 
@@ -57,11 +67,21 @@ LIMITS: dict[str, tuple[float, float]] = {
 PRESETS: dict[str, dict[str, list[float]]] = {
     # every factor widened around the fixed phantom; the shifted test sets (conf/shift) lie partly outside
     "wide": {
-        "tag_angle_deg": [0.0, 90.0], "tag_spacing_mm": [6.0, 10.0], "pixel_scale": [0.8, 1.25],
-        "snr": [6.0, 40.0], "coil_strength": [0.5, 1.8], "lv_ellipticity": [0.0, 0.15],
-        "septal_thickening": [0.0, 0.4], "papillary": [0.0, 1.0], "trabeculae": [0.0, 0.2],
-        "rv_scale": [0.8, 1.35], "rv_attachment": [0.0, 0.35], "fat_mm": [1.0, 10.0],
-        "organ_contrast": [0.7, 1.4], "blood_contrast": [0.75, 1.3], "t1_scale": [0.7, 1.3],
+        "tag_angle_deg": [0.0, 90.0],
+        "tag_spacing_mm": [6.0, 10.0],
+        "pixel_scale": [0.8, 1.25],
+        "snr": [6.0, 40.0],
+        "coil_strength": [0.5, 1.8],
+        "lv_ellipticity": [0.0, 0.15],
+        "septal_thickening": [0.0, 0.4],
+        "papillary": [0.0, 1.0],
+        "trabeculae": [0.0, 0.2],
+        "rv_scale": [0.8, 1.35],
+        "rv_attachment": [0.0, 0.35],
+        "fat_mm": [1.0, 10.0],
+        "organ_contrast": [0.7, 1.4],
+        "blood_contrast": [0.75, 1.3],
+        "t1_scale": [0.7, 1.3],
         "readout_flip_deg": [8.0, 20.0],
     },
 }
@@ -82,7 +102,9 @@ def parse_randomise(value: Any) -> dict[str, tuple[float, float]]:
     if isinstance(value, str):
         value = {"preset": value}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"data.randomise must be null, a preset name {sorted(PRESETS)} or a mapping of ranges, got {value!r}")
+        raise ConfigError(
+            f"data.randomise must be null, a preset name {sorted(PRESETS)} or a mapping of ranges, got {value!r}"
+        )
     given = dict(value)
     preset = given.pop("preset", None)
     reject_unknown_keys(given, LIMITS, "data.randomise")
@@ -105,7 +127,9 @@ def _range(value: Any, key: str, low: float, high: float) -> tuple[float, float]
     except (TypeError, ValueError):
         lo = hi = math.nan
     if not (low <= lo <= hi <= high):
-        raise ConfigError(f"data.randomise.{key} must be a number or a [low, high] range within [{low}, {high}], got {value}")
+        raise ConfigError(
+            f"data.randomise.{key} must be a number or a [low, high] range within [{low}, {high}], got {value}"
+        )
     return lo, hi
 
 

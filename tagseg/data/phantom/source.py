@@ -46,17 +46,32 @@ _COHORT = {"paired": 0, "cine": 1, "tagged": 2}
 _PREFIX = {"paired": "phantom", "cine": "cine", "tagged": "tag"}
 
 DEFAULT_ANATOMY: dict[str, Any] = {
-    "endo_radius_mm": [21.0, 27.0], "wall_mm": [7.0, 10.0], "shape_amplitude": 0.035,
-    "centre_jitter_mm": 12.0, "rotation_jitter_deg": 20.0,
+    "endo_radius_mm": [21.0, 27.0],
+    "wall_mm": [7.0, 10.0],
+    "shape_amplitude": 0.035,
+    "centre_jitter_mm": 12.0,
+    "rotation_jitter_deg": 20.0,
 }
 DEFAULT_MOTION: dict[str, Any] = {
-    "control_ecc": -0.20, "dmd_ecc": -0.145, "ecc_sd": 0.012, "area_gain": 0.08,
-    "twist_deg_per_cm": [3.0, 6.0], "dmd_twist_scale": 0.7, "slice_gap_mm": 10.0, "rv_pull_mm": [5.0, 9.0],
-    "cycle_ms": [800.0, 1000.0], "peak_fraction": [0.35, 0.40],
+    "control_ecc": -0.20,
+    "dmd_ecc": -0.145,
+    "ecc_sd": 0.012,
+    "area_gain": 0.08,
+    "twist_deg_per_cm": [3.0, 6.0],
+    "dmd_twist_scale": 0.7,
+    "slice_gap_mm": 10.0,
+    "rv_pull_mm": [5.0, 9.0],
+    "cycle_ms": [800.0, 1000.0],
+    "peak_fraction": [0.35, 0.40],
 }
 DEFAULT_TAGGING: dict[str, Any] = {
-    "spacing_mm": [7.0, 8.5], "flip_deg": [70.0, 100.0], "pattern": [1.0, 3.0, 3.0, 1.0], "angle_deg": 45.0,
-    "readout_flip_deg": [10.0, 15.0], "t1_myocardium_ms": [950.0, 1050.0], "t1_blood_ms": 150.0,
+    "spacing_mm": [7.0, 8.5],
+    "flip_deg": [70.0, 100.0],
+    "pattern": [1.0, 3.0, 3.0, 1.0],
+    "angle_deg": 45.0,
+    "readout_flip_deg": [10.0, 15.0],
+    "t1_myocardium_ms": [950.0, 1050.0],
+    "t1_blood_ms": 150.0,
 }
 
 
@@ -128,8 +143,12 @@ class PhantomSource:
     ) -> None:
         if modality not in MODALITIES:
             raise ConfigError(f"data.modality must be one of {list(MODALITIES)}, got {modality!r}")
-        for key, value, least in (("image_size", image_size, 32), ("n_frames", n_frames, 2),
-                                  ("n_subjects", n_subjects, 1), ("n_slices", n_slices, 1)):
+        for key, value, least in (
+            ("image_size", image_size, 32),
+            ("n_frames", n_frames, 2),
+            ("n_subjects", n_subjects, 1),
+            ("n_slices", n_slices, 1),
+        ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"data.{key} must be an integer >= {least}, got {value!r}")
         if not (isinstance(fov_mm, (int, float)) and fov_mm > 0):
@@ -142,7 +161,12 @@ class PhantomSource:
         if self.snr[0] <= 0 and noise:
             raise ConfigError(f"data.snr must be > 0 when data.noise is true, got {snr}")
         self.name, self.modality, self.store = name, modality, store
-        self.image_size, self.n_subjects, self.n_slices, self.n_frames = int(image_size), int(n_subjects), int(n_slices), int(n_frames)
+        self.image_size, self.n_subjects, self.n_slices, self.n_frames = (
+            int(image_size),
+            int(n_subjects),
+            int(n_slices),
+            int(n_frames),
+        )
         self.spacing_mm = float(spacing_mm) if spacing_mm is not None else float(fov_mm) / self.image_size
         self.fov_mm = self.spacing_mm * self.image_size
         self.paired, self.dmd_fraction, self.noise = bool(paired), float(dmd_fraction), bool(noise)
@@ -178,7 +202,8 @@ class PhantomSource:
         if self.modality == "tagged" and lo / self.spacing_mm < 2.0:
             raise ConfigError(
                 f"data.tagging.spacing_mm={t['spacing_mm']} is below 2 pixels at {self.spacing_mm:.2f} mm/pixel; "
-                "raise data.image_size or lower data.fov_mm")
+                "raise data.image_size or lower data.fov_mm"
+            )
         rnd = self.randomise
         if self.modality == "tagged" and rnd:
             tag_lo = rnd.get("tag_spacing_mm", (lo,))[0]
@@ -186,11 +211,14 @@ class PhantomSource:
             if tag_lo / pixel_hi < 2.0:
                 raise ConfigError(
                     f"data.randomise: tag spacing {tag_lo} mm is below 2 pixels at {pixel_hi:.2f} mm/pixel "
-                    "(tag_spacing_mm / pixel_scale); narrow the ranges or raise data.image_size")
+                    "(tag_spacing_mm / pixel_scale); narrow the ranges or raise data.image_size"
+                )
         _range(t["flip_deg"], "tagging.flip_deg", 0.0, 180.0)
         pattern = list(t["pattern"])
         if not pattern or min(pattern) < 0 or sum(pattern) <= 0:
-            raise ConfigError(f"data.tagging.pattern must be non-negative RF weights with a positive sum, got {pattern}")
+            raise ConfigError(
+                f"data.tagging.pattern must be non-negative RF weights with a positive sum, got {pattern}"
+            )
         _range(t["readout_flip_deg"], "tagging.readout_flip_deg", 0.0, 89.9)
         for key in ("t1_myocardium_ms", "t1_blood_ms"):
             if _range(t[key], f"tagging.{key}", 0.0)[0] <= 0:
@@ -218,23 +246,36 @@ class PhantomSource:
     def group(self, item: int, seed: int) -> str:
         """``dmd`` or ``control``: exactly ``round(dmd_fraction * n_subjects)`` dmd subjects, seeded."""
         order = np.random.default_rng([_seed(seed), _COHORT[self.cohort], 1 << 20]).permutation(self.n_subjects)
-        return "dmd" if int(np.flatnonzero(order == item)[0]) < round(self.dmd_fraction * self.n_subjects) else "control"
+        return (
+            "dmd" if int(np.flatnonzero(order == item)[0]) < round(self.dmd_fraction * self.n_subjects) else "control"
+        )
 
     def load(self, item: int, seed: int) -> list[SliceRecord]:
         """Every slice x frame of subject ``item``, deterministic in (seed, item)."""
         subject = self.subject(item, seed)
-        noise_rng = np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 10 + MODALITIES.index(self.modality)])
+        noise_rng = np.random.default_rng(
+            [_seed(seed), _COHORT[self.cohort], int(item), 10 + MODALITIES.index(self.modality)]
+        )
         records: list[SliceRecord] = []
         for index, (anatomy, motion) in enumerate(zip(subject["slices"], subject["motions"])):
             images, labels, disp_px = self.render_slice(anatomy, motion, subject, noise_rng)
             es = int(np.argmax(subject["activation"]))
             for frame in range(self.n_frames):
-                records.append(SliceRecord(
-                    image=images[frame], mask=labels[frame], subject=self.describe(item), slice=index, frame=frame,
-                    n_frames=self.n_frames, phase="ED" if frame == 0 else "ES" if frame == es else "",
-                    group=subject["group"], spacing_mm=(subject["spacing_mm"],) * 2, source=self.source_name,
-                    extras={"displacement": disp_px[frame]},
-                ))
+                records.append(
+                    SliceRecord(
+                        image=images[frame],
+                        mask=labels[frame],
+                        subject=self.describe(item),
+                        slice=index,
+                        frame=frame,
+                        n_frames=self.n_frames,
+                        phase="ED" if frame == 0 else "ES" if frame == es else "",
+                        group=subject["group"],
+                        spacing_mm=(subject["spacing_mm"],) * 2,
+                        source=self.source_name,
+                        extras={"displacement": disp_px[frame]},
+                    )
+                )
         return records
 
     # -- generation ----------------------------------------------------------------------------
@@ -250,8 +291,15 @@ class PhantomSource:
         domain = self.domain(item, seed)
         spacing = self.spacing_mm * domain.pixel_scale if domain and domain.pixel_scale else self.spacing_mm
         fov = spacing * self.image_size
-        base = sample_subject(rng, (fov, fov), _range(a["endo_radius_mm"], ""), _range(a["wall_mm"], ""),
-                              float(a["shape_amplitude"]), float(a["centre_jitter_mm"]), float(a["rotation_jitter_deg"]))
+        base = sample_subject(
+            rng,
+            (fov, fov),
+            _range(a["endo_radius_mm"], ""),
+            _range(a["wall_mm"], ""),
+            float(a["shape_amplitude"]),
+            float(a["centre_jitter_mm"]),
+            float(a["rotation_jitter_deg"]),
+        )
         if domain is not None:
             base = _randomised_anatomy(base, domain)
         ecc_mean = float(m["dmd_ecc"] if group == "dmd" else m["control_ecc"])
@@ -283,9 +331,18 @@ class PhantomSource:
             t1_myocardium_ms=rng.uniform(*_range(t["t1_myocardium_ms"], "")),
             t1_blood_ms=rng.uniform(*_range(t["t1_blood_ms"], "")),
         )
-        out = {"group": group, "slices": slices, "motions": motions, "tags": tags,
-               "activation": activation(self.n_frames, peak), "snr": rng.uniform(*self.snr), "ecc": ecc,
-               "spacing_mm": spacing, "signal": None, "coil_strength": None}
+        out = {
+            "group": group,
+            "slices": slices,
+            "motions": motions,
+            "tags": tags,
+            "activation": activation(self.n_frames, peak),
+            "snr": rng.uniform(*self.snr),
+            "ecc": ecc,
+            "spacing_mm": spacing,
+            "signal": None,
+            "coil_strength": None,
+        }
         if domain is not None:
             out.update(_randomised_imaging(domain, tags, spacing, self.modality))
             if domain.snr is not None:
@@ -296,10 +353,13 @@ class PhantomSource:
         """Subject ``item``'s randomised factors (``None`` without ``randomise``), from its own stream."""
         if not self.randomise:
             return None
-        return draw_domain(self.randomise, np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 21]))
+        return draw_domain(
+            self.randomise, np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 21])
+        )
 
-    def render_slice(self, anatomy: SliceAnatomy, motion: SliceMotion, subject: dict[str, Any],
-                     noise_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def render_slice(
+        self, anatomy: SliceAnatomy, motion: SliceMotion, subject: dict[str, Any], noise_rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images (T, H, W) float32, labels (T, H, W) uint8 and displacement (T, 2, H, W) float32 px.
 
         Pixels far from the heart never move: they are evaluated once at ED; only the pixels within
@@ -327,7 +387,8 @@ class PhantomSource:
         dist_moving = anatomy.signed_distances(ed_row, ed_col)
         fractions_moving = tissue_fractions(dist_moving, edge_mm=0.3 * sp)
         labels[np.ix_(frames, moving)] = label_map(
-            anatomy.signed_distances(ed_row, ed_col, inclusions=False) if anatomy.has_inclusions else dist_moving)
+            anatomy.signed_distances(ed_row, ed_col, inclusions=False) if anatomy.has_inclusions else dist_moving
+        )
         u_row, u_col = displacement_mm(anatomy, motion, s[frames][:, None], row_mm[moving], col_mm[moving])
         disp[frames[:, None], 0, moving[None, :]] = u_row / sp
         disp[frames[:, None], 1, moving[None, :]] = u_col / sp
@@ -339,8 +400,13 @@ class PhantomSource:
             reference = CINE_SIGNAL["myocardium"]
         else:
             tags: TagParams = subject["tags"]
-            clean = tagged_signal(fractions[:, None], tags.mz0(row_mm / sp - 0.5, col_mm / sp - 0.5)[None],
-                                  all_frames[:, None], tags, table)
+            clean = tagged_signal(
+                fractions[:, None],
+                tags.mz0(row_mm / sp - 0.5, col_mm / sp - 0.5)[None],
+                all_frames[:, None],
+                tags,
+                table,
+            )
             mz0 = tags.mz0(ed_row / sp - 0.5, ed_col / sp - 0.5)
             clean[np.ix_(frames, moving)] = tagged_signal(fractions_moving, mz0, frames[:, None], tags, table)
             reference = TAGGED_SIGNAL["myocardium"]
@@ -356,7 +422,9 @@ def _randomised_anatomy(base: SubjectAnatomy, domain: Domain) -> SubjectAnatomy:
     changes: dict[str, Any] = {}
     if domain.lv_ellipticity is not None:
         shape = base.endo_shape.copy()
-        shape[0] += domain.lv_ellipticity * np.array([np.cos(2 * domain.ellipse_angle_rad), np.sin(2 * domain.ellipse_angle_rad)])
+        shape[0] += domain.lv_ellipticity * np.array(
+            [np.cos(2 * domain.ellipse_angle_rad), np.sin(2 * domain.ellipse_angle_rad)]
+        )
         changes["endo_shape"] = shape
     if domain.septal_thickening is not None:
         changes["septal_gain"] = domain.septal_thickening
@@ -392,8 +460,11 @@ def _randomised_imaging(domain: Domain, tags: TagParams, spacing_mm: float, moda
         for name in ("rv_blood", "lv_blood"):
             scale[TISSUE_INDEX[name]] = domain.blood_contrast
     changed = domain.organ_contrast is not None or domain.blood_contrast is not None
-    return {"tags": replace(tags, **tag_changes), "signal": signal_table(modality, scale) if changed else None,
-            "coil_strength": domain.coil_strength}
+    return {
+        "tags": replace(tags, **tag_changes),
+        "signal": signal_table(modality, scale) if changed else None,
+        "coil_strength": domain.coil_strength,
+    }
 
 
 def _seed(seed: int) -> int:

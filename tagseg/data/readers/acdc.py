@@ -66,7 +66,9 @@ def read_info(path: Path) -> dict[str, str]:
         info[key.strip()] = value.strip()
     for key in REQUIRED_INFO:
         if key not in info:
-            raise DataError(f"{path}: missing key '{key}' (expected 'Key: value' lines with {', '.join(REQUIRED_INFO)})")
+            raise DataError(
+                f"{path}: missing key '{key}' (expected 'Key: value' lines with {', '.join(REQUIRED_INFO)})"
+            )
     for key in ("ED", "ES", "NbFrame"):
         try:
             value = int(float(info[key]))
@@ -128,9 +130,13 @@ class AcdcSource:
         present = [root / f for f in self.folders if (root / f).is_dir()]
         if not present:
             raise DataError(f"{root}: none of the ACDC folders {self.folders} found; expected the layout\n{LAYOUT}")
-        items = [p for folder in present for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("patient")]
+        items = [
+            p for folder in present for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("patient")
+        ]
         if not items:
-            raise DataError(f"{root}: no patientNNN folders under {[str(p) for p in present]}; expected the layout\n{LAYOUT}")
+            raise DataError(
+                f"{root}: no patientNNN folders under {[str(p) for p in present]}; expected the layout\n{LAYOUT}"
+            )
         return items
 
     def describe(self, item: Path) -> str:
@@ -162,8 +168,10 @@ class AcdcSource:
             if image.ndim != 3:
                 raise DataError(f"{image_path}: expected a 3D (x, y, z) volume, got shape {image.shape}")
             if first is not None and image.shape != first[1]:  # two frames of one cine series
-                raise DataError(f"{image_path}: shape {image.shape} differs from the {first[1]} of {first[0]} "
-                                "(frames of one series)")
+                raise DataError(
+                    f"{image_path}: shape {image.shape} differs from the {first[1]} of {first[0]} "
+                    "(frames of one series)"
+                )
             first = first or (image_path.name, image.shape)
             check_label_values(labels, LABELS, label_path, "0 bg, 1 RV, 2 MYO, 3 LV")
             if not labels.any():
@@ -173,8 +181,18 @@ class AcdcSource:
                 mask = nifti_slice(labels, z).astype(np.uint8)
                 if self.drop_empty and not mask.any():
                     continue
-                records.append(SliceRecord(image=nifti_slice(image, z).astype(np.float32), mask=mask, slice=z, frame=frame,
-                                           phase=phase, spacing_mm=spacing, extra_meta=dict(self.extra_meta), **base))
+                records.append(
+                    SliceRecord(
+                        image=nifti_slice(image, z).astype(np.float32),
+                        mask=mask,
+                        slice=z,
+                        frame=frame,
+                        phase=phase,
+                        spacing_mm=spacing,
+                        extra_meta=dict(self.extra_meta),
+                        **base,
+                    )
+                )
         return records
 
     def _all_frames(self, item: Path, ed: int, es: int, n_frames: int, base: dict) -> list[SliceRecord]:
@@ -190,6 +208,16 @@ class AcdcSource:
             phase = "ED" if t == ed else "ES" if t == es else ""
             for z in range(image.shape[2]):
                 img = nifti_slice(image, z, t).astype(np.float32)
-                records.append(SliceRecord(image=img, mask=np.zeros(img.shape, np.uint8), slice=z, frame=t, phase=phase,
-                                           spacing_mm=spacing, extra_meta=dict(self.extra_meta), **base))
+                records.append(
+                    SliceRecord(
+                        image=img,
+                        mask=np.zeros(img.shape, np.uint8),
+                        slice=z,
+                        frame=t,
+                        phase=phase,
+                        spacing_mm=spacing,
+                        extra_meta=dict(self.extra_meta),
+                        **base,
+                    )
+                )
         return records

@@ -28,8 +28,14 @@ class CineSource:
         ConfigError: ``datasets`` names a source that is not configured.
     """
 
-    def __init__(self, sources: Mapping[str, DatasetSource], datasets: Sequence[str] | None = None,
-                 name: str = "cine", store: str | None = None, **roots: Any) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, DatasetSource],
+        datasets: Sequence[str] | None = None,
+        name: str = "cine",
+        store: str | None = None,
+        **roots: Any,
+    ) -> None:
         self.sources = dict(sources)
         self.datasets = list(datasets if datasets is not None else self.sources)
         unknown = [d for d in self.datasets if d not in self.sources]
@@ -53,8 +59,10 @@ class CineSource:
             try:
                 items += [(name, item) for item in self.sources[name].items()]
             except DataError as exc:
-                raise DataError(f"data={self.name}, dataset '{name}' (set data.{name}_root=<folder> or drop it from "
-                                f"data.datasets): {exc}") from exc
+                raise DataError(
+                    f"data={self.name}, dataset '{name}' (set data.{name}_root=<folder> or drop it from "
+                    f"data.datasets): {exc}"
+                ) from exc
         return items
 
     def describe(self, item: tuple[str, Any]) -> str:

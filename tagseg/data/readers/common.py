@@ -37,8 +37,9 @@ def require_dir(root: str | Path, dataset: str, layout: str) -> Path:
     """
     path = Path(str(root)).expanduser()
     if not path.is_dir():
-        raise DataError(f"{path}: {dataset} root folder not found; expected the layout\n{layout}\n"
-                        f"(set data.root=<folder>)")
+        raise DataError(
+            f"{path}: {dataset} root folder not found; expected the layout\n{layout}\n(set data.root=<folder>)"
+        )
     return path
 
 
@@ -143,7 +144,9 @@ def fill_polygon(points_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return polygon2mask(shape, pts[:, ::-1])
 
 
-def myocardium_mask(outer_xy: np.ndarray, inner_xy: np.ndarray, shape: tuple[int, int], cavity: bool = False) -> np.ndarray:
+def myocardium_mask(
+    outer_xy: np.ndarray, inner_xy: np.ndarray, shape: tuple[int, int], cavity: bool = False
+) -> np.ndarray:
     """uint8 mask: MYO (2) = filled outer minus filled inner contour; LV (3) inside the inner one if ``cavity``."""
     outer = fill_polygon(outer_xy, shape)
     inner = fill_polygon(inner_xy, shape)
@@ -204,7 +207,9 @@ def check_series(datasets: Sequence, paths: Sequence[str | Path]) -> list:
         if len(shape) != 2:
             raise DataError(f"{path}: expected one 2D image per DICOM file, got pixel array shape {shape}")
         if shape != common:
-            raise DataError(f"{path}: matrix {shape[0]}x{shape[1]} differs from the {common[0]}x{common[1]} of "
-                            f"the other {shapes.count(common)} frame(s) of its series")
+            raise DataError(
+                f"{path}: matrix {shape[0]}x{shape[1]} differs from the {common[0]}x{common[1]} of "
+                f"the other {shapes.count(common)} frame(s) of its series"
+            )
     order = sorted(range(len(datasets)), key=lambda i: int(datasets[i].InstanceNumber))
     return [datasets[i] for i in order]

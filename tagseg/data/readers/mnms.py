@@ -107,7 +107,9 @@ class MnmsSource:
         if not found:
             raise DataError(f"{root}: no M&Ms info CSV (*.csv) in the root folder; expected the layout\n{LAYOUT}")
         if len(found) > 1:
-            raise DataError(f"{root}: several CSV files {[p.name for p in found]}; choose one with data.info_csv=<file>")
+            raise DataError(
+                f"{root}: several CSV files {[p.name for p in found]}; choose one with data.info_csv=<file>"
+            )
         return found[0]
 
     def _load_info(self, root: Path) -> dict[str, dict[str, str]]:
@@ -157,10 +159,14 @@ class MnmsSource:
         try:
             frame = int(float(row[key]))
         except ValueError:
-            raise DataError(f"{self._csv_path}: subject '{row['External code']}': {key} must be a 0-based frame index, got {row[key]!r}") from None
+            raise DataError(
+                f"{self._csv_path}: subject '{row['External code']}': {key} must be a 0-based frame index, got {row[key]!r}"
+            ) from None
         if not 0 <= frame < n_frames:
-            raise DataError(f"{self._csv_path}: subject '{row['External code']}': {key} = {frame} outside the "
-                            f"{n_frames} frames of {image_path}")
+            raise DataError(
+                f"{self._csv_path}: subject '{row['External code']}': {key} = {frame} outside the "
+                f"{n_frames} frames of {image_path}"
+            )
         return frame
 
     def load(self, item: Path, seed: int) -> list[SliceRecord]:
@@ -184,11 +190,19 @@ class MnmsSource:
         ed = self._frame(row, "ED", n_frames, image_path)
         es = self._frame(row, "ES", n_frames, image_path)
         if ed == es:
-            raise DataError(f"{self._csv_path}: subject '{code}': ED and ES are the same frame ({ed}); expected two phases")
+            raise DataError(
+                f"{self._csv_path}: subject '{code}': ED and ES are the same frame ({ed}); expected two phases"
+            )
         spacing = nifti_spacing(zooms)
         folder = self._item_folder.get(item, item.parent.name)
-        base = dict(subject=code, n_frames=n_frames, group=row.get("Pathology", ""), spacing_mm=spacing, source=self.name,
-                    split=self.folder_splits.get(folder, ""))
+        base = dict(
+            subject=code,
+            n_frames=n_frames,
+            group=row.get("Pathology", ""),
+            spacing_mm=spacing,
+            source=self.name,
+            split=self.folder_splits.get(folder, ""),
+        )
         meta = {"vendor": row["Vendor"], "centre": row["Centre"]}
         records: list[SliceRecord] = []
         if self.all_frames:
@@ -196,8 +210,17 @@ class MnmsSource:
                 phase = "ED" if t == ed else "ES" if t == es else ""
                 for z in range(image.shape[2]):
                     img = nifti_slice(image, z, t).astype(np.float32)
-                    records.append(SliceRecord(image=img, mask=np.zeros(img.shape, np.uint8), slice=z, frame=t, phase=phase,
-                                               extra_meta=dict(meta), **base))
+                    records.append(
+                        SliceRecord(
+                            image=img,
+                            mask=np.zeros(img.shape, np.uint8),
+                            slice=z,
+                            frame=t,
+                            phase=phase,
+                            extra_meta=dict(meta),
+                            **base,
+                        )
+                    )
             return records
         label_path = find_nifti(item, f"{code}_sa_gt")
         labels, _ = load_nifti(label_path)
@@ -206,11 +229,22 @@ class MnmsSource:
         labels = MNMS_TO_ACDC[labels.astype(np.int64)]
         for phase, frame in (("ED", ed), ("ES", es)):
             if not labels[..., frame].any():
-                raise DataError(f"{label_path}: empty mask at the {phase} frame {frame} (0-based, from {self._csv_path.name})")
+                raise DataError(
+                    f"{label_path}: empty mask at the {phase} frame {frame} (0-based, from {self._csv_path.name})"
+                )
             for z in range(image.shape[2]):
                 mask = nifti_slice(labels, z, frame)
                 if self.drop_empty and not mask.any():
                     continue
-                records.append(SliceRecord(image=nifti_slice(image, z, frame).astype(np.float32), mask=mask, slice=z,
-                                           frame=frame, phase=phase, extra_meta=dict(meta), **base))
+                records.append(
+                    SliceRecord(
+                        image=nifti_slice(image, z, frame).astype(np.float32),
+                        mask=mask,
+                        slice=z,
+                        frame=frame,
+                        phase=phase,
+                        extra_meta=dict(meta),
+                        **base,
+                    )
+                )
         return records

@@ -65,7 +65,9 @@ def read_contour(path: Path) -> np.ndarray:
     except ValueError as exc:
         raise DataError(f"{path}: contour file holds a non-number ({exc}); expected one 'x y' pair per line") from None
     if len(values) % 2:
-        raise DataError(f"{path}: odd number of values ({len(values)}) in contour file; expected one 'x y' pair per line")
+        raise DataError(
+            f"{path}: odd number of values ({len(values)}) in contour file; expected one 'x y' pair per line"
+        )
     points = np.asarray(values, dtype=np.float64).reshape(-1, 2)
     if len(points) < 3:
         raise DataError(f"{path}: contour has {len(points)} point(s); a polygon needs at least 3")
@@ -116,7 +118,9 @@ class ScdSource:
         root = require_dir(self.root, "SCD (Sunnybrook)", LAYOUT)
         contour_dirs = sorted(p for p in root.rglob(f"contours-manual/{self.expert}") if p.is_dir())
         if not contour_dirs:
-            raise DataError(f"{root}: no '<case>/contours-manual/{self.expert}' folder found; expected the layout\n{LAYOUT}")
+            raise DataError(
+                f"{root}: no '<case>/contours-manual/{self.expert}' folder found; expected the layout\n{LAYOUT}"
+            )
         self._images = defaultdict(list)
         for dcm in root.rglob("*.dcm"):
             self._images[case_id(dcm.parent.name)].append(dcm)
@@ -136,12 +140,16 @@ class ScdSource:
         if case in self.series:
             chosen = self.series[case]
             if chosen not in by_series:
-                raise DataError(f"{item}: data.series says {case} -> {chosen}, but its DICOM series are {sorted(by_series)}")
+                raise DataError(
+                    f"{item}: data.series says {case} -> {chosen}, but its DICOM series are {sorted(by_series)}"
+                )
         else:
             complete = [s for s, files in by_series.items() if all(n in files for n in numbers)]
             if not complete:
-                raise DataError(f"{item}: no DICOM series of {case} holds every contoured image {numbers[:5]}...; "
-                                f"series found: {sorted(by_series)} (set data.series.{case}=SSSS)")
+                raise DataError(
+                    f"{item}: no DICOM series of {case} holds every contoured image {numbers[:5]}...; "
+                    f"series found: {sorted(by_series)} (set data.series.{case}=SSSS)"
+                )
             chosen = max(sorted(complete), key=lambda s: len(by_series[s]))
         files = by_series[chosen]
         missing = [n for n in numbers if n not in files]
@@ -164,7 +172,9 @@ class ScdSource:
                 contours[int(match.group(1))][match.group(2)] = path
         numbers = sorted(n for n, kinds in contours.items() if {"i", "o"} <= set(kinds))
         if not numbers:
-            raise DataError(f"{item}: no image has both an i- and an o-contour (IM-0001-NNNN-{{i,o}}contour-manual.txt)")
+            raise DataError(
+                f"{item}: no image has both an i- and an o-contour (IM-0001-NNNN-{{i,o}}contour-manual.txt)"
+            )
         files = self._series(case, numbers, item)
         records: list[SliceRecord] = []
         datasets = {n: read_dicom(files[n]) for n in numbers}
@@ -179,12 +189,25 @@ class ScdSource:
             outer = read_contour(contours[number]["o"])
             mask = myocardium_mask(outer, inner, image.shape, cavity=True)
             if not (mask == MYO).any():
-                raise DataError(f"{contours[number]['o']}: empty mask (no pixel between the o- and i-contour of image {number})")
+                raise DataError(
+                    f"{contours[number]['o']}: empty mask (no pixel between the o- and i-contour of image {number})"
+                )
             n_frames = int(getattr(ds, "CardiacNumberOfImages", 0) or 0) or self.n_frames
             index = number - 1
             frame = index % n_frames
-            records.append(SliceRecord(
-                image=image, mask=mask, subject=case, slice=index // n_frames, frame=frame, n_frames=n_frames,
-                phase="ED" if frame == 0 else "", group=case_group(case), spacing_mm=dicom_spacing(ds),
-                source=self.name, extra_meta=dict(self.extra_meta)))
+            records.append(
+                SliceRecord(
+                    image=image,
+                    mask=mask,
+                    subject=case,
+                    slice=index // n_frames,
+                    frame=frame,
+                    n_frames=n_frames,
+                    phase="ED" if frame == 0 else "",
+                    group=case_group(case),
+                    spacing_mm=dicom_spacing(ds),
+                    source=self.name,
+                    extra_meta=dict(self.extra_meta),
+                )
+            )
         return records

@@ -192,7 +192,9 @@ class TaggedSource:
         images_only: bool = False,
     ) -> None:
         if sorted(str(imt_axes)) != ["t", "x", "y"]:
-            raise ConfigError(f"data.imt_axes must be a permutation of 'xyt' (h5py axis order of imt), got {imt_axes!r}")
+            raise ConfigError(
+                f"data.imt_axes must be a permutation of 'xyt' (h5py axis order of imt), got {imt_axes!r}"
+            )
         try:
             self.pattern = re.compile(name_pattern)
         except re.error as exc:
@@ -232,8 +234,10 @@ class TaggedSource:
         names = [(it.name, it.image.parent) for it in items]
         twice = sorted({str(folder / name) for name, folder in names if names.count((name, folder)) > 1})
         if twice:
-            raise DataError(f"{twice[0]}: found in more than one layout (e.g. both .nii and .nii.gz, or a file and a "
-                            "DICOM folder); keep one")
+            raise DataError(
+                f"{twice[0]}: found in more than one layout (e.g. both .nii and .nii.gz, or a file and a "
+                "DICOM folder); keep one"
+            )
         if not items:
             raise DataError(f"{root}: no tagged data found; expected the layout\n{LAYOUT}")
         return sorted(items, key=lambda it: (it.name, str(it.image)))
@@ -262,8 +266,12 @@ class TaggedSource:
         if found is not None:
             return found
         if self.n_default_spacing == 0:
-            log.warning("%s: no pixel spacing in the file; using default_spacing_mm = %s mm "
-                        "(warned once; later files without spacing use it too)", path, self.default_spacing_mm)
+            log.warning(
+                "%s: no pixel spacing in the file; using default_spacing_mm = %s mm "
+                "(warned once; later files without spacing use it too)",
+                path,
+                self.default_spacing_mm,
+            )
         self.n_default_spacing += 1
         self.store_attrs["n_default_spacing"] = self.n_default_spacing
         return self.default_spacing_mm, self.default_spacing_mm
@@ -275,7 +283,9 @@ class TaggedSource:
                 raise DataError(f"{item.image}: missing key 'imt' (the image series, MATLAB v7.3); keys: {sorted(f)}")
             raw = np.asarray(f["imt"][...])
             if raw.ndim != 3:
-                raise DataError(f"{item.image}: 'imt' must be 3D ({self.imt_axes} as read by h5py), got shape {raw.shape}")
+                raise DataError(
+                    f"{item.image}: 'imt' must be 3D ({self.imt_axes} as read by h5py), got shape {raw.shape}"
+                )
             frames = np.transpose(raw, [self.imt_axes.index(a) for a in "tyx"]).astype(np.float32)
             spacing = self._spacing(_h5_spacing(f), item.image)
         if self.images_only:
@@ -286,8 +296,10 @@ class TaggedSource:
         if len(inner) != len(outer):
             raise DataError(f"{item.labels}: {len(inner)} inner but {len(outer)} outer contours")
         if len(inner) != frames.shape[0]:
-            raise DataError(f"{item.labels}: {len(inner)} ROI frames but {item.image} 'imt' has {frames.shape[0]} frames "
-                            f"on its t axis (imt_axes = {self.imt_axes}, shape {raw.shape}); set data.imt_axes")
+            raise DataError(
+                f"{item.labels}: {len(inner)} ROI frames but {item.image} 'imt' has {frames.shape[0]} frames "
+                f"on its t axis (imt_axes = {self.imt_axes}, shape {raw.shape}); set data.imt_axes"
+            )
         shape = frames.shape[1:]
         masks = []
         for t, (pin, pout) in enumerate(zip(inner, outer)):
@@ -353,7 +365,19 @@ class TaggedSource:
             if mask is None:
                 continue
             phase = "ED" if t == self.ed_frame else "ES" if t == self.es_frame else ""
-            records.append(SliceRecord(
-                image=frames[t], mask=mask, subject=subject, slice=index, frame=t, n_frames=n_frames, phase=phase,
-                group=group, spacing_mm=spacing, source=self.name, extra_meta={"location": location, "slice_name": item.name}))
+            records.append(
+                SliceRecord(
+                    image=frames[t],
+                    mask=mask,
+                    subject=subject,
+                    slice=index,
+                    frame=t,
+                    n_frames=n_frames,
+                    phase=phase,
+                    group=group,
+                    spacing_mm=spacing,
+                    source=self.name,
+                    extra_meta={"location": location, "slice_name": item.name},
+                )
+            )
         return records
