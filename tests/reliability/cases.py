@@ -3,8 +3,7 @@
 Each case names the input, the command (argv after ``tagseg``, built from the ``bad`` fixture and
 the case's own folder), a regular expression the one ``tagseg: error:`` line must match (naming
 the file or the key), and the paths (globs relative to the case's folder) that must not exist
-afterwards: outputs that would look complete. ``needs`` marks a case whose fix lives on another
-branch (a strict xfail until that branch is merged).
+afterwards: outputs that would look complete.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ class Case:
     argv: Argv
     message: str
     forbidden: tuple[str, ...] = ()
-    needs: str | None = None
     #: exit status and line prefix: 2 / "tagseg: error: " (refused), or predict's 1 / "tagseg: failed: "
     #: (one scan of a batch failed: the others go on, the scan is listed in failed.csv)
     status: int = 2
@@ -432,7 +430,6 @@ def _raw_cases() -> list[Case]:
             prepare("acdc_ed_es", "acdc", "strict=true"),
             r"Info\.cfg",
             STORE_OUTPUTS,
-            needs="raw",
         ),
         Case(
             "prepare-acdc-broken-label-file",
@@ -465,7 +462,6 @@ def _raw_cases() -> list[Case]:
             prepare("acdc_ed_es", "acdc", "verify=true"),
             r"problem",
             STORE_OUTPUTS,
-            needs="raw",
         ),
     ]
 

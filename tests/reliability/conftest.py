@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -161,7 +162,9 @@ def build_raw(d: Path) -> dict[str, Path]:
     acdc = d / "acdc_ed_es"
     rf.make_acdc(acdc)
     info = next((acdc / "training").glob("patient*/Info.cfg"))
-    info.write_text(info.read_text().replace("ES: 4", "ES: 1"))
+    text = info.read_text()
+    ed = re.search(r"^ED: (\d+)$", text, re.M).group(1)
+    info.write_text(re.sub(r"^ES: \d+$", f"ES: {ed}", text, flags=re.M))
     raw["acdc_ed_es"] = acdc
     # ACDC: one label file that is not NIfTI
     acdc2 = d / "acdc_bad_nifti"

@@ -15,8 +15,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _params():
     for case in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=f"needs {case.needs}")] if case.needs else []
-        yield pytest.param(case, id=case.id, marks=marks)
+        yield pytest.param(case, id=case.id)
 
 
 def readable(argv: list[str], bad, tmp) -> list[str]:
