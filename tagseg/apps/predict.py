@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.predict import EXIT_SOME_FAILED, predict_scans
+from tagseg.stages.predict import predict_scans
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -19,8 +19,8 @@ def main(cfg: DictConfig) -> None:
         f"predictions: {report.output} ({len(report.files)} files; reference_points.csv, predictions.csv, failed.csv)"
     )
     print(report.timing_line())
-    if report.failures:
-        raise SystemExit(EXIT_SOME_FAILED)
+    if report.exit_status():
+        raise SystemExit(report.exit_status())
 
 
 if __name__ == "__main__":

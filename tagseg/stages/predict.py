@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: exit status of ``tagseg predict`` when some scans failed (the others were predicted)
 EXIT_SOME_FAILED = 1
+#: exit status when every scan failed: nothing was predicted (the usual refusal status)
+EXIT_ALL_FAILED = 2
 
 
 @dataclass
@@ -81,6 +83,12 @@ class PredictReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def exit_status(self) -> int:
+        """0: every scan predicted; :data:`EXIT_SOME_FAILED`: some failed; :data:`EXIT_ALL_FAILED`: all failed."""
+        if not self.failures:
+            return 0
+        return EXIT_SOME_FAILED if self.scans else EXIT_ALL_FAILED
 
     def table(self) -> str:
         """A short per-scan summary for the console."""

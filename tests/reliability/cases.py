@@ -40,8 +40,8 @@ class Case:
     argv: Argv
     message: str
     forbidden: tuple[str, ...] = ()
-    #: exit status and line prefix: 2 / "tagseg: error: " (refused), or predict's 1 / "tagseg: failed: "
-    #: (one scan of a batch failed: the others go on, the scan is listed in failed.csv)
+    #: exit status and line prefix: 2 / "tagseg: error: " (refused), or 2 / "tagseg: failed: " for predict's
+    #: one bad scan (a scan failing in a batch is listed in failed.csv and the others go on)
     status: int = 2
     prefix: str = "tagseg: error: "
 
@@ -99,7 +99,7 @@ def prepare(kind: str, data: str, *overrides: str) -> Argv:
 PREDICT_OUTPUTS = ("pred/predictions.csv", "pred/reference_points.csv", "pred/*_pred.h5", "pred/*_mask.nii.gz")
 #: a scan that fails inside a batch: no mask or overlay of it (predict's tables and failed.csv are written)
 SCAN_OUTPUTS = ("pred/*_pred.h5", "pred/*_mask.nii.gz", "pred/*_overlay.png", "pred/*_points.json")
-SCAN_FAILED = {"status": 1, "prefix": "tagseg: failed: "}
+SCAN_FAILED = {"status": 2, "prefix": "tagseg: failed: "}
 
 STORE_MESSAGES = {
     "nan": r"nan\.h5: /images row 5 \(subject s1, slice 0, frame 1\) holds nan",

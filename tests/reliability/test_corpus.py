@@ -1,6 +1,6 @@
 """Every bad input of the corpus (cases.py): exit status 2, one ``tagseg: error:`` line naming the file or
-key, no traceback, and no output left that looks complete. (A scan failing inside a ``tagseg predict``
-batch is predict's exit 1 and one ``tagseg: failed:`` line: the batch goes on without it.)"""
+key, no traceback, and no output left that looks complete. (A bad scan given to ``tagseg predict`` is one
+``tagseg: failed:`` line and a row of failed.csv: in a folder the batch goes on without it.)"""
 
 from __future__ import annotations
 
