@@ -39,6 +39,25 @@ SUMMARY_FILE = "summary.json"
 STRATEGY_FILE = "strategy.json"
 TAGNESS_FILE = "tagness.json"
 
+#: a sweep folder's table (one row per cell) and its fixed columns, in order: the swept keys come
+#: after ``job``, one column each (``tagseg.pipeline.sweep`` writes it, ``tagseg.report.sweep`` reads it)
+SWEEP_SUMMARY_FILE = "summary.csv"
+SWEEP_COLUMNS = (
+    "job",
+    "overrides",
+    "status",
+    "error",
+    "test_dice_mean",
+    "test_dice_std",
+    "test_hd95_mm_mean",
+    "test_hd95_mm_std",
+    "val_dice_best",
+    "val_dice_best_epoch",
+    "epochs",
+    "wall_s",
+    "run_dir",
+)
+
 #: the first columns of ``test_metrics.csv`` (more may follow, e.g. ``index``)
 METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
 #: the statistics :func:`metric_stats` gives for one set of rows

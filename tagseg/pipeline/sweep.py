@@ -29,29 +29,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE
+from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE, SWEEP_COLUMNS, SWEEP_SUMMARY_FILE
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
 
 CELL = "cell.json"
-SUMMARY = "summary.csv"
+SUMMARY = SWEEP_SUMMARY_FILE
 #: the summary's fixed columns, in order (the swept keys come after ``job``, one column each)
-COLUMNS = (
-    "job",
-    "overrides",
-    "status",
-    "error",
-    "test_dice_mean",
-    "test_dice_std",
-    "test_hd95_mm_mean",
-    "test_hd95_mm_std",
-    "val_dice_best",
-    "val_dice_best_epoch",
-    "epochs",
-    "wall_s",
-    "run_dir",
-)
+COLUMNS = SWEEP_COLUMNS
 METRICS = (
     "test_dice_mean",
     "test_dice_std",

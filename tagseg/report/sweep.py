@@ -13,22 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tagseg.io.run_dir import SWEEP_COLUMNS  # noqa: E402
+
 #: columns of summary.csv that are not swept keys
-FIXED = {
-    "job",
-    "overrides",
-    "status",
-    "error",
-    "test_dice_mean",
-    "test_dice_std",
-    "test_hd95_mm_mean",
-    "test_hd95_mm_std",
-    "val_dice_best",
-    "val_dice_best_epoch",
-    "epochs",
-    "wall_s",
-    "run_dir",
-}
+FIXED = set(SWEEP_COLUMNS)
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
