@@ -305,4 +305,6 @@ def test_tagseg_predict_command_end_to_end(tmp_path, trained_ckpt):
         assert len(list(csv.DictReader(fh))) == 6
     bad = run_cli(f"ckpt={tmp_path / 'missing.ckpt'}", f"input={tmp_path / 'in'}", root=tmp_path)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("tagseg: error: ckpt: checkpoint not found")
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"tagseg: error: ckpt: checkpoint {tmp_path / 'missing.ckpt'} not found (expected a .ckpt file or a run folder)"
+    )

@@ -29,6 +29,7 @@ import lightning as L
 import numpy as np
 import torch
 from torchmetrics.aggregation import CatMetric
+from torchmetrics.utilities import dim_zero_cat
 
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
@@ -191,9 +192,15 @@ class SegmentationModule(L.LightningModule):
         return {"pred": pred}
 
     def on_test_epoch_end(self) -> None:
-        # compute() gathers every rank's rows (a collective: every rank calls it)
+        # compute() gathers every rank's rows (a collective: every rank calls it); a one-device test
+        # inside a DDP job (rank 0 after launcher-created ranks) reads its own rows, waiting for no one
         width = 5 + 2 * self.n_classes
-        value = self.test_table.compute() if self.test_table.update_called else None
+        if not self.test_table.update_called:
+            value = None
+        elif self._trainer is not None and self._trainer.world_size == 1:
+            value = dim_zero_cat(self.test_table.value)
+        else:
+            value = self.test_table.compute()
         table = value.detach().cpu().numpy().reshape(-1, width) if torch.is_tensor(value) else np.zeros((0, width))
         self.test_rows = self.rows_from_table(table)
 
