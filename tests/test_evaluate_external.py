@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY as TINY_OVERRIDES
+from conftest import TINY_MODEL
 from hydra import compose, initialize_config_dir
 
 from tagseg.errors import DataError
@@ -15,19 +17,7 @@ from tagseg.runtime.config import CONF_DIR
 from tagseg.stages.evaluate import evaluate
 from tagseg.stages.train import train
 
-TINY = [
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "datamodule.augment.enabled=false",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
-    "callbacks=minimal",
-    "print_config=false",
-    "+model.network.init_filters=8",
-]
+TINY = [*TINY_OVERRIDES["train"], *TINY_MODEL]
 KEYS = ["subject", "slice", "frame", "group"]
 
 
