@@ -35,6 +35,18 @@ def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarra
     return rgb
 
 
+def batch_overlays(
+    pl_module: L.LightningModule, batch: Mapping[str, Any], outputs: Mapping[str, Any], n: int
+) -> list[np.ndarray]:
+    """The first ``n`` images of a batch, de-normalised with the module's mean / std, with truth and
+    prediction contours (:func:`overlay`)."""
+    mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
+    images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
+    truth = (batch["label"][:n, 0] > 0).cpu().numpy()
+    pred = (outputs["pred"][:n] > 0).cpu().numpy()
+    return [overlay(images[i], truth[i], pred[i]) for i in range(n)]
+
+
 class PredictionOverlays(L.Callback):
     """Log a few validation images with truth / prediction contours to W&B each validation epoch.
 
@@ -64,12 +76,8 @@ class PredictionOverlays(L.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers or not isinstance(outputs, Mapping) or "pred" not in outputs:
             return
-        mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
         n = min(self.n_images, batch["image"].shape[0])
-        images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
-        truth = (batch["label"][:n, 0] > 0).cpu().numpy()
-        pred = (outputs["pred"][:n] > 0).cpu().numpy()
-        pictures = [overlay(images[i], truth[i], pred[i]) for i in range(n)]
+        pictures = batch_overlays(pl_module, batch, outputs, n)
         captions = [
             f"{batch['subject'][i]} slice {int(batch['slice'][i])} frame {int(batch['frame'][i])}" for i in range(n)
         ]
@@ -116,15 +124,11 @@ class TestExamples(L.Callback):
 
         from PIL import Image
 
-        mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
         n = min(self.n_images - self._saved, batch["image"].shape[0])
-        images = denormalise(batch["image"][:n, 0].float(), mean, std).cpu().numpy()
-        truth = (batch["label"][:n, 0] > 0).cpu().numpy()
-        pred = (outputs["pred"][:n] > 0).cpu().numpy()
         folder = Path(self.dirpath)
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(overlay(images[i], truth[i], pred[i])).save(folder / f"{int(batch['index'][i])}.png")
+        for i, picture in enumerate(batch_overlays(pl_module, batch, outputs, n)):
+            Image.fromarray(picture).save(folder / f"{int(batch['index'][i])}.png")
         self._saved += n
 
 
