@@ -66,3 +66,36 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def train_tiny_cyclegan(
+    d: Path,
+    ckpt_name: str = "last.ckpt",
+    generator: dict | None = None,
+    discriminator: dict | None = None,
+    prefix: str = "",
+):
+    """A CycleGAN trained one step (seed 0) on two tiny blob stores in ``d``; returns (checkpoint, module)."""
+    import lightning as L
+
+    from tagseg.data.unpaired import UnpairedDataModule
+    from tagseg.models.cyclegan import CycleGANModule
+
+    torch.set_num_threads(1)
+    a = make_store(d / f"{prefix}cine.h5", n=4, seed=0)
+    b = make_store(d / f"{prefix}tagged.h5", n=4, tagged=True, seed=3)
+    L.seed_everything(0)
+    model = CycleGANModule(generator=generator or TINY_GENERATOR, discriminator=discriminator or TINY_DISCRIMINATOR)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=d,
+    )
+    trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
+    trainer.save_checkpoint(d / ckpt_name)
+    return d / ckpt_name, model

@@ -8,18 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from cyclegan_fixtures import TINY_DISCRIMINATOR, TINY_GENERATOR, make_store, one_thread
+from cyclegan_fixtures import make_store, one_thread, train_tiny_cyclegan
 from store_checks import assert_carried_over
 
 from tagseg.data.intensity import from_gan, to_gan
-from tagseg.data.unpaired import UnpairedDataModule
 from tagseg.errors import ConfigError
 from tagseg.io.store import read_store
-from tagseg.models.cyclegan import CycleGANModule
 from tagseg.translate.cyclegan import CycleGANTranslator, load_generator
 
 _one_thread = pytest.fixture(autouse=True)(one_thread)
@@ -28,26 +25,7 @@ _one_thread = pytest.fixture(autouse=True)(one_thread)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A CycleGAN checkpoint after one step on tiny stores, and the module."""
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("cg")
-    a = make_store(d / "cine.h5", n=4, seed=0)
-    b = make_store(d / "tagged.h5", n=4, tagged=True, seed=3)
-    pl.seed_everything(0)
-    model = CycleGANModule(generator=TINY_GENERATOR, discriminator=TINY_DISCRIMINATOR)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=d,
-    )
-    trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
-    ckpt = d / "last.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return ckpt, model
+    return train_tiny_cyclegan(tmp_path_factory.mktemp("cg"))
 
 
 def test_translate_preserves_shapes_masks_meta_and_extras(tmp_path, trained):

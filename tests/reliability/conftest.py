@@ -125,33 +125,11 @@ def build_checkpoints(d: Path, trained: Path, cyclegan: Path) -> dict[str, Path]
 
 
 def build_cyclegan_ckpt(d: Path) -> Path:
-    import lightning as L
-    import torch
-    from cyclegan_fixtures import make_store as make_blob_store
+    from cyclegan_fixtures import train_tiny_cyclegan
 
-    from tagseg.data.unpaired import UnpairedDataModule
-    from tagseg.models.cyclegan import CycleGANModule
-
-    torch.set_num_threads(1)
-    a = make_blob_store(d / "cg_cine.h5", n=4, seed=0)
-    b = make_blob_store(d / "cg_tagged.h5", n=4, tagged=True, seed=3)
-    L.seed_everything(0)
-    model = CycleGANModule(
-        generator={"ngf": 4, "n_blocks": 1, "n_downsampling": 1}, discriminator={"ndf": 4, "n_layers": 1}
-    )
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=d,
-    )
-    trainer.fit(model, UnpairedDataModule(a, b, batch_size=2))
-    trainer.save_checkpoint(d / "cyclegan.ckpt")
-    return d / "cyclegan.ckpt"
+    generator = {"ngf": 4, "n_blocks": 1, "n_downsampling": 1}
+    ckpt, _ = train_tiny_cyclegan(d, "cyclegan.ckpt", generator, {"ndf": 4, "n_layers": 1}, prefix="cg_")
+    return ckpt
 
 
 def build_raw(d: Path) -> dict[str, Path]:
