@@ -47,6 +47,21 @@ def test_wide_preset_is_seeded_and_varies_the_factors():
     assert min(scales) >= 0.8 and max(scales) <= 1.25 and len(set(scales)) == 12
 
 
+def test_mixed_preset_randomises_a_share_and_keeps_the_rest_fixed():
+    n = 40
+    mixed, wide, fixed = (small(randomise=r, n_subjects=n) for r in ("mixed", "wide", None))
+    chosen = [i for i in range(n) if mixed.domain(i, 0) is not None]
+    assert 12 <= len(chosen) <= 28  # about half of 40 (binomial, p = 0.5)
+    for i in range(n):
+        if i in chosen:  # a randomised subject draws exactly what `wide` draws for it
+            assert mixed.domain(i, 0) == wide.domain(i, 0)
+    kept = next(i for i in range(n) if i not in chosen)
+    img_mixed, img_fixed = mixed.load(kept, 0)[0], fixed.load(kept, 0)[0]
+    assert np.array_equal(img_mixed.image, img_fixed.image) and np.array_equal(img_mixed.mask, img_fixed.mask)
+    assert [small(randomise={"preset": "wide", "fraction": 0.0}, n_subjects=n).domain(i, 0) for i in range(n)] == [None] * n
+    assert parse_randomise({"fraction": 0.3}) == {} and "fraction" not in parse_randomise({"preset": "wide", "fraction": 1})
+
+
 def test_pixel_scale_changes_the_spacing_but_not_the_heart_size_in_mm():
     ref = small(randomise={"pixel_scale": 1.0}).load(0, 0)[0]
     big = small(randomise={"pixel_scale": 1.25}).load(0, 0)[0]
@@ -94,6 +109,8 @@ def test_septal_thickening_thickens_the_wall_towards_the_rv():
         ({"papillary": 2.0}, r"data\.randomise\.papillary"),
         ({"pixel_scale": 2.4, "tag_spacing_mm": 6.0}, r"data\.randomise: tag spacing"),
         (3, r"data\.randomise must be"),
+        ({"preset": "wide", "fraction": [0.2, 0.8]}, r"data\.randomise\.fraction must be one number"),
+        ({"preset": "wide", "fraction": 1.5}, r"data\.randomise\.fraction"),
     ],
 )
 def test_bad_randomise_is_one_clear_error(value, match):

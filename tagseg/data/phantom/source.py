@@ -37,7 +37,7 @@ from tagseg.data.phantom.imaging import (
     tagged_signal,
 )
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
-from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, parse_randomise
+from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, is_randomised, parse_randomise
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, reject_unknown_keys
 
@@ -352,6 +352,10 @@ class PhantomSource:
     def domain(self, item: int, seed: int) -> Domain | None:
         """Subject ``item``'s randomised factors (``None`` without ``randomise``), from its own stream."""
         if not self.randomise:
+            return None
+        # its own stream again, so the choice leaves a randomised subject's draws as with fraction 1
+        draw = np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 22]).uniform()
+        if not is_randomised(self.randomise, draw):
             return None
         return draw_domain(
             self.randomise, np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 21])
