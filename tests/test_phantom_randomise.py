@@ -58,8 +58,12 @@ def test_mixed_preset_randomises_a_share_and_keeps_the_rest_fixed():
     kept = next(i for i in range(n) if i not in chosen)
     img_mixed, img_fixed = mixed.load(kept, 0)[0], fixed.load(kept, 0)[0]
     assert np.array_equal(img_mixed.image, img_fixed.image) and np.array_equal(img_mixed.mask, img_fixed.mask)
-    assert [small(randomise={"preset": "wide", "fraction": 0.0}, n_subjects=n).domain(i, 0) for i in range(n)] == [None] * n
-    assert parse_randomise({"fraction": 0.3}) == {} and "fraction" not in parse_randomise({"preset": "wide", "fraction": 1})
+    assert [small(randomise={"preset": "wide", "fraction": 0.0}, n_subjects=n).domain(i, 0) for i in range(n)] == [
+        None
+    ] * n
+    assert parse_randomise({"fraction": 0.3}) == {} and "fraction" not in parse_randomise(
+        {"preset": "wide", "fraction": 1}
+    )
 
 
 def test_pixel_scale_changes_the_spacing_but_not_the_heart_size_in_mm():
