@@ -21,7 +21,7 @@ ROOT = PACKAGE_DIR.parent
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "conventions", "conf"),
     ("io", "runtime"),
-    ("physics", "metrics", "losses", "contours"),
+    ("physics", "metrics", "losses", "contours", "postprocess"),
     ("data", "tagness"),
     ("models", "callbacks"),
     ("translate", "report"),

@@ -143,6 +143,21 @@ def test_predicted_nifti_mask_is_in_the_input_geometry(tmp_path):
     assert report.rows[0]["myocardium_mm2"] == pytest.approx(report.rows[0]["myocardium_px"] * 1.2 * 1.5)
 
 
+@pytest.mark.parametrize("postprocess", ["none", "largest_component"])
+def test_largest_component_removes_a_bright_blob_away_from_the_heart(tmp_path, postprocess):
+    frames, truth = ring_frames(2)
+    frames[:, 32:40, 0:8] = 950.0  # bright fat at the body edge: segmented by the threshold network
+    nib.save(nib.Nifti1Image(np.transpose(frames, (2, 1, 0)), np.eye(4)), str(tmp_path / "scan.nii.gz"))
+    predict(segmenter(), tmp_path / "scan.nii.gz", tmp_path / "out", progress=False, postprocess=postprocess)
+    labels = np.transpose(np.asarray(nib.load(str(tmp_path / "out" / "scan_mask.nii.gz")).dataobj), (2, 1, 0))
+    blob = labels[:, 32:40, 0:8] == 2
+    if postprocess == "none":
+        assert blob.mean() > 0.5
+    else:
+        assert not blob.any()
+        assert all(dice(labels[t] == 2, truth[t]) > 0.85 for t in range(2))
+
+
 def test_reference_points_json_and_csv(tmp_path):
     frames, _ = ring_frames(2)
     write_matlab_imt(tmp_path / "slice.h5", frames, spacing=(2.0, 0.5))

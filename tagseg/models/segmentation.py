@@ -36,6 +36,7 @@ from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
 from tagseg.metrics import dice_batch, hd95_batch
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
+from tagseg.postprocess import apply_postprocess
 from tagseg.runtime.config import instantiate, plain
 
 INITS = ("xavier_normal", "default")
@@ -123,6 +124,8 @@ class SegmentationModule(L.LightningModule):
         self.loss_fn = instantiate(loss, "loss")
         self.vae_weight = float(vae_weight)
         self.test_rows: list[dict[str, Any]] = []
+        # test-time only (``tagseg evaluate postprocess=``), so not a hyperparameter of the checkpoint
+        self.postprocess = "none"
         # per-image rows: index, slice, frame, mean Dice, mean HD95, then Dice and HD95 per class
         self.test_table = CatMetric(nan_strategy="disable")
         self.test_table.set_dtype(torch.float64)
@@ -173,6 +176,8 @@ class SegmentationModule(L.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
         pred = logits.argmax(dim=1)
+        if self.postprocess != "none":
+            pred = torch.as_tensor(apply_postprocess(self.postprocess, pred.cpu().numpy()), device=pred.device)
         dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
         numbers = np.column_stack(
             [

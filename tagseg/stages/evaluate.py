@@ -14,6 +14,7 @@ from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult
 from tagseg.io.store import store_attrs
 from tagseg.models.segmenter import load_segmentation_module
+from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
 from tagseg.stages.train import checked_stores, evaluate_module, one_device_trainer, save_run_config
@@ -66,8 +67,10 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     split = str(cfg.get("split", "test"))
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"split: expected train, val, test or all, got '{split}'")
+    postprocess = check_postprocess(cfg.get("postprocess"))
     run_dir = Path(cfg.paths.output_dir)
     model, ckpt = load_segmentation_module(cfg.ckpt)
+    model.postprocess = postprocess
     hp = model.hparams
     stores = checked_stores(cfg)
     for store in stores:
@@ -81,7 +84,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     trainer = one_device_trainer(
         cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks")
     )
-    extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split}
+    extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split, "postprocess": postprocess}
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
     result = EvalResult(
         run_dir=run_dir,
@@ -133,7 +136,13 @@ def evaluate_shifts(
             trainer,
             model,
             run_dir / "shift" / name,
-            {"checkpoint": str(ckpt), "stores": [str(store)], "split": "test", "shift": name},
+            {
+                "checkpoint": str(ckpt),
+                "stores": [str(store)],
+                "split": "test",
+                "shift": name,
+                "postprocess": model.postprocess,
+            },
             dataloaders=datamodule.eval_dataloader("test"),
         )
         rows.append(_shift_row(name, description, tested["summary"]))

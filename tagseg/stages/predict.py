@@ -42,6 +42,7 @@ from tagseg.models.segmenter import (  # noqa: F401
     load_segmenter,
     load_segmenters,
 )
+from tagseg.postprocess import apply_postprocess, check_postprocess
 from tagseg.stages.predict_outputs import (
     FAILED_FIELDS,
     POINT_FIELDS,
@@ -158,6 +159,7 @@ def _predict_one(
     scan: Scan = read_scan(inp, **opts["reader"])
     t1 = time.perf_counter()
     labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scan.kind == "store", tta=opts["tta"])
+    labels = apply_postprocess(opts["postprocess"], labels)
     t2 = time.perf_counter()
     contours = contours_of(scan, labels, opts["n_points"], opts["start_angle_deg"])
     pairs = scan_outputs(
@@ -195,6 +197,7 @@ def predict(
     tta: bool = False,
     dicom_seg: bool = False,
     start_angle_deg: float = 90.0,
+    postprocess: str = "none",
 ) -> PredictReport:
     """Segment every scan under ``input_path`` and write masks, overlays and reference points.
 
@@ -213,6 +216,7 @@ def predict(
         tta: average the softmax over the training flips.
         dicom_seg: also write a DICOM SEG for DICOM inputs.
         start_angle_deg: the reference points' start ray when no RV is predicted (see :mod:`tagseg.contours`).
+        postprocess: ``none`` or ``largest_component`` (see :mod:`tagseg.postprocess`).
 
     Returns:
         A report listing the scans, the files written, one row per image and the failures.
@@ -237,6 +241,7 @@ def predict(
         "overlay_max_frames": overlay_max_frames,
         "attrs": dict(attrs or {}),
         "dicom_seg": dicom_seg,
+        "postprocess": check_postprocess(postprocess),
     }
     point_table: list[list[Any]] = []
     bar = None
@@ -301,6 +306,7 @@ def predict_scans(cfg: Any) -> PredictReport:
     t0 = time.perf_counter()
     if cfg.tta not in (None, "none", "flip"):
         raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
+    postprocess = check_postprocess(cfg.get("postprocess"))
     find_inputs(cfg.input)  # a missing or empty input fails before the model is loaded
     segmenter = load_predictor(cfg)
     t1 = time.perf_counter()
@@ -320,6 +326,7 @@ def predict_scans(cfg: Any) -> PredictReport:
             tta=cfg.tta == "flip",
             dicom_seg=bool(cfg.dicom_seg),
             start_angle_deg=float(cfg.start_angle_deg),
+            postprocess=postprocess,
         )
     if start_up is not None:
         report.timings["start_up"] = start_up
