@@ -111,3 +111,27 @@ def test_demo_is_the_documented_subset():
         split_subjects([str(i) for i in range(store["data"]["n_subjects"])], store["spec"]["split_ratios"]).values()
     )
     assert splits.count("train") >= 16 and splits.count("test") >= 10
+
+
+def test_postprocess_re_tests_the_cached_fine_tuning():
+    cell = {"seed": "0", "strategy": "scratch", N_KEY: "4"}
+    plain_plan, lcc_plan = _plans("data_efficiency_demo", [cell, {**cell, "strategy.postprocess": "largest_component"}])
+    assert lcc_plan["finetune"].key == plain_plan["finetune"].key  # not retrained
+    for label, stage in plain_plan.items():
+        if stage.kind == "test":
+            assert stage.config == {"split": "test"}  # the default keeps the keys of existing caches
+            assert lcc_plan[label].key != stage.key and lcc_plan[label].config["postprocess"] == "largest_component"
+
+
+def test_randomisation_demo_compares_the_fixed_mixed_and_wide_phantoms():
+    cells = _cells("randomisation_demo")
+    assert len(cells) == 3 * 3 and {c["data.randomise"] for c in cells} == {"null", "mixed", "wide"}
+    plans = _plans("randomisation_demo", [c for c in cells if c["seed"] == "0"])
+    stores = {p["prepare[phantom_tagged]"].config["data"].get("randomise") for p in plans}
+    assert stores == {None, "mixed", "wide"}  # each randomisation prepares its own store
+    for plan in plans:
+        train = plan["finetune"].config["train"]
+        assert train["datamodule"]["image_size"] == 128 and train["trainer"]["max_epochs"] == 15  # the demo's
+        assert [s for s in plan if s.startswith("test")] == ["test"] + [f"test[{n}]" for n in shift_names()]
+    shifts = {p["prepare[shift_none]"].key for p in plans}
+    assert len(shifts) == 1  # every model meets the same shifted sets

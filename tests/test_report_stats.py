@@ -236,3 +236,18 @@ def test_randomised_cells_are_their_own_strategy(tmp_path):
     # the same tables: no difference; the tagged test split is not paired across phantoms (other hearts)
     assert list(wide["test_set"]) == ["tag_angle"] and wide["d_dice"].abs().max() < 1e-12
     assert set(diff[diff["strategy"] == "cine"]["test_set"]) == {"test", "tag_angle"}
+
+
+def test_post_processed_cells_are_labelled_and_paired_on_every_test_set(tmp_path):
+    import json
+    import shutil
+
+    sweep = make_sweep(tmp_path)
+    shutil.copytree(sweep / "0", sweep / "0p")  # scratch n=1 seed 0, tested again after post-processing
+    record = json.loads((sweep / "0p" / "strategy.json").read_text())
+    (sweep / "0p" / "strategy.json").write_text(json.dumps({**record, "postprocess": "largest_component"}))
+    labels = {c["cell_dir"]: c["strategy"] for c in find_cells(sweep)}
+    assert labels[str(sweep / "0p")] == "scratch/largest_component" and labels[str(sweep / "0")] == "scratch"
+    diff = paired_differences(subject_means(load_cells(find_cells(sweep))))
+    pp = diff[diff["strategy"] == "scratch/largest_component"]
+    assert list(pp["test_set"]) == ["test", "tag_angle"]  # same store, same hearts: paired on the split too

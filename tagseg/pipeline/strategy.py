@@ -30,6 +30,7 @@ from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
+from tagseg.postprocess import check_postprocess
 from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,9 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
 
 def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") -> Stage:
     """Test the fine-tuned best checkpoint on ``store``'s test split (the tagged store's, or a
-    shifted set's), on one device."""
-    config = {"split": "test"}
+    shifted set's), on one device, after ``strategy.postprocess`` (``none`` adds nothing to the key)."""
+    postprocess = check_postprocess(cfg.strategy.get("postprocess"), "strategy.postprocess")
+    config = {"split": "test"} if postprocess == "none" else {"split": "test", "postprocess": postprocess}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
         from tagseg.stages.evaluate import evaluate
@@ -265,6 +267,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") 
         with open_dict(ev_cfg):
             ev_cfg.ckpt = str(inputs[finetune].outputs["best_ckpt"])
             ev_cfg.split = "test"
+            ev_cfg.postprocess = postprocess
             ev_cfg.paths.output_dir = str(out)
             ev_cfg.data = cfg.data.copy()
             ev_cfg.data.store = store_path
@@ -442,6 +445,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
         "strategy": str(cfg.strategy.name),
         "seed": int(cfg.get("seed", 0)),
         "n_train_subjects": OmegaConf.select(cfg, "datamodule.n_train_subjects"),
+        "postprocess": check_postprocess(cfg.strategy.get("postprocess"), "strategy.postprocess"),
         # every test set: "test" (the tagged test split) and "test[<shift>]"
         "tests": {
             ("test" if label == "test" else label[5:-1]): {

@@ -66,7 +66,8 @@ def find_cells(root: str | Path) -> list[dict]:
 
     A cell trained on a randomised phantom (``data.randomise`` in its ``.hydra/config.yaml``) is
     labelled ``<strategy>+<preset>`` (``+randomised`` for explicit ranges), so one report can
-    compare it with the same strategy on the fixed phantom.
+    compare it with the same strategy on the fixed phantom; one tested after a post-processing
+    (``strategy.postprocess``) gets ``/<postprocess>`` (``scratch/largest_component``).
     """
     cells = []
     for path in sorted(Path(root).rglob(STRATEGY_FILE)):
@@ -77,6 +78,8 @@ def find_cells(root: str | Path) -> list[dict]:
         randomise = _randomise(path.parent)
         if randomise:
             record["strategy"] = f"{record['strategy']}+{randomise if isinstance(randomise, str) else 'randomised'}"
+        if record.get("postprocess", "none") != "none":
+            record["strategy"] = f"{record['strategy']}/{record['postprocess']}"
         cells.append(record)
     return cells
 
@@ -204,8 +207,8 @@ def paired_differences(
 
 
 def _randomisation(label: str) -> str:
-    """The randomisation part of a strategy label (``scratch+mixed`` -> ``mixed``; none -> ``''``)."""
-    return label.partition("+")[2]
+    """The randomisation part of a strategy label (``scratch+mixed/largest_component`` -> ``mixed``; none -> ``''``)."""
+    return label.partition("/")[0].partition("+")[2]
 
 
 def epochs_to_fraction(values: Sequence[float], fraction: float = 0.95) -> int | None:
