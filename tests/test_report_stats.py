@@ -211,6 +211,28 @@ def test_report_on_a_synthetic_sweep(tmp_path):
     assert per["cine"] < per["scratch"]
 
 
+def test_report_pairs_against_every_reference_and_names_an_unknown_one(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.errors import ConfigError
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.report import report
+
+    sweep = make_sweep(tmp_path)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("report", overrides=[f"path={sweep}", "n_boot=300", "references=[scratch,cine]"])
+        bad = compose("report", overrides=[f"path={sweep}", "references=[scratch,phyiscs]"])
+    report(cfg)
+    diff = pd.read_csv(sweep / "report" / "paired_vs_cine.csv")
+    assert set(diff["strategy"]) == {"scratch", "physics"}
+    physics = diff[(diff["strategy"] == "physics") & (diff["test_set"] == "test")]
+    assert physics["d_dice"].to_numpy() == pytest.approx([-0.02, -0.02], abs=0.01)  # gains 0.03 - 0.05
+    assert "Dice difference to cine" in (sweep / "report" / "paired_vs_cine.md").read_text()
+    assert (sweep / "report" / "paired_vs_scratch.csv").exists()
+    with pytest.raises(ConfigError, match=r"references: 'phyiscs' is not a strategy of .*expected some of \['cine'"):
+        report(bad)
+
+
 def test_convergence_skips_cells_without_logs(tmp_path):
     per_cell, curves = convergence(
         [{"strategy": "scratch", "n_train_subjects": 1, "seed": 0, "run_dir": str(tmp_path)}]

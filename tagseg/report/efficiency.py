@@ -6,6 +6,7 @@ Written by ``tagseg report path=<sweep dir>`` when the sweep's cells limit the l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tagseg.errors import ConfigError  # noqa: E402
 from tagseg.report.stats import (  # noqa: E402
     IN_DISTRIBUTION,
     REFERENCE,
@@ -61,10 +63,10 @@ def curve_markdown(curve: pd.DataFrame, metric: str = "dice") -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(diff: pd.DataFrame, metric: str = "dice") -> str:
-    """Strategy minus scratch: ``diff [low, high]`` per test set; ``*`` marks intervals excluding 0."""
+def paired_markdown(diff: pd.DataFrame, metric: str = "dice", reference: str = REFERENCE) -> str:
+    """Strategy minus ``reference``: ``diff [low, high]`` per test set; ``*`` marks intervals excluding 0."""
     if diff.empty:
-        return "(no strategy paired with scratch)\n"
+        return f"(no strategy paired with {reference})\n"
     sets = list(dict.fromkeys(diff["test_set"]))
     lines = ["| strategy | n | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
     for strategy in _strategies(diff):
@@ -134,15 +136,24 @@ def plot_validation_curves(curves: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
-def write_data_efficiency(root: str | Path, out_dir: str | Path, n_boot: int = 2000) -> dict[str, Path]:
+def write_data_efficiency(
+    root: str | Path, out_dir: str | Path, n_boot: int = 2000, references: Sequence[str] = (REFERENCE,)
+) -> dict[str, Path]:
     """Write the learning curves, paired differences and convergence of the sweep ``root``.
 
     Files (under ``out_dir``): ``learning_curve.csv/.md/.png`` (+ ``learning_curve_hd95.png``),
-    ``paired_vs_scratch.csv/.md``, ``convergence.csv`` (per cell), ``convergence_summary.csv/.md``,
-    ``validation_curves.png``.
+    ``paired_vs_<reference>.csv/.md`` per reference, ``convergence.csv`` (per cell),
+    ``convergence_summary.csv/.md``, ``validation_curves.png``.
+
+    Args:
+        references: strategies every other one is paired against (``scratch``; e.g. ``physics`` to
+            compare ``physics_dynamic`` with static tags).
 
     Returns:
         The files written, by kind; empty when ``root`` holds no data-efficiency cells.
+
+    Raises:
+        ConfigError: a reference other than ``scratch`` that no cell of the sweep ran.
     """
     cells = find_cells(root)
     if not cells:
@@ -151,14 +162,15 @@ def write_data_efficiency(root: str | Path, out_dir: str | Path, n_boot: int = 2
     out.mkdir(parents=True, exist_ok=True)
     subjects = subject_means(load_cells(cells))
     curve = learning_curve(subjects, n_boot)
-    diff = paired_differences(subjects, REFERENCE, n_boot)
+    strategies = sorted(set(subjects["strategy"]))
+    for reference in references:
+        if reference != REFERENCE and reference not in strategies:
+            raise ConfigError(f"references: {reference!r} is not a strategy of {root}; expected some of {strategies}")
     per_cell, curves = convergence(cells)
     conv = convergence_summary(per_cell)
     paths = {
         "learning_curve_csv": out / "learning_curve.csv",
         "learning_curve_md": out / "learning_curve.md",
-        "paired_csv": out / "paired_vs_scratch.csv",
-        "paired_md": out / "paired_vs_scratch.md",
         "convergence_csv": out / "convergence.csv",
         "convergence_summary_csv": out / "convergence_summary.csv",
         "convergence_md": out / "convergence_summary.md",
@@ -170,13 +182,17 @@ def write_data_efficiency(root: str | Path, out_dir: str | Path, n_boot: int = 2
         + "\nHD95 (mm)\n\n"
         + curve_markdown(curve, "hd95_mm")
     )
-    diff.to_csv(paths["paired_csv"], index=False)
-    paths["paired_md"].write_text(
-        f"Dice difference to {REFERENCE} (paired by test subject and seed) [95 % interval]; * excludes 0\n\n"
-        + paired_markdown(diff, "dice")
-        + f"\nHD95 (mm) difference to {REFERENCE}\n\n"
-        + paired_markdown(diff, "hd95_mm")
-    )
+    for reference in dict.fromkeys(references):
+        diff = paired_differences(subjects, reference, n_boot)
+        key = "paired" if reference == REFERENCE else f"paired_{reference}"
+        paths[f"{key}_csv"], paths[f"{key}_md"] = out / f"paired_vs_{reference}.csv", out / f"paired_vs_{reference}.md"
+        diff.to_csv(paths[f"{key}_csv"], index=False)
+        paths[f"{key}_md"].write_text(
+            f"Dice difference to {reference} (paired by test subject and seed) [95 % interval]; * excludes 0\n\n"
+            + paired_markdown(diff, "dice", reference)
+            + f"\nHD95 (mm) difference to {reference}\n\n"
+            + paired_markdown(diff, "hd95_mm", reference)
+        )
     per_cell.to_csv(paths["convergence_csv"], index=False)
     conv.to_csv(paths["convergence_summary_csv"], index=False)
     lines = [

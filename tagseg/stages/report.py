@@ -16,7 +16,7 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
     """Write the tables and figures of ``cfg.path`` under ``cfg.output`` (default ``<path>/report``).
 
     A data-efficiency sweep (cells with ``datamodule.n_train_subjects``) also gets learning curves,
-    paired differences against scratch and convergence (:mod:`tagseg.report.efficiency`); its
+    paired differences against scratch (and ``cfg.references``) and convergence (:mod:`tagseg.report.efficiency`); its
     per-run example figures are skipped (one per cell would be dozens).
 
     Returns:
@@ -26,7 +26,9 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
     figures: list[Path | None] = []
     out = Path(cfg.output) if cfg.output else root / "report"
     paths = write_tables(root, out)
-    efficiency = write_data_efficiency(root, out, n_boot=int(cfg.get("n_boot", 2000)))
+    references = cfg.get("references") or ["scratch"]
+    references = [references] if isinstance(references, str) else [str(r) for r in references]
+    efficiency = write_data_efficiency(root, out, n_boot=int(cfg.get("n_boot", 2000)), references=references)
     if (root / "summary.csv").exists():  # a sweep folder: its table (Table 3/4 layout) and bar figure
         from tagseg.report.sweep import write_sweep_report
 
