@@ -221,3 +221,24 @@ def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckp
     before = [p.stat().st_mtime_ns for p in stores]
     evaluate(cfg)  # prepared once, reused
     assert [p.stat().st_mtime_ns for p in stores] == before
+
+
+def test_a_randomised_phantom_gets_its_own_default_store():
+    """`tagseg train experiment=demo data.randomise=mixed` after `make demo` must not train on the fixed store."""
+    from tagseg.runtime.config import compose, randomise_suffix
+
+    assert randomise_suffix(None) == "" and randomise_suffix({}) == "" and randomise_suffix("mixed") == "_mixed"
+    ranges = randomise_suffix({"snr": [6, 9], "tag_angle_deg": [0, 90]})
+    assert ranges.startswith("_r") and len(ranges) == 10
+    assert ranges == randomise_suffix({"tag_angle_deg": [0, 90], "snr": [6, 9]})  # key order does not matter
+    assert ranges != randomise_suffix({"snr": [6, 10], "tag_angle_deg": [0, 90]})
+    stores = {
+        r: compose("train", ["experiment=demo", f"data.randomise={r}"]).data.store
+        for r in ("null", "mixed", "wide", "{snr: [6, 9]}")
+    }
+    assert stores["null"].endswith("/demo/phantom_tagged_128.h5")  # the fixed phantom keeps its file
+    assert len(set(stores.values())) == 4
+    cine = compose("train", ["strategy=cine", "strategy.source.randomise=mixed"])
+    assert cine.data.store.endswith("/phantom_tagged.h5") and cine.strategy.source.store.endswith(
+        "/phantom_cine_mixed.h5"
+    )

@@ -7,8 +7,11 @@ non-editable install finds them from any folder. Users add config folders of the
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,26 @@ from tagseg.errors import ConfigError, TagsegError
 
 #: the folder holding the Hydra configs (package data)
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def randomise_suffix(value: Any) -> str:
+    """File-name suffix of a ``data.randomise`` setting (the resolver ``${randomise_suffix:...}``).
+
+    The phantom's default store names carry it, so a randomised phantom never reuses the fixed
+    phantom's store (or another randomisation's): ``''`` for the fixed phantom (``null``, an empty
+    mapping), ``_<preset>`` for a preset name, ``_r<8 hex>`` (a hash of the ranges) for a mapping.
+    """
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or value is False or (isinstance(value, Mapping) and not value):
+        return ""
+    if isinstance(value, str):
+        return "_" + re.sub(r"[^A-Za-z0-9_-]+", "-", value)
+    text = json.dumps(value, sort_keys=True, default=str)
+    return "_r" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+OmegaConf.register_new_resolver("randomise_suffix", randomise_suffix, replace=True)
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
