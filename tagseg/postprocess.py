@@ -1,11 +1,14 @@
-"""Post-processing of predicted label maps (``postprocess=`` of ``tagseg evaluate`` and ``tagseg predict``).
+"""Post-processing of predicted label maps (``postprocess=`` of ``tagseg evaluate``, ``tagseg predict``
+and ``strategy.postprocess``).
 
-A heart has one myocardium, one LV blood pool and one RV per short-axis slice. Outside the training
-distribution a segmenter also marks tag-modulated fat at the body edge or bits of other organs,
-which cost little Dice but dominate HD95. ``largest_component`` keeps, per image and per
-foreground class, only the largest 8-connected component (nnU-Net's "remove all but the largest
-component"); the removed pixels become background. ``none`` leaves the argmax as it is, as the
-paper reports it.
+A heart has one myocardium, one LV blood pool and one RV per short-axis slice, so a prediction
+with several pieces of one label is partly wrong. ``largest_component`` keeps, per image and per
+foreground label, only the largest 8-connected component (nnU-Net's "remove all but the largest
+component"); the removed pixels become background. It removes false positives away from the heart
+(bright fat, other organs), but also the true pieces of a myocardial ring that broke up: on the
+phantom's shifted test sets it lowered Dice and raised HD95 (docs/experiments.md,
+"Post-processing"), so it is opt-in, as nnU-Net applies it only where validation shows a gain.
+``none`` leaves the argmax as it is, as the paper reports it.
 """
 
 from __future__ import annotations
