@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from tagseg.data.phantom import PhantomSource
 from tagseg.data.phantom.randomise import PRESETS, parse_randomise
 from tagseg.errors import ConfigError
 
-#: sha256 (first 16 hex) of images + masks of the fixed phantom below, as rendered before randomisation existed
-FIXED_PHANTOM = {"tagged": "04d2e6fbf2e56946", "cine": "a9ce49dccbe9f2eb"}
+#: images (float16) + masks of the fixed phantom below, as rendered before randomisation existed. Kept as
+#: arrays compared with a tolerance, not a hash: float rounding differs between CPUs and BLAS kernels.
+FIXED_PHANTOM = Path(__file__).parent / "data" / "fixed_phantom_small.npz"
 
 
 def small(**kw) -> PhantomSource:
@@ -30,16 +32,30 @@ def digest(src: PhantomSource, seed: int = 5) -> str:
     return h.hexdigest()[:16]
 
 
+def rendered(src: PhantomSource, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    records = [r for item in range(src.n_subjects) for r in src.load(item, seed)]
+    return np.stack([r.image for r in records]), np.stack([r.mask for r in records])
+
+
+def assert_fixed_phantom(images: np.ndarray, masks: np.ndarray, modality: str) -> None:
+    with np.load(FIXED_PHANTOM) as ref:
+        ref_images, ref_masks = ref[f"{modality}_images"].astype(np.float32), ref[f"{modality}_masks"]
+    assert images.shape == ref_images.shape and masks.shape == ref_masks.shape
+    np.testing.assert_allclose(images, ref_images, atol=2e-3, rtol=0)  # float16 storage: ~5e-4 near 1
+    assert np.mean(masks != ref_masks) < 1e-3  # a boundary pixel may flip with the platform's rounding
+
+
 @pytest.mark.parametrize("modality", ["tagged", "cine"])
-def test_default_phantom_is_unchanged_byte_for_byte(modality):
-    assert digest(small(modality=modality)) == FIXED_PHANTOM[modality]
-    assert digest(small(modality=modality, randomise=None)) == FIXED_PHANTOM[modality]
+def test_default_phantom_is_unchanged(modality):
+    assert_fixed_phantom(*rendered(small(modality=modality)), modality)
+    assert_fixed_phantom(*rendered(small(modality=modality, randomise=None)), modality)
 
 
 def test_wide_preset_is_seeded_and_varies_the_factors():
     a, b = small(randomise="wide"), small(randomise="wide")
     assert digest(a) == digest(b)
-    assert digest(a) != FIXED_PHANTOM["tagged"]
+    with np.load(FIXED_PHANTOM) as ref:
+        assert np.abs(rendered(a)[0] - ref["tagged_images"].astype(np.float32)).max() > 0.1
     doms = [small(randomise="wide", n_subjects=12).domain(i, 0) for i in range(12)]
     angles = [d.tag_angle_deg for d in doms]
     assert min(angles) >= 0 and max(angles) <= 90 and np.std(angles) > 15
