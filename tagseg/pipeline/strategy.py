@@ -28,6 +28,7 @@ from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
+from tagseg.metric_registry import mean_std_keys, metric_names
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
 from tagseg.postprocess import check_postprocess
@@ -415,7 +416,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     """Plan, show and run ``cfg.strategy``; the result is this cell's sweep record.
 
     Returns:
-        ``status``, ``strategy``, test ``test_dice_mean/std``, ``test_hd95_mm_mean/std``,
+        ``status``, ``strategy``, test ``test_<metric>_mean/std`` of every registered metric (``test_dice_mean``, ...),
         ``epochs`` (of the fine-tuning), ``run_dir`` (of the fine-tuning), ``summary_path`` and
         ``stages`` (label -> cache folder, key, reused). Also written to
         ``<run dir>/strategy.json``.
@@ -439,7 +440,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     from tagseg.stages.dashboard import best_validation
 
     best_val = best_validation(finetune.dir)
-    metrics = {"test/dice": summary["dice_mean"], "test/hd95_mm": summary["hd95_mm_mean"], **best_val}
+    metrics = {**{f"test/{name}": summary[f"{name}_mean"] for name in metric_names()}, **best_val}
     record = {
         "status": "ok",
         "strategy": str(cfg.strategy.name),
@@ -449,16 +450,12 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
         # every test set: "test" (the tagged test split) and "test[<shift>]"
         "tests": {
             ("test" if label == "test" else label[5:-1]): {
-                "dice_mean": r.outputs["summary"]["dice_mean"],
-                "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
+                **{f"{name}_mean": r.outputs["summary"][f"{name}_mean"] for name in metric_names()},
                 "metrics_path": str(r.outputs["metrics_path"]),
             }
             for label, r in tests.items()
         },
-        "test_dice_mean": summary["dice_mean"],
-        "test_dice_std": summary["dice_std"],
-        "test_hd95_mm_mean": summary["hd95_mm_mean"],
-        "test_hd95_mm_std": summary["hd95_mm_std"],
+        **{f"test_{key}": summary[key] for key in mean_std_keys()},
         "val_dice_best": best_val.get("val/dice_best"),
         "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),
         "metrics": metrics,

@@ -29,24 +29,24 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE, SWEEP_COLUMNS, SWEEP_SUMMARY_FILE
+from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE, SWEEP_SUMMARY_FILE, sweep_columns
+from tagseg.metric_registry import mean_std_keys
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
 
 CELL = "cell.json"
 SUMMARY = SWEEP_SUMMARY_FILE
-#: the summary's fixed columns, in order (the swept keys come after ``job``, one column each)
-COLUMNS = SWEEP_COLUMNS
-METRICS = (
-    "test_dice_mean",
-    "test_dice_std",
-    "test_hd95_mm_mean",
-    "test_hd95_mm_std",
-    "val_dice_best",
-    "val_dice_best_epoch",
-    "epochs",
-)
+#: the columns a cell's result fills besides the test metrics (:func:`result_columns`)
+TRAINING_COLUMNS = ("val_dice_best", "val_dice_best_epoch", "epochs")
+
+
+def result_columns() -> tuple[str, ...]:
+    """The columns a cell's result fills: every registered metric's ``test_<name>_mean`` / ``_std``,
+    then :data:`TRAINING_COLUMNS`."""
+    return (*mean_std_keys("test_"), *TRAINING_COLUMNS)
+
+
 #: overrides that are never a column of their own (folders, loggers, launcher settings)
 NOT_KEYS = ("hydra", "paths", "logger", "experiment", "hparams_search")
 
@@ -73,9 +73,9 @@ def cell_record(
         status: Hydra's job status (``FAILED`` when the task raised).
 
     Returns:
-        A mapping with every column of :data:`COLUMNS` (missing metrics are ``None``).
+        A mapping with every column of :func:`~tagseg.io.run_dir.sweep_columns` (missing metrics are ``None``).
     """
-    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row: dict[str, Any] = {c: None for c in sweep_columns()}
     row.update(
         job=job,
         overrides=",".join(overrides),
@@ -92,7 +92,7 @@ def cell_record(
         found = {**nested, **found}
     row["status"] = str(found.get("status", "ok"))
     row["error"] = found.get("error")
-    for key in METRICS:
+    for key in result_columns():
         if found.get(key) is not None:
             row[key] = found[key]
     return row
@@ -108,8 +108,8 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     found = json.loads(path.read_text())
-    out = {f"test_{k}": found[k] for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std") if k in found}
-    out.update({k: found[k] for k in ("val_dice_best", "val_dice_best_epoch", "epochs") if k in found})
+    out = {f"test_{k}": found[k] for k in mean_std_keys() if k in found}
+    out.update({k: found[k] for k in TRAINING_COLUMNS if k in found})
     return out
 
 
@@ -179,7 +179,8 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     out = sweep_dir / SUMMARY
     tmp = out.with_name(f".{SUMMARY}.tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[COLUMNS[0], *keys, *COLUMNS[1:]], extrasaction="ignore")
+        columns = sweep_columns()
+        writer = csv.DictWriter(fh, fieldnames=[columns[0], *keys, *columns[1:]], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(out)
@@ -196,15 +197,13 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             return "nan" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
         return str(v)
 
-    keys = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "override_list"]
+    fixed = sweep_columns()
+    keys = [k for k in (rows[0] if rows else {}) if k not in fixed and k != "override_list"]
     cols = (
         "job",
         *(keys or ["overrides"]),
         "status",
-        "test_dice_mean",
-        "test_dice_std",
-        "test_hd95_mm_mean",
-        "test_hd95_mm_std",
+        *mean_std_keys("test_"),
         "val_dice_best",
         "epochs",
         "wall_s",

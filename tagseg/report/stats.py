@@ -30,7 +30,7 @@ STRATEGY_FILE = "strategy.json"
 #: the tagged test split's name among the test sets
 IN_DISTRIBUTION = "test"
 REFERENCE = "scratch"
-METRICS = ("dice", "hd95_mm")
+METRICS = ("dice", "hd95_mm")  # the data-efficiency statistics compare the two built-in metrics
 
 
 def bootstrap_ci(
@@ -106,7 +106,7 @@ def load_cells(cells: Sequence[dict]) -> pd.DataFrame:
                 raise TagsegError(
                     f"{cell['cell_dir']}: its test table {path} is missing (cache folder moved or deleted?)"
                 )
-            df = pd.read_csv(path, usecols=lambda c: c in ("subject", "slice", "frame", "dice", "hd95_mm"))
+            df = pd.read_csv(path, usecols=lambda c: c in ("subject", "slice", "frame", *METRICS))
             df["strategy"], df["n"], df["seed"], df["test_set"] = (
                 cell["strategy"],
                 int(cell["n_train_subjects"]),

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.metric_registry import metric_specs
+
 #: overrides never part of a run name (folders, the logger itself, launcher settings)
 NAME_SKIP = ("hydra", "paths", "logger", "experiment", "hparams_search", "trainer.devices", "torch_threads")
 
@@ -146,10 +148,11 @@ def apply_identity(cfg: DictConfig) -> None:
 
 
 def define_metrics(run: Any) -> None:
-    """Summaries that answer "how good did it get": best (max) ``val/dice``, lowest ``val/hd95_mm`` and loss."""
+    """Summaries that answer "how good did it get": each registered metric's best ``val/<name>`` (max when
+    higher is better: ``val/dice``; min otherwise: ``val/hd95_mm``) and the lowest loss."""
     run.define_metric("epoch")
-    run.define_metric("val/dice", summary="max")
-    run.define_metric("val/hd95_mm", summary="min")
+    for spec in metric_specs():
+        run.define_metric(f"val/{spec.name}", summary="max" if spec.higher_is_better else "min")
     run.define_metric("val/loss", summary="min")
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from tagseg.io.run_dir import metric_columns
+from tagseg.metric_registry import metric_names
 from tagseg.runtime import wandb_run
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 OVERLAYS = "overlays"
 #: rows of the test table that carry their overlay image
 N_TABLE_IMAGES = 8
-TABLE_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
 
 
 def _finite(value: Any) -> Any:
@@ -33,13 +34,13 @@ def _finite(value: Any) -> Any:
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat W&B summary keys of a test ``summary.json``: ``test/dice`` (mean), ``test/dice_std``,
-    ``test/dice_median``, the same for ``hd95_mm``, ``test/n_images``, and per group / frame
-    ``test/group/<g>/dice`` ... ``test/frame/<f>/hd95_mm``."""
+    """Flat W&B summary keys of a test ``summary.json``: for each registered metric ``test/<name>`` (mean),
+    ``test/<name>_std``, ``test/<name>_median`` (``test/dice``, ..., ``test/hd95_mm_median``),
+    ``test/n_images``, and per group / frame ``test/group/<g>/dice`` ... ``test/frame/<f>/hd95_mm``."""
 
     def stats(prefix: str, s: Mapping[str, Any]) -> dict[str, Any]:
         out = {}
-        for metric in ("dice", "hd95_mm"):
+        for metric in metric_names():
             out[f"{prefix}{metric}"] = _finite(s.get(f"{metric}_mean"))
             out[f"{prefix}{metric}_std"] = _finite(s.get(f"{metric}_std"))
             out[f"{prefix}{metric}_median"] = _finite(s.get(f"{metric}_median"))
@@ -98,7 +99,7 @@ def images_table(test_dir: str | Path, n_images: int = N_TABLE_IMAGES) -> Any:
 
     test_dir = Path(test_dir)
     df = pd.read_csv(test_dir / "test_metrics.csv")
-    columns = [c for c in TABLE_COLUMNS if c in df.columns]
+    columns = [c for c in metric_columns() if c in df.columns]
     table = wandb.Table(columns=[*columns, "overlay"])
     shown = 0
     for row in df.to_dict("records"):

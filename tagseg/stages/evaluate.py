@@ -13,6 +13,7 @@ from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepar
 from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult
 from tagseg.io.store import store_attrs
+from tagseg.metric_registry import mean_std_keys
 from tagseg.models.segmenter import load_segmentation_module
 from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
@@ -158,7 +159,7 @@ def _shift_row(name: str, description: str, summary: dict[str, Any]) -> dict[str
     return {
         "test_set": name,
         "description": description,
-        **{k: summary.get(k) for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")},
+        **{k: summary.get(k) for k in (*mean_std_keys(), "n_images")},
     }
 
 

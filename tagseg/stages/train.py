@@ -30,6 +30,7 @@ from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
 from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
 from tagseg.io.store import check_store
+from tagseg.metric_registry import metric_names
 from tagseg.models.networks import NETWORKS, check_image_size
 from tagseg.models.segmentation import SegmentationModule
 from tagseg.runtime.config import instantiate, instantiate_group, plain, set_torch_threads
@@ -359,12 +360,13 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def cell_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers a sweep may optimise (``optimized_metric``): ``test/dice``, ``test/hd95_mm`` (means),
-    ``val/dice_best``, ``val/dice_best_epoch``; only those the run produced."""
+    """The numbers a sweep may optimise (``optimized_metric``): ``test/<metric>`` (the mean) of every
+    registered metric (``test/dice``, ``test/hd95_mm``, ...), ``val/dice_best``, ``val/dice_best_epoch``;
+    only those the run produced."""
     out = {k: float(v) for k, v in (result.get("metrics") or {}).items() if k.startswith("val/dice_best")}
     summary = result.get("summary")
     if summary:
-        out.update({"test/dice": float(summary["dice_mean"]), "test/hd95_mm": float(summary["hd95_mm_mean"])})
+        out.update({f"test/{name}": float(summary[f"{name}_mean"]) for name in metric_names()})
     return out
 
 
