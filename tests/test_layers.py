@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "conventions", "conf", "metric_registry"),
     ("io", "runtime"),
     ("physics", "metrics", "losses", "contours", "postprocess"),
-    ("data", "tagness"),
+    ("data", "tagness", "predict_outputs"),
     ("models", "callbacks"),
     ("translate", "report"),
     ("stages",),

@@ -106,11 +106,11 @@ def _sweep_cell(sweep: Path, job: int, gamma: str, rows: list[dict]) -> None:
 def test_a_registered_metric_reaches_every_table(dummy_metric, trained_ckpt, make_ring_store, tmp_path):
     from tagseg.io.run_dir import write_test_results
     from tagseg.pipeline.sweep import write_summary
+    from tagseg.report.dashboard import summary_metrics
     from tagseg.report.sweep import write_sweep_report
     from tagseg.report.tables import write_tables
     from tagseg.runtime.console import summary_table
     from tagseg.runtime.wandb_run import define_metrics
-    from tagseg.stages.dashboard import summary_metrics
 
     rows = _tested_rows(trained_ckpt, make_ring_store("rings.h5"))
     assert rows and all(r[DUMMY] == pytest.approx(1.0 - r["dice"]) for r in rows)

@@ -78,9 +78,58 @@ def sweep_columns() -> tuple[str, ...]:
     )
 
 
+#: what Hydra keeps in a job's folder: the job's overrides and its composed config
+HYDRA_DIR = ".hydra"
+HYDRA_OVERRIDES = "overrides.yaml"
+HYDRA_CONFIG = "config.yaml"
+
+
+def last_checkpoint_in(checkpoint_dir: str | Path) -> Path:
+    """The checkpoint to resume from inside a checkpoint folder: ``<checkpoint_dir>/last.ckpt``
+    (whether or not it exists); the one rule every stage and the checkpoint resolver use."""
+    return Path(checkpoint_dir) / LAST_CKPT
+
+
 def last_checkpoint(run_dir: str | Path) -> Path:
     """``<run_dir>/checkpoints/last.ckpt`` (whether or not it exists)."""
-    return Path(run_dir) / CHECKPOINTS_DIR / LAST_CKPT
+    return last_checkpoint_in(Path(run_dir) / CHECKPOINTS_DIR)
+
+
+def write_run_config(cfg: Any, run_dir: str | Path) -> Path:
+    """Write a run's resolved config as ``<run_dir>/config.yaml`` (atomically; the folder is made).
+
+    Args:
+        cfg: the composed config (an OmegaConf ``DictConfig``).
+        run_dir: the run folder.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def hydra_config_path(job_dir: str | Path) -> Path:
+    """The composed config Hydra saved for a job: ``<job_dir>/.hydra/config.yaml`` (whether or not it exists)."""
+    return Path(job_dir) / HYDRA_DIR / HYDRA_CONFIG
+
+
+def hydra_overrides(job_dir: str | Path) -> list[str] | None:
+    """The command-line overrides of a Hydra job (``<job_dir>/.hydra/overrides.yaml``), or None when the
+    folder is no Hydra job."""
+    path = Path(job_dir) / HYDRA_DIR / HYDRA_OVERRIDES
+    if not path.exists():
+        return None
+    import yaml
+
+    return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
+
+
+def job_dirs(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """The Hydra job folders below ``folder`` (not ``folder`` itself), sorted: each holding
+    ``.hydra/overrides.yaml``; with ``recursive=False``, only its direct subfolders."""
+    pattern = f"{'**/' if recursive else ''}*/{HYDRA_DIR}/{HYDRA_OVERRIDES}"
+    return sorted(p.parent.parent for p in Path(folder).glob(pattern))
 
 
 def metric_stats(df: pd.DataFrame) -> dict[str, Any]:
@@ -233,6 +282,30 @@ class TrainResult(_Fields):
 
 
 @dataclass
+class CycleGANResult(_Fields):
+    """What :func:`tagseg.stages.cyclegan.train_cyclegan` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        last_ckpt: ``checkpoints/last.ckpt`` when written.
+        epochs: epochs fitted; global_step: optimiser steps (two per batch: generators, discriminators).
+        seconds: the fit's wall time.
+        grids: the translation-grid PNGs written.
+        tagness: the tagness check (when ``tagness_check.enabled``).
+        extra: anything else a caller records.
+    """
+
+    run_dir: Path
+    last_ckpt: Path | None
+    epochs: int
+    global_step: int
+    seconds: float
+    grids: list[Path] = field(default_factory=list)
+    tagness: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EvalResult(_Fields):
     """What :func:`tagseg.stages.evaluate.evaluate` returns: the checkpoint tested and what it wrote."""
 
@@ -249,6 +322,10 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "CONFIG_FILE",
     "CONFIG_TREE_FILE",
+    "CycleGANResult",
+    "HYDRA_CONFIG",
+    "HYDRA_DIR",
+    "HYDRA_OVERRIDES",
     "EvalResult",
     "LAST_CKPT",
     "METRICS_FILE",
@@ -259,12 +336,17 @@ __all__ = [
     "TAGNESS_FILE",
     "TestResult",
     "TrainResult",
+    "hydra_config_path",
+    "hydra_overrides",
+    "job_dirs",
     "last_checkpoint",
+    "last_checkpoint_in",
     "metric_columns",
     "metric_stats",
     "stat_keys",
     "summarise",
     "sweep_columns",
     "write_atomic",
+    "write_run_config",
     "write_test_results",
 ]

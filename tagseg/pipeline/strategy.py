@@ -437,7 +437,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
     tests = {label: r for label, r in results.items() if r.kind == "test"}
-    from tagseg.stages.dashboard import best_validation
+    from tagseg.report.dashboard import best_validation
 
     best_val = best_validation(finetune.dir)
     metrics = {**{f"test/{name}": summary[f"{name}_mean"] for name in metric_names()}, **best_val}
@@ -481,8 +481,8 @@ def log_cell(
     now or reused (then tagged ``reused``), so every sweep's W&B group has every cell."""
     if OmegaConf.select(cfg, "logger.wandb", default=None) is None:
         return
+    from tagseg.report.dashboard import log_cell_run
     from tagseg.runtime.wandb_run import run_name
-    from tagseg.stages.dashboard import log_cell_run
 
     test, finetune = results["test"], results["finetune"]
     stores = {

@@ -29,7 +29,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE, SWEEP_SUMMARY_FILE, sweep_columns
+from tagseg.io.run_dir import (
+    STRATEGY_FILE,
+    SUMMARY_FILE,
+    SWEEP_SUMMARY_FILE,
+    hydra_overrides,
+    job_dirs,
+    sweep_columns,
+)
 from tagseg.metric_registry import mean_std_keys
 from tagseg.runtime.ddp import global_rank
 
@@ -150,21 +157,16 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
     rows: list[dict[str, Any]] = []
-    for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
-        job_dir = ov.parent.parent
-        if job_dir == sweep_dir:
-            continue
+    for job_dir in job_dirs(sweep_dir):
         cell = job_dir / CELL
         if cell.exists():
             rows.append(json.loads(cell.read_text()))
         else:
-            import yaml
-
             rows.append(
                 cell_record(
                     RuntimeError("no result (job killed or still running)"),
                     job=job_dir.name,
-                    overrides=yaml.safe_load(ov.read_text()) or [],
+                    overrides=hydra_overrides(job_dir) or [],
                     wall_s=float("nan"),
                     run_dir=job_dir,
                     status=JobStatus.FAILED,
@@ -267,8 +269,8 @@ class SweepSummary(Callback):
         print(f"summary: {out}")
         report = {}
         try:
+            from tagseg.report.dashboard import log_sweep
             from tagseg.report.sweep import write_sweep_report
-            from tagseg.stages.dashboard import log_sweep
 
             report = write_sweep_report(out, sweep_dir)
             log_sweep(config, rows, out, report.get("sweep_png"))

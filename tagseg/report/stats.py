@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from tagseg.errors import TagsegError
+from tagseg.io.run_dir import hydra_config_path
 
 STRATEGY_FILE = "strategy.json"
 #: the tagged test split's name among the test sets
@@ -85,7 +86,7 @@ def find_cells(root: str | Path) -> list[dict]:
 
 
 def _randomise(cell_dir: Path) -> object:
-    config = cell_dir / ".hydra" / "config.yaml"
+    config = hydra_config_path(cell_dir)
     if not config.exists():
         return None
     data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}

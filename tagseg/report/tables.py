@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from tagseg.errors import TagsegError
-from tagseg.io.run_dir import METRICS_FILE, STRATEGY_FILE, metric_stats
+from tagseg.io.run_dir import METRICS_FILE, STRATEGY_FILE, hydra_overrides, job_dirs, metric_stats
 from tagseg.metric_registry import mean_std_keys, metric_names, metric_specs
 
 
@@ -68,11 +67,11 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def run_overrides(run: Path) -> str:
-    """The Hydra overrides that made a run (``.hydra/overrides.yaml``), as ``k=v`` joined by spaces."""
-    for path in (run / ".hydra" / "overrides.yaml", *run.glob("*/.hydra/overrides.yaml")):
-        if path.exists():
-            items = yaml.safe_load(path.read_text()) or []
-            return " ".join(str(i) for i in items if not str(i).startswith(("hydra", "paths")))
+    """The Hydra overrides that made a run (its own, else its first job's), as ``k=v`` joined by spaces."""
+    for job in (run, *job_dirs(run, recursive=False)):
+        items = hydra_overrides(job)
+        if items is not None:
+            return " ".join(i for i in items if not i.startswith(("hydra", "paths")))
     return ""
 
 

@@ -28,7 +28,14 @@ from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
 from tagseg.data.sampling import StepSeed
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
-from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
+from tagseg.io.run_dir import (
+    CONFIG_TREE_FILE,
+    TestResult,
+    TrainResult,
+    last_checkpoint_in,
+    write_run_config,
+    write_test_results,
+)
 from tagseg.io.store import check_store
 from tagseg.metric_registry import metric_names
 from tagseg.models.networks import NETWORKS, check_image_size
@@ -183,7 +190,7 @@ def evaluate_module(
         ConfigError: nothing was tested (empty split).
     """
     from tagseg.callbacks import TestExamples
-    from tagseg.stages.dashboard import OVERLAYS, log_test, wandb_runs
+    from tagseg.report.dashboard import OVERLAYS, log_test, wandb_runs
 
     trainer.callbacks.append(TestExamples(str(Path(run_dir) / OVERLAYS)))
     trainer.test(model, **test_kwargs)
@@ -213,8 +220,7 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(cfg, run_dir)
     if cfg.get("print_config", True):
         print_config_tree(cfg, save_to=run_dir / CONFIG_TREE_FILE)
 
@@ -299,7 +305,7 @@ def train(cfg: DictConfig) -> TrainResult:
     trainer: L.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, **progress_bar_setting(cfg.trainer, callbacks)
     )
-    from tagseg.stages.dashboard import best_validation, wandb_runs
+    from tagseg.report.dashboard import best_validation, wandb_runs
 
     hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
     for lg in loggers:
@@ -311,7 +317,7 @@ def train(cfg: DictConfig) -> TrainResult:
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    last = Path(ckpt_cb.dirpath) / LAST_CKPT if ckpt_cb is not None and ckpt_cb.dirpath else None
+    last = last_checkpoint_in(ckpt_cb.dirpath) if ckpt_cb is not None and ckpt_cb.dirpath else None
     last = last if last is not None and last.exists() else None
     epochs, global_step = fit_progress(trainer, last)
     log.info(
@@ -352,7 +358,7 @@ def train(cfg: DictConfig) -> TrainResult:
                 )
                 result.add_test(evaluate_module(tester, model, run_dir, extra, **test))
     if trainer.is_global_zero and wandb_runs(loggers) and OmegaConf.select(cfg, "artifacts.stores", default=False):
-        from tagseg.stages.dashboard import log_artifacts, store_key
+        from tagseg.report.dashboard import log_artifacts, store_key
 
         for run in wandb_runs(loggers):
             log_artifacts(run, stores={str(s): (s, store_key(s)) for s in stores})
