@@ -99,6 +99,10 @@ class Translator(ABC):
 
     #: method name, used in ``meta/source`` (``<method>(<original source>)``) and attrs
     method: ClassVar[str] = "translate"
+    #: the stage that must train this translator before it can run (its checkpoint becomes
+    #: ``method.ckpt``), e.g. ``"cyclegan"``; None for a translator that needs no training. A training
+    #: strategy (``tagseg train strategy=...``) runs that stage first for a source using it.
+    trained_by: ClassVar[str | None] = None
 
     def __init__(
         self, batch_size: int = 64, device: str = "cpu", seed: int = 0, n_figure: int = 4, progress: bool = True

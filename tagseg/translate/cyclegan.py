@@ -79,6 +79,7 @@ class CycleGANTranslator(Translator):
     """
 
     method = "cyclegan"
+    trained_by = "cyclegan"  # the ``tagseg cyclegan`` stage trains the generator first
 
     def __init__(
         self,
