@@ -162,8 +162,11 @@ def hd95(
     return _hd(p, g, _spacing(spacing_mm), percentile)
 
 
-def dice_batch(pred: Array, target: Array) -> np.ndarray:
-    """:func:`dice` of each pair in (B, H, W) stacks -> float64 (B,)."""
+def dice_batch(pred: Array, target: Array, spacing_mm: Any = None) -> np.ndarray:
+    """:func:`dice` of each pair in (B, H, W) stacks -> float64 (B,).
+
+    ``spacing_mm`` is unused (Dice does not depend on it): it gives every registered metric one
+    signature (:mod:`tagseg.metric_registry`)."""
     p, g = _pair(pred, target, 3)
     inter = np.logical_and(p, g).sum(axis=(1, 2)).astype(np.float64)
     total = p.sum(axis=(1, 2)).astype(np.float64) + g.sum(axis=(1, 2))

@@ -29,13 +29,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from tagseg.errors import ConfigError, DataError
-from tagseg.io.store import check_store
+from tagseg.io.store import iter_images, split_rows
 
 
 def _check(min_period_px: float, max_period_px: float, n_peaks: int, peak_radius: float) -> None:
@@ -141,23 +140,17 @@ def store_tagness(
         StoreError: the store is missing or malformed.
         DataError: no row matches ``splits``.
     """
-    check_store(path)
-    with h5py.File(path, "r") as f:
-        n = f["images"].shape[0]
-        rows = np.arange(n)
-        if splits is not None:
-            if "meta/split" not in f:
-                raise DataError(f"{path}: no meta/split column to select splits {list(splits)} from")
-            split = np.asarray(f["meta/split"].asstr()[...])
-            rows = rows[np.isin(split, list(splits))]
-        if rows.size == 0:
-            raise DataError(f"{path}: no rows in splits {list(splits or [])}")
-        if max_images is not None and rows.size > int(max_images):
-            rows = rows[np.unique(np.linspace(0, rows.size - 1, int(max_images)).round().astype(int))]
-        out = []
-        chunks = range(0, rows.size, int(batch_size))
-        for i in tqdm(chunks, desc=f"tagness {Path(path).name}", disable=not progress):
-            out.append(tagness(f["images"][rows[i : i + int(batch_size)]], **kwargs))
+    rows = split_rows(path, splits)
+    if rows.size == 0:
+        raise DataError(f"{path}: no rows in splits {list(splits or [])}")
+    if max_images is not None and rows.size > int(max_images):
+        rows = rows[np.unique(np.linspace(0, rows.size - 1, int(max_images)).round().astype(int))]
+    batches = iter_images(path, rows, int(batch_size))
+    total = -(-rows.size // int(batch_size))
+    out = [
+        tagness(images, **kwargs)
+        for images in tqdm(batches, total=total, desc=f"tagness {Path(path).name}", disable=not progress)
+    ]
     return np.concatenate(out)
 
 

@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from wandb_files import offline_runs
 
 from tagseg.pipeline.optuna_sweeper import trial_value
+from tagseg.report.dashboard import best_validation, log_cell_run, summary_metrics
 from tagseg.report.sweep import plot_sweep, sweep_markdown, swept_columns
 from tagseg.runtime.wandb_run import flatten, short_key
-from tagseg.stages.dashboard import best_validation, log_cell_run, summary_metrics
 from tagseg.stages.train import write_test_results
 
 ROWS = [
@@ -196,7 +196,7 @@ def test_checkpoint_artifact_named_by_its_cache_key(tmp_path, monkeypatch):
     import wandb
     from wandb_files import records
 
-    from tagseg.stages.dashboard import log_artifacts
+    from tagseg.report.dashboard import log_artifacts
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -1,4 +1,5 @@
-"""docs/extending.md: every documented extension (reader, network, translator, pretraining source) works as shown.
+"""docs/extending.md: every documented extension (reader, network, translator, pretraining source, metric) works as
+shown.
 
 The files of the page's code blocks (```python file=... / ```yaml file=...) are written into a temporary
 folder, which goes on ``sys.path`` (the ``mytags`` package) and is given to the stages with ``--config-dir``.
@@ -16,6 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tagseg.io.store import read_store
+from tagseg.metric_registry import metric_names, unregister_metric
 from tagseg.models.networks import NETWORKS
 from tests.conftest import compose_stage
 
@@ -37,6 +39,7 @@ def project(tmp_path, monkeypatch):
         "mytags/reader.py",
         "mytags/net.py",
         "mytags/invert.py",
+        "mytags/metric.py",
         "my_conf/data/rings.yaml",
         "my_conf/method/invert.yaml",
         "my_conf/strategy/dynamic.yaml",
@@ -52,6 +55,7 @@ def project(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "mytags" or m.startswith("mytags.")]:
         del sys.modules[name]
     NETWORKS.pop("tiny_fcn", None)
+    unregister_metric("sensitivity")
 
 
 def run_app(stage: str, *args: str) -> None:
@@ -166,3 +170,20 @@ def test_a_new_pretraining_source_is_planned(project):
         "finetune",
         "test",
     ]  # method=cyclegan: the GAN is trained first
+
+
+def test_a_registered_metric_is_computed_per_image_and_per_class(project):
+    import torch
+
+    from tagseg.io.run_dir import metric_columns
+    from tagseg.models.segmentation import image_metrics
+
+    importlib.import_module("mytags.metric")
+    assert metric_names()[-1] == "sensitivity" and metric_columns()[-1] == "sensitivity"
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[:, 2:6, 2:6] = 1  # 16 target pixels of class 1
+    pred = label.clone()
+    pred[0, 2:4, 2:6] = 0  # image 0 finds 8 of them
+    pred[1, 0, 0] = 2  # class 2 predicted where the target has none
+    values = dict(zip(metric_names(), image_metrics(pred, label, torch.ones(2, 2), 2)))
+    np.testing.assert_allclose(values["sensitivity"], [[0.5, 1.0], [1.0, 1.0]])

@@ -19,10 +19,10 @@ ROOT = PACKAGE_DIR.parent
 
 #: Layers, bottom to top. A module may import from its own layer or a lower one, never a higher one.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "conventions", "conf"),
+    ("errors", "conventions", "conf", "metric_registry"),
     ("io", "runtime"),
     ("physics", "metrics", "losses", "contours", "postprocess"),
-    ("data", "tagness"),
+    ("data", "tagness", "predict_outputs"),
     ("models", "callbacks"),
     ("translate", "report"),
     ("stages",),

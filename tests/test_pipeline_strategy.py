@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from tagseg.errors import ConfigError
 from tagseg.pipeline.runner import assign_keys
-from tagseg.pipeline.strategy import RUN_DIR, plain, plan_strategy, run_tags
+from tagseg.pipeline.strategy import plan_strategy, run_tags, translator_training
+from tagseg.runtime.config import RUN_DIR, key_config
 
 # a tiny phantom (6 subjects x 3 slices x 2 frames, 32 px) and a tiny ResNetVAE
 TINY_DATA = [
@@ -110,7 +111,7 @@ def test_bad_chain_is_reported_before_any_work(plan):
         plan("strategy=physics", "strategy.chain=[gan]")
 
 
-def test_plain_drops_keys_and_hides_the_run_folder():
+def test_key_config_drops_keys_and_hides_the_run_folder():
     cfg = OmegaConf.create(
         {
             "paths": {"output_dir": "${hydra:runtime.output_dir}", "data_dir": "/d"},
@@ -118,9 +119,26 @@ def test_plain_drops_keys_and_hides_the_run_folder():
             "data": {"store": "${paths.data_dir}/x.h5", "n": 3},
         }
     )
-    out = plain(cfg, ["paths", "data.store"])
+    out = key_config(cfg, ["paths", "data.store"])
     assert out == {"ckpt": f"{RUN_DIR}/checkpoints", "data": {"n": 3}}
-    assert plain(cfg.data, ["store"]) == {"n": 3}
+    assert key_config(cfg.data, ["store"]) == {"n": 3}
+
+
+class _TrainedElsewhere:
+    trained_by = "diffusion"  # no such training stage
+
+
+def test_a_translator_class_says_whether_it_is_trained_first():
+    from tagseg.errors import ConfigError
+    from tagseg.runtime.config import compose
+
+    assert translator_training(compose("translate", ["method=cyclegan"])) == "cyclegan"
+    assert translator_training(compose("translate", ["method=physics"])) is None
+    bogus = OmegaConf.create({"method": {"_target_": f"{__name__}._TrainedElsewhere"}})
+    with pytest.raises(
+        ConfigError, match=r"trained by 'diffusion', which is no training stage \(known: \['cyclegan'\]\)"
+    ):
+        translator_training(bogus)
 
 
 def test_run_tags_name_strategy_arch_and_gamma(strategy_cfg):
@@ -207,3 +225,22 @@ def test_failing_strategy_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     rows = {r["overrides"].split("model=")[1].split(",")[0]: r for r in csv.DictReader(open(summary))}
     assert rows["resnetvae"]["status"] == "ok" and float(rows["resnetvae"]["test_dice_mean"]) >= 0.0
     assert rows["nnunet"]["status"] == "failed" and "image_size 32x32 is not accepted" in rows["nnunet"]["error"]
+
+
+def test_the_translate_stage_is_tagseg_translate_with_its_options(tmp_path, ring_store):
+    """The strategy's translate stage calls the translate stage's function: ``compression`` applies."""
+    from types import SimpleNamespace
+
+    import h5py
+
+    from tagseg.pipeline.strategy import translate_stage
+    from tagseg.runtime.config import compose
+
+    tr_cfg = compose("translate", ["method=physics", "compression=lzf", "method.n_figure=0", "method.progress=false"])
+    stage = translate_stage(tr_cfg, "physics", "prepare[cine]", None)
+    out = tmp_path / "translate"
+    out.mkdir()
+    result = stage.compute(out, {"prepare[cine]": SimpleNamespace(outputs={"store": ring_store})})
+    with h5py.File(result["store"], "r") as f:
+        assert f["images"].compression == "lzf" and f["images"].shape == (24, 32, 32)
+        assert set(f["meta/source"].asstr()[...]) == {"physics(rings)"}

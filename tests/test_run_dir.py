@@ -98,3 +98,43 @@ def test_write_test_results_and_typed_results(tmp_path):
         and ev.summary_path == Path("s.json")
     )
     assert {**ev}["shifts"] == Path("shifts.csv")
+
+
+def test_run_folder_locations_and_hydra_files(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tagseg.io.run_dir import (
+        hydra_config_path,
+        hydra_overrides,
+        job_dirs,
+        last_checkpoint,
+        last_checkpoint_in,
+        write_run_config,
+    )
+
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert last_checkpoint_in(tmp_path / "ckpts") == tmp_path / "ckpts" / "last.ckpt"
+    cfg = OmegaConf.create({"a": 1, "b": "${a}"})
+    written = write_run_config(cfg, tmp_path / "run")
+    assert written == tmp_path / "run" / "config.yaml"
+    assert OmegaConf.to_container(OmegaConf.load(written)) == {"a": 1, "b": 1}  # resolved
+    for job, overrides in (("0", "- x=1\n- y=a\n"), ("1", "[]\n"), ("nested/2", "- x=2\n")):
+        (tmp_path / "sweep" / job / ".hydra").mkdir(parents=True)
+        (tmp_path / "sweep" / job / ".hydra" / "overrides.yaml").write_text(overrides)
+    sweep = tmp_path / "sweep"
+    assert job_dirs(sweep) == [sweep / "0", sweep / "1", sweep / "nested" / "2"]
+    assert job_dirs(sweep, recursive=False) == [sweep / "0", sweep / "1"]
+    assert hydra_overrides(sweep / "0") == ["x=1", "y=a"] and hydra_overrides(sweep / "1") == []
+    assert hydra_overrides(sweep) is None
+    assert hydra_config_path(sweep / "0") == sweep / "0" / ".hydra" / "config.yaml"
+
+
+def test_cyclegan_result_reads_as_the_former_dict():
+    from tagseg.io.run_dir import CycleGANResult
+    from tagseg.stages.cyclegan import train_cyclegan
+
+    result = CycleGANResult(run_dir=Path("r"), last_ckpt=None, epochs=2, global_step=8, seconds=1.5)
+    assert result["epochs"] == 2 and result.grids == [] and "tagness" not in result and "last_ckpt" not in result
+    result["tagness"] = {"ratio": 2.0}
+    assert result.tagness == {"ratio": 2.0} and result["tagness"]["ratio"] == 2.0
+    assert train_cyclegan.__wrapped__  # the stage runs under the task wrapper (W&B finished when it ends)

@@ -127,3 +127,99 @@ def test_check_store_names_file_and_key(tmp_path):
         f["meta/group"] = np.array([b"a", b"b"])
     with pytest.raises(StoreError, match=r"rows.h5: meta/group has 2 rows, expected 3"):
         check_store(path)
+
+
+# --------------------------------------------------------------------------- partial reads
+
+
+def test_partial_reads_agree_with_the_whole_store(tmp_path):
+    from tagseg.io.store import iter_images, read_images, read_slices, split_rows, store_shape
+
+    images, masks = arrays(5)
+    split = ["train", "test", "train", "val", "test"]
+    path = write_store(tmp_path / "s.h5", images, masks, meta(5, split=split))
+    assert store_shape(path) == (5, 6, 5)
+    np.testing.assert_array_equal(split_rows(path, ["test"]), [1, 4])
+    np.testing.assert_array_equal(split_rows(path, ["train", "val"]), [0, 2, 3])
+    np.testing.assert_array_equal(split_rows(path, None), np.arange(5))
+    assert split_rows(path, ["nope"]).size == 0
+    np.testing.assert_array_equal(read_images(path), images)
+    np.testing.assert_array_equal(read_images(path, [3, 0]), images[[3, 0]])
+    batches = list(iter_images(path, [0, 2, 3, 4], batch_size=3))
+    assert [len(b) for b in batches] == [3, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), images[[0, 2, 3, 4]])
+    got_images, got_masks = read_slices(path, [4, 1])  # any order, as given
+    np.testing.assert_array_equal(got_images, images[[4, 1]])
+    np.testing.assert_array_equal(got_masks, masks[[4, 1]])
+
+
+def test_split_rows_without_a_split_column_names_the_file_and_key(tmp_path):
+    from tagseg.errors import DataError
+    from tagseg.io.store import split_rows
+
+    path = write_store(tmp_path / "s.h5", *arrays(2), meta(2))
+    with pytest.raises(DataError, match=r"s\.h5 \(data_a\): no meta/split column to select splits \['train'\]"):
+        split_rows(path, ["train"], where="data_a")
+
+
+def test_has_labels_and_store_layout(tmp_path):
+    from tagseg.io.store import has_labels, hdf5_keys, is_store_layout
+
+    images, masks = arrays(3)
+    labelled = write_store(tmp_path / "a.h5", images, masks, meta(3))
+    empty = write_store(tmp_path / "b.h5", images, np.zeros_like(masks), meta(3))
+    assert has_labels(labelled, block_rows=2) and not has_labels(empty, block_rows=2)
+    assert is_store_layout(hdf5_keys(labelled))
+    with h5py.File(tmp_path / "imt.h5", "w") as f:
+        f["imt"] = np.zeros((4, 4, 2))
+    assert hdf5_keys(tmp_path / "imt.h5") == {"imt"} and not is_store_layout({"imt"})
+
+
+def test_store_reader_reads_rows_in_any_order(tmp_path):
+    from tagseg.io.store import open_labelled_store
+
+    images, masks = arrays(4)
+    disp = np.arange(4 * 2 * 6 * 5, dtype=np.float32).reshape(4, 2, 6, 5)
+    path = write_store(tmp_path / "s.h5", images, masks, meta(4), extras={"displacement": disp})
+    with open_labelled_store(path, "input store", "check input=", "masks needed") as reader:
+        assert reader.shape == (4, 6, 5) and reader.extra_names() == ["displacement"]
+        assert reader.extra_spec() == {"displacement": ((2, 6, 5), np.dtype(np.float32))}
+        np.testing.assert_array_equal(reader.rows("images", np.array([1, 2])), images[1:3])
+        np.testing.assert_array_equal(reader.rows("masks", np.array([3, 0])), masks[[3, 0]])
+        np.testing.assert_array_equal(reader.rows("displacement", slice(2, 4)), disp[2:])
+        assert list(reader.meta()["subject"]) == ["s0", "s0", "s1", "s1"]
+    with h5py.File(tmp_path / "nomask.h5", "w") as f:
+        f["images"] = images
+    with pytest.raises(StoreError, match="nomask.h5: no /masks: masks needed"):
+        open_labelled_store(tmp_path / "nomask.h5", "input store", "check input=", "masks needed")
+
+
+def test_store_labels_are_the_conventions():
+    from tagseg.conventions import LABELS
+    from tagseg.io.store import STORE_LABEL_VALUES
+
+    assert STORE_LABEL_VALUES == LABELS
+
+
+def test_only_io_opens_a_slice_store():
+    """h5py is imported in tagseg/io/ and by the MATLAB-file readers/writers only (those files are
+    not slice stores); no other module spells the store's ``meta/split`` key."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "tagseg"
+    matlab = {"data/readers/tagged.py", "data/phantom/layouts.py"}
+    offenders = []
+    for path in package.rglob("*.py"):
+        rel = path.relative_to(package).as_posix()
+        if rel.startswith("io/"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "h5py" for n in names) and rel not in matlab:
+                offenders.append(f"{rel}:{node.lineno}: imports h5py")
+            if isinstance(node, ast.Constant) and node.value == "meta/split":
+                offenders.append(f"{rel}:{node.lineno}: indexes 'meta/split'")
+    assert not offenders, offenders

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hydra.core.utils import JobStatus
 
-from tagseg.pipeline.sweep import COLUMNS, cell_record, format_table, write_summary
+from tagseg.io.run_dir import sweep_columns
+from tagseg.pipeline.sweep import cell_record, format_table, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_cell_record_from_returns_and_exceptions():
     )
     assert ok["status"] == "ok" and ok["test_dice_mean"] == 0.8 and ok["epochs"] == 3
     assert ok["overrides"] == "model=resnetvae,loss.gamma=0.1" and ok["wall_s"] == 12.3
-    assert ok["test_hd95_mm_mean"] is None and set(ok) == set(COLUMNS) | {"override_list"}
+    assert ok["test_hd95_mm_mean"] is None and set(ok) == set(sweep_columns()) | {"override_list"}
     bad = cell_record(ValueError("boom"), job=1, overrides=[], wall_s=1, run_dir="r", status=JobStatus.FAILED)
     assert bad["status"] == "failed" and bad["error"] == "ValueError: boom"
     returned = cell_record({"status": "failed", "error": "ConfigError: x"}, job=2, overrides=[], wall_s=1, run_dir="r")

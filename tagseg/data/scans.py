@@ -32,7 +32,7 @@ import numpy as np
 
 from tagseg.data.dicom_series import DicomSeriesInput, DicomVolume, group_series, is_dicom, read_series
 from tagseg.errors import DataError
-from tagseg.io.store import read_store
+from tagseg.io.store import hdf5_keys, is_store_layout, read_store
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +287,11 @@ def check_finite(scan: Scan) -> None:
 
 
 def _is_store(path: Path) -> bool:
-    import h5py
-
     try:
-        with h5py.File(path, "r") as f:
-            keys = set(f)
+        keys = hdf5_keys(path)
     except OSError as exc:
         raise DataError(f"{path}: unreadable HDF5 file ({exc}); expected{INPUT_KINDS[1:]}") from None
-    if "images" in keys and "meta" in keys:
+    if is_store_layout(keys):
         return True
     if "imt" in keys:
         return False

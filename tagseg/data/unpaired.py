@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tagseg.data.intensity import to_gan
 from tagseg.errors import ConfigError, DataError
-from tagseg.io.store import check_store
+from tagseg.io.store import read_images, split_rows, store_shape
 
 #: seed offset of domain B's sampler, so the two domains never share a permutation
 _SEED_OFFSET_B = 1_000_003
@@ -64,18 +63,10 @@ def read_domain(path: str | Path, splits: Sequence[str] | None, where: str) -> n
         StoreError: the store is missing or malformed.
         DataError: no rows selected, a missing split column, or values outside [0, 1].
     """
-    check_store(path)
-    with h5py.File(path, "r") as f:
-        n = f["images"].shape[0]
-        keep = np.ones(n, dtype=bool)
-        if splits is not None:
-            if "meta/split" not in f:
-                raise DataError(f"{path} ({where}): no meta/split column, cannot select splits {list(splits)}")
-            keep = np.isin(np.asarray(f["meta/split"].asstr()[...]), list(splits))
-        rows = np.flatnonzero(keep)
-        if rows.size == 0:
-            raise DataError(f"{path} ({where}): no images in splits {list(splits or [])}")
-        images = f["images"][...][rows].astype(np.float32, copy=False)
+    rows = split_rows(path, splits, where)
+    if rows.size == 0:
+        raise DataError(f"{path} ({where}): no images in splits {list(splits or [])}")
+    images = read_images(path, rows)
     lo, hi = float(images.min()), float(images.max())
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-4 or hi > 1 + 1e-4:
         raise DataError(f"{path} ({where}): images must be in [0, 1] (the store convention), got [{lo:.3g}, {hi:.3g}]")
@@ -130,12 +121,7 @@ class UnpairedDataModule(pl.LightningDataModule):
 
     def image_shapes(self) -> dict[str, tuple[int, int]]:
         """``{"A": (H, W), "B": (H, W)}`` read from the store headers (no images loaded)."""
-        out = {}
-        for key, path in (("A", self.store_a), ("B", self.store_b)):
-            check_store(path)
-            with h5py.File(path, "r") as f:
-                out[key] = tuple(int(s) for s in f["images"].shape[1:])
-        return out  # type: ignore[return-value]
+        return {key: store_shape(path)[1:] for key, path in (("A", self.store_a), ("B", self.store_b))}
 
     def _loader(self, ds: Dataset, seed: int) -> DataLoader:
         trainer = self.trainer

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import torch
 
 from tagseg.errors import CheckpointError
-from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT
+from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT, last_checkpoint_in
 
 #: the key naming a checkpoint's model type (written by tagseg's LightningModules)
 MODEL_KEY = "tagseg_model"
@@ -74,8 +74,8 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
     if not path.exists():
         raise CheckpointError(f"{key}: checkpoint {path} not found (expected a .ckpt file or a run folder)")
     folder = _checkpoint_folder(path, key)
+    last = last_checkpoint_in(folder)
     if which == "last":
-        last = folder / LAST_CKPT
         if not last.is_file():
             raise CheckpointError(f"{key}: {folder} has no {LAST_CKPT} to resume from")
         return last
@@ -88,8 +88,8 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
         )
     if best:
         return best[0]
-    if (folder / LAST_CKPT).is_file():
-        return folder / LAST_CKPT
+    if last.is_file():
+        return last
     raise CheckpointError(f"{key}: no checkpoint in {folder} (expected best.ckpt or {LAST_CKPT})")
 
 

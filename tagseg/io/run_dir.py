@@ -6,14 +6,15 @@ A *run folder* (``paths.output_dir`` of ``tagseg train`` / ``evaluate`` / ``cycl
     config_tree.log         the printed config tree                   CONFIG_TREE_FILE
     checkpoints/best.ckpt   the best checkpoint by val/dice           CHECKPOINTS_DIR, BEST_CKPT
     checkpoints/last.ckpt   the checkpoint to resume from             LAST_CKPT
-    test_metrics.csv        one row per test image (METRIC_COLUMNS)   METRICS_FILE
+    test_metrics.csv        one row per test image (metric_columns)   METRICS_FILE
     summary.json            summarise(rows) + checkpoint/stores/split SUMMARY_FILE
     strategy.json           a strategy cell: its stages and results   STRATEGY_FILE
     tagness.json            a CycleGAN run's tagness check            TAGNESS_FILE
 
-``summary.json`` holds :func:`summarise` of the per-image rows: ``dice_mean``, ``dice_std``,
-``dice_median``, ``hd95_mm_mean``, ``hd95_mm_std``, ``hd95_mm_median``, ``n_images`` overall and
-the same under ``per_group`` and ``per_frame`` (standard deviations with ddof=1; 0 for one image).
+``summary.json`` holds :func:`summarise` of the per-image rows: for every registered metric
+(:mod:`tagseg.metric_registry`) ``<name>_mean``, ``<name>_std``, ``<name>_median`` (``dice_mean``,
+..., ``hd95_mm_median``), and ``n_images``, overall and the same under ``per_group`` and
+``per_frame`` (standard deviations with ddof=1; 0 for one image).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 import pandas as pd
 
 from tagseg.errors import ConfigError
+from tagseg.metric_registry import mean_std_keys, metric_names
+from tagseg.metric_registry import stat_keys as registry_stat_keys
 
 CONFIG_FILE = "config.yaml"
 CONFIG_TREE_FILE = "config_tree.log"
@@ -39,63 +42,117 @@ SUMMARY_FILE = "summary.json"
 STRATEGY_FILE = "strategy.json"
 TAGNESS_FILE = "tagness.json"
 
-#: a sweep folder's table (one row per cell) and its fixed columns, in order: the swept keys come
-#: after ``job``, one column each (``tagseg.pipeline.sweep`` writes it, ``tagseg.report.sweep`` reads it)
+#: a sweep folder's table (one row per cell): see :func:`sweep_columns` (``tagseg.pipeline.sweep``
+#: writes it, ``tagseg.report.sweep`` reads it)
 SWEEP_SUMMARY_FILE = "summary.csv"
-SWEEP_COLUMNS = (
-    "job",
-    "overrides",
-    "status",
-    "error",
-    "test_dice_mean",
-    "test_dice_std",
-    "test_hd95_mm_mean",
-    "test_hd95_mm_std",
-    "val_dice_best",
-    "val_dice_best_epoch",
-    "epochs",
-    "wall_s",
-    "run_dir",
-)
+#: the first columns of ``test_metrics.csv`` before the metrics (see :func:`metric_columns`)
+ROW_KEYS = ("subject", "slice", "frame", "group")
 
-#: the first columns of ``test_metrics.csv`` (more may follow, e.g. ``index``)
-METRIC_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
-#: the statistics :func:`metric_stats` gives for one set of rows
-STAT_KEYS = ("dice_mean", "dice_std", "dice_median", "hd95_mm_mean", "hd95_mm_std", "hd95_mm_median", "n_images")
+
+def metric_columns() -> tuple[str, ...]:
+    """The first columns of ``test_metrics.csv``: subject, slice, frame, group, then every registered
+    metric (``dice``, ``hd95_mm``, ...); more may follow (e.g. ``index``, per-class columns)."""
+    return (*ROW_KEYS, *metric_names())
+
+
+def stat_keys() -> tuple[str, ...]:
+    """The statistics :func:`metric_stats` gives for one set of rows: each metric's mean, std and
+    median, then ``n_images``."""
+    return (*registry_stat_keys(), "n_images")
+
+
+def sweep_columns() -> tuple[str, ...]:
+    """The fixed columns of a sweep's ``summary.csv``, in order; the swept keys come after ``job``, one
+    column each."""
+    return (
+        "job",
+        "overrides",
+        "status",
+        "error",
+        *mean_std_keys("test_"),
+        "val_dice_best",
+        "val_dice_best_epoch",
+        "epochs",
+        "wall_s",
+        "run_dir",
+    )
+
+
+#: what Hydra keeps in a job's folder: the job's overrides and its composed config
+HYDRA_DIR = ".hydra"
+HYDRA_OVERRIDES = "overrides.yaml"
+HYDRA_CONFIG = "config.yaml"
+
+
+def last_checkpoint_in(checkpoint_dir: str | Path) -> Path:
+    """The checkpoint to resume from inside a checkpoint folder: ``<checkpoint_dir>/last.ckpt``
+    (whether or not it exists); the one rule every stage and the checkpoint resolver use."""
+    return Path(checkpoint_dir) / LAST_CKPT
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
     """``<run_dir>/checkpoints/last.ckpt`` (whether or not it exists)."""
-    return Path(run_dir) / CHECKPOINTS_DIR / LAST_CKPT
+    return last_checkpoint_in(Path(run_dir) / CHECKPOINTS_DIR)
+
+
+def write_run_config(cfg: Any, run_dir: str | Path) -> Path:
+    """Write a run's resolved config as ``<run_dir>/config.yaml`` (atomically; the folder is made).
+
+    Args:
+        cfg: the composed config (an OmegaConf ``DictConfig``).
+        run_dir: the run folder.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def hydra_config_path(job_dir: str | Path) -> Path:
+    """The composed config Hydra saved for a job: ``<job_dir>/.hydra/config.yaml`` (whether or not it exists)."""
+    return Path(job_dir) / HYDRA_DIR / HYDRA_CONFIG
+
+
+def hydra_overrides(job_dir: str | Path) -> list[str] | None:
+    """The command-line overrides of a Hydra job (``<job_dir>/.hydra/overrides.yaml``), or None when the
+    folder is no Hydra job."""
+    path = Path(job_dir) / HYDRA_DIR / HYDRA_OVERRIDES
+    if not path.exists():
+        return None
+    import yaml
+
+    return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
+
+
+def job_dirs(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """The Hydra job folders below ``folder`` (not ``folder`` itself), sorted: each holding
+    ``.hydra/overrides.yaml``; with ``recursive=False``, only its direct subfolders."""
+    pattern = f"{'**/' if recursive else ''}*/{HYDRA_DIR}/{HYDRA_OVERRIDES}"
+    return sorted(p.parent.parent for p in Path(folder).glob(pattern))
 
 
 def metric_stats(df: pd.DataFrame) -> dict[str, Any]:
-    """Dice / HD95 mean, std (ddof=1; 0 for a single row) and median, and the row count.
+    """Each registered metric's mean, std (ddof=1; 0 for a single row) and median, and the row count.
 
     Args:
-        df: per-image rows with ``dice`` and ``hd95_mm`` columns.
+        df: per-image rows with a column per registered metric.
 
     Returns:
-        The :data:`STAT_KEYS` as plain floats (``n_images`` an int).
+        The :func:`stat_keys` as plain floats (``n_images`` an int).
     """
     n = len(df)
-
-    def std(col: str) -> float:
-        return float(df[col].std(ddof=1)) if n > 1 else 0.0
-
-    return {
-        "dice_mean": float(df["dice"].mean()),
-        "dice_std": std("dice"),
-        "dice_median": float(df["dice"].median()),
-        "hd95_mm_mean": float(df["hd95_mm"].mean()),
-        "hd95_mm_std": std("hd95_mm"),
-        "hd95_mm_median": float(df["hd95_mm"].median()),
-        "n_images": n,
-    }
+    out: dict[str, Any] = {}
+    for name in metric_names():
+        out[f"{name}_mean"] = float(df[name].mean())
+        out[f"{name}_std"] = float(df[name].std(ddof=1)) if n > 1 else 0.0
+        out[f"{name}_median"] = float(df[name].median())
+    out["n_images"] = n
+    return out
 
 
 def summarise(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> dict[str, Any]:
-    """Dice / HD95 statistics over per-image rows: overall, ``per_group`` and ``per_frame``.
+    """Statistics of every registered metric over per-image rows: overall, ``per_group`` and ``per_frame``.
 
     Raises:
         ConfigError: no rows (nothing was tested).
@@ -132,7 +189,8 @@ def write_test_results(
     run_dir.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(list(rows))
     summary = {**summarise(df), **dict(extra or {})}
-    cols = list(METRIC_COLUMNS) + [c for c in df.columns if c not in METRIC_COLUMNS]
+    first = metric_columns()
+    cols = list(first) + [c for c in df.columns if c not in first]
     metrics_path = write_atomic(run_dir / METRICS_FILE, df[cols].to_csv(index=False))
     summary_path = write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False))
     return metrics_path, summary_path, summary
@@ -224,6 +282,30 @@ class TrainResult(_Fields):
 
 
 @dataclass
+class CycleGANResult(_Fields):
+    """What :func:`tagseg.stages.cyclegan.train_cyclegan` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        last_ckpt: ``checkpoints/last.ckpt`` when written.
+        epochs: epochs fitted; global_step: optimiser steps (two per batch: generators, discriminators).
+        seconds: the fit's wall time.
+        grids: the translation-grid PNGs written.
+        tagness: the tagness check (when ``tagness_check.enabled``).
+        extra: anything else a caller records.
+    """
+
+    run_dir: Path
+    last_ckpt: Path | None
+    epochs: int
+    global_step: int
+    seconds: float
+    grids: list[Path] = field(default_factory=list)
+    tagness: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EvalResult(_Fields):
     """What :func:`tagseg.stages.evaluate.evaluate` returns: the checkpoint tested and what it wrote."""
 
@@ -240,19 +322,31 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "CONFIG_FILE",
     "CONFIG_TREE_FILE",
+    "CycleGANResult",
+    "HYDRA_CONFIG",
+    "HYDRA_DIR",
+    "HYDRA_OVERRIDES",
     "EvalResult",
     "LAST_CKPT",
     "METRICS_FILE",
-    "METRIC_COLUMNS",
-    "STAT_KEYS",
+    "ROW_KEYS",
     "STRATEGY_FILE",
     "SUMMARY_FILE",
+    "SWEEP_SUMMARY_FILE",
     "TAGNESS_FILE",
     "TestResult",
     "TrainResult",
+    "hydra_config_path",
+    "hydra_overrides",
+    "job_dirs",
     "last_checkpoint",
+    "last_checkpoint_in",
+    "metric_columns",
     "metric_stats",
+    "stat_keys",
     "summarise",
+    "sweep_columns",
     "write_atomic",
+    "write_run_config",
     "write_test_results",
 ]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tagseg.errors import StoreError
+from tagseg.conventions import LABELS
+from tagseg.errors import DataError, StoreError
 from tagseg.io.atomic import OutputLock, remove_stale_partials, temp_path
 
 FORMAT_VERSION = 1
@@ -318,8 +319,8 @@ def open_store(path: str | os.PathLike, role: str = "slice store", hint: str = "
         raise StoreError(f"{path}: not a readable HDF5 slice store ({exc})") from exc
 
 
-#: label values of the store convention (0 background, 1 RV, 2 MYO, 3 LV)
-STORE_LABEL_VALUES = (0, 1, 2, 3)
+#: label values of the store convention (0 background, 1 RV, 2 MYO, 3 LV): tagseg.conventions.LABELS
+STORE_LABEL_VALUES = LABELS
 #: values of ``meta/split`` ("" leaves the row to the DataModule's seeded subject split)
 SPLIT_VALUES = ("train", "val", "test")
 #: rows per block when values are checked or every chunk is read (about 64 MB of 256x256 float32)
@@ -548,3 +549,207 @@ def store_attrs(path: str | os.PathLike) -> dict[str, Any]:
     check_store(path)
     with h5py.File(path, "r") as f:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+# --------------------------------------------------------------------------- partial reads
+# What the stages read of a store without loading it whole: its shape, a split's rows, some rows'
+# images (and masks), whether it has labels. Each opens the file here, so the layout stays in this module.
+
+
+def store_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(N, H, W)`` of a checked store's images, from its header (no pixels read).
+
+    Raises:
+        StoreError: the file is missing, unreadable or malformed.
+    """
+    check_store(path)
+    with h5py.File(path, "r") as f:
+        n, h, w = (int(s) for s in f["images"].shape)
+    return n, h, w
+
+
+def split_rows(path: str | os.PathLike, splits: Iterable[str] | None, where: str = "") -> np.ndarray:
+    """The rows (ascending) of a checked store whose ``meta/split`` is one of ``splits``; every row for None.
+
+    Args:
+        path: the store.
+        splits: split names (``train``, ``val``, ``test``), or None for all rows.
+        where: the config key the store came from, named in the error (e.g. ``data_a``).
+
+    Returns:
+        int64 row indices; empty when no row is in ``splits`` (the caller says what that means).
+
+    Raises:
+        StoreError: the file is missing, unreadable or malformed.
+        DataError: ``splits`` given and the store has no ``meta/split`` column.
+    """
+    check_store(path)
+    with h5py.File(path, "r") as f:
+        n = int(f["images"].shape[0])
+        if splits is None:
+            return np.arange(n)
+        splits = [str(s) for s in splits]
+        if "meta/split" not in f:
+            place = f" ({where})" if where else ""
+            raise DataError(f"{path}{place}: no meta/split column to select splits {splits} from")
+        return np.flatnonzero(np.isin(read_array(f["meta/split"]).astype(str), splits))
+
+
+def read_images(path: str | os.PathLike, rows: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+    """The images of ``rows`` (every row for None) of a store, float32 (M, H, W), in the order given.
+
+    The whole dataset is read and then indexed (one sequential read beats HDF5's point selection for
+    a split's worth of rows); for a few rows use :func:`read_slices`.
+
+    Raises:
+        StoreError: the file is missing or not HDF5, or a chunk is unreadable.
+    """
+    with open_store(path) as f:
+        images = read_rows(f, "images", slice(None), path)
+    if rows is not None:
+        images = images[np.asarray(rows, dtype=np.int64)]
+    return images.astype(np.float32, copy=False)
+
+
+def iter_images(path: str | os.PathLike, rows: np.ndarray | Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """The images of ``rows`` (ascending), ``batch_size`` rows at a time, the file open between batches.
+
+    Raises:
+        StoreError: the file is missing or not HDF5, or a chunk is unreadable.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    with open_store(path) as f:
+        for start in range(0, rows.size, int(batch_size)):
+            yield read_rows(f, "images", rows[start : start + int(batch_size)], path)
+
+
+def read_slices(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Images (float32) and masks (uint8) of a few ``rows`` of a store, in the order given.
+
+    Raises:
+        StoreError: the file is missing or not HDF5, or a row is unreadable.
+    """
+    with open_store(path) as f:
+        images = [read_rows(f, "images", np.asarray([r]), path)[0] for r in rows]
+        masks = [read_rows(f, "masks", np.asarray([r]), path)[0] for r in rows]
+    if not images:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.uint8)
+    return np.stack(images), np.stack(masks)
+
+
+def has_labels(path: str | os.PathLike, block_rows: int = 64) -> bool:
+    """Whether any mask of a store is not background (read ``block_rows`` at a time: a large store stays
+    out of memory).
+
+    Raises:
+        StoreError: the file is missing or not HDF5, or a chunk is unreadable.
+    """
+    with open_store(path) as f:
+        n = int(f["masks"].shape[0])
+        return any(read_rows(f, "masks", slice(s, s + block_rows), path).any() for s in range(0, n, block_rows))
+
+
+def hdf5_keys(path: str | os.PathLike) -> set[str]:
+    """The top-level names of an HDF5 file (to tell a store, ``images`` + ``meta``, from other layouts).
+
+    Raises:
+        OSError: the file is not readable HDF5.
+    """
+    with h5py.File(path, "r") as f:
+        return set(f)
+
+
+def is_store_layout(keys: Iterable[str]) -> bool:
+    """Whether top-level names are a slice store's (``images`` and ``meta``)."""
+    return {"images", "meta"} <= set(keys)
+
+
+class StoreReader:
+    """A slice store open for reading rows on demand: the streaming counterpart of :func:`read_store`
+    (``tagseg translate`` reads its input batch by batch through one).
+
+    Use :func:`open_labelled_store` to open one with the layout checked; close it (or use ``with``).
+    """
+
+    def __init__(self, path: str | os.PathLike, role: str = "slice store", hint: str = "check the path") -> None:
+        self.path = Path(path)
+        self._file = open_store(self.path, role=role, hint=hint)
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(N, H, W)`` of the images."""
+        n, h, w = (int(s) for s in self._file["images"].shape)
+        return n, h, w
+
+    def meta(self) -> dict[str, np.ndarray]:
+        """Every ``/meta`` column."""
+        return {k: read_array(self._file[f"meta/{k}"]) for k in self._file["meta"]}
+
+    def attrs(self) -> dict[str, Any]:
+        """The file attributes (``name``, ``format_version``, ``config`` ...)."""
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()}
+
+    def extra_names(self) -> list[str]:
+        """The extra top-level datasets (e.g. ``displacement``), in file order."""
+        known = ("images", "masks", "meta")
+        return [k for k in self._file if k not in known and isinstance(self._file[k], h5py.Dataset)]
+
+    def extra_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``{name: (per-row shape, dtype)}`` of the extra datasets (what a :class:`StoreWriter` takes)."""
+        return {k: (tuple(self._file[k].shape[1:]), self._file[k].dtype) for k in self.extra_names()}
+
+    def rows(self, key: str, index: np.ndarray | slice) -> np.ndarray:
+        """Rows of ``images``, ``masks`` or an extra dataset: a slice, or indices in any order (a
+        consecutive run is read in one go); an unreadable chunk is a :class:`StoreError`."""
+        if isinstance(index, slice):
+            return read_rows(self._file, key, index, self.path)
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+            return read_rows(self._file, key, slice(int(index[0]), int(index[0]) + index.size), self.path)
+        return np.stack([read_rows(self._file, key, np.asarray([r]), self.path)[0] for r in index])
+
+
+def open_labelled_store(path: str | os.PathLike, role: str, hint: str, why_masks: str) -> StoreReader:
+    """Open a store that must hold 2D images and masks, with one clear error for what is missing.
+
+    Args:
+        path: the store.
+        role, hint: for the message of a missing file (see :func:`open_store`).
+        why_masks: why the caller needs masks, the end of the message for a store without them.
+
+    Raises:
+        StoreError: missing, unreadable, no ``/images`` or ``/masks``, shapes differ, a required
+            ``/meta`` column missing, no slices, or what :func:`check_store` refuses.
+        DataError: ``/images`` is not (N, H, W).
+    """
+    reader = StoreReader(path, role=role, hint=hint)
+    path, f = reader.path, reader._file
+    try:
+        if "images" in f and "masks" in f and all(f"meta/{k}" in f for k in REQUIRED_META):
+            check_store(path)  # dtypes, meta lengths, split values (the layout errors below keep their wording)
+        if "images" not in f:
+            raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.io.store)")
+        if f["images"].ndim != 3:
+            raise DataError(f"{path}: /images must hold 2D images (N, H, W), got shape {f['images'].shape}")
+        if "masks" not in f:
+            raise StoreError(f"{path}: no /masks: {why_masks}")
+        if f["masks"].shape != f["images"].shape:
+            raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {f['images'].shape}")
+        missing = [f"meta/{k}" for k in REQUIRED_META if f"meta/{k}" not in f]
+        if missing:
+            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.io.store")
+        if f["images"].shape[0] == 0:
+            raise StoreError(f"{path}: the store holds no slices")
+    except BaseException:
+        reader.close()
+        raise
+    return reader

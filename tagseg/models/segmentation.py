@@ -8,10 +8,11 @@
 * optimiser / scheduler: ``_partial_: true`` configs (Adam lr 0.01, ReduceLROnPlateau patience 10
   on ``val/loss``) bound to the parameters in :meth:`configure_optimizers`;
 * logs per epoch: ``train/{loss,dice_loss,ce,shape,vae}``, ``val/{loss,dice_loss,ce,shape}``,
-  ``val/dice`` and ``val/hd95_mm`` (per image, each image's own spacing, averaged over classes);
+  ``val/<metric>`` of every registered metric (:mod:`tagseg.metric_registry`: ``val/dice``,
+  ``val/hd95_mm``; per image, each image's own spacing, averaged over classes);
 * test: one row per image in :attr:`SegmentationModule.test_rows` (subject, slice, frame, group,
-  dice, hd95_mm), written to disk by :func:`tagseg.io.run_dir.write_test_results`. The rows are
-  gathered with a torchmetrics ``CatMetric`` (numbers only: dataset index, slice, frame, Dice, HD95)
+  then each registered metric), written to disk by :func:`tagseg.io.run_dir.write_test_results`. The rows are
+  gathered with a torchmetrics ``CatMetric`` (numbers only: dataset index, slice, frame, the metrics)
   and de-duplicated by dataset index, so a test under DDP counts every image exactly once (the
   distributed sampler pads the last batch with repeats); subject and group are looked up by index.
 
@@ -34,7 +35,7 @@ from torchmetrics.utilities import dim_zero_cat
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
-from tagseg.metrics import dice_batch, hd95_batch
+from tagseg.metric_registry import metric_specs
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
 from tagseg.postprocess import apply_postprocess
 from tagseg.runtime.config import instantiate, plain
@@ -44,8 +45,9 @@ INITS = ("xavier_normal", "default")
 
 def image_metrics(
     pred: torch.Tensor, label: torch.Tensor, spacing_mm: torch.Tensor, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image, per-class Dice and HD95 (mm) of class-index maps.
+) -> tuple[np.ndarray, ...]:
+    """Per-image, per-class values of every registered metric (:mod:`tagseg.metric_registry`) of
+    class-index maps.
 
     Args:
         pred: int (B, H, W) predicted classes 0..K.
@@ -54,13 +56,16 @@ def image_metrics(
         n_classes: K.
 
     Returns:
-        ``(dice, hd95_mm)``, each float64 (B, K); empty-mask policy of :mod:`tagseg.metrics`.
+        One float64 (B, K) array per metric, in registry order (``(dice, hd95_mm)`` for the
+        built-ins); empty-mask policy of :mod:`tagseg.metrics`.
     """
     p, g = pred.detach().cpu().numpy(), label.detach().cpu().numpy()
     sp = spacing_mm.detach().cpu().numpy().astype(np.float64)
-    dice = np.stack([dice_batch(p == c, g == c) for c in range(1, n_classes + 1)], axis=1)
-    hd = np.stack([hd95_batch(p == c, g == c, sp) for c in range(1, n_classes + 1)], axis=1)
-    return dice, hd
+    classes = range(1, n_classes + 1)
+    return tuple(
+        np.stack([np.asarray(spec.compute(p == c, g == c, sp), dtype=np.float64) for c in classes], axis=1)
+        for spec in metric_specs()
+    )
 
 
 class SegmentationModule(L.LightningModule):
@@ -163,10 +168,12 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits = self._step(batch, "val")
         pred = logits.argmax(dim=1)
-        dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
+        values = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
         size = pred.shape[0]
-        self.log("val/dice", float(dice.mean()), on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("val/hd95_mm", float(hd.mean()), on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        for spec, value in zip(metric_specs(), values):
+            self.log(
+                f"val/{spec.name}", float(value.mean()), on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True
+            )
         return {"loss": loss, "pred": pred}
 
     def on_test_epoch_start(self) -> None:
@@ -178,28 +185,27 @@ class SegmentationModule(L.LightningModule):
         pred = logits.argmax(dim=1)
         if self.postprocess != "none":
             pred = torch.as_tensor(apply_postprocess(self.postprocess, pred.cpu().numpy()), device=pred.device)
-        dice, hd = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
+        values = image_metrics(pred, batch["label"][:, 0], batch["spacing_mm"], self.n_classes)
+        # one line per image: index, slice, frame, each metric's class mean, then each metric per class
         numbers = np.column_stack(
             [
                 np.asarray(batch["index"], dtype=np.float64),
                 np.asarray(batch["slice"], dtype=np.float64),
                 np.asarray(batch["frame"], dtype=np.float64),
-                dice.mean(axis=1),
-                hd.mean(axis=1),
-                dice,
-                hd,
+                *(v.mean(axis=1) for v in values),
+                *values,
             ]
         )
         self.test_table.update(torch.as_tensor(numbers, dtype=torch.float64, device=self.device))
         size = pred.shape[0]
-        self.log("test/dice", float(dice.mean()), on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("test/hd95_mm", float(hd.mean()), on_epoch=True, batch_size=size, sync_dist=True)
+        for spec, value in zip(metric_specs(), values):
+            self.log(f"test/{spec.name}", float(value.mean()), on_epoch=True, batch_size=size, sync_dist=True)
         return {"pred": pred}
 
     def on_test_epoch_end(self) -> None:
         # compute() gathers every rank's rows (a collective: every rank calls it); a one-device test
         # inside a DDP job (rank 0 after launcher-created ranks) reads its own rows, waiting for no one
-        width = 5 + 2 * self.n_classes
+        width = 3 + len(metric_specs()) * (1 + self.n_classes)
         if not self.test_table.update_called:
             value = None
         elif self._trainer is not None and self._trainer.world_size == 1:
@@ -215,7 +221,8 @@ class SegmentationModule(L.LightningModule):
         data = _test_arrays(self.trainer)
         classes = list(self.hparams.classes)
         rows: dict[int, dict[str, Any]] = {}
-        k = self.n_classes
+        k, specs = self.n_classes, metric_specs()
+        per_class = 3 + len(specs)  # where the per-class columns start (see test_step)
         for line in table:
             index = int(line[0])
             row = {
@@ -224,12 +231,11 @@ class SegmentationModule(L.LightningModule):
                 "slice": int(line[1]),
                 "frame": int(line[2]),
                 "group": str(data.group[index]) if data is not None else "",
-                "dice": float(line[3]),
-                "hd95_mm": float(line[4]),
+                **{spec.name: float(line[3 + m]) for m, spec in enumerate(specs)},
             }
             if len(classes) > 1:
-                row.update({f"dice_{c}": float(line[5 + j]) for j, c in enumerate(classes)})
-                row.update({f"hd95_mm_{c}": float(line[5 + k + j]) for j, c in enumerate(classes)})
+                for m, spec in enumerate(specs):
+                    row.update({f"{spec.name}_{c}": float(line[per_class + m * k + j]) for j, c in enumerate(classes)})
             rows.setdefault(index, row)
         return [rows[i] for i in sorted(rows)]
 

@@ -28,9 +28,11 @@ from tagseg.data.shifts import SHIFT_SEED_OFFSET, TEST_ONLY, check_shifts, shift
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.run_dir import STRATEGY_FILE, last_checkpoint
+from tagseg.metric_registry import mean_std_keys, metric_names
 from tagseg.pipeline.cache import RankSync, StageCache, StageResult
 from tagseg.pipeline.runner import Stage, plan_table, run_stages
 from tagseg.postprocess import check_postprocess
+from tagseg.runtime.config import compose, key_config
 from tagseg.runtime.ddp import global_rank, single_process_env, world_size
 
 log = logging.getLogger(__name__)
@@ -38,62 +40,6 @@ log = logging.getLogger(__name__)
 #: the untranslated pretraining source: the prepared cine set itself
 CINE_SOURCE = "cine"
 STORE = "store.h5"
-#: what ``paths.output_dir`` hashes as
-RUN_DIR = "<run dir>"
-
-
-# --------------------------------------------------------------------------- config helpers
-
-
-def plain(cfg: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
-    """A resolved plain dict of ``cfg`` without the dotted keys in ``drop``.
-
-    Dropped leaves are blanked before resolving (they may hold what cannot be resolved here);
-    dropped sections are removed after. ``paths.output_dir`` (Hydra's run folder, unknown
-    outside a run) resolves to the placeholder ``<run dir>``, so a stage's hash does not depend
-    on which run computed it.
-    """
-    node = cfg.copy() if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
-    raw = OmegaConf.to_container(node, resolve=False)
-    with open_dict(node):
-        if node._get_parent() is None and isinstance(raw.get("paths"), dict) and "output_dir" in raw["paths"]:
-            node.paths.output_dir = RUN_DIR
-        for key in drop:
-            parent, _, leaf = key.rpartition(".")
-            holder = _walk(raw, parent)
-            if isinstance(holder, dict) and leaf in holder and not isinstance(holder[leaf], (dict, list)):
-                OmegaConf.update(node, key, None, merge=False)
-    out = OmegaConf.to_container(node, resolve=True)
-    for key in drop:
-        parent, _, leaf = key.rpartition(".")
-        holder = _walk(out, parent)
-        if isinstance(holder, dict):
-            holder.pop(leaf, None)
-    return out
-
-
-def _walk(tree: Any, dotted: str) -> Any:
-    for part in [p for p in dotted.split(".") if p]:
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
-def compose_stage(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """Compose another stage's config (``conf/<config_name>.yaml``) as its own command would.
-
-    Works inside a running Hydra app (reusing its search path) and outside one (tests, scripts).
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from tagseg.runtime.config import CONF_DIR
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name, overrides=list(overrides))
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
 
 
 # --------------------------------------------------------------------------- stages
@@ -117,20 +63,20 @@ def store_stage(
         config = {"path": str(store.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return Stage("store", label, config, lambda out, inputs: {"store": store})
 
-    from tagseg.data.prepare import build_store
+    from tagseg.stages.prepare import prepare_store
 
     spec = StoreSpec.from_config(spec_node, data_cfg)
     if seed is not None:
         spec = replace(spec, seed=int(seed))
     if split_ratios is not None:
         spec = replace(spec, split_ratios=tuple(float(r) for r in split_ratios))
-    data = plain(data_cfg, ["store"])
+    data = key_config(data_cfg, ["store"])
     if data.get("randomise", "") is None:
         data.pop("randomise")  # the fixed phantom's keys do not depend on the randomisation option
     config = {"data": data, "spec": spec.as_dict()}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        report = build_store(data_cfg, out / STORE, spec, attrs={"config": json.dumps(config, default=str)})
+        report = prepare_store(data_cfg, out / STORE, spec, attrs={"config": json.dumps(config, default=str)})
         print(report.table())
         print(report.table1())
         return {"store": out / STORE, "n_slices": report.n_slices, "n_skipped": len(report.skipped)}
@@ -141,7 +87,7 @@ def store_stage(
 def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
     """Train the cine -> tagged CycleGAN on the prepared cine (A) and tagged (B) stores."""
     overrides = list(cfg.strategy.get("cyclegan") or [])
-    gan_cfg = compose_stage("cyclegan", overrides)
+    gan_cfg = compose("cyclegan", overrides)
     drop = list(cfg.strategy.cache_ignore) + [
         "data_a",
         "data_b",
@@ -150,7 +96,7 @@ def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
         "ckpt_path",
         "tagness_check.output",
     ]
-    config = {"cyclegan": plain(gan_cfg, drop)}
+    config = {"cyclegan": key_config(gan_cfg, drop)}
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
         from tagseg.stages.cyclegan import train_cyclegan
@@ -170,23 +116,23 @@ def cyclegan_stage(cfg: DictConfig, cine: str, tagged: str) -> Stage:
     return Stage("cyclegan", "cyclegan", config, compute, needs=(cine, tagged), collective=True)
 
 
-def translate_stage(cfg: DictConfig, source: str, cine: str, gan: str | None) -> Stage:
-    """Translate the prepared cine store with ``strategy.translate[<source>]`` overrides."""
-    overrides = list(cfg.strategy.translate[source])
-    tr_cfg = compose_stage("translate", overrides)
-    config = {"method": plain(tr_cfg.method, ["ckpt", "progress", "device", "n_figure"]), "seed": int(tr_cfg.seed)}
+def translate_stage(tr_cfg: DictConfig, source: str, cine: str, gan: str | None) -> Stage:
+    """Translate the prepared cine store by ``tagseg translate``'s own function, with the translate config
+    composed from ``strategy.translate[<source>]`` (its compression and method options apply); ``gan``:
+    the stage whose checkpoint the translator loads (``method.ckpt``)."""
+    config = {"method": key_config(tr_cfg.method, ["ckpt", "progress", "device", "n_figure"]), "seed": int(tr_cfg.seed)}
     needs = (cine,) if gan is None else (cine, gan)
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
-        from tagseg.stages.translate import build_translator
+        from tagseg.stages.translate import translate
 
         run_cfg = tr_cfg.copy()
-        if gan is not None:
-            with open_dict(run_cfg):
+        with open_dict(run_cfg):
+            run_cfg.input = str(inputs[cine].outputs["store"])
+            run_cfg.output = str(out / STORE)
+            if gan is not None:
                 run_cfg.method.ckpt = str(inputs[gan].outputs["ckpt"])
-        report = build_translator(run_cfg).run(
-            inputs[cine].outputs["store"], out / STORE, attrs={"config": json.dumps(config, default=str)}
-        )
+        report = translate(run_cfg, attrs={"config": json.dumps(config, default=str)})
         print(report.summary())
         return {"store": out / STORE, "figure": report.figure}
 
@@ -220,7 +166,7 @@ def training_config(cfg: DictConfig, data_cfg: DictConfig, merge: Mapping[str, A
 def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, store: str, init: str | None) -> Stage:
     """A training stage (``pretrain`` / ``finetune``): fit on ``store``'s data from ``init``'s weights."""
     drop = list(cfg.strategy.cache_ignore) + ["data", "datamodule.stores", "init_from", "ckpt_path", "test"]
-    config = {"train": plain(run_cfg, drop)}
+    config = {"train": key_config(run_cfg, drop)}
     needs = (store,) if init is None else (store, init)
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
@@ -263,7 +209,7 @@ def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") 
         from tagseg.stages.evaluate import evaluate
 
         store_path = str(inputs[store].outputs["store"])
-        ev_cfg = compose_stage("evaluate", [])
+        ev_cfg = compose("evaluate", [])
         with open_dict(ev_cfg):
             ev_cfg.ckpt = str(inputs[finetune].outputs["best_ckpt"])
             ev_cfg.split = "test"
@@ -327,8 +273,8 @@ def pretraining_sources(strategy: Mapping[str, Any]) -> dict[str, list[str] | No
     entry of ``strategy.translate`` (name -> its ``tagseg translate`` overrides).
 
     A new source is config data: ``strategy.translate.<name>: [method=<translator>, ...]``
-    (see docs/extending.md); a source whose overrides say ``method=cyclegan`` gets the CycleGAN
-    stage before its translation.
+    (see docs/extending.md); a source whose translator is trained first (its class says so:
+    ``Translator.trained_by``) gets that training stage before its translation.
     """
     sources: dict[str, list[str] | None] = {CINE_SOURCE: None}
     for name, overrides in (strategy.get("translate") or {}).items():
@@ -336,9 +282,26 @@ def pretraining_sources(strategy: Mapping[str, Any]) -> dict[str, list[str] | No
     return sources
 
 
-def needs_cyclegan(overrides: Sequence[str] | None) -> bool:
-    """Whether a source's translate overrides use the CycleGAN translator (so its checkpoint is needed)."""
-    return any(str(o).replace(" ", "") in ("method=cyclegan", "/method=cyclegan") for o in overrides or ())
+#: the stages that train a translator, by the name its class gives (``Translator.trained_by``)
+TRAINING_STAGES = {"cyclegan": cyclegan_stage}
+
+
+def translator_training(tr_cfg: DictConfig) -> str | None:
+    """The stage that must train a source's translator first (``trained_by`` of the class
+    ``method._target_`` names: ``cyclegan`` for the CycleGAN translator), or None.
+
+    Raises:
+        ConfigError: the class names a training stage the pipeline does not have.
+    """
+    from hydra.utils import get_class
+
+    trained_by = getattr(get_class(str(tr_cfg.method._target_)), "trained_by", None)
+    if trained_by is not None and trained_by not in TRAINING_STAGES:
+        raise ConfigError(
+            f"method: {tr_cfg.method._target_} is trained by {trained_by!r}, which is no training stage "
+            f"(known: {sorted(TRAINING_STAGES)})"
+        )
+    return trained_by
 
 
 def plan_strategy(cfg: DictConfig) -> list[Stage]:
@@ -360,7 +323,7 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
     stages: list[Stage] = []
     tagged = f"prepare[{cfg.data.get('name', 'tagged')}]"
     stages.append(store_stage(cfg.data, strategy, tagged, cfg.get("prepare")))
-    cine = gan = None
+    cine = None
     if chain:
         if strategy.get("source") is None:
             raise ConfigError(
@@ -379,15 +342,16 @@ def plan_strategy(cfg: DictConfig) -> list[Stage]:
                 split_ratios=list(source_ratios) if source_ratios is not None else None,
             )
         )
-    if any(needs_cyclegan(sources[src]) for src in chain):
-        gan = "cyclegan"
-        stages.append(cyclegan_stage(cfg, cine, tagged))
+    translate_cfgs = {src: compose("translate", sources[src]) for src in dict.fromkeys(chain) if sources[src]}
+    trainers = {src: translator_training(tr_cfg) for src, tr_cfg in translate_cfgs.items()}
+    for name in dict.fromkeys(t for t in trainers.values() if t is not None):
+        stages.append(TRAINING_STAGES[name](cfg, cine, tagged))
     source_store: dict[str, str] = {}
     for src in dict.fromkeys(chain):
         if sources[src] is None:
             source_store[src] = cine
         else:
-            stage = translate_stage(cfg, src, cine, gan if needs_cyclegan(sources[src]) else None)
+            stage = translate_stage(translate_cfgs[src], src, cine, trainers[src])
             stages.append(stage)
             source_store[src] = stage.label
     init = None
@@ -415,7 +379,7 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     """Plan, show and run ``cfg.strategy``; the result is this cell's sweep record.
 
     Returns:
-        ``status``, ``strategy``, test ``test_dice_mean/std``, ``test_hd95_mm_mean/std``,
+        ``status``, ``strategy``, test ``test_<metric>_mean/std`` of every registered metric (``test_dice_mean``, ...),
         ``epochs`` (of the fine-tuning), ``run_dir`` (of the fine-tuning), ``summary_path`` and
         ``stages`` (label -> cache folder, key, reused). Also written to
         ``<run dir>/strategy.json``.
@@ -436,10 +400,10 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
     test, finetune = results["test"], results["finetune"]
     summary = test.outputs["summary"]
     tests = {label: r for label, r in results.items() if r.kind == "test"}
-    from tagseg.stages.dashboard import best_validation
+    from tagseg.report.dashboard import best_validation
 
     best_val = best_validation(finetune.dir)
-    metrics = {"test/dice": summary["dice_mean"], "test/hd95_mm": summary["hd95_mm_mean"], **best_val}
+    metrics = {**{f"test/{name}": summary[f"{name}_mean"] for name in metric_names()}, **best_val}
     record = {
         "status": "ok",
         "strategy": str(cfg.strategy.name),
@@ -449,16 +413,12 @@ def run_strategy(cfg: DictConfig) -> dict[str, Any]:
         # every test set: "test" (the tagged test split) and "test[<shift>]"
         "tests": {
             ("test" if label == "test" else label[5:-1]): {
-                "dice_mean": r.outputs["summary"]["dice_mean"],
-                "hd95_mm_mean": r.outputs["summary"]["hd95_mm_mean"],
+                **{f"{name}_mean": r.outputs["summary"][f"{name}_mean"] for name in metric_names()},
                 "metrics_path": str(r.outputs["metrics_path"]),
             }
             for label, r in tests.items()
         },
-        "test_dice_mean": summary["dice_mean"],
-        "test_dice_std": summary["dice_std"],
-        "test_hd95_mm_mean": summary["hd95_mm_mean"],
-        "test_hd95_mm_std": summary["hd95_mm_std"],
+        **{f"test_{key}": summary[key] for key in mean_std_keys()},
         "val_dice_best": best_val.get("val/dice_best"),
         "val_dice_best_epoch": best_val.get("val/dice_best_epoch"),
         "metrics": metrics,
@@ -484,8 +444,8 @@ def log_cell(
     now or reused (then tagged ``reused``), so every sweep's W&B group has every cell."""
     if OmegaConf.select(cfg, "logger.wandb", default=None) is None:
         return
+    from tagseg.report.dashboard import log_cell_run
     from tagseg.runtime.wandb_run import run_name
-    from tagseg.stages.dashboard import log_cell_run
 
     test, finetune = results["test"], results["finetune"]
     stores = {

@@ -29,24 +29,31 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from tagseg.io.run_dir import STRATEGY_FILE, SUMMARY_FILE, SWEEP_COLUMNS, SWEEP_SUMMARY_FILE
+from tagseg.io.run_dir import (
+    STRATEGY_FILE,
+    SUMMARY_FILE,
+    SWEEP_SUMMARY_FILE,
+    hydra_overrides,
+    job_dirs,
+    sweep_columns,
+)
+from tagseg.metric_registry import mean_std_keys
 from tagseg.runtime.ddp import global_rank
 
 log = logging.getLogger(__name__)
 
 CELL = "cell.json"
 SUMMARY = SWEEP_SUMMARY_FILE
-#: the summary's fixed columns, in order (the swept keys come after ``job``, one column each)
-COLUMNS = SWEEP_COLUMNS
-METRICS = (
-    "test_dice_mean",
-    "test_dice_std",
-    "test_hd95_mm_mean",
-    "test_hd95_mm_std",
-    "val_dice_best",
-    "val_dice_best_epoch",
-    "epochs",
-)
+#: the columns a cell's result fills besides the test metrics (:func:`result_columns`)
+TRAINING_COLUMNS = ("val_dice_best", "val_dice_best_epoch", "epochs")
+
+
+def result_columns() -> tuple[str, ...]:
+    """The columns a cell's result fills: every registered metric's ``test_<name>_mean`` / ``_std``,
+    then :data:`TRAINING_COLUMNS`."""
+    return (*mean_std_keys("test_"), *TRAINING_COLUMNS)
+
+
 #: overrides that are never a column of their own (folders, loggers, launcher settings)
 NOT_KEYS = ("hydra", "paths", "logger", "experiment", "hparams_search")
 
@@ -73,9 +80,9 @@ def cell_record(
         status: Hydra's job status (``FAILED`` when the task raised).
 
     Returns:
-        A mapping with every column of :data:`COLUMNS` (missing metrics are ``None``).
+        A mapping with every column of :func:`~tagseg.io.run_dir.sweep_columns` (missing metrics are ``None``).
     """
-    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row: dict[str, Any] = {c: None for c in sweep_columns()}
     row.update(
         job=job,
         overrides=",".join(overrides),
@@ -92,7 +99,7 @@ def cell_record(
         found = {**nested, **found}
     row["status"] = str(found.get("status", "ok"))
     row["error"] = found.get("error")
-    for key in METRICS:
+    for key in result_columns():
         if found.get(key) is not None:
             row[key] = found[key]
     return row
@@ -108,8 +115,8 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     found = json.loads(path.read_text())
-    out = {f"test_{k}": found[k] for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std") if k in found}
-    out.update({k: found[k] for k in ("val_dice_best", "val_dice_best_epoch", "epochs") if k in found})
+    out = {f"test_{k}": found[k] for k in mean_std_keys() if k in found}
+    out.update({k: found[k] for k in TRAINING_COLUMNS if k in found})
     return out
 
 
@@ -150,21 +157,16 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
     rows: list[dict[str, Any]] = []
-    for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
-        job_dir = ov.parent.parent
-        if job_dir == sweep_dir:
-            continue
+    for job_dir in job_dirs(sweep_dir):
         cell = job_dir / CELL
         if cell.exists():
             rows.append(json.loads(cell.read_text()))
         else:
-            import yaml
-
             rows.append(
                 cell_record(
                     RuntimeError("no result (job killed or still running)"),
                     job=job_dir.name,
-                    overrides=yaml.safe_load(ov.read_text()) or [],
+                    overrides=hydra_overrides(job_dir) or [],
                     wall_s=float("nan"),
                     run_dir=job_dir,
                     status=JobStatus.FAILED,
@@ -179,7 +181,8 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     out = sweep_dir / SUMMARY
     tmp = out.with_name(f".{SUMMARY}.tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[COLUMNS[0], *keys, *COLUMNS[1:]], extrasaction="ignore")
+        columns = sweep_columns()
+        writer = csv.DictWriter(fh, fieldnames=[columns[0], *keys, *columns[1:]], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(out)
@@ -196,15 +199,13 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             return "nan" if math.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
         return str(v)
 
-    keys = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "override_list"]
+    fixed = sweep_columns()
+    keys = [k for k in (rows[0] if rows else {}) if k not in fixed and k != "override_list"]
     cols = (
         "job",
         *(keys or ["overrides"]),
         "status",
-        "test_dice_mean",
-        "test_dice_std",
-        "test_hd95_mm_mean",
-        "test_hd95_mm_std",
+        *mean_std_keys("test_"),
         "val_dice_best",
         "epochs",
         "wall_s",
@@ -268,8 +269,8 @@ class SweepSummary(Callback):
         print(f"summary: {out}")
         report = {}
         try:
+            from tagseg.report.dashboard import log_sweep
             from tagseg.report.sweep import write_sweep_report
-            from tagseg.stages.dashboard import log_sweep
 
             report = write_sweep_report(out, sweep_dir)
             log_sweep(config, rows, out, report.get("sweep_png"))

@@ -1,4 +1,4 @@
-"""Figures from run folders: Dice/HD95 per time frame (paper Fig. 9), per group (Fig. 11) and
+"""Figures from run folders: each registered metric (Dice, HD95, ...) per time frame (paper Fig. 9), per group (Fig. 11) and
 convergence curves from the CSV logs (Fig. 8)."""
 
 from __future__ import annotations
@@ -11,19 +11,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tagseg.metric_registry import metric_specs  # noqa: E402
 from tagseg.report.tables import breakdown  # noqa: E402
 
 
 def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
-    """Mean Dice and HD95 (with std bands) against the time frame, one line per run."""
+    """Each metric's mean (with std bands) against the time frame, one line per run."""
     if "frame" not in metrics.columns:
         return None
     table = breakdown(metrics, "frame")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    specs = metric_specs()
+    fig, axes = plt.subplots(1, len(specs), figsize=(5.5 * len(specs), 4), squeeze=False)
+    axes = axes[0]
     for run, df in table.groupby("run"):
         run = run if run != "." else "run"
         x = df["frame"] + 1  # the paper counts frames from 1
-        for ax, key in zip(axes, ("dice", "hd95_mm")):
+        for ax, key in zip(axes, (m.name for m in specs)):
             ax.plot(x, df[f"{key}_mean"], marker="o", ms=3, label=run)
             ax.fill_between(
                 x,
@@ -31,8 +34,8 @@ def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
                 df[f"{key}_mean"] + df[f"{key}_std"].fillna(0),
                 alpha=0.15,
             )
-    axes[0].set(xlabel="time frame", ylabel="Dice", title="Dice per frame")
-    axes[1].set(xlabel="time frame", ylabel="HD95 (mm)", title="HD95 per frame")
+    for ax, m in zip(axes, specs):
+        ax.set(xlabel="time frame", ylabel=m.title, title=f"{m.title.split(' (')[0]} per frame")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -41,13 +44,16 @@ def plot_per_frame(metrics: pd.DataFrame, out: Path) -> Path | None:
 
 
 def plot_per_group(metrics: pd.DataFrame, out: Path) -> Path | None:
-    """Box plots of Dice and HD95 per group (e.g. control vs DMD), per run."""
+    """Box plots of each metric per group (e.g. control vs DMD), per run."""
     if "group" not in metrics.columns:
         return None
     runs = list(dict.fromkeys(metrics["run"]))
     groups = sorted(metrics["group"].astype(str).unique())
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 2.5 * len(runs) * len(groups) / 2), 4))
-    for ax, key, label in zip(axes, ("dice", "hd95_mm"), ("Dice", "HD95 (mm)")):
+    specs = metric_specs()
+    fig, axes = plt.subplots(
+        1, len(specs), figsize=(max(6, 2.5 * len(runs) * len(groups) / 2) * len(specs) / 2, 4), squeeze=False
+    )
+    for ax, key, label in zip(axes[0], (m.name for m in specs), (m.title for m in specs)):
         data, names = [], []
         for run in runs:
             for grp in groups:
@@ -69,7 +75,7 @@ def plot_convergence(root: Path, out: Path) -> Path | None:
     logs = sorted(root.rglob("metrics.csv"))
     if not logs:
         return None
-    keys = ("train/loss", "val/loss", "val/dice", "val/hd95_mm")
+    keys = ("train/loss", "val/loss", *(f"val/{m.name}" for m in metric_specs()))
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
     plotted = False
     for log in logs:

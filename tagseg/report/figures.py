@@ -11,12 +11,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from tagseg.conventions import MYO as MYO_LABEL
 from tagseg.errors import StoreError
-from tagseg.io.store import read_meta, store_attrs
+from tagseg.io.store import read_meta, read_slices, store_attrs
 
 
 def _pick_frames(frames: np.ndarray, wanted: Sequence[int] | None, n_frames: int) -> list[int]:
@@ -45,21 +44,20 @@ def _rows(
 def _draw(
     axes: np.ndarray, path: Path, rows_per_line: list[list[int]], meta: dict[str, np.ndarray], labels: list[str]
 ) -> None:
-    with h5py.File(path, "r") as f:
-        for line, rows in enumerate(rows_per_line):
-            for col in range(axes.shape[1]):
-                ax = axes[line, col]
-                ax.axis("off")
-                if col >= len(rows):
-                    continue
-                r = rows[col]
-                image, mask = f["images"][r], f["masks"][r]
-                ax.imshow(image, cmap="gray", vmin=0.0, vmax=max(float(np.percentile(image, 99.5)), 1e-6))
-                if (mask == MYO_LABEL).any():
-                    ax.contour(mask == MYO_LABEL, levels=[0.5], colors="tab:red", linewidths=0.8)
-                phase = meta["phase"][r] if "phase" in meta else ""
-                name = f"{labels[line]}\n" if col == 0 else "\n"  # row name once, on the first tile
-                ax.set_title(f"{name}t={int(meta['frame'][r])}{' ' + phase if phase else ''}", fontsize=7)
+    for line, rows in enumerate(rows_per_line):
+        images, masks = read_slices(path, rows)
+        for col in range(axes.shape[1]):
+            ax = axes[line, col]
+            ax.axis("off")
+            if col >= len(rows):
+                continue
+            r, image, mask = rows[col], images[col], masks[col]
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=max(float(np.percentile(image, 99.5)), 1e-6))
+            if (mask == MYO_LABEL).any():
+                ax.contour(mask == MYO_LABEL, levels=[0.5], colors="tab:red", linewidths=0.8)
+            phase = meta["phase"][r] if "phase" in meta else ""
+            name = f"{labels[line]}\n" if col == 0 else "\n"  # row name once, on the first tile
+            ax.set_title(f"{name}t={int(meta['frame'][r])}{' ' + phase if phase else ''}", fontsize=7)
 
 
 def _save(fig, output: Path) -> Path:

@@ -17,20 +17,22 @@ every interval resamples subjects, never images.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from tagseg.errors import TagsegError
+from tagseg.io.run_dir import hydra_config_path
 
 STRATEGY_FILE = "strategy.json"
 #: the tagged test split's name among the test sets
 IN_DISTRIBUTION = "test"
 REFERENCE = "scratch"
-METRICS = ("dice", "hd95_mm")
+METRICS = ("dice", "hd95_mm")  # the data-efficiency statistics compare the two built-in metrics
 
 
 def bootstrap_ci(
@@ -85,7 +87,7 @@ def find_cells(root: str | Path) -> list[dict]:
 
 
 def _randomise(cell_dir: Path) -> object:
-    config = cell_dir / ".hydra" / "config.yaml"
+    config = hydra_config_path(cell_dir)
     if not config.exists():
         return None
     data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
@@ -106,7 +108,7 @@ def load_cells(cells: Sequence[dict]) -> pd.DataFrame:
                 raise TagsegError(
                     f"{cell['cell_dir']}: its test table {path} is missing (cache folder moved or deleted?)"
                 )
-            df = pd.read_csv(path, usecols=lambda c: c in ("subject", "slice", "frame", "dice", "hd95_mm"))
+            df = pd.read_csv(path, usecols=lambda c: c in ("subject", "slice", "frame", *METRICS))
             df["strategy"], df["n"], df["seed"], df["test_set"] = (
                 cell["strategy"],
                 int(cell["n_train_subjects"]),
@@ -145,16 +147,8 @@ def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     rows = []
     for (test_set, strategy, n), g in subjects.groupby(["test_set", "strategy", "n"], sort=True):
         per_subject = g.groupby("subject")[list(METRICS)].mean()
-        row = {
-            "test_set": test_set,
-            "strategy": strategy,
-            "n": int(n),
-            "seeds": int(g["seed"].nunique()),
-            "subjects": int(len(per_subject)),
-        }
-        for metric in METRICS:
-            mean, lo, hi = bootstrap_ci(per_subject[metric].to_numpy(), n_boot, seed=seed)
-            row.update({f"{metric}_mean": mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
+        columns = {m: (f"{m}_mean", m) for m in METRICS}
+        row = _interval_row(test_set, strategy, n, g, per_subject, columns, n_boot, seed)
         seed_means = g.groupby("seed")["dice"].mean()
         row["dice_seed_sd"] = float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0
         rows.append(row)
@@ -186,16 +180,8 @@ def paired_differences(
                 .groupby("subject")[[f"d_{m}" for m in METRICS]]
                 .mean()
             )
-            row = {
-                "test_set": test_set,
-                "strategy": strategy,
-                "n": int(n),
-                "seeds": int(g["seed"].nunique()),
-                "subjects": int(len(per_subject)),
-            }
-            for metric in METRICS:
-                mean, lo, hi = bootstrap_ci(per_subject[f"d_{metric}"].to_numpy(), n_boot, seed=seed)
-                row.update({f"d_{metric}": mean, f"d_{metric}_lo": lo, f"d_{metric}_hi": hi})
+            columns = {f"d_{m}": (f"d_{m}", f"d_{m}") for m in METRICS}
+            row = _interval_row(test_set, strategy, n, g, per_subject, columns, n_boot, seed)
             row["dice_better"] = bool(row["d_dice_lo"] > 0)
             row["hd95_better"] = bool(row["d_hd95_mm_hi"] < 0)
             rows.append(row)
@@ -204,6 +190,32 @@ def paired_differences(
             columns=["test_set", "strategy", "n", "seeds", "subjects", "d_dice", "d_dice_lo", "d_dice_hi"]
         )
     return _order(pd.DataFrame(rows))
+
+
+def _interval_row(
+    test_set: str,
+    strategy: str,
+    n: Any,
+    cells: pd.DataFrame,
+    per_subject: pd.DataFrame,
+    columns: Mapping[str, tuple[str, str]],
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One row of a table with intervals: the keys, the seed and subject counts, and for each
+    ``per_subject`` column ``c`` -> ``(mean key, stem)`` its mean and ``<stem>_lo`` / ``<stem>_hi``
+    (subject bootstrap, :func:`bootstrap_ci`)."""
+    row: dict[str, Any] = {
+        "test_set": test_set,
+        "strategy": strategy,
+        "n": int(n),
+        "seeds": int(cells["seed"].nunique()),
+        "subjects": int(len(per_subject)),
+    }
+    for column, (mean_key, stem) in columns.items():
+        mean, lo, hi = bootstrap_ci(per_subject[column].to_numpy(), n_boot, seed=seed)
+        row.update({mean_key: mean, f"{stem}_lo": lo, f"{stem}_hi": hi})
+    return row
 
 
 def _randomisation(label: str) -> str:

@@ -13,15 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tagseg.io.run_dir import SWEEP_COLUMNS  # noqa: E402
-
-#: columns of summary.csv that are not swept keys
-FIXED = set(SWEEP_COLUMNS)
+from tagseg.io.run_dir import sweep_columns  # noqa: E402
+from tagseg.metric_registry import metric_specs  # noqa: E402
 
 
 def swept_columns(df: pd.DataFrame) -> list[str]:
     """The swept-key columns of a ``summary.csv`` (every column that is not a fixed one), in file order."""
-    return [c for c in df.columns if c not in FIXED]
+    fixed = set(sweep_columns())
+    return [c for c in df.columns if c not in fixed]
 
 
 def _cell(mean: float, std: float) -> str:
@@ -30,9 +29,18 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f} +/- {0.0 if pd.isna(std) else std:.3f}"
 
 
+def _metric_cells(r: pd.Series | dict | None) -> list[str]:
+    """``mean +/- std`` of each registered metric of one summary row (``-`` when absent)."""
+    if r is None:
+        return ["-" for _ in metric_specs()]
+    return [_cell(r.get(f"test_{m.name}_mean"), r.get(f"test_{m.name}_std")) for m in metric_specs()]
+
+
 def sweep_markdown(df: pd.DataFrame) -> str:
     """Markdown: with two or more swept keys, the last one per row and the others per column (Table 3:
-    strategies x architectures); with one, one row per value (Table 4: gamma); Dice and HD95 (mm) cells."""
+    strategies x architectures); with one, one row per value (Table 4: gamma); a cell per registered
+    metric (Dice, HD95 (mm), ...)."""
+    titles = [m.title for m in metric_specs()]
     keys = swept_columns(df)
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     if len(keys) >= 2:
@@ -44,27 +52,25 @@ def sweep_markdown(df: pd.DataFrame) -> str:
         )
         col_names = list(dict.fromkeys(cols))
         lines = [
-            f"| {row_key} | " + " | ".join(f"{c} Dice | {c} HD95 (mm)" for c in col_names) + " |",
-            "|---|" + "---|---|" * len(col_names),
+            f"| {row_key} | " + " | ".join(f"{c} {t}" for c in col_names for t in titles) + " |",
+            "|---|" + "---|" * len(titles) * len(col_names),
         ]
         for value in dict.fromkeys(ok[row_key].astype(str)):
             cells = []
             for name in col_names:
                 hit = ok[(ok[row_key].astype(str) == value) & (cols == name)]
-                r = hit.iloc[0] if len(hit) else None
-                cells += [
-                    _cell(r["test_dice_mean"], r["test_dice_std"]) if r is not None else "-",
-                    _cell(r["test_hd95_mm_mean"], r["test_hd95_mm_std"]) if r is not None else "-",
-                ]
+                cells += _metric_cells(hit.iloc[0] if len(hit) else None)
             lines.append(f"| {value} | " + " | ".join(cells) + " |")
     else:
         key = keys[0] if keys else "job"
-        lines = [f"| {key} | Dice | HD95 (mm) | best val Dice | epochs |", "|---|---|---|---|---|"]
+        lines = [
+            f"| {key} | " + " | ".join(titles) + " | best val Dice | epochs |",
+            "|---|" + "---|" * (len(titles) + 2),
+        ]
         for r in ok.to_dict("records"):
             best = r.get("val_dice_best")
             lines.append(
-                f"| {r.get(key)} | {_cell(r['test_dice_mean'], r['test_dice_std'])} | "
-                f"{_cell(r['test_hd95_mm_mean'], r['test_hd95_mm_std'])} | "
+                f"| {r.get(key)} | " + " | ".join(_metric_cells(r)) + " | "
                 f"{'-' if best is None or pd.isna(best) else f'{best:.3f}'} | {r.get('epochs', '-')} |"
             )
     failed = df[df["status"] != "ok"] if "status" in df.columns else df.iloc[0:0]
@@ -73,9 +79,10 @@ def sweep_markdown(df: pd.DataFrame) -> str:
 
 
 def plot_sweep(df: pd.DataFrame, out: str | Path) -> Path | None:
-    """Bars of test Dice and HD95 (mean, error bar = std over the test images) per cell, grouped by the
+    """Bars of each registered test metric (mean, error bar = std over the test images) per cell, grouped by the
     last swept key and coloured by the others (Table 3's layout); ``None`` when no cell succeeded."""
-    ok = df[(df["status"] == "ok") & df["test_dice_mean"].notna()] if "status" in df.columns else df
+    primary = f"test_{metric_specs()[0].name}_mean"
+    ok = df[(df["status"] == "ok") & df[primary].notna()] if "status" in df.columns else df
     if ok.empty:
         return None
     keys = swept_columns(ok)
@@ -86,8 +93,12 @@ def plot_sweep(df: pd.DataFrame, out: str | Path) -> Path | None:
     xs = list(dict.fromkeys(ok[x_key].astype(str)))
     hues = list(dict.fromkeys(hue))
     width = 0.8 / max(len(hues), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * len(xs) * max(len(hues), 1) + 3), 4))
-    for ax, metric, label in zip(axes, ("test_dice", "test_hd95_mm"), ("Dice", "HD95 (mm)")):
+    specs = [m for m in metric_specs() if f"test_{m.name}_mean" in ok.columns]  # an older table may lack one
+    fig, axes = plt.subplots(
+        1, len(specs), figsize=(max(6.0, 1.2 * len(xs) * max(len(hues), 1) + 3) * len(specs) / 2, 4), squeeze=False
+    )
+    axes = axes[0]
+    for ax, metric, label in zip(axes, (f"test_{m.name}" for m in specs), (m.title for m in specs)):
         for j, h in enumerate(hues):
             sel = ok[hue == h]
             pos, means, stds = [], [], []

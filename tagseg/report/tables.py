@@ -1,7 +1,7 @@
 """Result tables from run folders: the paper's Table 3 (strategy x architecture) and Table 4 (gamma).
 
 A *run* is a folder holding ``summary.json`` and ``test_metrics.csv`` (one row per test image:
-subject, slice, frame, group, dice, hd95_mm), as written by ``tagseg train`` / ``tagseg evaluate``.
+subject, slice, frame, group, then each registered metric: dice, hd95_mm, ...), as written by ``tagseg train`` / ``tagseg evaluate``.
 A *sweep* is a folder of runs (Hydra multirun), possibly with ``summary.csv``.
 """
 
@@ -11,25 +11,29 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from tagseg.errors import TagsegError
-from tagseg.io.run_dir import METRICS_FILE, STRATEGY_FILE, metric_stats
+from tagseg.io.run_dir import METRICS_FILE, STRATEGY_FILE, hydra_overrides, job_dirs, metric_stats
+from tagseg.metric_registry import mean_std_keys, metric_names, metric_specs
 
-#: the statistics columns of the tables (a subset of tagseg.io.run_dir.STAT_KEYS)
-TABLE_STATS = ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")
+
+def table_stats() -> tuple[str, ...]:
+    """The statistics columns of the tables: each registered metric's mean and std, then ``n_images``
+    (a subset of :func:`tagseg.io.run_dir.stat_keys`)."""
+    return (*mean_std_keys(), "n_images")
 
 
 def grouped_stats(metrics: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """:func:`~tagseg.io.run_dir.metric_stats` (the summary.json rule) of each group of rows, one row per group."""
+    stats = table_stats()
     rows = [
         {
             **dict(zip(by, key if isinstance(key, tuple) else (key,))),
-            **{k: v for k, v in metric_stats(d).items() if k in TABLE_STATS},
+            **{k: v for k, v in metric_stats(d).items() if k in stats},
         }
         for key, d in metrics.groupby(by, sort=False)
     ]
-    return pd.DataFrame(rows, columns=[*by, *TABLE_STATS])
+    return pd.DataFrame(rows, columns=[*by, *stats])
 
 
 def metrics_file(run: Path) -> Path:
@@ -63,11 +67,11 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def run_overrides(run: Path) -> str:
-    """The Hydra overrides that made a run (``.hydra/overrides.yaml``), as ``k=v`` joined by spaces."""
-    for path in (run / ".hydra" / "overrides.yaml", *run.glob("*/.hydra/overrides.yaml")):
-        if path.exists():
-            items = yaml.safe_load(path.read_text()) or []
-            return " ".join(str(i) for i in items if not str(i).startswith(("hydra", "paths")))
+    """The Hydra overrides that made a run (its own, else its first job's), as ``k=v`` joined by spaces."""
+    for job in (run, *job_dirs(run, recursive=False)):
+        items = hydra_overrides(job)
+        if items is not None:
+            return " ".join(i for i in items if not i.startswith(("hydra", "paths")))
     return ""
 
 
@@ -77,7 +81,7 @@ def load_metrics(runs: list[Path], root: Path) -> pd.DataFrame:
     for run in runs:
         path = metrics_file(run)
         df = pd.read_csv(path)
-        missing = {"dice", "hd95_mm"} - set(df.columns)
+        missing = set(metric_names()) - set(df.columns)
         if missing:
             raise TagsegError(f"{path}: missing column(s) {sorted(missing)}")
         df["run"] = str(run.relative_to(root)) if run != root else "."
@@ -87,20 +91,21 @@ def load_metrics(runs: list[Path], root: Path) -> pd.DataFrame:
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: Dice and HD95 mean/std, image count, and the cumulative rank of Table 4.
+    """One row per run: each registered metric's mean/std, image count, and the cumulative rank of Table 4.
 
-    The cumulative rank adds the rank by mean Dice (higher is better) and by mean HD95 (lower is
-    better); ties share the lower rank, as in the paper's gamma table.
+    The cumulative rank adds each metric's rank by its mean (``rank_dice``: higher is better,
+    ``rank_hd95``: lower is better; a metric's direction); ties share the lower rank, as in the
+    paper's gamma table.
     """
     table = grouped_stats(metrics, ["run", "overrides"])
-    table["rank_dice"] = table["dice_mean"].rank(ascending=False, method="min").astype(int)
-    table["rank_hd95"] = table["hd95_mm_mean"].rank(ascending=True, method="min").astype(int)
-    table["cumulative_rank"] = table["rank_dice"] + table["rank_hd95"]
+    for m in metric_specs():
+        table[m.rank_key] = table[f"{m.name}_mean"].rank(ascending=not m.higher_is_better, method="min").astype(int)
+    table["cumulative_rank"] = table[[m.rank_key for m in metric_specs()]].sum(axis=1).astype(int)
     return table.sort_values(["cumulative_rank", "run"]).reset_index(drop=True)
 
 
 def breakdown(metrics: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Mean/std of Dice and HD95 per run and per ``by`` (e.g. ``frame`` or ``group``)."""
+    """Mean/std of each registered metric per run and per ``by`` (e.g. ``frame`` or ``group``)."""
     if by not in metrics.columns:
         raise TagsegError(f"metrics have no '{by}' column (columns: {list(metrics.columns)})")
     table = grouped_stats(metrics, ["run", by]).rename(columns={"n_images": "n"})
@@ -109,12 +114,15 @@ def breakdown(metrics: pd.DataFrame, by: str) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown table (no extra dependency): ``mean +/- std`` cells, like the paper's tables."""
-    head = "| run | overrides | Dice | HD95 (mm) | images | rank |"
-    lines = [head, "|---|---|---|---|---|---|"]
-    for r in table.itertuples():
+    specs = metric_specs()
+    head = "| run | overrides | " + " | ".join(m.title for m in specs) + " | images | rank |"
+    lines = [head, "|---|---|" + "---|" * len(specs) + "---|---|"]
+    for r in table.to_dict("records"):
+        cells = [f"{r[f'{m.name}_mean']:.3f} +/- {r[f'{m.name}_std']:.3f}" for m in specs]
         lines.append(
-            f"| {r.run} | {r.overrides or '-'} | {r.dice_mean:.3f} +/- {r.dice_std:.3f} | "
-            f"{r.hd95_mm_mean:.3f} +/- {r.hd95_mm_std:.3f} | {r.n_images} | {r.cumulative_rank} |"
+            f"| {r['run']} | {r['overrides'] or '-'} | "
+            + " | ".join(cells)
+            + f" | {r['n_images']} | {r['cumulative_rank']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -136,8 +144,7 @@ def write_tables(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
         "root": str(root),
         "n_runs": int(table.shape[0]),
         "best_run": table.iloc[0]["run"],
-        "best_dice_mean": float(table.iloc[0]["dice_mean"]),
-        "best_hd95_mm_mean": float(table.iloc[0]["hd95_mm_mean"]),
+        **{f"best_{name}_mean": float(table.iloc[0][f"{name}_mean"]) for name in metric_names()},
     }
     paths["report_json"] = out_dir / "report.json"
     paths["report_json"].write_text(json.dumps(meta, indent=2))

@@ -17,7 +17,7 @@ from typing import Any
 
 import hydra.utils
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.errors import ConfigError, TagsegError
 
@@ -69,6 +69,46 @@ def plain(cfg: Any) -> Any:
     return cfg
 
 
+#: what ``paths.output_dir`` reads as in :func:`key_config` (a run's folder is no part of what it computes)
+RUN_DIR = "<run dir>"
+
+
+def key_config(cfg: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """What determines a stage's result: ``cfg`` as a resolved plain dict without the dotted keys in
+    ``drop`` (the stage cache hashes it).
+
+    Dropped leaves are blanked before resolving (they may hold what cannot be resolved here);
+    dropped sections are removed after. ``paths.output_dir`` (Hydra's run folder, unknown
+    outside a run) resolves to the placeholder :data:`RUN_DIR`, so a stage's hash does not depend
+    on which run computed it.
+    """
+    node = cfg.copy() if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+    raw = OmegaConf.to_container(node, resolve=False)
+    with open_dict(node):
+        if node._get_parent() is None and isinstance(raw.get("paths"), dict) and "output_dir" in raw["paths"]:
+            node.paths.output_dir = RUN_DIR
+        for key in drop:
+            parent, _, leaf = key.rpartition(".")
+            holder = _walk(raw, parent)
+            if isinstance(holder, dict) and leaf in holder and not isinstance(holder[leaf], (dict, list)):
+                OmegaConf.update(node, key, None, merge=False)
+    out = OmegaConf.to_container(node, resolve=True)
+    for key in drop:
+        parent, _, leaf = key.rpartition(".")
+        holder = _walk(out, parent)
+        if isinstance(holder, dict):
+            holder.pop(leaf, None)
+    return out  # type: ignore[return-value]
+
+
+def _walk(tree: Any, dotted: str) -> Any:
+    for part in [p for p in dotted.split(".") if p]:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 def instantiate(cfg: Any, what: str, **kwargs: Any) -> Any:
     """Build the object a config node describes (``_target_``), surfacing tagseg errors as themselves.
 
@@ -118,4 +158,14 @@ def set_torch_threads(n_threads: Any) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n_threads)
 
 
-__all__ = ["CONF_DIR", "compose", "config_yaml", "instantiate", "instantiate_group", "plain", "set_torch_threads"]
+__all__ = [
+    "CONF_DIR",
+    "RUN_DIR",
+    "compose",
+    "config_yaml",
+    "instantiate",
+    "instantiate_group",
+    "key_config",
+    "plain",
+    "set_torch_threads",
+]

@@ -1,4 +1,4 @@
-"""Console output of runs: the resolved config as a tree, the test Dice / HD95 table (rich)."""
+"""Console output of runs: the resolved config as a tree, the test metrics table (rich)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+
+from tagseg.metric_registry import metric_specs
 
 #: top-level config groups printed first, in this order
 TREE_ORDER = ("data", "datamodule", "model", "loss", "trainer", "callbacks", "logger", "paths")
@@ -42,20 +44,17 @@ def print_config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, save_t
 
 
 def summary_table(summary: Mapping[str, Any], title: str = "test") -> Table:
-    """A rich table of a test summary: overall, then per group and per frame when present."""
-    table = Table(title=f"{title}: Dice and HD95 (mm), per image")
-    for col in ("subset", "n", "Dice mean", "Dice std", "HD95 mm mean", "HD95 mm std"):
+    """A rich table of a test summary (each registered metric's mean and std in its format): overall,
+    then per group and per frame when present."""
+    specs = [m for m in metric_specs() if f"{m.name}_mean" in summary]
+    table = Table(title=f"{title}: {' and '.join(m.title for m in specs)}, per image")
+    names = [f"{m.title.replace('(', '').replace(')', '')} {s}" for m in specs for s in ("mean", "std")]
+    for col in ("subset", "n", *names):
         table.add_column(col, justify="left" if col == "subset" else "right")
 
     def row(name: str, s: Mapping[str, Any]) -> None:
-        table.add_row(
-            name,
-            str(s["n_images"]),
-            f"{s['dice_mean']:.3f}",
-            f"{s['dice_std']:.3f}",
-            f"{s['hd95_mm_mean']:.2f}",
-            f"{s['hd95_mm_std']:.2f}",
-        )
+        values = [m.format(s[f"{m.name}_{stat}"]) for m in specs for stat in ("mean", "std")]
+        table.add_row(name, str(s["n_images"]), *values)
 
     row("all", summary)
     for key, label in (("per_group", "group"), ("per_frame", "frame")):

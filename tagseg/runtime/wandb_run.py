@@ -6,11 +6,14 @@ Used by every stage that logs to W&B (``logger=wandb``): a plain ``tagseg train`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tagseg.metric_registry import metric_specs
 
 #: overrides never part of a run name (folders, the logger itself, launcher settings)
 NAME_SKIP = ("hydra", "paths", "logger", "experiment", "hparams_search", "trainer.devices", "torch_threads")
@@ -145,11 +148,26 @@ def apply_identity(cfg: DictConfig) -> None:
         node.tags = list(dict.fromkeys([*(str(t) for t in (node.get("tags") or [])), *run_tags(cfg)]))
 
 
+@contextmanager
+def open_run(**settings: Any) -> Iterator[Any]:
+    """A W&B run of its own (``wandb.init(**settings, reinit="finish_previous")``), finished when the
+    block ends, however it ends: the one place tagseg starts and finishes W&B runs outside Lightning's
+    ``WandbLogger`` (a strategy cell's run, a sweep's summary run)."""
+    import wandb
+
+    run = wandb.init(**settings, reinit="finish_previous")
+    try:
+        yield run
+    finally:
+        run.finish()
+
+
 def define_metrics(run: Any) -> None:
-    """Summaries that answer "how good did it get": best (max) ``val/dice``, lowest ``val/hd95_mm`` and loss."""
+    """Summaries that answer "how good did it get": each registered metric's best ``val/<name>`` (max when
+    higher is better: ``val/dice``; min otherwise: ``val/hd95_mm``) and the lowest loss."""
     run.define_metric("epoch")
-    run.define_metric("val/dice", summary="max")
-    run.define_metric("val/hd95_mm", summary="min")
+    for spec in metric_specs():
+        run.define_metric(f"val/{spec.name}", summary="max" if spec.higher_is_better else "min")
     run.define_metric("val/loss", summary="min")
 
 
@@ -161,6 +179,7 @@ __all__ = [
     "flatten",
     "group_name",
     "in_multirun",
+    "open_run",
     "run_name",
     "run_tags",
     "short_key",

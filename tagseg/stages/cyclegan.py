@@ -23,8 +23,9 @@ from tagseg.data.prepare import ensure_store
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import CYCLEGAN, resume_checkpoint
-from tagseg.io.run_dir import CONFIG_FILE, LAST_CKPT, TAGNESS_FILE
+from tagseg.io.run_dir import TAGNESS_FILE, CycleGANResult, last_checkpoint_in, write_run_config
 from tagseg.runtime.config import instantiate, instantiate_group, set_torch_threads
+from tagseg.runtime.task import task_wrapper
 from tagseg.tagness import store_tagness
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,12 @@ def _last_checkpoint(trainer: L.Trainer) -> Path | None:
     cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
     if cb is None or not cb.dirpath:
         return None
-    last = Path(cb.dirpath) / LAST_CKPT
+    last = last_checkpoint_in(cb.dirpath)
     return last if last.exists() else None
 
 
-def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
+@task_wrapper
+def train_cyclegan(cfg: DictConfig) -> CycleGANResult:
     """Fit the CycleGAN described by ``cfg``; return where everything went.
 
     Args:
@@ -71,8 +73,9 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
             ``torch_threads`` (CPU threads), ``paths.output_dir``.
 
     Returns:
-        ``run_dir``, ``last_ckpt``, ``epochs``, ``global_step``, ``seconds`` (fit), ``grids``
-        (PNG paths) and, when ``tagness_check.enabled``, ``tagness`` (see :func:`tagness_check`).
+        The :class:`~tagseg.io.run_dir.CycleGANResult`: ``run_dir``, ``last_ckpt``, ``epochs``,
+        ``global_step``, ``seconds`` (fit), ``grids`` (PNG paths) and, when ``tagness_check.enabled``,
+        ``tagness`` (see :func:`tagness_check`); read as ``result.epochs`` or ``result["epochs"]``.
 
     Raises:
         TagsegError: bad input (missing resume checkpoint, a dataset that cannot be prepared, an
@@ -84,8 +87,7 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
     for key in ("data_a", "data_b"):
         ensure_store(cfg[key], StoreSpec.from_config(cfg.get("prepare"), cfg[key]))
     L.seed_everything(cfg.get("seed", 0), workers=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
     model = instantiate(cfg.model, "model")
     for domain, (h, w) in datamodule.image_shapes().items():
@@ -104,22 +106,22 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
     grids = next((list(c.saved) for c in callbacks if hasattr(c, "saved")), [])
-    result: dict[str, Any] = {
-        "run_dir": run_dir,
-        "last_ckpt": _last_checkpoint(trainer),
-        "epochs": int(trainer.current_epoch),
-        "global_step": int(trainer.global_step),
-        "seconds": seconds,
-        "grids": grids,
-    }
+    result = CycleGANResult(
+        run_dir=run_dir,
+        last_ckpt=_last_checkpoint(trainer),
+        epochs=int(trainer.current_epoch),
+        global_step=int(trainer.global_step),
+        seconds=seconds,
+        grids=grids,
+    )
     check = cfg.get("tagness_check") or {}
     if check.get("enabled") and trainer.is_global_zero:
-        if result["last_ckpt"] is None:
+        if result.last_ckpt is None:
             raise ConfigError(
                 "tagness_check: no last.ckpt was written (callbacks.model_checkpoint.save_last must be true)"
             )
-        result["tagness"] = tagness_check(
-            result["last_ckpt"],
+        result.tagness = tagness_check(
+            result.last_ckpt,
             datamodule.store_a,
             datamodule.store_b,
             Path(check["output"]),
@@ -128,7 +130,7 @@ def train_cyclegan(cfg: DictConfig) -> dict[str, Any]:
             splits_b=datamodule.splits_b,
             device=str(model.device),
         )
-        (run_dir / TAGNESS_FILE).write_text(json.dumps(result["tagness"], indent=2))
+        (run_dir / TAGNESS_FILE).write_text(json.dumps(result.tagness, indent=2))
     return result
 
 

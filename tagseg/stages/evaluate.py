@@ -6,13 +6,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import h5py
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
 from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult
-from tagseg.io.store import store_attrs
+from tagseg.io.store import has_labels, store_attrs
+from tagseg.metric_registry import mean_std_keys
 from tagseg.models.segmenter import load_segmentation_module
 from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
@@ -32,11 +32,8 @@ def require_labels(store: str | Path) -> None:
             f"{store}: the store has no labels (labelled: false, an images-only export); nothing to "
             "evaluate against (segment it with `tagseg predict`)"
         )
-    with h5py.File(store, "r") as f:
-        masks = f["masks"]
-        for start in range(0, masks.shape[0], 64):  # chunks: a large store stays out of memory
-            if masks[start : start + 64].any():
-                return
+    if has_labels(store):
+        return
     raise DataError(
         f"{store}: every mask is background (no labels); nothing to evaluate against (segment it with `tagseg predict`)"
     )
@@ -158,7 +155,7 @@ def _shift_row(name: str, description: str, summary: dict[str, Any]) -> dict[str
     return {
         "test_set": name,
         "description": description,
-        **{k: summary.get(k) for k in ("dice_mean", "dice_std", "hd95_mm_mean", "hd95_mm_std", "n_images")},
+        **{k: summary.get(k) for k in (*mean_std_keys(), "n_images")},
     }
 
 

@@ -43,7 +43,7 @@ from tagseg.models.segmenter import (  # noqa: F401
     load_segmenters,
 )
 from tagseg.postprocess import apply_postprocess, check_postprocess
-from tagseg.stages.predict_outputs import (
+from tagseg.predict_outputs import (
     FAILED_FIELDS,
     POINT_FIELDS,
     PREDICTION_FIELDS,

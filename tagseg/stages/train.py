@@ -28,8 +28,16 @@ from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
 from tagseg.data.sampling import StepSeed
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
-from tagseg.io.run_dir import CONFIG_FILE, CONFIG_TREE_FILE, LAST_CKPT, TestResult, TrainResult, write_test_results
+from tagseg.io.run_dir import (
+    CONFIG_TREE_FILE,
+    TestResult,
+    TrainResult,
+    last_checkpoint_in,
+    write_run_config,
+    write_test_results,
+)
 from tagseg.io.store import check_store
+from tagseg.metric_registry import metric_names
 from tagseg.models.networks import NETWORKS, check_image_size
 from tagseg.models.segmentation import SegmentationModule
 from tagseg.runtime.config import instantiate, instantiate_group, plain, set_torch_threads
@@ -182,7 +190,7 @@ def evaluate_module(
         ConfigError: nothing was tested (empty split).
     """
     from tagseg.callbacks import TestExamples
-    from tagseg.stages.dashboard import OVERLAYS, log_test, wandb_runs
+    from tagseg.report.dashboard import OVERLAYS, log_test, wandb_runs
 
     trainer.callbacks.append(TestExamples(str(Path(run_dir) / OVERLAYS)))
     trainer.test(model, **test_kwargs)
@@ -212,8 +220,7 @@ def fit_progress(trainer: L.Trainer, last_ckpt: Path | None) -> tuple[int, int]:
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(cfg, run_dir)
     if cfg.get("print_config", True):
         print_config_tree(cfg, save_to=run_dir / CONFIG_TREE_FILE)
 
@@ -298,7 +305,7 @@ def train(cfg: DictConfig) -> TrainResult:
     trainer: L.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, **progress_bar_setting(cfg.trainer, callbacks)
     )
-    from tagseg.stages.dashboard import best_validation, wandb_runs
+    from tagseg.report.dashboard import best_validation, wandb_runs
 
     hparams = {"slices": datamodule.split_counts(), "stores": [str(s) for s in stores]}
     for lg in loggers:
@@ -310,7 +317,7 @@ def train(cfg: DictConfig) -> TrainResult:
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt_cb = _checkpoint_callback(callbacks)
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    last = Path(ckpt_cb.dirpath) / LAST_CKPT if ckpt_cb is not None and ckpt_cb.dirpath else None
+    last = last_checkpoint_in(ckpt_cb.dirpath) if ckpt_cb is not None and ckpt_cb.dirpath else None
     last = last if last is not None and last.exists() else None
     epochs, global_step = fit_progress(trainer, last)
     log.info(
@@ -351,7 +358,7 @@ def train(cfg: DictConfig) -> TrainResult:
                 )
                 result.add_test(evaluate_module(tester, model, run_dir, extra, **test))
     if trainer.is_global_zero and wandb_runs(loggers) and OmegaConf.select(cfg, "artifacts.stores", default=False):
-        from tagseg.stages.dashboard import log_artifacts, store_key
+        from tagseg.report.dashboard import log_artifacts, store_key
 
         for run in wandb_runs(loggers):
             log_artifacts(run, stores={str(s): (s, store_key(s)) for s in stores})
@@ -359,12 +366,13 @@ def train(cfg: DictConfig) -> TrainResult:
 
 
 def cell_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers a sweep may optimise (``optimized_metric``): ``test/dice``, ``test/hd95_mm`` (means),
-    ``val/dice_best``, ``val/dice_best_epoch``; only those the run produced."""
+    """The numbers a sweep may optimise (``optimized_metric``): ``test/<metric>`` (the mean) of every
+    registered metric (``test/dice``, ``test/hd95_mm``, ...), ``val/dice_best``, ``val/dice_best_epoch``;
+    only those the run produced."""
     out = {k: float(v) for k, v in (result.get("metrics") or {}).items() if k.startswith("val/dice_best")}
     summary = result.get("summary")
     if summary:
-        out.update({"test/dice": float(summary["dice_mean"]), "test/hd95_mm": float(summary["hd95_mm_mean"])})
+        out.update({f"test/{name}": float(summary[f"{name}_mean"]) for name in metric_names()})
     return out
 
 

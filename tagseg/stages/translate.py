@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,20 @@ def input_store(cfg: DictConfig) -> Path:
     return path
 
 
-def translate(cfg: DictConfig) -> Any:
-    """Translate the input store as ``cfg.method`` says; returns the translator's report."""
+def translate(cfg: DictConfig, attrs: Mapping[str, Any] | None = None) -> Any:
+    """Translate the input store as ``cfg.method`` says (``cfg.compression`` and the method's options
+    applied); returns the translator's report.
+
+    Args:
+        cfg: the composed ``conf/translate.yaml``.
+        attrs: the output's file attributes; default ``{"config": <the resolved cfg as YAML>}`` (a
+            strategy records its stage's key config instead).
+    """
     translator = build_translator(cfg)
     source = input_store(cfg)
     output = Path(cfg.output) if cfg.output else Path(cfg.paths.data_dir) / f"{translator.method}_{source.stem}.h5"
-    return translator.run(source, output, attrs={"config": config_yaml(cfg)}, compression=cfg.compression)
+    attrs = dict(attrs) if attrs is not None else {"config": config_yaml(cfg)}
+    return translator.run(source, output, attrs=attrs, compression=cfg.compression)
 
 
 __all__ = ["build_translator", "input_store", "translate"]

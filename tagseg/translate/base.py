@@ -43,13 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from tagseg.errors import ConfigError, DataError, StoreError
-from tagseg.io.store import REQUIRED_META, StoreWriter, check_store, check_values, open_store, read_array, read_rows
+from tagseg.io.store import StoreReader, StoreWriter, check_values, open_labelled_store
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +99,10 @@ class Translator(ABC):
 
     #: method name, used in ``meta/source`` (``<method>(<original source>)``) and attrs
     method: ClassVar[str] = "translate"
+    #: the stage that must train this translator before it can run (its checkpoint becomes
+    #: ``method.ckpt``), e.g. ``"cyclegan"``; None for a translator that needs no training. A training
+    #: strategy (``tagseg train strategy=...``) runs that stage first for a source using it.
+    trained_by: ClassVar[str | None] = None
 
     def __init__(
         self, batch_size: int = 64, device: str = "cpu", seed: int = 0, n_figure: int = 4, progress: bool = True
@@ -171,12 +174,12 @@ class Translator(ABC):
         t0 = time.perf_counter()
         seconds = {"read": 0.0, "translate": 0.0, "write": 0.0}
         with _open_input(input) as f:
-            n, h, w = f["images"].shape
-            meta = {k: read_array(f[f"meta/{k}"]) for k in f["meta"]}
-            extra_names = [k for k in f if k not in ("images", "masks", "meta") and isinstance(f[k], h5py.Dataset)]
-            in_attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            n, h, w = f.shape
+            meta = f.meta()
+            extra_names = f.extra_names()
+            in_attrs = f.attrs()
             groups = self._checked_groups(meta, n, input)
-            spec = {k: (f[k].shape[1:], f[k].dtype) for k in extra_names}
+            spec = f.extra_spec()
             in_name = str(in_attrs.get("name", input.stem))
             out_attrs = {
                 "translate": json.dumps(self.params()),
@@ -202,7 +205,7 @@ class Translator(ABC):
                 for index in bar:
                     t = time.perf_counter()
                     rows = _read_rows(f, index, meta, extra_names)
-                    images = _read_images(f, index)
+                    images = f.rows("images", index).astype(np.float32, copy=False)
                     _check_images(images, index, meta, input)
                     check_values(input, images, rows.masks, index, meta)
                     labelled = labelled or bool(rows.masks.any())
@@ -265,7 +268,7 @@ class Translator(ABC):
 
     def _flush(
         self,
-        f: h5py.File,
+        f: StoreReader,
         writer: StoreWriter,
         pending: dict[int, np.ndarray],
         next_row: int,
@@ -282,66 +285,27 @@ class Translator(ABC):
         out_meta = {k: v[sl] for k, v in meta.items()}
         out_meta["source"] = np.asarray([f"{self.method}({s})" for s in meta["source"][sl]], dtype=object)
         images = np.stack([pending.pop(r) for r in range(next_row, stop)])
-        writer.append(
-            images,
-            read_rows(f, "masks", sl, f.filename),
-            out_meta,
-            {k: read_rows(f, k, sl, f.filename) for k in extra_names},
-        )
+        writer.append(images, f.rows("masks", sl), out_meta, {k: f.rows(k, sl) for k in extra_names})
         return stop
 
 
-def _open_input(path: Path) -> h5py.File:
+def _open_input(path: Path) -> StoreReader:
     """Open the input store; raise one clear error when it is missing, unreadable or has no masks."""
-    f = open_store(path, role="input store", hint="check input=")
-    try:
-        if "images" in f and "masks" in f and all(f"meta/{k}" in f for k in REQUIRED_META):
-            check_store(path)  # dtypes, meta lengths, split values (the layout errors below keep their wording)
-        if "images" not in f:
-            raise StoreError(f"{path}: no /images dataset; expected the slice store layout (tagseg.io.store)")
-        if f["images"].ndim != 3:
-            raise DataError(f"{path}: /images must hold 2D images (N, H, W), got shape {f['images'].shape}")
-        if "masks" not in f:
-            raise StoreError(
-                f"{path}: no /masks: translate makes a labelled pretraining set, so the input "
-                "store must hold masks (a store without labels cannot pretrain a segmenter)"
-            )
-        if f["masks"].shape != f["images"].shape:
-            raise StoreError(f"{path}: /masks shape {f['masks'].shape} differs from /images {f['images'].shape}")
-        missing = [f"meta/{k}" for k in REQUIRED_META if f"meta/{k}" not in f]
-        if missing:
-            raise StoreError(f"{path}: missing required key(s) {missing}; expected the layout in tagseg.io.store")
-        if f["images"].shape[0] == 0:
-            raise StoreError(f"{path}: the store holds no slices")
-    except BaseException:
-        f.close()
-        raise
-    return f
+    return open_labelled_store(
+        path,
+        role="input store",
+        hint="check input=",
+        why_masks="translate makes a labelled pretraining set, so the input "
+        "store must hold masks (a store without labels cannot pretrain a segmenter)",
+    )
 
 
-def _read_images(f: h5py.File, index: np.ndarray) -> np.ndarray:
-    path = f.filename
-    if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
-        return read_rows(f, "images", slice(int(index[0]), int(index[0]) + index.size), path).astype(
-            np.float32, copy=False
-        )
-    return np.stack([read_rows(f, "images", np.asarray([r]), path)[0] for r in index]).astype(np.float32, copy=False)
-
-
-def _read_rows(f: h5py.File, index: np.ndarray, meta: Mapping[str, np.ndarray], extra_names: list[str]) -> BatchRows:
-    contiguous = index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size))
-
-    def take(ds: h5py.Dataset) -> np.ndarray:
-        key, path = ds.name.lstrip("/"), f.filename
-        if contiguous:
-            return read_rows(f, key, slice(int(index[0]), int(index[0]) + index.size), path)
-        return np.stack([read_rows(f, key, np.asarray([r]), path)[0] for r in index])
-
+def _read_rows(f: StoreReader, index: np.ndarray, meta: Mapping[str, np.ndarray], extra_names: list[str]) -> BatchRows:
     return BatchRows(
         index=index,
         meta={k: v[index] for k, v in meta.items()},
-        masks=take(f["masks"]),
-        extras={k: take(f[k]) for k in extra_names},
+        masks=f.rows("masks", index),
+        extras={k: f.rows(k, index) for k in extra_names},
     )
 
 

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import torch
 
 from tagseg.data.intensity import from_gan, to_gan
 from tagseg.errors import CheckpointError, ConfigError
 from tagseg.io.checkpoints import CYCLEGAN, load_checkpoint, resolve_checkpoint
-from tagseg.io.store import check_store
+from tagseg.io.store import store_shape
 from tagseg.models.gan_networks import ResnetGenerator
 from tagseg.translate.base import BatchRows, TranslateReport, Translator
 
@@ -80,6 +79,7 @@ class CycleGANTranslator(Translator):
     """
 
     method = "cyclegan"
+    trained_by = "cyclegan"  # the ``tagseg cyclegan`` stage trains the generator first
 
     def __init__(
         self,
@@ -111,9 +111,7 @@ class CycleGANTranslator(Translator):
             ConfigError: the image size is not accepted by the generator (names the store).
             StoreError: see :meth:`Translator.run`.
         """
-        check_store(input)
-        with h5py.File(input, "r") as f:
-            h, w = (int(s) for s in f["images"].shape[1:])
+        _, h, w = store_shape(input)
         self.generator.check_size(h, w, where=f"input store {input}")
         return super().run(input, output, attrs=attrs, name=name, **kwargs)
 

@@ -8,13 +8,13 @@ on-disk layout of ACDC, M&Ms, SCD or the tagged set (``tagseg phantom format=...
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from tagseg.data.phantom.randomise import checked_range
 from tagseg.data.phantom.source import PhantomSource
 from tagseg.errors import ConfigError
 
@@ -73,7 +73,7 @@ class CohortSpec:
         )
         for key, lo, hi, kind in bounds:
             if key in values:
-                out[key] = _range(values[key], f"cohort.{key}", lo, hi, kind)
+                out[key] = checked_range(values[key], f"cohort.{key}", lo, hi, kind)
         if "unlabelled_slices" in values:
             n = values["unlabelled_slices"]
             if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 5:
@@ -94,17 +94,6 @@ class CohortSpec:
                     raise ConfigError(f"cohort.{key} must be in [0, 1), got {f!r}")
                 out[key] = float(f)
         return cls(**out)
-
-
-def _range(value: Any, key: str, lo: float, hi: float, kind: type) -> tuple[Any, Any]:
-    vals = [value] if isinstance(value, (int, float)) else list(value)
-    try:
-        a, b = kind(vals[0]), kind(vals[-1])
-    except (TypeError, ValueError, IndexError):
-        a = b = math.nan
-    if len(vals) not in (1, 2) or not (lo <= a <= b <= hi):
-        raise ConfigError(f"{key} must be a number or a [low, high] range within [{lo}, {hi}], got {value}")
-    return a, b
 
 
 @dataclass

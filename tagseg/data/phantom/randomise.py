@@ -127,13 +127,13 @@ def parse_randomise(value: Any) -> dict[str, tuple[float, float]]:
     out = {}
     for key, rng in spec.items():
         if key == FRACTION:
-            lo, hi = _range(rng, key, 0.0, 1.0)
+            lo, hi = checked_range(rng, f"data.randomise.{key}", 0.0, 1.0)
             if lo != hi:
                 raise ConfigError(f"data.randomise.fraction must be one number in [0, 1], got {rng}")
             if lo < 1.0:  # 1 is the default: left out so a fraction of 1 changes nothing
                 out[key] = (lo, hi)
             continue
-        out[key] = _range(rng, key, *LIMITS[key])
+        out[key] = checked_range(rng, f"data.randomise.{key}", *LIMITS[key])
     if set(out) == {FRACTION}:
         return {}  # a fraction of nothing randomised is the fixed phantom
     return out
@@ -144,16 +144,22 @@ def is_randomised(spec: Mapping[str, tuple[float, float]], draw: float) -> bool:
     return bool(spec) and draw < spec.get(FRACTION, (1.0, 1.0))[0]
 
 
-def _range(value: Any, key: str, low: float, high: float) -> tuple[float, float]:
+def checked_range(
+    value: Any, name: str, low: float = -math.inf, high: float = math.inf, kind: type = float
+) -> tuple[Any, Any]:
+    """A ``[lo, hi]`` range of ``kind`` numbers (a scalar means a fixed value), checked against ``[low, high]``:
+    the one range rule of the phantom's settings (``data.*``, ``data.randomise.*``, ``cohort.*``).
+
+    Raises:
+        ConfigError: ``<name> must be a number or a [low, high] range within [low, high], got <value>``.
+    """
     vals = [value] if isinstance(value, (int, float)) else list(value)
     try:
-        lo, hi = (float(vals[0]), float(vals[-1])) if len(vals) in (1, 2) else (math.nan, math.nan)
+        lo, hi = (kind(vals[0]), kind(vals[-1])) if len(vals) in (1, 2) else (math.nan, math.nan)
     except (TypeError, ValueError):
         lo = hi = math.nan
     if not (low <= lo <= hi <= high):
-        raise ConfigError(
-            f"data.randomise.{key} must be a number or a [low, high] range within [{low}, {high}], got {value}"
-        )
+        raise ConfigError(f"{name} must be a number or a [low, high] range within [{low}, {high}], got {value}")
     return lo, hi
 
 

@@ -9,7 +9,6 @@ subjects (ids ``phantom-000``) in both modalities.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -37,7 +36,7 @@ from tagseg.data.phantom.imaging import (
     tagged_signal,
 )
 from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
-from tagseg.data.phantom.randomise import ORGANS, Domain, draw_domain, is_randomised, parse_randomise
+from tagseg.data.phantom.randomise import ORGANS, Domain, checked_range, draw_domain, is_randomised, parse_randomise
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, reject_unknown_keys
 
@@ -79,18 +78,6 @@ def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, where: 
     given = dict(given or {})
     reject_unknown_keys(given, defaults, f"data.{where}")
     return {**defaults, **given}
-
-
-def _range(value: Any, key: str, low: float = -math.inf, high: float = math.inf) -> tuple[float, float]:
-    """A [lo, hi] range (a scalar means a fixed value), checked against [low, high]."""
-    vals = [value] if isinstance(value, (int, float)) else list(value)
-    try:
-        lo, hi = (float(vals[0]), float(vals[-1])) if len(vals) in (1, 2) else (math.nan, math.nan)
-    except (TypeError, ValueError):
-        lo = hi = math.nan
-    if not (low <= lo <= hi <= high):
-        raise ConfigError(f"data.{key} must be a number or a [low, high] range within [{low}, {high}], got {value}")
-    return lo, hi
 
 
 class PhantomSource:
@@ -157,7 +144,7 @@ class PhantomSource:
             raise ConfigError(f"data.spacing_mm must be > 0 (mm) or null, got {spacing_mm!r}")
         if not (isinstance(dmd_fraction, (int, float)) and 0.0 <= dmd_fraction <= 1.0):
             raise ConfigError(f"data.dmd_fraction (group ratio) must be in [0, 1], got {dmd_fraction!r}")
-        self.snr = _range(snr, "snr", 0.0)
+        self.snr = checked_range(snr, "data.snr", 0.0)
         if self.snr[0] <= 0 and noise:
             raise ConfigError(f"data.snr must be > 0 when data.noise is true, got {snr}")
         self.name, self.modality, self.store = name, modality, store
@@ -178,25 +165,25 @@ class PhantomSource:
 
     def _check_groups(self) -> None:
         a, m, t = self.anatomy, self.motion, self.tagging
-        _range(a["endo_radius_mm"], "anatomy.endo_radius_mm", 5.0, 60.0)
-        _range(a["wall_mm"], "anatomy.wall_mm", 2.0, 25.0)
-        _range(a["shape_amplitude"], "anatomy.shape_amplitude", 0.0, 0.1)
-        _range(a["centre_jitter_mm"], "anatomy.centre_jitter_mm", 0.0, 40.0)
-        _range(a["rotation_jitter_deg"], "anatomy.rotation_jitter_deg", 0.0, 180.0)
+        checked_range(a["endo_radius_mm"], "data.anatomy.endo_radius_mm", 5.0, 60.0)
+        checked_range(a["wall_mm"], "data.anatomy.wall_mm", 2.0, 25.0)
+        checked_range(a["shape_amplitude"], "data.anatomy.shape_amplitude", 0.0, 0.1)
+        checked_range(a["centre_jitter_mm"], "data.anatomy.centre_jitter_mm", 0.0, 40.0)
+        checked_range(a["rotation_jitter_deg"], "data.anatomy.rotation_jitter_deg", 0.0, 180.0)
         for key in ("control_ecc", "dmd_ecc"):
-            _range(m[key], f"motion.{key}", -0.5, 0.0)
-        _range(m["ecc_sd"], "motion.ecc_sd", 0.0, 0.1)
-        _range(m["area_gain"], "motion.area_gain", -0.2, 0.2)
-        _range(m["twist_deg_per_cm"], "motion.twist_deg_per_cm", 0.0, 20.0)
-        _range(m["dmd_twist_scale"], "motion.dmd_twist_scale", 0.0, 2.0)
+            checked_range(m[key], f"data.motion.{key}", -0.5, 0.0)
+        checked_range(m["ecc_sd"], "data.motion.ecc_sd", 0.0, 0.1)
+        checked_range(m["area_gain"], "data.motion.area_gain", -0.2, 0.2)
+        checked_range(m["twist_deg_per_cm"], "data.motion.twist_deg_per_cm", 0.0, 20.0)
+        checked_range(m["dmd_twist_scale"], "data.motion.dmd_twist_scale", 0.0, 2.0)
         if not float(m["slice_gap_mm"]) > 0:
             raise ConfigError(f"data.motion.slice_gap_mm must be > 0 (mm), got {m['slice_gap_mm']}")
-        _range(m["rv_pull_mm"], "motion.rv_pull_mm", 0.0, 15.0)
-        self.cycle_ms = _range(m["cycle_ms"], "motion.cycle_ms", 1e-3)
+        checked_range(m["rv_pull_mm"], "data.motion.rv_pull_mm", 0.0, 15.0)
+        self.cycle_ms = checked_range(m["cycle_ms"], "data.motion.cycle_ms", 1e-3)
         if self.cycle_ms[0] <= 0:
             raise ConfigError(f"data.motion.cycle_ms must be > 0 (ms), got {m['cycle_ms']}")
-        _range(m["peak_fraction"], "motion.peak_fraction", 0.05, 0.7)
-        lo, _ = _range(t["spacing_mm"], "tagging.spacing_mm", 0.0)
+        checked_range(m["peak_fraction"], "data.motion.peak_fraction", 0.05, 0.7)
+        lo, _ = checked_range(t["spacing_mm"], "data.tagging.spacing_mm", 0.0)
         if not lo > 0:
             raise ConfigError(f"data.tagging.spacing_mm must be > 0 (mm), got {t['spacing_mm']}")
         if self.modality == "tagged" and lo / self.spacing_mm < 2.0:
@@ -213,15 +200,15 @@ class PhantomSource:
                     f"data.randomise: tag spacing {tag_lo} mm is below 2 pixels at {pixel_hi:.2f} mm/pixel "
                     "(tag_spacing_mm / pixel_scale); narrow the ranges or raise data.image_size"
                 )
-        _range(t["flip_deg"], "tagging.flip_deg", 0.0, 180.0)
+        checked_range(t["flip_deg"], "data.tagging.flip_deg", 0.0, 180.0)
         pattern = list(t["pattern"])
         if not pattern or min(pattern) < 0 or sum(pattern) <= 0:
             raise ConfigError(
                 f"data.tagging.pattern must be non-negative RF weights with a positive sum, got {pattern}"
             )
-        _range(t["readout_flip_deg"], "tagging.readout_flip_deg", 0.0, 89.9)
+        checked_range(t["readout_flip_deg"], "data.tagging.readout_flip_deg", 0.0, 89.9)
         for key in ("t1_myocardium_ms", "t1_blood_ms"):
-            if _range(t[key], f"tagging.{key}", 0.0)[0] <= 0:
+            if checked_range(t[key], f"data.tagging.{key}", 0.0)[0] <= 0:
                 raise ConfigError(f"data.tagging.{key} must be > 0 (ms), got {t[key]}")
 
     # -- DatasetSource -------------------------------------------------------------------------
@@ -294,8 +281,8 @@ class PhantomSource:
         base = sample_subject(
             rng,
             (fov, fov),
-            _range(a["endo_radius_mm"], ""),
-            _range(a["wall_mm"], ""),
+            checked_range(a["endo_radius_mm"], ""),
+            checked_range(a["wall_mm"], ""),
             float(a["shape_amplitude"]),
             float(a["centre_jitter_mm"]),
             float(a["rotation_jitter_deg"]),
@@ -304,11 +291,11 @@ class PhantomSource:
             base = _randomised_anatomy(base, domain)
         ecc_mean = float(m["dmd_ecc"] if group == "dmd" else m["control_ecc"])
         ecc = ecc_mean + float(np.clip(rng.normal(0.0, float(m["ecc_sd"])), -2.5 * m["ecc_sd"], 2.5 * m["ecc_sd"]))
-        twist_per_mm = np.deg2rad(rng.uniform(*_range(m["twist_deg_per_cm"], ""))) / 10.0
+        twist_per_mm = np.deg2rad(rng.uniform(*checked_range(m["twist_deg_per_cm"], ""))) / 10.0
         if group == "dmd":
             twist_per_mm *= float(m["dmd_twist_scale"])
-        rv_pull = rng.uniform(*_range(m["rv_pull_mm"], ""))
-        peak = rng.uniform(*_range(m["peak_fraction"], ""))
+        rv_pull = rng.uniform(*checked_range(m["rv_pull_mm"], ""))
+        peak = rng.uniform(*checked_range(m["peak_fraction"], ""))
         cycle_ms = rng.uniform(*self.cycle_ms)
         positions = [0.5] if self.n_slices == 1 else list(np.linspace(0.0, 1.0, self.n_slices))
         gap = float(m["slice_gap_mm"]) * 2.0 / max(self.n_slices - 1, 1)  # base to apex spans ~2 gaps
@@ -321,15 +308,15 @@ class PhantomSource:
             slices.append(anatomy)
             motions.append(SliceMotion.limited(anatomy, slice_ecc, float(m["area_gain"]), twist, rv_pull))
         tags = TagParams(
-            spacing_px=rng.uniform(*_range(t["spacing_mm"], "")) / spacing,
-            flip_deg=rng.uniform(*_range(t["flip_deg"], "")),
+            spacing_px=rng.uniform(*checked_range(t["spacing_mm"], "")) / spacing,
+            flip_deg=rng.uniform(*checked_range(t["flip_deg"], "")),
             pattern=tuple(float(w) for w in t["pattern"]),
             angle_deg=float(t["angle_deg"]),
             offset_px=tuple(rng.uniform(0.0, 8.0, 2)),
             frame_ms=cycle_ms / self.n_frames,
-            readout_flip_deg=rng.uniform(*_range(t["readout_flip_deg"], "")),
-            t1_myocardium_ms=rng.uniform(*_range(t["t1_myocardium_ms"], "")),
-            t1_blood_ms=rng.uniform(*_range(t["t1_blood_ms"], "")),
+            readout_flip_deg=rng.uniform(*checked_range(t["readout_flip_deg"], "")),
+            t1_myocardium_ms=rng.uniform(*checked_range(t["t1_myocardium_ms"], "")),
+            t1_blood_ms=rng.uniform(*checked_range(t["t1_blood_ms"], "")),
         )
         out = {
             "group": group,

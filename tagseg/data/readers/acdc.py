@@ -24,17 +24,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from tagseg.data.readers.common import (
     LABELS,
     check_label_values,
     check_same_shape,
     find_nifti,
     load_nifti,
-    nifti_slice,
     nifti_spacing,
     require_dir,
+    volume_records,
 )
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
@@ -176,23 +174,16 @@ class AcdcSource:
             check_label_values(labels, LABELS, label_path, "0 bg, 1 RV, 2 MYO, 3 LV")
             if not labels.any():
                 raise DataError(f"{label_path}: empty mask (every voxel is background)")
-            spacing = nifti_spacing(zooms)
-            for z in range(image.shape[2]):
-                mask = nifti_slice(labels, z).astype(np.uint8)
-                if self.drop_empty and not mask.any():
-                    continue
-                records.append(
-                    SliceRecord(
-                        image=nifti_slice(image, z).astype(np.float32),
-                        mask=mask,
-                        slice=z,
-                        frame=frame,
-                        phase=phase,
-                        spacing_mm=spacing,
-                        extra_meta=dict(self.extra_meta),
-                        **base,
-                    )
-                )
+            records += volume_records(
+                image,
+                labels,
+                frame,
+                phase,
+                drop_empty=self.drop_empty,
+                extra_meta=self.extra_meta,
+                spacing_mm=nifti_spacing(zooms),
+                **base,
+            )
         return records
 
     def _all_frames(self, item: Path, ed: int, es: int, n_frames: int, base: dict) -> list[SliceRecord]:
@@ -206,18 +197,7 @@ class AcdcSource:
         records = []
         for t in range(image.shape[3]):
             phase = "ED" if t == ed else "ES" if t == es else ""
-            for z in range(image.shape[2]):
-                img = nifti_slice(image, z, t).astype(np.float32)
-                records.append(
-                    SliceRecord(
-                        image=img,
-                        mask=np.zeros(img.shape, np.uint8),
-                        slice=z,
-                        frame=t,
-                        phase=phase,
-                        spacing_mm=spacing,
-                        extra_meta=dict(self.extra_meta),
-                        **base,
-                    )
-                )
+            records += volume_records(
+                image, None, t, phase, time_index=t, extra_meta=self.extra_meta, spacing_mm=spacing, **base
+            )
         return records

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from skimage.draw import polygon2mask
 
 from tagseg.conventions import BACKGROUND, LABELS, LV, MYO, RV  # noqa: F401  (re-exported for the readers)
+from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,43 @@ def nifti_has_spacing(path: str | Path) -> bool:
 def nifti_slice(volume: np.ndarray, *index: int) -> np.ndarray:
     """The 2D (rows = y, cols = x) slice ``volume[:, :, *index]`` of a NIfTI (x, y, ...) array."""
     return np.ascontiguousarray(volume[(slice(None), slice(None), *index)].T)
+
+
+def volume_records(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    frame: int,
+    phase: str,
+    *,
+    time_index: int | None = None,
+    drop_empty: bool = False,
+    extra_meta: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> list[SliceRecord]:
+    """One :class:`SliceRecord` per z slice of a NIfTI (x, y, z[, t]) volume at one frame.
+
+    Args:
+        image: the image volume; ``labels``: its label volume (ACDC values), or None for an
+            unlabelled frame (all-background masks).
+        frame: the record's 0-based frame; ``phase``: ``"ED"``, ``"ES"`` or ``""``.
+        time_index: the t index to slice in 4D volumes (None: the volumes are 3D).
+        drop_empty: skip slices whose mask is all background (labelled frames only).
+        extra_meta: the records' extra meta columns (each record gets its own copy).
+        fields: the other SliceRecord fields (subject, n_frames, group, spacing_mm, source, split).
+    """
+    at = () if time_index is None else (int(time_index),)
+    records = []
+    for z in range(image.shape[2]):
+        img = nifti_slice(image, z, *at).astype(np.float32)
+        mask = np.zeros(img.shape, np.uint8) if labels is None else nifti_slice(labels, z, *at).astype(np.uint8)
+        if labels is not None and drop_empty and not mask.any():
+            continue
+        records.append(
+            SliceRecord(
+                image=img, mask=mask, slice=z, frame=frame, phase=phase, extra_meta=dict(extra_meta or {}), **fields
+            )
+        )
+    return records
 
 
 def nifti_spacing(zooms: Sequence[float]) -> tuple[float, float]:

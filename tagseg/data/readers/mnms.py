@@ -32,9 +32,9 @@ from tagseg.data.readers.common import (
     check_same_shape,
     find_nifti,
     load_nifti,
-    nifti_slice,
     nifti_spacing,
     require_dir,
+    volume_records,
 )
 from tagseg.data.records import SliceRecord
 from tagseg.errors import DataError
@@ -208,19 +208,7 @@ class MnmsSource:
         if self.all_frames:
             for t in range(n_frames):
                 phase = "ED" if t == ed else "ES" if t == es else ""
-                for z in range(image.shape[2]):
-                    img = nifti_slice(image, z, t).astype(np.float32)
-                    records.append(
-                        SliceRecord(
-                            image=img,
-                            mask=np.zeros(img.shape, np.uint8),
-                            slice=z,
-                            frame=t,
-                            phase=phase,
-                            extra_meta=dict(meta),
-                            **base,
-                        )
-                    )
+                records += volume_records(image, None, t, phase, time_index=t, extra_meta=meta, **base)
             return records
         label_path = find_nifti(item, f"{code}_sa_gt")
         labels, _ = load_nifti(label_path)
@@ -232,19 +220,7 @@ class MnmsSource:
                 raise DataError(
                     f"{label_path}: empty mask at the {phase} frame {frame} (0-based, from {self._csv_path.name})"
                 )
-            for z in range(image.shape[2]):
-                mask = nifti_slice(labels, z, frame)
-                if self.drop_empty and not mask.any():
-                    continue
-                records.append(
-                    SliceRecord(
-                        image=nifti_slice(image, z, frame).astype(np.float32),
-                        mask=mask,
-                        slice=z,
-                        frame=frame,
-                        phase=phase,
-                        extra_meta=dict(meta),
-                        **base,
-                    )
-                )
+            records += volume_records(
+                image, labels, frame, phase, time_index=frame, drop_empty=self.drop_empty, extra_meta=meta, **base
+            )
         return records

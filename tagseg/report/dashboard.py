@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from tagseg.io.run_dir import METRICS_FILE, SUMMARY_FILE, metric_columns
+from tagseg.metric_registry import metric_names
 from tagseg.runtime import wandb_run
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 OVERLAYS = "overlays"
 #: rows of the test table that carry their overlay image
 N_TABLE_IMAGES = 8
-TABLE_COLUMNS = ("subject", "slice", "frame", "group", "dice", "hd95_mm")
 
 
 def _finite(value: Any) -> Any:
@@ -33,13 +34,13 @@ def _finite(value: Any) -> Any:
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat W&B summary keys of a test ``summary.json``: ``test/dice`` (mean), ``test/dice_std``,
-    ``test/dice_median``, the same for ``hd95_mm``, ``test/n_images``, and per group / frame
-    ``test/group/<g>/dice`` ... ``test/frame/<f>/hd95_mm``."""
+    """Flat W&B summary keys of a test ``summary.json``: for each registered metric ``test/<name>`` (mean),
+    ``test/<name>_std``, ``test/<name>_median`` (``test/dice``, ..., ``test/hd95_mm_median``),
+    ``test/n_images``, and per group / frame ``test/group/<g>/dice`` ... ``test/frame/<f>/hd95_mm``."""
 
     def stats(prefix: str, s: Mapping[str, Any]) -> dict[str, Any]:
         out = {}
-        for metric in ("dice", "hd95_mm"):
+        for metric in metric_names():
             out[f"{prefix}{metric}"] = _finite(s.get(f"{metric}_mean"))
             out[f"{prefix}{metric}_std"] = _finite(s.get(f"{metric}_std"))
             out[f"{prefix}{metric}_median"] = _finite(s.get(f"{metric}_median"))
@@ -97,8 +98,8 @@ def images_table(test_dir: str | Path, n_images: int = N_TABLE_IMAGES) -> Any:
     import wandb
 
     test_dir = Path(test_dir)
-    df = pd.read_csv(test_dir / "test_metrics.csv")
-    columns = [c for c in TABLE_COLUMNS if c in df.columns]
+    df = pd.read_csv(test_dir / METRICS_FILE)
+    columns = [c for c in metric_columns() if c in df.columns]
     table = wandb.Table(columns=[*columns, "overlay"])
     shown = 0
     for row in df.to_dict("records"):
@@ -117,9 +118,9 @@ def log_test(run: Any, test_dir: str | Path, summary: Mapping[str, Any] | None =
     """Put a test's results into a W&B run: summary metrics and the ``test/images`` table."""
     test_dir = Path(test_dir)
     if summary is None:
-        summary = json.loads((test_dir / "summary.json").read_text())
+        summary = json.loads((test_dir / SUMMARY_FILE).read_text())
     run.summary.update(summary_metrics(summary))
-    if (test_dir / "test_metrics.csv").exists():
+    if (test_dir / METRICS_FILE).exists():
         run.log({"test/images": images_table(test_dir)})
 
 
@@ -210,15 +211,13 @@ def log_cell_run(
     node = OmegaConf.select(cfg, "logger.wandb", default=None)
     if node is None:
         return None
-    import wandb
-
     out_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
     out_dir.mkdir(parents=True, exist_ok=True)
     tags = sorted(
         set(wandb_run.run_tags(cfg) + [str(t) for t in (node.get("tags") or [])] + (["reused"] if reused else []))
     )
     config = {**wandb_run.flat_config(cfg), "reused": reused}
-    run = wandb.init(
+    with wandb_run.open_run(
         project=node.get("project") or "tagseg",
         entity=node.get("entity"),
         name=name,
@@ -227,9 +226,7 @@ def log_cell_run(
         tags=tags,
         config=config,
         dir=str(out_dir),
-        reinit="finish_previous",
-    )
-    try:
+    ) as run:
         wandb_run.define_metrics(run)
         if train_dir is not None:
             for row in validation_curves(train_dir):
@@ -245,8 +242,6 @@ def log_cell_run(
             stores=stores if log_stores else None,
         )
         return str(Path(run.dir).parent)
-    finally:
-        run.finish()
 
 
 def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: Path, figure: Path | None) -> None:
@@ -258,7 +253,7 @@ def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: 
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     task = str(config.get("task_name", "tagseg"))
-    run = wandb.init(
+    with wandb_run.open_run(
         project=node.get("project") or "tagseg",
         entity=node.get("entity"),
         name="sweep summary",
@@ -266,15 +261,11 @@ def log_sweep(config: DictConfig, rows: Sequence[Mapping[str, Any]], table_csv: 
         job_type="sweep",
         tags=[str(t) for t in (config.get("tags") or [])] + [f"task:{task}"],
         dir=str(sweep_dir),
-        reinit="finish_previous",
-    )
-    try:
+    ) as run:
         df = pd.read_csv(table_csv)
         run.log({"sweep/summary": wandb.Table(dataframe=df.astype(object).where(df.notna(), None))})
         if figure is not None and figure.exists():
             run.log({"sweep/figure": wandb.Image(str(figure))})
-    finally:
-        run.finish()
 
 
 __all__ = [
