@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from tagseg.errors import ConfigError
+from tagseg.io.atomic import publish
 
 CONFIG_FILE = "config.yaml"
 CONFIG_TREE_FILE = "config_tree.log"
@@ -113,7 +114,7 @@ def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary name and a rename (never a half-written file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from tagseg.errors import StoreError
-from tagseg.io.atomic import OutputLock, remove_stale_partials, temp_path
+from tagseg.io.atomic import OutputLock, publish, remove_stale_partials, temp_path
 
 FORMAT_VERSION = 1
 
@@ -246,7 +246,7 @@ class StoreWriter:
                     raise StoreError(
                         f"{str(exc).replace(str(self.tmp), str(self.path))} (nothing was written)"
                     ) from None
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
