@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from tagseg.errors import ConfigError
 from tagseg.io.atomic import publish
@@ -68,6 +69,26 @@ STAT_KEYS = ("dice_mean", "dice_std", "dice_median", "hd95_mm_mean", "hd95_mm_st
 def last_checkpoint(run_dir: str | Path) -> Path:
     """``<run_dir>/checkpoints/last.ckpt`` (whether or not it exists)."""
     return Path(run_dir) / CHECKPOINTS_DIR / LAST_CKPT
+
+
+def saved_run_config(ckpt: str | Path) -> dict[str, Any] | None:
+    """The resolved config saved by the run that wrote ``ckpt``: ``<run>/config.yaml`` when the checkpoint
+    lies in ``<run>/checkpoints/``; ``None`` for a checkpoint outside a run folder.
+
+    Raises:
+        ConfigError: the file exists but is not a YAML mapping.
+    """
+    ckpt = Path(ckpt)
+    if ckpt.parent.name != CHECKPOINTS_DIR or not (ckpt.parent.parent / CONFIG_FILE).is_file():
+        return None
+    path = ckpt.parent.parent / CONFIG_FILE
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not readable YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected the run's resolved config (a mapping), got {type(config).__name__}")
+    return config
 
 
 def metric_stats(df: pd.DataFrame) -> dict[str, Any]:
@@ -253,6 +274,7 @@ __all__ = [
     "TrainResult",
     "last_checkpoint",
     "metric_stats",
+    "saved_run_config",
     "summarise",
     "write_atomic",
     "write_test_results",
