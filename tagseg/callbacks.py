@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from tagseg.conventions import NORM_MEAN, NORM_STD
+from tagseg.conventions import BACKGROUND, LV, MYO, NORM_MEAN, NORM_STD, RV
 from tagseg.data.transforms import denormalise
 from tagseg.metrics import boundary
 
@@ -35,6 +35,32 @@ def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarra
     return rgb
 
 
+#: W&B mask class labels (the store's label convention): one toggle per class in the W&B image panel
+CLASS_LABELS = {BACKGROUND: "background", RV: "right ventricle", MYO: "myocardium", LV: "left ventricle"}
+
+
+def wandb_masks(truth: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, Any]]:
+    """``wandb.Image(..., masks=...)``: the truth and prediction label maps (uint8 (H, W)) with class labels,
+    so W&B draws them over the image and each class and each map can be switched on and off."""
+    return {
+        name: {"mask_data": np.asarray(labels, dtype=np.uint8), "class_labels": CLASS_LABELS}
+        for name, labels in (("ground_truth", truth), ("prediction", pred))
+    }
+
+
+def batch_masks(
+    pl_module: L.LightningModule, batch: Mapping[str, Any], outputs: Mapping[str, Any], n: int
+) -> tuple[list[np.ndarray], list[dict[str, dict[str, Any]]]]:
+    """The first ``n`` images of a batch as uint8 grey (de-normalised with the module's mean / std) and their
+    :func:`wandb_masks` (truth from ``batch["label"]``, prediction from ``outputs["pred"]``)."""
+    mean, std = pl_module.hparams.get("mean", NORM_MEAN), pl_module.hparams.get("std", NORM_STD)
+    images = denormalise(batch["image"][:n, 0].float(), mean, std).clamp(0.0, 1.0).cpu().numpy()
+    truth = batch["label"][:n, 0].cpu().numpy()
+    pred = outputs["pred"][:n].cpu().numpy()
+    grey = [(images[i] * 255).astype(np.uint8) for i in range(n)]
+    return grey, [wandb_masks(truth[i], pred[i]) for i in range(n)]
+
+
 def batch_overlays(
     pl_module: L.LightningModule, batch: Mapping[str, Any], outputs: Mapping[str, Any], n: int
 ) -> list[np.ndarray]:
@@ -48,7 +74,10 @@ def batch_overlays(
 
 
 class PredictionOverlays(L.Callback):
-    """Log a few validation images with truth / prediction contours to W&B each validation epoch.
+    """Log a few validation images with the truth and prediction as W&B masks each validation epoch.
+
+    The label maps go as ``wandb.Image(image, masks=...)`` with class labels (:func:`wandb_masks`), not
+    burnt into the pixels, so each class, the truth and the prediction can be toggled in the W&B panel.
 
     Does nothing unless a :class:`~lightning.pytorch.loggers.WandbLogger` is attached, so it can
     stay in the default callbacks. Uses the first validation batch (the same images every epoch).
@@ -77,12 +106,12 @@ class PredictionOverlays(L.Callback):
         if not loggers or not isinstance(outputs, Mapping) or "pred" not in outputs:
             return
         n = min(self.n_images, batch["image"].shape[0])
-        pictures = batch_overlays(pl_module, batch, outputs, n)
+        pictures, masks = batch_masks(pl_module, batch, outputs, n)
         captions = [
             f"{batch['subject'][i]} slice {int(batch['slice'][i])} frame {int(batch['frame'][i])}" for i in range(n)
         ]
         for lg in loggers:
-            lg.log_image(key=self.key, images=pictures, caption=captions, step=trainer.global_step)
+            lg.log_image(key=self.key, images=pictures, caption=captions, masks=masks, step=trainer.global_step)
 
 
 class TestExamples(L.Callback):

@@ -6,6 +6,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 
 #: stage -> (module with a ``main`` Hydra app, one-line description)
 STAGES: dict[str, tuple[str, str]] = {
@@ -138,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     stage = argv[0]
     if stage not in STAGES:
-        print(f"tagseg: unknown stage '{stage}'\n\n{usage()}", file=sys.stderr)
+        from tagseg.runtime.task import closest
+
+        hint = closest(stage, list(STAGES))
+        print(f"tagseg: error: unknown stage '{stage}'{hint}; `tagseg --help` lists the stages", file=sys.stderr)
         raise SystemExit(2)
     if any(a.startswith("install=") for a in argv[1:]) and ("-sc" in argv or "--shell-completion" in argv):
         # Hydra would register `tagseg-<stage>`, a command that does not exist
@@ -152,7 +156,32 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TAGSEG_ROOT", os.getcwd())
     module = importlib.import_module(STAGES[stage][0])
     sys.argv = [f"tagseg-{stage}", *(alias(stage, arg) for arg in positional_overrides(stage, argv[1:]))]
-    module.main()
+    run_app(module.main)
+
+
+def run_app(app: Callable[[], None]) -> None:
+    """Run a stage's Hydra app; Hydra's refusal of the command line (unknown key, unknown group choice,
+    bad override) is one ``tagseg: error:`` line and exit status 2, like every other refusal.
+
+    Hydra prints such errors itself (several lines, exit 1) unless ``HYDRA_FULL_ERROR`` is set, in which
+    case it raises them: it is set here (a user's own setting is kept), so an error after composition
+    (a bug) shows its full traceback.
+    """
+    from tagseg.runtime.task import composition_error, refuse
+
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        app()
+    except Exception as exc:
+        error = composition_error(exc)
+        if error is None:
+            raise
+        refuse(error)
+        raise SystemExit(2) from None
+    finally:
+        if ours:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 if __name__ == "__main__":

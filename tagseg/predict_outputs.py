@@ -20,6 +20,7 @@ import numpy as np
 from tagseg.contours import MyocardialContours, myocardial_contours
 from tagseg.conventions import MYO, RV
 from tagseg.data.scans import Scan
+from tagseg.io.atomic import publish as publish_file
 
 #: schema name and version written in every points JSON
 POINTS_SCHEMA = "tagseg.reference_points/1"
@@ -61,7 +62,7 @@ def publish(pairs: Iterable[tuple[Path, Path]]) -> list[Path]:
     """Rename each temporary file to its final name; returns the final paths."""
     out = []
     for tmp, final in pairs:
-        os.replace(tmp, final)
+        publish_file(tmp, final)
         out.append(final)
     return out
 
@@ -79,7 +80,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
+    publish_file(tmp, path)
     return path
 
 

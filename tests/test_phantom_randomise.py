@@ -258,3 +258,47 @@ def test_a_randomised_phantom_gets_its_own_default_store():
     assert cine.data.store.endswith("/phantom_tagged.h5") and cine.strategy.source.store.endswith(
         "/phantom_cine_mixed.h5"
     )
+
+
+def test_evaluate_builds_shifted_sets_from_the_runs_saved_data_config(tmp_path, trained_ckpt):
+    """A run trained at 64 px gets 64 px shifted sets, though evaluate's own data config says 256 px."""
+    import shutil
+
+    import h5py
+    import yaml
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.data.prepare import prepare_store
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.runtime.config import compose as compose_stage
+    from tagseg.stages.evaluate import evaluate
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_ckpt, run / "checkpoints" / "best.ckpt")
+    trained = compose_stage(
+        "train", ["data.image_size=64", "data.fov_mm=128", "data.n_frames=2", "data.n_slices=1", "seed=3"]
+    )
+    saved = {"data": OmegaConf.to_container(trained.data, resolve=True), "seed": 3}
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    store = tmp_path / "tagged.h5"
+    prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
+    overrides = [
+        f"ckpt={run}",
+        f"paths.output_dir={tmp_path / 'eval'}",
+        f"data.store={store}",
+        "shifts=[low_snr]",
+        "shift_subjects=1",
+        f"shift_dir={tmp_path / 'shift'}",
+        "datamodule.num_workers=0",
+        "trainer=cpu",
+        "trainer.enable_model_summary=false",
+        "logger=csv",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    assert cfg.data.image_size == 256  # evaluate's own data config: not what the shifted set is built on
+    evaluate(cfg)
+    (shifted,) = (tmp_path / "shift").glob("shift_low_snr-*.h5")
+    with h5py.File(shifted, "r") as f:
+        assert f["images"].shape[1:] == (64, 64) and f["images"].shape[0] == 2  # 1 subject x 1 slice x 2 frames

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -391,3 +392,30 @@ def test_legacy_multiframe_dicom_without_functional_groups(tmp_path):
     )
     np.testing.assert_allclose(out.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, atol=1e-4)
     assert dice(np.asarray(out.dataobj) == 2, np.transpose(movie[0] > 500, (2, 1, 0))) > 0.85
+
+
+@pytest.mark.parametrize("n_z", [3, 1])
+def test_dicom_affine_agrees_with_nibabels_geometry(tmp_path, n_z):
+    """The series affine against nibabel.nicom's, derived by nibabel from each file's own tags.
+
+    nibabel's voxel axes are (row, column, slice along its normal, which points the other way): with
+    P taking tagseg's voxel (x = column, y = row, z) to nibabel's (y, x, n_z - 1 - z), the two affines
+    must be the same map, and the voxel they share must hold the same pixel.
+    """
+    import pydicom
+
+    with warnings.catch_warnings():  # nibabel calls its DICOM readers experimental; the wrappers are what is used
+        warnings.simplefilter("ignore", UserWarning)
+        from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    from tagseg.data.dicom_series import LPS_TO_RAS, DicomSeriesInput, read_series
+
+    movie = ring_movie(n_z=n_z) + np.arange(ROWS * COLS).reshape(ROWS, COLS)  # no symmetric image
+    paths = dicom_series(tmp_path / "series", movie)
+    volume = read_series(DicomSeriesInput("series", paths))
+    last = wrapper_from_data(pydicom.dcmread(str(tmp_path / "series" / f"IM{n_z - 1}_0")))
+    first_by_nibabel = min((wrapper_from_data(pydicom.dcmread(str(p))) for p in paths), key=lambda w: w.slice_indicator)
+    assert first_by_nibabel.image_position.tolist() == last.image_position.tolist()
+    to_nibabel = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, n_z - 1], [0, 0, 0, 1]], float)
+    np.testing.assert_allclose(volume.affine, LPS_TO_RAS @ last.affine @ to_nibabel, atol=1e-3)
+    np.testing.assert_array_equal(last.get_data(), volume.frames[(n_z - 1) * T])  # (row, column) of one plane

@@ -7,12 +7,16 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.cyclegan import format_tagness, train_cyclegan
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cyclegan")
 @task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
+    from tagseg.stages.cyclegan import (  # imported when the stage runs: `--help` and `--cfg` stay quick
+        format_tagness,
+        train_cyclegan,
+    )
+
     result = train_cyclegan(cfg)
     print(f"trained {result['epochs']} epoch(s), {result['global_step'] // 2} batch(es) in {result['seconds']:.0f} s")
     if result["grids"]:

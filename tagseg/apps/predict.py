@@ -7,12 +7,13 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.predict import predict_scans
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 @task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
+    from tagseg.stages.predict import predict_scans  # imported when the stage runs: `--help` and `--cfg` stay quick
+
     report = predict_scans(cfg)
     print(report.table())
     print(

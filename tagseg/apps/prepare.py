@@ -8,12 +8,13 @@ from omegaconf import DictConfig
 from tagseg.errors import DataError
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.prepare import prepare
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 @task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
+    from tagseg.stages.prepare import prepare  # imported when the stage runs: `--help` and `--cfg` stay quick
+
     report, montage = prepare(cfg)
     print(report.table())
     print(report.table1())

@@ -7,12 +7,13 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.report import report
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
 @task_wrapper(app=True)
 def main(cfg: DictConfig) -> None:
+    from tagseg.stages.report import report  # imported when the stage runs: `--help` and `--cfg` stay quick
+
     paths, figures = report(cfg)
     print(paths["summary_md"].read_text())
     if "learning_curve_md" in paths:

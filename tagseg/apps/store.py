@@ -7,12 +7,13 @@ from omegaconf import DictConfig
 
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.task import user_errors
-from tagseg.stages.store import store
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="store")
 @user_errors
 def main(cfg: DictConfig) -> None:
+    from tagseg.stages.store import store  # imported when the stage runs: `--help` and `--cfg` stay quick
+
     result = store(cfg)
     print(
         f"{result['path']}: valid slice store, {result['n_slices']} slices "

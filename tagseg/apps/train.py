@@ -9,7 +9,6 @@ from tagseg.pipeline.objective import objective_value
 from tagseg.runtime.config import CONF_DIR
 from tagseg.runtime.console import print_summary
 from tagseg.runtime.task import task_wrapper
-from tagseg.stages.train import cell_metrics, train
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -17,6 +16,8 @@ from tagseg.stages.train import cell_metrics, train
 def main(cfg: DictConfig) -> float:
     """Returns ``optimized_metric`` of the cell (what a sweeper optimises); the sweep table reads the rest
     from the run folder."""
+    from tagseg.stages.train import cell_metrics, train  # imported when the stage runs: `--help` and `--cfg` stay quick
+
     if cfg.get("strategy") is not None:
         from tagseg.pipeline.strategy import run_strategy
 

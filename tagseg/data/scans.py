@@ -36,9 +36,12 @@ from tagseg.io.store import hdf5_keys, is_store_layout, read_store
 
 log = logging.getLogger(__name__)
 
-INPUT_KINDS = """  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',
-  a NIfTI image (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t), DICOM (a series folder, a single or
-  multi-frame file), or a folder holding any of these"""
+#: what predict reads, as one line (it ends messages that are shown and stored as one line each)
+INPUT_KINDS = (
+    "  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',"
+    " a NIfTI image (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t), DICOM (a series folder, a single or"
+    " multi-frame file), or a folder holding any of these"
+)
 
 #: suffixes of image formats that are recognised and refused, with the reason shown
 UNSUPPORTED = {
@@ -376,7 +379,7 @@ def _read_nifti(inp: ScanInput, default_spacing_mm: float) -> Scan:
             raise DataError(f"{path}: {type(img).__name__} is not read; {CONVERT_HINT}")
         data = np.asarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
-        raise DataError(f"{path}: unreadable NIfTI (truncated or corrupt?): {exc}") from None
+        raise DataError(f"{path.absolute()}: unreadable NIfTI (truncated or corrupt?): {exc}") from None
     shape = data.shape
     if data.ndim not in (2, 3, 4) or data.dtype.kind not in "biuf":
         raise DataError(

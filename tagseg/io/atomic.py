@@ -3,28 +3,30 @@
 Every tagseg output that another process may read or write at the same time (slice stores,
 translated stores, predict outputs, the stage cache) is written as:
 
-1. take an exclusive ``fcntl.flock`` on ``.<name>.lock`` next to the final path (a second writer of
-   the same output fails at once with one line, or waits when asked to);
+1. take an exclusive lock (``filelock.FileLock``: ``flock`` on Unix) on ``.<name>.lock`` next to the
+   final path (a second writer of the same output fails at once with one line, or waits when asked to);
 2. write into ``.<name>.<pid>-<random>.partial`` (never shared by two writers);
-3. ``os.replace`` it onto the final name, then release the lock.
+3. :func:`publish` it: fsync its data, ``os.replace`` it onto the final name, fsync the folder; then
+   release the lock.
 
 A reader therefore sees either the previous complete file or the new complete one, never a
-half-written file, and two writers never write into the same temporary file. The holder
-removes the (empty) lock file when it is done; a writer that locked a lock file removed meanwhile
-retries on the new one, so two writers never both hold the lock.
+half-written file, and two writers never write into the same temporary file. The fsync before
+the rename means a machine that crashes after it finds the new data under the final name, not
+an empty or short file. The holder removes the lock file when it is done; a writer that locked a
+lock file removed meanwhile retries on a new one (filelock checks), so two writers never both hold it.
 Temporary files left by a writer that was killed are removed by the next writer holding the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+
+import filelock
 
 from tagseg.errors import StoreError
 
@@ -59,8 +61,44 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def fsync_tree(path: str | os.PathLike) -> None:
+    """Flush a file's data, or every file's and folder's under a folder, to the disk."""
+    path = Path(path)
+    paths = [path] if not path.is_dir() else [path, *sorted(path.rglob("*"))]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        fd = os.open(item, os.O_RDONLY | (os.O_DIRECTORY if item.is_dir() else 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished temporary file (or folder) onto its final name: fsync, ``os.replace``, fsync the folder.
+
+    Without the first fsync a crash soon after the rename can leave the final name pointing at a file whose
+    data never reached the disk (empty or short); the last one makes the rename itself durable.
+    """
+    path = Path(path)
+    fsync_tree(tmp)
+    os.replace(tmp, path)
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class OutputLock:
-    """An exclusive lock on an output path (``fcntl.flock`` on :func:`lock_path`).
+    """An exclusive lock on an output path (a :class:`filelock.FileLock` on :func:`lock_path`).
 
     Args:
         path: the final output (file or folder).
@@ -77,43 +115,33 @@ class OutputLock:
         self.lock = lock_path(self.path)
         self.wait = wait
         self.what = what
-        self._fh: IO[str] | None = None
+        # not thread-local, not re-entrant across instances: a second OutputLock on the same output
+        # (another writer, even in this process) must be refused like another process
+        self._file_lock = filelock.FileLock(self.lock, timeout=-1 if wait else 0, thread_local=False)
 
     def acquire(self) -> OutputLock:
         self.lock.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fh = open(self.lock, "a")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not self.wait:
-                    fh.close()
-                    raise StoreError(
-                        f"{self.path}: another tagseg process is writing this {self.what} "
-                        f"(lock {self.lock}); wait for it to finish or choose another output"
-                    ) from None
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                same = os.fstat(fh.fileno()).st_ino == os.stat(self.lock).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._fh = fh
-                return self
-            fh.close()  # the holder removed this lock file as we took it: lock the new one
+        try:
+            self._file_lock.acquire()
+        except filelock.Timeout:
+            raise StoreError(
+                f"{self.path}: another tagseg process is writing this {self.what} "
+                f"(lock {self.lock}); wait for it to finish or choose another output"
+            ) from None
+        return self
 
     def release(self) -> None:
-        if self._fh is not None:
+        if self._file_lock.is_locked:
             try:
+                # removed while still held: a writer that opened this file meanwhile sees it unlinked and
+                # retries on a new one (filelock checks the link count after locking)
                 self.lock.unlink(missing_ok=True)
-                fcntl.flock(self._fh, fcntl.LOCK_UN)
             finally:
-                self._fh.close()
-                self._fh = None
+                self._file_lock.release(force=True)
 
     @property
     def held(self) -> bool:
-        return self._fh is not None
+        return self._file_lock.is_locked
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
@@ -143,11 +171,13 @@ def atomic_path(path: str | os.PathLike, wait: bool = False, what: str = "output
             if path.is_dir() and tmp.is_dir():
                 # a folder cannot be replaced in one step: move the old one aside first
                 old = temp_path(path)
+                fsync_tree(tmp)
                 os.replace(path, old)
                 os.replace(tmp, path)
+                fsync_folder(path.parent)
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                os.replace(tmp, path)
+                publish(tmp, path)
         except BaseException:
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +194,7 @@ def replaced(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_path(path, keep_suffix=True)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -183,7 +213,10 @@ __all__ = [
     "OutputLock",
     "atomic_path",
     "atomic_write_text",
+    "fsync_folder",
+    "fsync_tree",
     "lock_path",
+    "publish",
     "remove_stale_partials",
     "replaced",
     "temp_path",

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -175,14 +174,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
                 "container (tagseg loads checkpoints with weights_only=True only)"
             ) from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
-    except (
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        IndexError,
-    ) as exc:  # IndexError: a text file
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle an untrusted file (a text file: IndexError, KeyError)
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({_reason(exc)}; truncated or not written by torch.save?)"
         ) from None
@@ -233,8 +225,10 @@ def _reason(exc: BaseException) -> str:
     useful = [
         line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue", "Check the"))
     ]
-    text = (useful or lines or [type(exc).__name__])[0]
-    return text[:160]
+    text = (useful or lines or [""])[0]
+    # torch's first sentence says what failed; the rest is advice about torch.load (cut at a sentence end only)
+    text = re.split(r"(?<=\.)\s+(?=[A-Z])", text)[0].rstrip(".")
+    return text if " " in text else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 __all__ = [

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from tagseg.errors import ConfigError
+from tagseg.io.atomic import publish
 from tagseg.metric_registry import mean_std_keys, metric_names
 from tagseg.metric_registry import stat_keys as registry_stat_keys
 
@@ -120,8 +122,6 @@ def hydra_overrides(job_dir: str | Path) -> list[str] | None:
     path = Path(job_dir) / HYDRA_DIR / HYDRA_OVERRIDES
     if not path.exists():
         return None
-    import yaml
-
     return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
 
 
@@ -130,6 +130,26 @@ def job_dirs(folder: str | Path, recursive: bool = True) -> list[Path]:
     ``.hydra/overrides.yaml``; with ``recursive=False``, only its direct subfolders."""
     pattern = f"{'**/' if recursive else ''}*/{HYDRA_DIR}/{HYDRA_OVERRIDES}"
     return sorted(p.parent.parent for p in Path(folder).glob(pattern))
+
+
+def saved_run_config(ckpt: str | Path) -> dict[str, Any] | None:
+    """The resolved config saved by the run that wrote ``ckpt``: ``<run>/config.yaml`` when the checkpoint
+    lies in ``<run>/checkpoints/``; ``None`` for a checkpoint outside a run folder.
+
+    Raises:
+        ConfigError: the file exists but is not a YAML mapping.
+    """
+    ckpt = Path(ckpt)
+    if ckpt.parent.name != CHECKPOINTS_DIR or not (ckpt.parent.parent / CONFIG_FILE).is_file():
+        return None
+    path = ckpt.parent.parent / CONFIG_FILE
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not readable YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected the run's resolved config (a mapping), got {type(config).__name__}")
+    return config
 
 
 def metric_stats(df: pd.DataFrame) -> dict[str, Any]:
@@ -170,7 +190,7 @@ def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary name and a rename (never a half-written file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 
@@ -344,6 +364,7 @@ __all__ = [
     "metric_columns",
     "metric_stats",
     "stat_keys",
+    "saved_run_config",
     "summarise",
     "sweep_columns",
     "write_atomic",

@@ -34,7 +34,7 @@ import numpy as np
 
 from tagseg.conventions import LABELS
 from tagseg.errors import DataError, StoreError
-from tagseg.io.atomic import OutputLock, remove_stale_partials, temp_path
+from tagseg.io.atomic import OutputLock, publish, remove_stale_partials, temp_path
 
 FORMAT_VERSION = 1
 
@@ -247,7 +247,7 @@ class StoreWriter:
                     raise StoreError(
                         f"{str(exc).replace(str(self.tmp), str(self.path))} (nothing was written)"
                     ) from None
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise

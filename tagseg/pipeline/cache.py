@@ -24,7 +24,6 @@ rank 0 only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -37,8 +36,8 @@ from typing import Any
 
 import yaml
 
-from tagseg.errors import ConfigError
-from tagseg.io.atomic import atomic_write_text
+from tagseg.errors import ConfigError, StoreError
+from tagseg.io.atomic import OutputLock, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -228,18 +227,17 @@ class StageCache:
 
     @contextlib.contextmanager
     def _lock(self, kind: str, key: str) -> Iterator[None]:
-        lock_path = self.root / kind / f"{key}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("stage %s/%s is being computed by another job: waiting for it", kind, key)
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """The stage folder's output lock (:class:`tagseg.io.atomic.OutputLock`): wait for a job computing it."""
+        lock = OutputLock(self.stage_dir(kind, key), what=f"{kind} stage")
+        try:
+            lock.acquire()
+        except StoreError:
+            log.info("stage %s/%s is being computed by another job: waiting for it", kind, key)
+            lock = OutputLock(self.stage_dir(kind, key), wait=True).acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def run(
         self, kind: str, config: Mapping[str, Any], fn: StageFn, collective: bool = False, label: str | None = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from tagseg.conventions import MYO as MYO_LABEL
 from tagseg.errors import StoreError
+from tagseg.io.atomic import publish
 from tagseg.io.store import read_meta, read_slices, store_attrs
 
 
@@ -64,7 +65,7 @@ def _save(fig, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial.png")
     fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-    os.replace(tmp, output)
+    publish(tmp, output)
     return output
 
 

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import rich
 import rich.syntax
 import rich.tree
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from tagseg.metric_registry import metric_specs
 
+
+def on_rank_zero(fn: Callable[..., None]) -> Callable[..., None]:
+    """Lightning's ``rank_zero_only``, looked up when called: importing this module (every app does) must
+    not import Lightning, so ``tagseg <stage> --help`` / ``--cfg job`` stay quick."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank_zero_only(fn)(*args, **kwargs)
+
+    return wrapped
+
+
 #: top-level config groups printed first, in this order
 TREE_ORDER = ("data", "datamodule", "model", "loss", "trainer", "callbacks", "logger", "paths")
 
 
-@rank_zero_only
+@on_rank_zero
 def print_config_tree(cfg: DictConfig, order: Sequence[str] = TREE_ORDER, save_to: str | Path | None = None) -> None:
     """Print the resolved config as a rich tree (rank zero only) and optionally save it as text.
 
@@ -63,7 +77,7 @@ def summary_table(summary: Mapping[str, Any], title: str = "test") -> Table:
     return table
 
 
-@rank_zero_only
+@on_rank_zero
 def print_summary(summary: Mapping[str, Any], summary_path: str | Path | None = None, title: str = "test") -> None:
     """Print the test table and the path of ``summary.json`` (rank zero only)."""
     console = Console()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import sys
@@ -62,6 +63,52 @@ def user_error(exc: BaseException) -> TagsegError | None:
     return None
 
 
+def closest(word: str, choices: list[str], prefix: str = "") -> str:
+    """`` (did you mean <prefix><choice>?)`` for the nearest of ``choices`` (difflib), ``""`` when none is close."""
+    near = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{near[0]}?)" if near else ""
+
+
+def one_line(text: str) -> str:
+    """A message as one line: its lines joined, runs of white space made single."""
+    return " ".join(str(text).split())
+
+
+def composition_error(exc: BaseException) -> ConfigError | None:
+    """Hydra's refusal of the command line as one :class:`ConfigError`, or ``None`` for any other exception.
+
+    An unknown key (``foo=1``, ``datamodule.foo=1``), a group choice that does not exist
+    (``model=resnetvea``, with the closest choice), an override Hydra cannot parse, a missing config.
+    """
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(exc, MissingConfigException):
+        missing = str(exc.missing_cfg_file or "")
+        group, _, choice = missing.rpartition("/")
+        options = [str(o) for o in (exc.options or [])]
+        if group and options:
+            return ConfigError(
+                f"{group}={choice}: no such choice in group '{group}'{closest(choice, options)}; "
+                f"choices: {', '.join(options)}"
+            )
+        return ConfigError(one_line(str(exc).split("Config search path:")[0]))
+    if isinstance(exc, OverrideParseException):
+        return ConfigError(f"{exc.override}: not a valid override ({one_line(exc.message.splitlines()[0])})")
+    if isinstance(exc, ConfigCompositionException):
+        cause = exc.__cause__
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError) and getattr(cause, "full_key", None):
+            key = str(cause.full_key)
+            parent = getattr(cause, "parent_node", None)
+            siblings = [str(k) for k in parent.keys()] if parent is not None else []
+            prefix, _, leaf = key.rpartition(".")
+            hint = closest(leaf, siblings, prefix=f"{prefix}." if prefix else "")
+            return ConfigError(f"{key}: no such key in the config{hint} (`--cfg job` prints it; +{key}=... adds a key)")
+        reason = f": {one_line(str(cause))}" if cause is not None else ""
+        return ConfigError(f"{one_line(str(exc))}{reason}")
+    return None
+
+
 def task_wrapper(task: Callable[[DictConfig], Any] | None = None, *, app: bool = False) -> Any:
     """The one wrapper of every task (the model: lightning-hydra-template's ``task_wrapper``).
 
@@ -100,8 +147,7 @@ def task_wrapper(task: Callable[[DictConfig], Any] | None = None, *, app: bool =
                 raise
             user = user_error(exc)
             if user is not None:
-                log.error("%s", user)
-                print(f"tagseg: error: {user}", file=sys.stderr)
+                refuse(user)
                 if in_multirun():
                     return failed_cell(user)
                 raise SystemExit(2) from None
@@ -113,6 +159,21 @@ def task_wrapper(task: Callable[[DictConfig], Any] | None = None, *, app: bool =
             finish_wandb()
 
     return wrapper
+
+
+def log_to_files(message: str) -> None:
+    """``message`` as an ERROR record in the run's log files only (the console shows ``tagseg: error:``)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def refuse(error: BaseException) -> None:
+    """Show a refusal once: one line ``tagseg: error: ...`` on stderr, the same in the run's log file."""
+    message = one_line(str(error))
+    log_to_files(message)
+    print(f"tagseg: error: {message}", file=sys.stderr)
 
 
 def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
 from tagseg.errors import ConfigError, DataError
-from tagseg.io.run_dir import EvalResult
+from tagseg.io.run_dir import EvalResult, saved_run_config
 from tagseg.io.store import has_labels, store_attrs
 from tagseg.metric_registry import mean_std_keys
 from tagseg.models.segmenter import load_segmentation_module
@@ -18,6 +19,8 @@ from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
 from tagseg.stages.train import checked_stores, evaluate_module, one_device_trainer, save_run_config
+
+log = logging.getLogger(__name__)
 
 
 def require_labels(store: str | Path) -> None:
@@ -107,18 +110,23 @@ def evaluate_shifts(
 ) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
-    Each set is prepared once under ``cfg.shift_dir`` from ``cfg.data`` (see :mod:`tagseg.data.shifts`)
-    with ``cfg.shift_subjects`` subjects; its per-image table and summary go to
-    ``<run dir>/shift/<name>/``, one row per test set to ``<run dir>/shifts.csv``.
+    Each set is prepared once under ``cfg.shift_dir`` from the data config of the run that wrote the
+    checkpoint (its saved ``config.yaml``: the image size and field of view it was trained at), or
+    ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`), with
+    ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``,
+    one row per test set to ``<run dir>/shifts.csv``.
 
     Returns:
         The path of ``shifts.csv``.
     """
     hp = model.hparams
-    seed = int(OmegaConf.select(cfg, "prepare.seed", default=cfg.get("seed", 0))) + SHIFT_SEED_OFFSET
+    trained = OmegaConf.create(saved_run_config(ckpt) or {})
+    source = trained if trained.get("data") is not None else cfg
+    log.info("shifted sets built on the data config of %s", ckpt if source is trained else "this evaluate run")
+    seed = int(OmegaConf.select(source, "prepare.seed", default=source.get("seed", 0))) + SHIFT_SEED_OFFSET
     rows = [_shift_row(split, "in-distribution test split", in_distribution)]
     for name, description in describe(names).items():
-        data_cfg = shift_data_config(cfg.data, name, int(cfg.get("shift_subjects", 8)))
+        data_cfg = shift_data_config(source.data, name, int(cfg.get("shift_subjects", 8)))
         store = prepare_shift_store(data_cfg, seed, cfg.shift_dir)
         dm_cfg = cfg.datamodule.copy()
         with open_dict(dm_cfg):

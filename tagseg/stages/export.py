@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tagseg.errors import ConfigError
+from tagseg.io.atomic import publish
 from tagseg.models.segmenter import Segmenter
 
 SIDECAR = "model.json"
@@ -121,7 +122,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
         else:
             program = torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}})
             torch.export.save(program, str(tmp))
-    os.replace(tmp, final)
+    publish(tmp, final)
     sidecar = {
         "format": fmt,
         "file": final.name,
@@ -145,7 +146,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
         sidecar["onnx_exporter"] = "dynamo" if onnx_dynamo else "torchscript"
     tmp_json = out / f".tmp-{os.getpid()}-{SIDECAR}"
     tmp_json.write_text(json.dumps(sidecar, indent=1))
-    os.replace(tmp_json, out / SIDECAR)
+    publish(tmp_json, out / SIDECAR)
     return sidecar
 
 

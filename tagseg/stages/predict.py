@@ -140,7 +140,7 @@ def process_seconds() -> float | None:
 
 def _one_line(exc: BaseException, path: Path) -> str:
     """The failure reason of one scan, without the file name (``failed.csv`` has it in its own column)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__  # every line of it: a reason is never cut
     text = text[len(f"{path}: ") :] if text.startswith(f"{path}: ") else text
     if isinstance(exc, TagsegError):
         return text

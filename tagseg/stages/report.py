@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tagseg.io.atomic import atomic_path
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
 from tagseg.report.efficiency import write_data_efficiency
 from tagseg.report.examples import plot_examples
@@ -23,8 +24,22 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
         The table files by kind (``summary_md``, ...) and the figures written.
     """
     root = Path(cfg.path)
+    final = Path(cfg.output) if cfg.output else root / "report"
+    # written under a temporary name and published whole: a refused report (e.g. a bad checkpoint
+    # for the examples) leaves no folder that looks finished, and the previous report stays
+    with atomic_path(final, what="report folder") as out:
+        paths, figures = _write_report(cfg, root, out)
+    return {k: _moved(p, out, final) for k, p in paths.items()}, [_moved(f, out, final) for f in figures]
+
+
+def _moved(path: Path, tmp: Path, final: Path) -> Path:
+    """Where a file written under ``tmp`` is once published as ``final``."""
+    return final / path.relative_to(tmp) if path.is_relative_to(tmp) else path
+
+
+def _write_report(cfg: DictConfig, root: Path, out: Path) -> tuple[dict[str, Path], list[Path]]:
     figures: list[Path | None] = []
-    out = Path(cfg.output) if cfg.output else root / "report"
+    out.mkdir(parents=True)
     paths = write_tables(root, out)
     references = cfg.get("references") or ["scratch"]
     references = [references] if isinstance(references, str) else [str(r) for r in references]

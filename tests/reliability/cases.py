@@ -173,7 +173,18 @@ def _store_cases() -> list[Case]:
             "report_run/ (store nan.h5)",
             lambda bad, tmp: ["report", f"path={bad.report_run}", f"output={tmp / 'rep'}"],
             STORE_MESSAGES["nan"],
-            ("rep/examples*.png",),
+            ("rep", "rep/*"),  # a refused report leaves no folder (its tables are written, then dropped)
+        )
+    )
+    cases.append(
+        Case(
+            "report-run-with-truncated-checkpoint",
+            "checkpoint",
+            "report_run_bad_ckpt/ (truncated best.ckpt)",
+            lambda bad, tmp: ["report", f"path={bad.report_run_bad_ckpt}", f"output={tmp / 'rep'}"],
+            r"best\.ckpt: not a readable PyTorch checkpoint \(PytorchStreamReader failed reading zip archive: "
+            r"failed finding central directory; truncated",
+            ("rep", "rep/*"),
         )
     )
     return cases
@@ -352,6 +363,26 @@ def _config_cases() -> list[Case]:
             train("good", "model.optimizer.lr=0"),
             "model.optimizer.lr=0",
             r"^model\.optimizer\.lr: expected a number > 0, got 0",
+        ),
+        cfg("train-unknown-key", train("good", "foo=1"), "foo=1", r"^foo: no such key in the config \(`--cfg job`"),
+        cfg(
+            "train-unknown-nested-key",
+            train("good", "datamodule.foo=1"),
+            "datamodule.foo=1",
+            r"^datamodule\.foo: no such key in the config",
+        ),
+        cfg(
+            "train-unknown-model",
+            train("good", "model=resnetvea"),
+            "model=resnetvea",
+            r"^model=resnetvea: no such choice in group 'model' \(did you mean resnetvae\?\); choices: nnunet, resnetvae$",
+        ),
+        cfg(
+            "translate-unknown-physics-key",
+            translate("good", "physics.spacingpx=3"),
+            "physics.spacingpx=3",
+            r"^physics\.spacingpx: no such key in the config \(did you mean physics\.spacing_px\?\)",
+            STORE_OUTPUTS,
         ),
         cfg("train-seed-abc", train("good", "seed=abc"), "seed=abc", r"^seed: expected an integer, got 'abc'"),
         cfg("train-seed-float", train("good", "seed=1.5"), "seed=1.5", r"^seed: expected an integer, got 1\.5"),

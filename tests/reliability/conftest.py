@@ -182,9 +182,9 @@ def build_predict_inputs(d: Path, stores: dict[str, Path]) -> dict[str, Path]:
     return p
 
 
-def build_report_run(d: Path, trained: Path, nan_store: Path, good_store: Path) -> Path:
+def build_report_run(d: Path, trained: Path, nan_store: Path, good_store: Path, name: str = "report_run") -> Path:
     """A run folder (config + test table + checkpoint) whose store now holds a NaN image."""
-    run = d / "report_run"
+    run = d / name
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy(trained, run / "checkpoints" / "best.ckpt")
     (run / "config.yaml").write_text(f"data:\n  store: {nan_store}\ndatamodule:\n  stores: [{nan_store}]\n")
@@ -202,6 +202,8 @@ class BadInputs:
     raw: dict[str, Path]
     predict: dict[str, Path]
     report_run: Path
+    #: a run folder whose checkpoint is truncated (its store is good)
+    report_run_bad_ckpt: Path
 
 
 @pytest.fixture(scope="session")
@@ -216,6 +218,9 @@ def bad(tmp_path_factory, trained_ckpt) -> BadInputs:
         raw=build_raw(d),
         predict=build_predict_inputs(d, stores),
         report_run=build_report_run(d, trained_ckpt, stores["nan"], stores["good"]),
+        report_run_bad_ckpt=build_report_run(
+            d, d / "truncated.ckpt", stores["good"], stores["good"], name="report_run_bad_ckpt"
+        ),
     )
 
 

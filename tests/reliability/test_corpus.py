@@ -52,6 +52,8 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, bad, run_tagseg, tmp_path,
     assert result.status == case.status, f"exit {result.status}\n{result.err[-2000:]}"
     assert len(errors) == 1, result.err[-2000:]
     assert re.search(case.message, message), errors[0]
+    # shown once: not also as a logged ERROR line (stdout or stderr)
+    assert (result.out + result.err).count(message) == 1, result.out[-2000:] + result.err[-2000:]
     left = [p for pattern in case.forbidden for p in tmp_path.glob(pattern)]
     assert not left, f"outputs left behind: {left}"
     assert not list(tmp_path.rglob("*.partial*")), "temporary files left behind"

@@ -90,7 +90,7 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
         data = np.asarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms())
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError) as exc:
-        raise DataError(f"{path}: unreadable NIfTI (truncated or corrupt?): {exc}") from exc
+        raise DataError(f"{path.absolute()}: unreadable NIfTI (truncated or corrupt?): {exc}") from exc
     return data, zooms
 
 
