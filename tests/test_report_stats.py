@@ -291,6 +291,23 @@ def test_report_on_a_synthetic_sweep(tmp_path):
     assert "learning_curve_md" in paths and out / "learning_curve.png" in figures
     table = (out / "learning_curve.md").read_text()
     assert "| cine | 4 |" in table and "[" in table
+    # every table with an interval names what it resampled and on how many units
+    caption = "95 % interval: BCa bootstrap resampling seeds and subjects (n_seeds=2, n_subjects=6)"
+    assert caption in table and caption in (out / "paired_vs_scratch.md").read_text()
+    assert set(curve["unit"]) == {"seeds and subjects"} and (curve["dice_half"] > 0).all()
+    # the claims: one per paired difference and metric, in claims.csv and in report.json
+    claims = pd.read_csv(out / "claims.csv")
+    assert len(claims) == 2 * len(diff) and set(claims["verdict"]) <= {"held", "not shown", "contradicted"}
+    cine_claim = claims[
+        (claims["strategy"] == "cine") & (claims["test_set"] == "tag_angle") & (claims["metric"] == "dice")
+    ]
+    assert list(cine_claim["verdict"]) == ["held", "held"] and cine_claim["more_seeds"].all()  # 2 seeds < 5
+    assert list(cine_claim["n_seeds"]) == [2, 2] and list(cine_claim["n_subjects"]) == [6, 6]
+    meta = json.loads((out / "report.json").read_text())
+    assert len(meta["claims"]) == len(claims) and {"verdict", "effect", "low", "high", "half_width"} <= set(
+        meta["claims"][0]
+    )
+    assert "| cine beats scratch | tag_angle | 4 |" in (out / "claims.md").read_text()
     conv = pd.read_csv(out / "convergence.csv")
     assert len(conv) == 12
     # cine (gain 0.05) converges faster than scratch in the synthetic curves

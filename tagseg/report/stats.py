@@ -283,6 +283,26 @@ def interval_columns(interval: Interval, prefix: str, mean_suffix: str = "") -> 
     }
 
 
+def _count(values: pd.Series) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def interval_caption(table: pd.DataFrame, level: float = 0.95) -> str:
+    """What the intervals of a table resample and how many units they rest on.
+
+    E.g. ``95 % interval: BCa bootstrap resampling seeds and subjects (n_seeds=10, n_subjects=11)``;
+    counts that differ between rows are given as ranges, units that differ are all named.
+    """
+    if table.empty:
+        return f"{round(level * 100)} % interval: none (no rows)"
+    units = " / ".join(dict.fromkeys(table["unit"]))
+    return (
+        f"{round(level * 100)} % interval: BCa bootstrap resampling {units} "
+        f"(n_seeds={_count(table['seeds'])}, n_subjects={_count(table['subjects'])})"
+    )
+
+
 def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Dice / HD95 per (test set, strategy, n): mean over seeds and subjects with its 95 % interval.
 
@@ -432,6 +452,7 @@ __all__ = [
     "epochs_to_fraction",
     "expanded_level",
     "find_cells",
+    "interval_caption",
     "interval_columns",
     "learning_curve",
     "load_cells",
