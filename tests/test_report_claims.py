@@ -83,6 +83,10 @@ def test_claims_table_carries_verdict_effect_interval_half_width_and_counts():
         in text
     )
     assert claims_markdown(claims(pd.DataFrame(), "scratch")) == "(no paired dice differences)\n"
+    single = _diff_rows().assign(seeds=1, subjects=1, d_dice_lo=np.nan, d_dice_hi=np.nan, d_dice_half=np.nan)
+    row = claims(single, "scratch").set_index("metric").loc["dice"]
+    assert row["verdict"] == "not shown" and row["more_seeds"] and row["seeds_needed"] == 5
+    assert "| +0.004 [no interval] | - | 1 | 1 | not shown | yes (>= 5) |" in claims_markdown(claims(single, "scratch"))
 
 
 def test_captions_name_the_unit_and_the_counts():

@@ -118,6 +118,29 @@ def test_the_interval_covers_the_truth_about_95_percent_of_the_time_with_10_seed
     assert _subject_only_coverage(sims) < 0.8
 
 
+def _nested_coverage(sims, truth=0.8, n_boot=1000, seed=0):
+    """Seeds resampled, then subjects drawn anew within each drawn seed (percentile interval)."""
+    rng = np.random.default_rng(seed)
+    reps, n_seeds, n_subjects = sims.shape
+    hits = []
+    for matrix in sims:
+        rows = rng.integers(0, n_seeds, (n_boot, n_seeds))
+        cols = rng.integers(0, n_subjects, (n_boot, n_seeds, n_subjects))
+        means = matrix[rows[..., None], cols].mean(axis=(1, 2))
+        low, high = np.percentile(means, [2.5, 97.5])
+        hits.append(low <= truth <= high)
+    return float(np.mean(hits))
+
+
+@pytest.mark.slow
+def test_subjects_drawn_within_each_seed_under_cover_when_the_seeds_share_the_test_hearts():
+    # every seed is tested on the same hearts: drawing them anew per seed counts each heart once per seed
+    sims = _crossed(np.random.default_rng(5), 1000, 10, 10, 0.005, 0.03, 0.01)
+    nested = _nested_coverage(sims)
+    print(f"nested resampling: coverage {nested:.3f}")
+    assert nested < 0.7
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "n_seeds, sds, band",

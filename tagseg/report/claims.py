@@ -138,10 +138,15 @@ def claims_markdown(table: pd.DataFrame, metric: str = "dice") -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sel.itertuples():
-        interval = f"{r.effect:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"
+        interval = (
+            f"{r.effect:+.3f} [no interval]"
+            if pd.isna(r.low) or pd.isna(r.high)
+            else f"{r.effect:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"
+        )
+        half = "-" if pd.isna(r.half_width) else f"{r.half_width:.3f}"
         more = f"yes (>= {r.seeds_needed})" if r.more_seeds else "no"
         lines.append(
-            f"| {r.strategy} beats {r.reference} | {r.test_set} | {r.n} | {interval} | {r.half_width:.3f} "
+            f"| {r.strategy} beats {r.reference} | {r.test_set} | {r.n} | {interval} | {half} "
             f"| {r.n_seeds} | {r.n_subjects} | {r.verdict} | {more} |"
         )
     return "\n".join(lines) + "\n"

@@ -46,6 +46,8 @@ def _strategies(table: pd.DataFrame) -> list[str]:
 
 def _interval(mean: float, lo: float, hi: float, signed: bool = False) -> str:
     fmt = "{:+.3f}" if signed else "{:.3f}"
+    if pd.isna(lo) or pd.isna(hi):  # one seed and one subject: nothing to resample
+        return f"{fmt.format(mean)} [no interval]"
     return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
