@@ -6,6 +6,7 @@ Written by ``tagseg report path=<sweep dir>`` when the sweep's cells limit the l
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -108,11 +109,11 @@ def plot_learning_curves(curve: pd.DataFrame, out: Path, metric: str = "dice") -
     for ax in list(axes.flat)[len(sets) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(
-        f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects (mean over seeds and subjects; band: "
-        f"{interval_caption(curve)})",
-        fontsize=9,
+    title = (
+        f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects, mean over seeds and subjects; "
+        f"band: {interval_caption(curve)}"
     )
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 14)), fontsize=9)  # ~14 characters per inch
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
