@@ -140,3 +140,35 @@ def test_a_gain_that_reverses_with_the_seed_is_not_shown():
     table = claims(diff, "scratch").set_index("metric")
     assert table.loc["dice", "verdict"] == "not shown" and table.loc["dice", "more_seeds"]
     assert table.loc["dice", "low"] < 0 < table.loc["dice", "high"] and table.loc["dice", "n_seeds"] == 3
+
+
+def test_the_rule_settings_are_checked_with_one_line_naming_the_key():
+    from tagseg.errors import ConfigError
+    from tagseg.report.claims import LIMITS, claim_rule
+
+    assert claim_rule(None, 5) == (LIMITS, 5)
+    assert claim_rule({"dice": 0.02}, 3) == ({**LIMITS, "dice": 0.02}, 3)
+    with pytest.raises(ConfigError, match=r"claims.limits.dice: expected a number >= 0 .* got 'abc'"):
+        claim_rule({"dice": "abc"}, 5)
+    with pytest.raises(ConfigError, match=r"claims.limits.dice: expected a number >= 0 .* got -0.01"):
+        claim_rule({"dice": -0.01}, 5)
+    with pytest.raises(ConfigError, match=r"claims.limits.dcie: not a metric; expected some of \['dice', 'hd95_mm'\]"):
+        claim_rule({"dcie": 0.01}, 5)
+    with pytest.raises(ConfigError, match=r"claims.min_seeds: expected an integer >= 1, got 0"):
+        claim_rule(None, 0)
+    with pytest.raises(ConfigError, match=r"n_boot: expected an integer >= 100 .* got 10"):
+        claim_rule(None, 5, 10)
+
+
+def test_the_report_refuses_a_bad_rule_before_writing(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.errors import ConfigError
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.report import report
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("report", overrides=[f"path={tmp_path}", f"output={tmp_path / 'out'}", "claims.min_seeds=0"])
+    with pytest.raises(ConfigError, match="claims.min_seeds"):
+        report(cfg)
+    assert not (tmp_path / "out").exists()

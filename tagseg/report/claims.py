@@ -22,6 +22,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from tagseg.errors import ConfigError
+
 #: +1 where a larger value is better, -1 where a smaller one is
 DIRECTION = {"dice": 1, "hd95_mm": -1}
 #: the smallest difference worth resolving, per metric (Dice, mm)
@@ -46,6 +48,36 @@ COLUMNS = [
     "more_seeds",
     "seeds_needed",
 ]
+
+
+def claim_rule(
+    limits: Mapping[str, object] | None, min_seeds: object, n_boot: object = 2000
+) -> tuple[dict[str, float], int]:
+    """The rule's settings from a config (``claims.limits``, ``claims.min_seeds``, ``n_boot``), checked.
+
+    Returns:
+        ``(limits, min_seeds)``: every metric's limit (defaults :data:`LIMITS`) and the seed minimum.
+
+    Raises:
+        ConfigError: a limit that is not a number >= 0 or names no metric, a ``min_seeds`` that is not
+            an integer >= 1, an ``n_boot`` that is not an integer >= 100.
+    """
+    checked = dict(LIMITS)
+    for metric, value in (limits or {}).items():
+        if metric not in DIRECTION:
+            raise ConfigError(f"claims.limits.{metric}: not a metric; expected some of {sorted(DIRECTION)}")
+        try:
+            limit = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            limit = float("nan")
+        if not limit >= 0:
+            raise ConfigError(f"claims.limits.{metric}: expected a number >= 0 (a {metric} difference), got {value!r}")
+        checked[str(metric)] = limit
+    if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 1:
+        raise ConfigError(f"claims.min_seeds: expected an integer >= 1, got {min_seeds!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise ConfigError(f"n_boot: expected an integer >= 100 (bootstrap resamples), got {n_boot!r}")
+    return checked, min_seeds
 
 
 def verdict(low: float, high: float, direction: int = 1) -> str:
@@ -158,6 +190,7 @@ __all__ = [
     "LIMITS",
     "MIN_SEEDS",
     "VERDICTS",
+    "claim_rule",
     "claims",
     "claims_markdown",
     "needs_more_seeds",

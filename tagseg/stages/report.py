@@ -9,7 +9,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from tagseg.io.atomic import atomic_write_text
-from tagseg.report.claims import MIN_SEEDS
+from tagseg.report.claims import MIN_SEEDS, claim_rule
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
 from tagseg.report.efficiency import write_data_efficiency
 from tagseg.report.examples import plot_examples
@@ -34,21 +34,22 @@ def report(cfg: DictConfig) -> tuple[dict[str, Path], list[Path]]:
 
     Returns:
         The table files by kind (``summary_md``, ...) and the figures written.
+
+    Raises:
+        ConfigError: ``claims`` or ``n_boot`` out of range (:func:`~tagseg.report.claims.claim_rule`).
     """
+    claims_cfg = cfg.get("claims") or {}
+    n_boot = cfg.get("n_boot", 2000)
+    # checked before anything is written
+    limits, min_seeds = claim_rule(claims_cfg.get("limits"), claims_cfg.get("min_seeds", MIN_SEEDS), n_boot)
     root = Path(cfg.path)
     figures: list[Path | None] = []
     out = Path(cfg.output) if cfg.output else root / "report"
     paths = write_tables(root, out)
     references = cfg.get("references") or ["scratch"]
     references = [references] if isinstance(references, str) else [str(r) for r in references]
-    claims_cfg = cfg.get("claims") or {}
     efficiency = write_data_efficiency(
-        root,
-        out,
-        n_boot=int(cfg.get("n_boot", 2000)),
-        references=references,
-        limits={str(k): float(v) for k, v in (claims_cfg.get("limits") or {}).items()},
-        min_seeds=int(claims_cfg.get("min_seeds", MIN_SEEDS)),
+        root, out, n_boot=n_boot, references=references, limits=limits, min_seeds=min_seeds
     )
     if "claims_csv" in efficiency:
         add_claims(paths["report_json"], efficiency["claims_csv"])
