@@ -3,51 +3,161 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from tagseg.report.stats import (
-    bootstrap_ci,
     convergence,
     epochs_to_fraction,
+    expanded_level,
     find_cells,
     learning_curve,
     load_cells,
     paired_differences,
+    seed_subject_interval,
+    seed_subject_matrix,
     subject_means,
 )
 
 
-def test_bootstrap_matches_a_numpy_computation_with_the_same_seed():
+def test_one_factor_interval_is_scipys_bca_at_the_expanded_level():
     x = np.array([0.71, 0.80, 0.84, 0.90, 0.77, 0.88, 0.93])
-    rng = np.random.default_rng(7)
-    means = x[rng.integers(0, len(x), (500, len(x)))].mean(axis=1)
-    expected = (x.mean(), np.percentile(means, 2.5), np.percentile(means, 97.5))
-    assert bootstrap_ci(x, n_boot=500, seed=7) == pytest.approx(expected)
-    assert bootstrap_ci(x, seed=1) == bootstrap_ci(x, seed=1)  # reproducible
+    level = expanded_level(x[None, :])
+    # one factor: the normal quantile is sqrt(n / (n - 1)) * t(n - 1), n = 7
+    assert level == pytest.approx(2 * stats.norm.cdf(np.sqrt(7 / 6) * stats.t.ppf(0.975, 6)) - 1)
+    expected = stats.bootstrap(
+        (x,), np.mean, n_resamples=500, confidence_level=level, method="BCa", rng=np.random.default_rng(7)
+    ).confidence_interval
+    got = seed_subject_interval(x[None, :], n_resamples=500, seed=7)
+    assert (got.low, got.high) == pytest.approx((expected.low, expected.high))
+    assert got.mean == pytest.approx(x.mean()) and got.unit == "subjects (1 seed)"
+    # the same values as 7 seeds of one subject: the same interval, resampling seeds
+    by_seed = seed_subject_interval(x[:, None], n_resamples=500, seed=7)
+    assert (by_seed.low, by_seed.high) == pytest.approx((got.low, got.high)) and by_seed.unit == "seeds (1 subject)"
+    assert seed_subject_interval(x[None, :], seed=1) == seed_subject_interval(x[None, :], seed=1)  # reproducible
 
 
-def test_bootstrap_known_cases():
-    assert bootstrap_ci([0.5] * 10) == (0.5, 0.5, 0.5)  # no spread, no interval
-    mean, lo, hi = bootstrap_ci([3.0])
-    assert mean == lo == hi == 3.0
-    assert all(np.isnan(bootstrap_ci([])))
-    # a balanced 0/1 sample of 400: the interval is the normal one, mean +/- 1.96 sqrt(p (1 - p) / n)
-    mean, lo, hi = bootstrap_ci(np.repeat([0.0, 1.0], 200), n_boot=4000)
-    half = 1.96 * np.sqrt(0.25 / 400)
-    assert mean == 0.5 and lo == pytest.approx(0.5 - half, abs=0.01) and hi == pytest.approx(0.5 + half, abs=0.01)
-
-
-def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
+def test_expanded_level_has_a_cap_and_leaves_a_single_unit_alone():
+    assert expanded_level(np.array([[0.1, 0.2, 0.4]]), n_resamples=1000) == pytest.approx(0.998)  # t(2) is far out
+    assert expanded_level(np.array([[0.5, 0.5, 0.5]])) == 0.95  # no spread, nothing to widen
     rng = np.random.default_rng(0)
-    hits = [
-        lo <= 0.8 <= hi
-        for lo, hi in (bootstrap_ci(rng.normal(0.8, 0.1, 30), n_boot=1000, seed=i)[1:] for i in range(300))
-    ]
-    assert 0.89 <= np.mean(hits) <= 0.98  # percentile bootstrap at n = 30 runs slightly below nominal
+    ten = expanded_level(rng.normal(size=(10, 11)))
+    assert 0.95 < ten < expanded_level(rng.normal(size=(3, 11)))  # fewer seeds, wider
+
+
+@pytest.mark.parametrize(
+    "matrix, mean, low, high, unit",
+    [
+        ([[0.8]], 0.8, np.nan, np.nan, "none (1 seed, 1 subject)"),
+        ([[0.5] * 5] * 3, 0.5, 0.5, 0.5, "seeds and subjects"),  # identical values: every resample agrees
+        ([[0.7, 0.9]], 0.8, 0.7, 0.9, "subjects (1 seed)"),
+        ([[0.7], [0.9]], 0.8, 0.7, 0.9, "seeds (1 subject)"),
+        # pure interaction: every leave-one-out mean is 0.5, BCa is undefined; the percentile interval
+        ([[0.0, 1.0], [1.0, 0.0]], 0.5, 0.0, 1.0, "seeds and subjects"),
+        (np.zeros((0, 4)), np.nan, np.nan, np.nan, "none (no complete seed)"),
+    ],
+)
+def test_degenerate_inputs_give_a_documented_result_without_warnings(matrix, mean, low, high, unit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = seed_subject_interval(matrix, n_resamples=400)
+    assert (got.mean, got.low, got.high) == pytest.approx((mean, low, high), nan_ok=True) and got.unit == unit
+
+
+def test_a_matrix_with_nan_is_refused_and_incomplete_seeds_are_dropped():
+    with pytest.raises(ValueError, match="finite seeds x subjects"):
+        seed_subject_interval([[0.5, np.nan]])
+    rows = pd.DataFrame(
+        {
+            "seed": [0, 0, 1, 1, 2, 3, 3],
+            "subject": ["a", "b", "a", "b", "a", "a", "b"],
+            "d": [0.1, 0.2, 0.3, np.inf, 0.5, 0.6, 0.7],
+        }
+    )
+    # seed 1 has a non-finite value, seed 2 lacks subject b: the complete crossing is seeds 0 and 3
+    assert seed_subject_matrix(rows, "d").tolist() == [[0.1, 0.2], [0.6, 0.7]]
+
+
+def _crossed(rng, reps, n_seeds, n_subjects, sd_seed=0.02, sd_subject=0.02, sd_noise=0.01, mean=0.8):
+    """Simulated seed x subject matrices: mean + seed effect + subject effect (shared by seeds) + noise."""
+    return (
+        mean
+        + rng.normal(0, sd_seed, (reps, n_seeds, 1))
+        + rng.normal(0, sd_subject, (reps, 1, n_subjects))
+        + rng.normal(0, sd_noise, (reps, n_seeds, n_subjects))
+    )
+
+
+def _subject_only_coverage(sims, truth=0.8, n_boot=1000, seed=0):
+    """The interval tagseg used before: subjects' means over seeds, percentile bootstrap of subjects."""
+    rng = np.random.default_rng(seed)
+    per_subject = sims.mean(axis=1)
+    reps, n = per_subject.shape
+    means = per_subject[np.arange(reps)[:, None, None], rng.integers(0, n, (reps, n_boot, n))].mean(axis=-1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=1)
+    return float(np.mean((low <= truth) & (truth <= high)))
+
+
+def _coverage(sims, truth=0.8, n_resamples=1000):
+    hits = []
+    for i, matrix in enumerate(sims):
+        interval = seed_subject_interval(matrix, n_resamples=n_resamples, seed=i)
+        hits.append(interval.low <= truth <= interval.high)
+    return float(np.mean(hits))
+
+
+def test_the_interval_covers_the_truth_about_95_percent_of_the_time_with_10_seeds():
+    sims = _crossed(np.random.default_rng(0), 200, 10, 10)
+    assert 0.90 <= _coverage(sims) <= 0.99
+    # the subject-only interval leaves the seed-to-seed variance out and under-covers
+    assert _subject_only_coverage(sims) < 0.8
+
+
+def _nested_coverage(sims, truth=0.8, n_boot=1000, seed=0):
+    """Seeds resampled, then subjects drawn anew within each drawn seed (percentile interval)."""
+    rng = np.random.default_rng(seed)
+    reps, n_seeds, n_subjects = sims.shape
+    hits = []
+    for matrix in sims:
+        rows = rng.integers(0, n_seeds, (n_boot, n_seeds))
+        cols = rng.integers(0, n_subjects, (n_boot, n_seeds, n_subjects))
+        means = matrix[rows[..., None], cols].mean(axis=(1, 2))
+        low, high = np.percentile(means, [2.5, 97.5])
+        hits.append(low <= truth <= high)
+    return float(np.mean(hits))
+
+
+@pytest.mark.slow
+def test_subjects_drawn_within_each_seed_under_cover_when_the_seeds_share_the_test_hearts():
+    # every seed is tested on the same hearts: drawing them anew per seed counts each heart once per seed
+    sims = _crossed(np.random.default_rng(5), 1000, 10, 10, 0.005, 0.03, 0.01)
+    nested = _nested_coverage(sims)
+    print(f"nested resampling: coverage {nested:.3f}")
+    assert nested < 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "n_seeds, sds, band",
+    [
+        (10, (0.02, 0.02, 0.01), (0.93, 0.98)),
+        (10, (0.03, 0.005, 0.01), (0.93, 0.98)),  # seeds dominate (paired differences)
+        (10, (0.005, 0.03, 0.01), (0.93, 0.98)),  # subjects dominate (learning curves)
+        (5, (0.02, 0.02, 0.01), (0.90, 0.98)),
+        (5, (0.03, 0.005, 0.01), (0.88, 0.97)),
+        (3, (0.03, 0.005, 0.01), (0.80, 0.92)),  # 3 seeds: the interval cannot reach 95 %
+    ],
+)
+def test_coverage_by_seed_count(n_seeds, sds, band):
+    sims = _crossed(np.random.default_rng(n_seeds), 1000, n_seeds, 10, *sds)
+    coverage = _coverage(sims)
+    print(f"n_seeds={n_seeds} sds={sds}: coverage {coverage:.3f}, subject-only {_subject_only_coverage(sims):.3f}")
+    assert band[0] <= coverage <= band[1]
 
 
 def _subjects(rows):
@@ -204,6 +314,23 @@ def test_report_on_a_synthetic_sweep(tmp_path):
     assert "learning_curve_md" in paths and out / "learning_curve.png" in figures
     table = (out / "learning_curve.md").read_text()
     assert "| cine | 4 |" in table and "[" in table
+    # every table with an interval names what it resampled and on how many units
+    caption = "95 % interval: BCa bootstrap resampling seeds and subjects (n_seeds=2, n_subjects=6)"
+    assert caption in table and caption in (out / "paired_vs_scratch.md").read_text()
+    assert set(curve["unit"]) == {"seeds and subjects"} and (curve["dice_half"] > 0).all()
+    # the claims: one per paired difference and metric, in claims.csv and in report.json
+    claims = pd.read_csv(out / "claims.csv")
+    assert len(claims) == 2 * len(diff) and set(claims["verdict"]) <= {"held", "not shown", "contradicted"}
+    cine_claim = claims[
+        (claims["strategy"] == "cine") & (claims["test_set"] == "tag_angle") & (claims["metric"] == "dice")
+    ]
+    assert list(cine_claim["verdict"]) == ["held", "held"] and cine_claim["more_seeds"].all()  # 2 seeds < 5
+    assert list(cine_claim["n_seeds"]) == [2, 2] and list(cine_claim["n_subjects"]) == [6, 6]
+    meta = json.loads((out / "report.json").read_text())
+    assert len(meta["claims"]) == len(claims) and {"verdict", "effect", "low", "high", "half_width"} <= set(
+        meta["claims"][0]
+    )
+    assert "| cine beats scratch | tag_angle | 4 |" in (out / "claims.md").read_text()
     conv = pd.read_csv(out / "convergence.csv")
     assert len(conv) == 12
     # cine (gain 0.05) converges faster than scratch in the synthetic curves

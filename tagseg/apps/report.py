@@ -18,6 +18,8 @@ def main(cfg: DictConfig) -> None:
     print(paths["summary_md"].read_text())
     if "learning_curve_md" in paths:
         print(paths["learning_curve_md"].read_text())
+    if "claims_md" in paths:
+        print(paths["claims_md"].read_text().partition("\nClaims (HD95")[0])
     for p in [*paths.values(), *figures]:
         print(f"wrote {p}")
 

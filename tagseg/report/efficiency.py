@@ -6,7 +6,8 @@ Written by ``tagseg report path=<sweep dir>`` when the sweep's cells limit the l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -16,12 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tagseg.errors import ConfigError  # noqa: E402
+from tagseg.report.claims import MIN_SEEDS, claims, claims_markdown  # noqa: E402
 from tagseg.report.stats import (  # noqa: E402
     IN_DISTRIBUTION,
     REFERENCE,
     convergence,
     convergence_summary,
     find_cells,
+    interval_caption,
     learning_curve,
     load_cells,
     paired_differences,
@@ -44,6 +47,8 @@ def _strategies(table: pd.DataFrame) -> list[str]:
 
 def _interval(mean: float, lo: float, hi: float, signed: bool = False) -> str:
     fmt = "{:+.3f}" if signed else "{:.3f}"
+    if pd.isna(lo) or pd.isna(hi):  # one seed and one subject: nothing to resample
+        return f"{fmt.format(mean)} [no interval]"
     return f"{fmt.format(mean)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
@@ -104,10 +109,11 @@ def plot_learning_curves(curve: pd.DataFrame, out: Path, metric: str = "dice") -
     for ax in list(axes.flat)[len(sets) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(
-        f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects (mean over seeds, 95 % subject-bootstrap band)",
-        fontsize=9,
+    title = (
+        f"{'Dice' if metric == 'dice' else 'HD95'} vs labelled subjects, mean over seeds and subjects; "
+        f"band: {interval_caption(curve)}"
     )
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 14)), fontsize=9)  # ~14 characters per inch
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -137,17 +143,26 @@ def plot_validation_curves(curves: pd.DataFrame, out: Path) -> Path | None:
 
 
 def write_data_efficiency(
-    root: str | Path, out_dir: str | Path, n_boot: int = 2000, references: Sequence[str] = (REFERENCE,)
+    root: str | Path,
+    out_dir: str | Path,
+    n_boot: int = 2000,
+    references: Sequence[str] = (REFERENCE,),
+    limits: Mapping[str, float] | None = None,
+    min_seeds: int = MIN_SEEDS,
 ) -> dict[str, Path]:
-    """Write the learning curves, paired differences and convergence of the sweep ``root``.
+    """Write the learning curves, paired differences, claims and convergence of the sweep ``root``.
 
     Files (under ``out_dir``): ``learning_curve.csv/.md/.png`` (+ ``learning_curve_hd95.png``),
-    ``paired_vs_<reference>.csv/.md`` per reference, ``convergence.csv`` (per cell),
-    ``convergence_summary.csv/.md``, ``validation_curves.png``.
+    ``paired_vs_<reference>.csv/.md`` per reference, ``claims.csv/.md`` (every paired difference
+    as a verdict, :mod:`tagseg.report.claims`), ``convergence.csv`` (per cell),
+    ``convergence_summary.csv/.md``, ``validation_curves.png``. Every table with an interval names
+    what it resampled (:func:`~tagseg.report.stats.interval_caption`).
 
     Args:
         references: strategies every other one is paired against (``scratch``; e.g. ``physics`` to
             compare ``physics_dynamic`` with static tags).
+        limits: per metric, the smallest difference a claim must resolve (``dice: 0.01``).
+        min_seeds: claims on fewer seeds always ask for more.
 
     Returns:
         The files written, by kind; empty when ``root`` holds no data-efficiency cells.
@@ -176,23 +191,37 @@ def write_data_efficiency(
         "convergence_md": out / "convergence_summary.md",
     }
     curve.to_csv(paths["learning_curve_csv"], index=False)
+    caption = interval_caption(curve)
     paths["learning_curve_md"].write_text(
-        "Dice, mean over seeds and test subjects [95 % bootstrap interval over test subjects]\n\n"
+        f"Dice, mean over seeds and test subjects [{caption}]\n\n"
         + curve_markdown(curve, "dice")
-        + "\nHD95 (mm)\n\n"
+        + f"\nHD95 (mm) [{caption}]\n\n"
         + curve_markdown(curve, "hd95_mm")
     )
+    claim_tables = []
     for reference in dict.fromkeys(references):
         diff = paired_differences(subjects, reference, n_boot)
         key = "paired" if reference == REFERENCE else f"paired_{reference}"
         paths[f"{key}_csv"], paths[f"{key}_md"] = out / f"paired_vs_{reference}.csv", out / f"paired_vs_{reference}.md"
         diff.to_csv(paths[f"{key}_csv"], index=False)
+        caption = interval_caption(diff)
         paths[f"{key}_md"].write_text(
-            f"Dice difference to {reference} (paired by test subject and seed) [95 % interval]; * excludes 0\n\n"
+            f"Dice difference to {reference} (paired by test subject and seed) [{caption}]; * excludes 0\n\n"
             + paired_markdown(diff, "dice", reference)
-            + f"\nHD95 (mm) difference to {reference}\n\n"
+            + f"\nHD95 (mm) difference to {reference} [{caption}]\n\n"
             + paired_markdown(diff, "hd95_mm", reference)
         )
+        claim_tables.append(claims(diff, reference, limits, min_seeds))
+    table = pd.concat(claim_tables, ignore_index=True)
+    paths["claims_csv"], paths["claims_md"] = out / "claims.csv", out / "claims.md"
+    table.to_csv(paths["claims_csv"], index=False)
+    paths["claims_md"].write_text(
+        f"Claims (Dice): held / not shown / contradicted by the paired interval; more seeds while fewer than "
+        f"{min_seeds} or the half-width exceeds max(|difference|, limit) (docs/experiments.md)\n\n"
+        + claims_markdown(table, "dice")
+        + "\nClaims (HD95, mm)\n\n"
+        + claims_markdown(table, "hd95_mm")
+    )
     per_cell.to_csv(paths["convergence_csv"], index=False)
     conv.to_csv(paths["convergence_summary_csv"], index=False)
     lines = [

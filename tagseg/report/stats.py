@@ -1,15 +1,19 @@
-"""Statistics of a data-efficiency sweep: bootstrap intervals, paired differences, learning curves, convergence.
+"""Statistics of a data-efficiency sweep: intervals over seeds and test subjects, paired differences, convergence.
 
 A *cell* is one strategy run of the sweep (``strategy.json``: strategy, seed, ``n_train_subjects``
-and its test sets, each with a per-image ``test_metrics.csv``). The unit of inference is the
-**test subject**: images of one subject are not independent (slices and frames of one heart), so
-every interval resamples subjects, never images.
+and its test sets, each with a per-image ``test_metrics.csv``). Two sources of chance make a result:
+the **training seed** (initialisation, the chosen labelled subjects, augmentation) and the **test
+subjects** (images of one heart are not independent, so a subject is one unit, never an image).
+Every test set is one store, shared by all seeds: the seeds and the subjects are *crossed* (each
+seed is tested on the same hearts).
 
-* :func:`bootstrap_ci`: percentile bootstrap of a mean over subjects.
-* :func:`learning_curve`: per (test set, strategy, n), Dice / HD95 means over seeds and subjects with
-  95 % intervals (subjects resampled; each subject's value is its mean over seeds and images).
+* :func:`seed_subject_interval`: the one interval every table uses: a mean over a seed x subject
+  matrix and its BCa bootstrap interval, resampling seeds and subjects (``scipy.stats.bootstrap``).
+* :func:`learning_curve`: per (test set, strategy, n), Dice / HD95 means over seeds and subjects
+  with that interval.
 * :func:`paired_differences`: strategy minus ``scratch`` at the same n, test set, seed and test
-  subject, averaged over seeds, with the subject-bootstrap interval of the mean difference.
+  subject; the seed x subject matrix of differences gets that interval, so both arms are resampled
+  with the same seeds and subjects.
 * :func:`convergence`: epochs until the fine-tuning's validation Dice first reaches 95 % of its
   final value, per cell, and the validation curves behind it.
 """
@@ -17,13 +21,16 @@ every interval resamples subjects, never images.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats as sps
+from scipy.special import ndtr
 
 from tagseg.errors import TagsegError
 from tagseg.io.run_dir import hydra_config_path
@@ -33,31 +40,160 @@ STRATEGY_FILE = "strategy.json"
 IN_DISTRIBUTION = "test"
 REFERENCE = "scratch"
 METRICS = ("dice", "hd95_mm")  # the data-efficiency statistics compare the two built-in metrics
+#: what an interval resamples, by which factors have more than one level (see :func:`seed_subject_interval`)
+UNITS = {
+    (True, True): "seeds and subjects",
+    (False, True): "subjects (1 seed)",
+    (True, False): "seeds (1 subject)",
+    (False, False): "none (1 seed, 1 subject)",
+}
 
 
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of ``values`` (one per subject) and its percentile-bootstrap interval.
+@dataclass(frozen=True)
+class Interval:
+    """A mean over seeds and test subjects with its interval.
+
+    Attributes:
+        mean: the mean over the seed x subject matrix.
+        low, high: the interval's ends (NaN when nothing can be resampled).
+        n_seeds, n_subjects: the units it rests on.
+        unit: what was resampled (:data:`UNITS`).
+    """
+
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+    n_subjects: int
+    unit: str
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width (NaN without an interval)."""
+        return (self.high - self.low) / 2
+
+
+def expanded_level(matrix: np.ndarray, level: float = 0.95, n_resamples: int = 2000) -> float:
+    """The nominal level widened for few units (an *expanded* bootstrap interval).
+
+    A bootstrap over n units has variance (n - 1) / n of the unbiased one and normal tails, so with
+    10 seeds a 95 % interval covers about 90 %. The level is widened so that its normal quantile is
+    ``sqrt(inflation) * t(df)``: ``inflation`` undoes the (n - 1) / n of each factor, weighted by
+    its jackknife variance, and ``df`` is the Satterthwaite degrees of freedom of the two variances
+    (Hesterberg 2015, "What teachers should know about the bootstrap", for one factor). It is capped
+    at the bootstrap's most extreme resamples (``1 - 2 / n_resamples``): with 2-3 seeds no resampling
+    can reach further than the spread of what was run.
+    """
+    parts = []
+    for axis in (0, 1):
+        n = matrix.shape[axis]
+        if n > 1:
+            loo = _leave_one_out_means(matrix, axis)
+            var = (n - 1) / n * float(((loo - loo.mean()) ** 2).sum())
+            if var > 0:
+                parts.append((var, n))
+    if not parts:
+        return level
+    total = sum(v for v, _ in parts)
+    df = total**2 / sum(v * v / (n - 1) for v, n in parts)
+    inflation = total / sum(v * (n - 1) / n for v, n in parts)
+    z = np.sqrt(inflation) * sps.t.ppf(0.5 + level / 2, df)
+    return float(min(2 * ndtr(z) - 1, 1 - 2 / n_resamples))
+
+
+def _leave_one_out_means(matrix: np.ndarray, axis: int) -> np.ndarray:
+    """The matrix mean without each row (``axis=0``) or column (``axis=1``)."""
+    n, other = matrix.shape[axis], matrix.shape[1 - axis]
+    return (matrix.sum() - matrix.sum(axis=1 - axis)) / ((n - 1) * other)
+
+
+def seed_subject_interval(
+    matrix: Sequence[Sequence[float]] | np.ndarray, n_resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Mean of a seed x subject matrix and its 95 % interval, resampling seeds and test subjects.
+
+    Each bootstrap resample draws seeds with replacement and test subjects with replacement, the
+    same subjects for every drawn seed (the test hearts are shared by the seeds: a crossed design;
+    drawing subjects anew within each seed would count each heart once per seed and shrink its
+    share of the variance by the number of seeds). ``scipy.stats.bootstrap`` does both draws, as two
+    unpaired samples of row and column indices, and its BCa interval takes the acceleration from
+    the jackknife over seeds and over subjects. The level is widened for few units
+    (:func:`expanded_level`).
+
+    Degenerate inputs give a result, never a warning: a factor with one level is not resampled
+    (``unit`` says which one was); one seed and one subject give a NaN interval; identical values
+    give the interval ``[value, value]`` (every resample has that mean); where the jackknife leaves
+    BCa undefined (a 2 x 2 matrix of pure interaction: every leave-one-out mean is the same), the
+    percentile interval of the same resamples is given; an empty matrix gives NaN.
 
     Args:
-        values: one value per independent unit (test subject).
-        n_boot: bootstrap resamples.
-        level: coverage of the interval.
+        matrix: rows = seeds, columns = test subjects; a paired difference passes the matrix of
+            differences, so both arms get the same seeds and subjects.
+        n_resamples: bootstrap resamples.
+        level: nominal coverage.
         seed: seeds the resampling (reproducible reports).
 
     Returns:
-        ``(mean, low, high)``; with one value the interval collapses to it.
+        The :class:`Interval`.
+
+    Raises:
+        ValueError: ``matrix`` is not 2-D or holds NaN.
     """
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(x.mean()), float(lo), float(hi)
+    y = np.asarray(matrix, dtype=np.float64)
+    if y.ndim != 2 or not np.isfinite(y).all():
+        raise ValueError(f"expected a finite seeds x subjects matrix, got shape {y.shape}")
+    n_seeds, n_subjects = y.shape
+    unit = UNITS[(n_seeds > 1, n_subjects > 1)]
+    if y.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n_seeds, n_subjects, "none (no complete seed)")
+    mean = float(y.mean())
+    if y.size == 1:
+        return Interval(mean, float("nan"), float("nan"), n_seeds, n_subjects, unit)
+    if np.ptp(y) == 0:
+        return Interval(mean, mean, mean, n_seeds, n_subjects, unit)
+    # resample only the factors with more than one level (a jackknife of one unit is empty)
+    factors = [axis for axis in (0, 1) if y.shape[axis] > 1]
+    data = tuple(np.arange(y.shape[axis]) for axis in factors)
+
+    def matrix_mean(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        rows = indices[factors.index(0)] if 0 in factors else np.zeros((*indices[0].shape[:-1], 1), dtype=int)
+        cols = indices[factors.index(1)] if 1 in factors else np.zeros((*indices[0].shape[:-1], 1), dtype=int)
+        return y[rows[..., :, None], cols[..., None, :]].mean(axis=(-2, -1))
+
+    confidence = expanded_level(y, level, n_resamples)
+    low = high = float("nan")
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # scipy warns, then returns NaN, where BCa is undefined
+            try:
+                result = sps.bootstrap(
+                    data,
+                    matrix_mean,
+                    n_resamples=n_resamples,
+                    batch=max(1, min(n_resamples, 200_000 // y.size)),
+                    vectorized=True,
+                    paired=False,
+                    confidence_level=confidence,
+                    method=method,
+                    rng=np.random.default_rng(seed),
+                )
+            except (Warning, ValueError):
+                continue
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        break
+    return Interval(mean, low, high, n_seeds, n_subjects, unit)
+
+
+def seed_subject_matrix(rows: pd.DataFrame, value: str) -> np.ndarray:
+    """``rows`` (one per seed and subject) as a seeds x subjects matrix of ``value``.
+
+    A subject that is missing for every seed is dropped, then every seed that still lacks a
+    subject (a test that did not finish): the interval rests on a complete crossing.
+    """
+    finite = rows.assign(**{value: rows[value].where(np.isfinite(rows[value]))})
+    table = finite.pivot_table(index="seed", columns="subject", values=value, aggfunc="mean", sort=True, dropna=False)
+    table = table.dropna(axis=1, how="all").dropna(axis=0, how="any")
+    return table.to_numpy(dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- reading a sweep
@@ -138,17 +274,51 @@ def _order(table: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- tables
 
 
-def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Dice / HD95 per (test set, strategy, n): mean over seeds and subjects with 95 % subject-bootstrap intervals.
+def interval_columns(interval: Interval, prefix: str, mean_suffix: str = "") -> dict[str, float]:
+    """``<prefix><mean_suffix>`` (the mean), ``<prefix>_lo``, ``<prefix>_hi`` and ``<prefix>_half`` (the half-width)."""
+    return {
+        prefix + mean_suffix: interval.mean,
+        f"{prefix}_lo": interval.low,
+        f"{prefix}_hi": interval.high,
+        f"{prefix}_half": interval.half_width,
+    }
 
-    Also ``dice_seed_sd``: the standard deviation of the per-seed means (the seed-to-seed spread,
-    not in the interval), and the counts.
+
+def _count(values: pd.Series) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def interval_caption(table: pd.DataFrame, level: float = 0.95) -> str:
+    """What the intervals of a table resample and how many units they rest on.
+
+    E.g. ``95 % interval: BCa bootstrap resampling seeds and subjects (n_seeds=10, n_subjects=11)``;
+    counts that differ between rows are given as ranges, units that differ are all named.
+    """
+    if table.empty:
+        return f"{round(level * 100)} % interval: none (no rows)"
+    units = " / ".join(dict.fromkeys(table["unit"]))
+    return (
+        f"{round(level * 100)} % interval: BCa bootstrap resampling {units} "
+        f"(n_seeds={_count(table['seeds'])}, n_subjects={_count(table['subjects'])})"
+    )
+
+
+def learning_curve(subjects: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Dice / HD95 per (test set, strategy, n): mean over seeds and subjects with its 95 % interval.
+
+    The interval is :func:`seed_subject_interval`'s (seeds and test subjects resampled); ``unit``
+    names what was resampled, ``seeds`` / ``subjects`` count the units. ``dice_seed_sd`` is the
+    standard deviation of the per-seed means (the seed-to-seed spread, part of the interval).
     """
     rows = []
     for (test_set, strategy, n), g in subjects.groupby(["test_set", "strategy", "n"], sort=True):
-        per_subject = g.groupby("subject")[list(METRICS)].mean()
-        columns = {m: (f"{m}_mean", m) for m in METRICS}
-        row = _interval_row(test_set, strategy, n, g, per_subject, columns, n_boot, seed)
+        row: dict[str, object] = {"test_set": test_set, "strategy": strategy, "n": int(n)}
+        for metric in METRICS:
+            interval = seed_subject_interval(seed_subject_matrix(g, metric), n_boot, seed=seed)
+            row.update(interval_columns(interval, metric, "_mean"))
+            if metric == "dice":
+                row.update({"seeds": interval.n_seeds, "subjects": interval.n_subjects, "unit": interval.unit})
         seed_means = g.groupby("seed")["dice"].mean()
         row["dice_seed_sd"] = float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0
         rows.append(row)
@@ -160,11 +330,14 @@ def paired_differences(
 ) -> pd.DataFrame:
     """Each strategy minus ``reference`` at the same test set, n, seed and test subject.
 
-    The per-(subject, seed) differences are averaged over the seeds both strategies ran, then the
-    mean over subjects gets a subject-bootstrap 95 % interval. A strategy trained on another phantom
-    randomisation than ``reference`` is not paired on the tagged test split (each store has its own
-    test hearts): compare it on the shifted sets, ``none`` being the fixed phantom. ``dice_better`` / ``hd95_better``
-    say whether the interval excludes 0 in the strategy's favour (Dice up, HD95 down).
+    The per-(seed, subject) differences form a seeds x subjects matrix (the seeds both strategies
+    ran) whose mean gets :func:`seed_subject_interval`'s interval: each resample draws the same
+    seeds and subjects for both arms, so what the seed does to both (the chosen labelled subjects,
+    the test hearts) cancels. ``d_<metric>_half`` is the half-width. A strategy trained on another
+    phantom randomisation than ``reference`` is not paired on the tagged test split (each store
+    has its own test hearts): compare it on the shifted sets, ``none`` being the fixed phantom.
+    ``dice_better`` / ``hd95_better`` say whether the interval excludes 0 in the strategy's favour
+    (Dice up, HD95 down).
     """
     ref = subjects[subjects["strategy"] == reference].drop(columns="strategy")
     keys = ["test_set", "n", "seed", "subject"]
@@ -175,47 +348,21 @@ def paired_differences(
             # each phantom has its own test split: same subject names, other hearts; not a pair
             merged = merged[merged["test_set"] != IN_DISTRIBUTION]
         for (test_set, n), g in merged.groupby(["test_set", "n"], sort=True):
-            per_subject = (
-                g.assign(**{f"d_{m}": g[m] - g[f"{m}_ref"] for m in METRICS})
-                .groupby("subject")[[f"d_{m}" for m in METRICS]]
-                .mean()
-            )
-            columns = {f"d_{m}": (f"d_{m}", f"d_{m}") for m in METRICS}
-            row = _interval_row(test_set, strategy, n, g, per_subject, columns, n_boot, seed)
+            g = g.assign(**{f"d_{m}": g[m] - g[f"{m}_ref"] for m in METRICS})
+            row: dict[str, object] = {"test_set": test_set, "strategy": strategy, "n": int(n)}
+            for metric in METRICS:
+                interval = seed_subject_interval(seed_subject_matrix(g, f"d_{metric}"), n_boot, seed=seed)
+                row.update(interval_columns(interval, f"d_{metric}"))
+                if metric == "dice":
+                    row.update({"seeds": interval.n_seeds, "subjects": interval.n_subjects, "unit": interval.unit})
             row["dice_better"] = bool(row["d_dice_lo"] > 0)
             row["hd95_better"] = bool(row["d_hd95_mm_hi"] < 0)
             rows.append(row)
     if not rows:
         return pd.DataFrame(
-            columns=["test_set", "strategy", "n", "seeds", "subjects", "d_dice", "d_dice_lo", "d_dice_hi"]
+            columns=["test_set", "strategy", "n", "seeds", "subjects", "unit", "d_dice", "d_dice_lo", "d_dice_hi"]
         )
     return _order(pd.DataFrame(rows))
-
-
-def _interval_row(
-    test_set: str,
-    strategy: str,
-    n: Any,
-    cells: pd.DataFrame,
-    per_subject: pd.DataFrame,
-    columns: Mapping[str, tuple[str, str]],
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
-    """One row of a table with intervals: the keys, the seed and subject counts, and for each
-    ``per_subject`` column ``c`` -> ``(mean key, stem)`` its mean and ``<stem>_lo`` / ``<stem>_hi``
-    (subject bootstrap, :func:`bootstrap_ci`)."""
-    row: dict[str, Any] = {
-        "test_set": test_set,
-        "strategy": strategy,
-        "n": int(n),
-        "seeds": int(cells["seed"].nunique()),
-        "subjects": int(len(per_subject)),
-    }
-    for column, (mean_key, stem) in columns.items():
-        mean, lo, hi = bootstrap_ci(per_subject[column].to_numpy(), n_boot, seed=seed)
-        row.update({mean_key: mean, f"{stem}_lo": lo, f"{stem}_hi": hi})
-    return row
 
 
 def _randomisation(label: str) -> str:
@@ -299,14 +446,20 @@ def convergence_summary(per_cell: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = [
-    "bootstrap_ci",
+    "UNITS",
+    "Interval",
     "convergence",
     "convergence_summary",
     "epochs_to_fraction",
+    "expanded_level",
     "find_cells",
+    "interval_caption",
+    "interval_columns",
     "learning_curve",
     "load_cells",
     "paired_differences",
+    "seed_subject_interval",
+    "seed_subject_matrix",
     "subject_means",
     "validation_curve",
 ]
