@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "conventions", "conf"),
     ("io", "runtime"),
     ("physics", "metrics", "losses", "contours", "postprocess"),
-    ("data", "tagness"),
+    ("data", "tagness", "augment"),
     ("models", "callbacks"),
     ("translate", "report"),
     ("stages",),
