@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -256,3 +257,26 @@ def test_scale_draw_covers_the_pixel_sizes(single_thread):
     assert (
         out.min() < 0.75 and out.max() > 2.0 and math.isclose(float(out.median()), math.sqrt(0.6 * 2.5), rel_tol=0.25)
     )
+
+
+def test_degraded_phantom_keeps_labels_and_is_seeded(single_thread):
+    from tagseg.data.degraded import DegradedPhantomSource
+    from tagseg.data.phantom import PhantomSource
+
+    phantom = {"modality": "tagged", "image_size": 32, "fov_mm": 96.0, "n_subjects": 1, "n_slices": 1, "n_frames": 2}
+    degrade = {
+        "transforms": {
+            "ghosting": {"_target_": "tagseg.augment.acquisition.RespiratoryGhosting", "prob": 1.0, "strength": 1.0}
+        }
+    }
+    plain = PhantomSource(**phantom).load(0, 1)
+    a = DegradedPhantomSource(degrade=degrade, **phantom).load(0, 1)
+    b = DegradedPhantomSource(degrade=degrade, **phantom).load(0, 1)
+    for p, x, y in zip(plain, a, b):
+        assert np.array_equal(p.mask, x.mask) and np.array_equal(x.image, y.image)
+        assert not np.allclose(p.image, x.image) and x.image.dtype == np.float32
+    assert not np.array_equal(a[0].image, DegradedPhantomSource(degrade=degrade, **phantom).load(0, 2)[0].image)
+    with pytest.raises(ConfigError, match="move pixels"):
+        DegradedPhantomSource(
+            degrade={"transforms": {"f": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 1.0}}}, **phantom
+        )
