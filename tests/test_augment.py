@@ -188,7 +188,9 @@ def test_augment_group_composes_for_each_choice(compose_config, choice):
 def test_bad_batch_augment_configs_are_config_errors():
     with pytest.raises(ConfigError, match="families"):
         build_batch_augment({"families": ["tags", "colour"], "transforms": {}}, 0)
-    with pytest.raises(ConfigError, match="prob"):
+    with pytest.raises(
+        ConfigError, match=r"^datamodule\.batch_augment\.transforms\.n: RicianNoise\.prob: a probability"
+    ):
         build_batch_augment({"transforms": {"n": {"_target_": "tagseg.augment.acquisition.RicianNoise", "prob": 2}}}, 0)
     with pytest.raises(ConfigError, match="snr"):
         RicianNoise(prob=0.5, snr=(40.0, 2.0))

@@ -65,11 +65,15 @@ class BatchAugment(torch.nn.Module):
         for name, node in (transforms or {}).items():
             if node is None:
                 continue
-            t = (
-                node
-                if isinstance(node, BatchTransform)
-                else instantiate(node, f"{WHERE}.transforms.{name}", _convert_="all")
-            )
+            try:
+                t = (
+                    node
+                    if isinstance(node, BatchTransform)
+                    else instantiate(node, f"{WHERE}.transforms.{name}", _convert_="all")
+                )
+            except ConfigError as exc:
+                where = f"{WHERE}.transforms.{name}"
+                raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
             if not isinstance(t, BatchTransform):
                 raise ConfigError(
                     f"{WHERE}.transforms.{name}: expected a tagseg.augment batch transform, got {type(t).__name__}"
