@@ -50,6 +50,10 @@ def main() -> None:
     fig.tight_layout(pad=0.2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
+    # grey images and red outlines need few colours: a palette PNG is a fraction of the size
+    from PIL import Image
+
+    Image.open(args.out).convert("RGB").quantize(colors=96).save(args.out, optimize=True)
     print(args.out)
 
 
