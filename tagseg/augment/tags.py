@@ -81,6 +81,7 @@ class SpammTagging(BatchTransform):
     """
 
     family = "tags"
+    keys = ("image", "spacing_mm", "frame")
 
     def __init__(
         self,
@@ -137,8 +138,6 @@ class SpammTagging(BatchTransform):
             mz = faded_mz(mz0, float(frames[i]), float(frame_ms[i]), float(t1[i]), float(readout[i]))
             out[i] = image[i].abs() * mz.abs()
         return {"image": out}
-
-    keys = ("image", "spacing_mm", "frame")
 
 
 class TagContrast(BatchTransform):
