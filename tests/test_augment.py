@@ -282,3 +282,12 @@ def test_degraded_phantom_keeps_labels_and_is_seeded(single_thread):
         DegradedPhantomSource(
             degrade={"transforms": {"f": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 1.0}}}, **phantom
         )
+
+
+def test_a_bad_transform_probability_is_caught_before_any_work(compose_config):
+    from tagseg.runtime.schema import validate_config
+
+    cfg = compose_config("train", "augment=robust", "datamodule.batch_augment.transforms.noise.prob=1.5", tiny=False)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value) == "datamodule.batch_augment.transforms.noise.prob: expected a number >= 0 and <= 1, got 1.5"
