@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "conventions", "conf", "metric_registry"),
     ("io", "runtime"),
     ("physics", "metrics", "losses", "contours", "postprocess"),
-    ("data", "tagness", "predict_outputs"),
+    ("data", "tagness", "augment", "predict_outputs"),
     ("models", "callbacks"),
     ("translate", "report"),
     ("stages",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -171,14 +172,18 @@ def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
     for name in shift_names():
         cfg = shift_data_config(OmegaConf.create(TAGGED), name, 2)
         assert cfg.n_subjects == 2 and cfg.store is None and cfg.name == f"shift_{name}"
-        src = PhantomSource(**{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"})
+        kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
+        # a shift may name its own phantom class (tagseg.data.degraded: acquisition effects laid over it)
+        cls = getattr(importlib.import_module(cfg._target_.rpartition(".")[0]), cfg._target_.rpartition(".")[2])
+        assert issubclass(cls, PhantomSource)
+        src = cls(**kwargs)
         assert src.image_size == 64  # the training geometry
         assert src.randomise != parse_randomise("wide")  # the training randomisation is not carried over
         fixed = small(n_subjects=1)  # the same geometry, subjects and seed, unshifted
         shifted = digest(
-            PhantomSource(
+            cls(
                 **{
-                    **{k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"},
+                    **kwargs,
                     "n_subjects": 1,
                     "n_slices": 2,
                     "n_frames": 4,

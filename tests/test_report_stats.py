@@ -400,3 +400,22 @@ def test_post_processed_cells_are_labelled_and_paired_on_every_test_set(tmp_path
     diff = paired_differences(subject_means(load_cells(find_cells(sweep))))
     pp = diff[diff["strategy"] == "scratch/largest_component"]
     assert list(pp["test_set"]) == ["test", "tag_angle"]  # same store, same hearts: paired on the split too
+
+
+def test_augmented_cells_are_labelled_and_paired_against_paper(tmp_path):
+    import shutil
+
+    sweep = make_sweep(tmp_path)
+    for cell, choice in (("0r", "robust"), ("0p", "paper")):
+        shutil.copytree(sweep / "0", sweep / cell)  # scratch n=1 seed 0, again, with another augment= choice
+        (sweep / cell / ".hydra").mkdir()
+        (sweep / cell / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  runtime:\n    choices:\n      augment: {choice}\n"
+        )
+    (sweep / "0p" / "strategy.json").unlink()  # paper is the reference itself: one copy of cell 0 is enough
+    labels = {c["cell_dir"]: c["strategy"] for c in find_cells(sweep)}
+    assert labels[str(sweep / "0r")] == "scratch@robust" and labels[str(sweep / "0")] == "scratch"
+    diff = paired_differences(subject_means(load_cells(find_cells(sweep))))
+    robust = diff[diff["strategy"] == "scratch@robust"]
+    # same store and hearts: paired on the tagged test split and every shift; identical tables, no difference
+    assert list(robust["test_set"]) == ["test", "tag_angle"] and robust["d_dice"].abs().max() < 1e-12

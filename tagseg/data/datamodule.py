@@ -13,7 +13,9 @@ What it does, once per process (``setup``), all in memory:
 Each batch is a dict: ``image`` float32 (B, 1, H, W) normalised with (0.456, 0.224) after [0, 1]
 scaling; ``label`` int64 (B, 1, H, W); ``si`` float32 (B, K, H, W); ``spacing_mm`` float32 (B, 2);
 ``subject``, ``group`` (lists of str); ``slice``, ``frame``, ``index`` (int64 (B,)). Training
-batches are augmented (MONAI, see :mod:`tagseg.data.transforms`); val / test batches are not.
+batches are augmented (per sample by MONAI, see :mod:`tagseg.data.transforms`, then as a batch on
+the training device by :mod:`tagseg.augment` in :meth:`SliceDataModule.on_after_batch_transfer`);
+val / test batches are not.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from monai.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from tagseg.augment.compose import BatchAugment, build_batch_augment
 from tagseg.conventions import LV, MYO, NORM_MEAN, NORM_STD, RV
 from tagseg.data.sampling import SeededSampler
 from tagseg.data.splits import SPLITS, split_column
@@ -272,6 +275,8 @@ class SliceDataModule(L.LightningDataModule):
         split_ratios: (train, val, test) for rows without a stored split.
         si_k: shape-information temperature (the loss's ``k``).
         augment: :class:`~tagseg.data.transforms.AugmentConfig` fields; ``enabled: false`` turns it off.
+        batch_augment: batch transforms run on the training device after the per-sample chain
+            (:func:`tagseg.augment.compose.build_batch_augment`; ``conf/augment/``); null: none.
         mean, std: intensity normalisation after [0, 1] scaling.
         n_train_subjects: train on this many of the training split's subjects only (null: all), a
             seeded choice: the first ``n`` of a permutation by ``seed``, so smaller sets are nested
@@ -300,6 +305,7 @@ class SliceDataModule(L.LightningDataModule):
         std: float = NORM_STD,
         n_train_subjects: int | None = None,
         min_train_samples: int | None = None,
+        batch_augment: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(stores, (str, Path)):
@@ -320,6 +326,7 @@ class SliceDataModule(L.LightningDataModule):
         self.augment_enabled = bool(aug.pop("enabled", True))
         self.augment_cfg = AugmentConfig.from_mapping(aug)
         self.mean, self.std = float(mean), float(std)
+        self.batch_augment: BatchAugment | None = build_batch_augment(batch_augment, self.seed, self.mean, self.std)
         for key, value in (("n_train_subjects", n_train_subjects), ("min_train_samples", min_train_samples)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ConfigError(f"datamodule.{key}: expected null or an integer >= 1, got {value!r}")
@@ -421,6 +428,18 @@ class SliceDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Batch augmentation of training batches, on the device they were moved to (never val / test).
+
+        The draws are seeded by the number of training batches fetched before this one (restored
+        on resume) and the rank.
+        """
+        trainer = self.trainer
+        if self.batch_augment is None or trainer is None or not trainer.training:
+            return batch
+        count = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        return self.batch_augment(batch, count=count, rank=trainer.global_rank)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: the number of training passes started (the sampler's epoch)."""

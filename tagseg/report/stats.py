@@ -202,7 +202,10 @@ def seed_subject_matrix(rows: pd.DataFrame, value: str) -> np.ndarray:
 def find_cells(root: str | Path) -> list[dict]:
     """Every cell record (``strategy.json``) below ``root`` that has ``n_train_subjects`` and tests.
 
-    A cell trained on a randomised phantom (``data.randomise`` in its ``.hydra/config.yaml``) is
+    A cell trained with another augmentation than ``augment=paper`` (the group choice in its
+    ``.hydra/hydra.yaml``) is labelled ``<strategy>@<augment>`` (``scratch@robust``), so paired
+    differences against ``<strategy>`` are against ``paper``. A cell trained on a randomised
+    phantom (``data.randomise`` in its ``.hydra/config.yaml``) is
     labelled ``<strategy>+<preset>`` (``+randomised`` for explicit ranges), so one report can
     compare it with the same strategy on the fixed phantom; one tested after a post-processing
     (``strategy.postprocess``) gets ``/<postprocess>`` (``scratch/largest_component``).
@@ -213,6 +216,9 @@ def find_cells(root: str | Path) -> list[dict]:
         if record.get("status", "ok") != "ok" or record.get("n_train_subjects") is None or not record.get("tests"):
             continue
         record["cell_dir"] = str(path.parent)
+        augment = _augment(path.parent)
+        if augment not in (None, "paper"):
+            record["strategy"] = f"{record['strategy']}@{augment}"
         randomise = _randomise(path.parent)
         if randomise:
             record["strategy"] = f"{record['strategy']}+{randomise if isinstance(randomise, str) else 'randomised'}"
@@ -220,6 +226,15 @@ def find_cells(root: str | Path) -> list[dict]:
             record["strategy"] = f"{record['strategy']}/{record['postprocess']}"
         cells.append(record)
     return cells
+
+
+def _augment(cell_dir: Path) -> str | None:
+    hydra_file = cell_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.exists():
+        return None
+    hydra = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {}
+    choices = (hydra.get("runtime") or {}).get("choices") or {}
+    return choices.get("augment")
 
 
 def _randomise(cell_dir: Path) -> object:

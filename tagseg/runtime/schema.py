@@ -153,6 +153,7 @@ RULES: dict[str, Rule] = {
     "datamodule.augment.elastic_grid": POSITIVE,
     "datamodule.augment.blur_sigma": Rule("numbers", low=0.0, length=2),
     "datamodule.augment.elastic_magnitude": Rule("numbers", low=0.0, length=2),
+    "datamodule.batch_augment.transforms.*.prob": PROBABILITY,
     # prepare / translate / predict / evaluate
     "prepare.image_size": Rule("int", low=8, null=True, words=("auto",)),
     "prepare.spacing_mm": Rule("number", low=0.0, low_open=True, null=True),

@@ -19,6 +19,8 @@ SHIPPED = [
     ("train", ["experiment=paper"]),
     ("train", ["experiment=strategy_matrix_demo"]),
     ("train", ["experiment=gamma_sweep_demo"]),
+    ("train", ["augment=robust"]),
+    ("train", ["experiment=augment_ablation_demo", "augment=robust_no_tags"]),
     ("train", ["trainer=ddp"]),
     ("train", ["debug=overfit"]),
     ("evaluate", []),

@@ -1,0 +1,88 @@
+"""Appearance: random convolutions and global intensity curves (histogram shifts), the
+transforms single-source domain-generalisation methods use to change texture and contrast while
+keeping shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from tagseg.augment.base import BatchTransform, BatchView, as_range, choice, image_stats, uniform
+from tagseg.errors import ConfigError
+
+
+class RandomConvolution(BatchTransform):
+    """A random ``k x k`` convolution (k drawn from ``kernel_sizes``), rescaled to the image's mean
+    and standard deviation and mixed with the original by a drawn weight.
+
+    Args:
+        prob: probability per sample.
+        kernel_sizes: odd kernel sizes to choose from.
+        mix: range of the original image's weight in the result.
+    """
+
+    family = "appearance"
+
+    def __init__(self, prob: float, kernel_sizes: Sequence[int] = (1, 3, 5), mix: Sequence[float] = (0.0, 0.7)) -> None:
+        super().__init__(prob)
+        sizes = [int(k) for k in kernel_sizes]
+        if not sizes or any(k < 1 or k % 2 == 0 for k in sizes):
+            raise ConfigError(f"RandomConvolution.kernel_sizes: expected odd sizes >= 1, got {list(kernel_sizes)}")
+        self.kernel_sizes = sizes
+        self.mix = as_range(mix, "RandomConvolution.mix", 0.0, 1.0)
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image = sub["image"]
+        n = image.shape[0]
+        dev = image.device
+        size = self.kernel_sizes[int(choice(gen, 1, len(self.kernel_sizes), dev))]
+        # He-like scale keeps the output's spread comparable whatever the kernel size
+        kernel = torch.randn(n, 1, size, size, generator=gen, device=dev) / size
+        pad = F.pad(image.transpose(0, 1), (size // 2,) * 4, mode="reflect")
+        conv = F.conv2d(pad, kernel, groups=n).transpose(0, 1)
+        mean, std = image_stats(image)
+        cmean, cstd = image_stats(conv)
+        conv = (conv - cmean) / cstd.clamp(min=1e-6) * std + mean
+        mix = uniform(gen, n, self.mix, dev).view(n, 1, 1, 1)
+        return {"image": (mix * image + (1 - mix) * conv).clamp(min=0.0)}
+
+
+class IntensityCurve(BatchTransform):
+    """A random monotone intensity curve on [0, peak]: piecewise linear through ``points`` control
+    points whose increments are drawn in ``[1 - jitter, 1 + jitter]`` (histogram shifts).
+
+    Args:
+        prob: probability per sample.
+        points: control points of the curve (>= 2).
+        jitter: relative spread of the increments (0: the identity).
+    """
+
+    family = "appearance"
+
+    def __init__(self, prob: float, points: int = 6, jitter: float = 0.6) -> None:
+        super().__init__(prob)
+        if int(points) < 2:
+            raise ConfigError(f"IntensityCurve.points: expected >= 2, got {points}")
+        self.points = int(points)
+        self.jitter = float(as_range(jitter, "IntensityCurve.jitter", 0.0, 1.0)[0])
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image = sub["image"].clamp(min=0.0)
+        n = image.shape[0]
+        dev = image.device
+        segments = self.points - 1
+        steps = uniform(gen, n * segments, (1 - self.jitter, 1 + self.jitter), dev).view(n, segments)
+        ys = torch.cat([torch.zeros(n, 1, device=dev), steps.cumsum(1)], 1)
+        ys = ys / ys[:, -1:]
+        peak = image.flatten(1).amax(1).clamp(min=1e-6).view(n, 1, 1, 1)
+        x = (image / peak).flatten(1) * segments
+        idx = x.floor().clamp(max=segments - 1).long()
+        y0, y1 = ys.gather(1, idx), ys.gather(1, idx + 1)
+        out = y0 + (x - idx.float()) * (y1 - y0)
+        return {"image": out.view_as(image) * peak}
+
+
+__all__ = ["IntensityCurve", "RandomConvolution"]

@@ -1,0 +1,131 @@
+"""Geometry: flips, scale to another pixel size with rotation and shift, elastic deformation.
+
+Spatial transforms move the image and shape maps (bilinear) and the label (nearest) through the
+same sampling grid, so a label stays the label of its pixel; regions moved in from outside the
+image are zero in all three (background, no shape), as in the per-sample MONAI chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from tagseg.augment.base import SPATIAL_KEYS, BatchTransform, BatchView, as_range, log_uniform, uniform
+
+
+def warp(sub: BatchView, grid: torch.Tensor) -> BatchView:
+    """Resample image, shape maps (bilinear) and label (nearest) at ``grid`` (B, H, W, 2), zeros outside."""
+    out = dict(sub)
+    for key, mode in (("image", "bilinear"), ("si", "bilinear"), ("label", "nearest")):
+        out[key] = F.grid_sample(sub[key].float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out
+
+
+def identity_grid(n: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """The sampling grid (n, h, w, 2) that reproduces an image (normalised x, y; align_corners=False)."""
+    theta = torch.eye(2, 3, device=device).expand(n, 2, 3)
+    return F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+
+
+class RandomFlip(BatchTransform):
+    """Flip along each image axis independently with probability ``prob`` (METHOD 4's flips)."""
+
+    family = "geometry"
+    keys = SPATIAL_KEYS
+
+    def forward(self, batch: BatchView, gen: torch.Generator) -> BatchView:
+        for dim in (-2, -1):
+            fire = torch.rand(batch["image"].shape[0], generator=gen, device=batch["image"].device) < self.prob
+            if fire.any():
+                view = fire.view(-1, 1, 1, 1)
+                for key in ("image", "label", "si"):
+                    batch[key] = torch.where(view, batch[key].flip(dim), batch[key])
+        return batch
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        return sub  # flips are drawn per axis in forward
+
+
+class RandomScaleRotate(BatchTransform):
+    """Resample to a pixel size drawn in ``pixel_mm`` (log-uniform), rotated and shifted.
+
+    A sample with spacing ``s`` mm resampled to ``p`` mm is magnified ``s / p`` about the image
+    centre: the heart looks as it would at that pixel size, and ``spacing_mm`` becomes ``p``.
+
+    Args:
+        prob: probability per sample.
+        pixel_mm: range of the new pixel size, mm (0.6-2.5 covers clinical tagged protocols).
+        rotate_deg: rotation drawn in +-rotate_deg (tag grids rotate with the anatomy).
+        translate: shift drawn in +-translate * image side.
+    """
+
+    family = "geometry"
+    keys = SPATIAL_KEYS
+
+    def __init__(
+        self,
+        prob: float,
+        pixel_mm: Sequence[float] = (0.6, 2.5),
+        rotate_deg: float = 180.0,
+        translate: float = 0.05,
+    ) -> None:
+        super().__init__(prob)
+        self.pixel_mm = as_range(pixel_mm, "RandomScaleRotate.pixel_mm", 0.05, 20.0)
+        self.rotate_deg = float(rotate_deg)
+        self.translate = float(translate)
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image = sub["image"]
+        n, _, h, w = image.shape
+        dev = image.device
+        target = log_uniform(gen, n, self.pixel_mm, dev)
+        zoom = sub["spacing_mm"].float().mean(1).to(dev) / target
+        angle = torch.deg2rad(uniform(gen, n, (-self.rotate_deg, self.rotate_deg), dev))
+        shift = uniform(gen, 2 * n, (-2 * self.translate, 2 * self.translate), dev).view(n, 2)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # rotation in pixel units: normalised x scales by w / 2, y by h / 2
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * h / w, shift[:, 0]], 1),
+                torch.stack([sin * w / h, cos, shift[:, 1]], 1),
+            ],
+            1,
+        )
+        out = warp(sub, F.affine_grid(theta, [n, 1, h, w], align_corners=False))
+        out["spacing_mm"] = sub["spacing_mm"] / zoom.view(n, 1).to(sub["spacing_mm"].dtype)
+        return out
+
+
+class ElasticDeform(BatchTransform):
+    """Smooth random displacement: a coarse ``grid`` x ``grid`` field upsampled bicubically.
+
+    Args:
+        prob: probability per sample.
+        magnitude_px: range of the displacement's standard deviation, pixels.
+        grid: control points per image side.
+    """
+
+    family = "geometry"
+    keys = SPATIAL_KEYS
+
+    def __init__(self, prob: float, magnitude_px: Sequence[float] = (1.0, 4.0), grid: int = 6) -> None:
+        super().__init__(prob)
+        self.magnitude_px = as_range(magnitude_px, "ElasticDeform.magnitude_px", 0.0, 50.0)
+        self.grid = max(2, int(grid))
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image = sub["image"]
+        n, _, h, w = image.shape
+        dev = image.device
+        sigma = uniform(gen, n, self.magnitude_px, dev).view(n, 1, 1, 1)
+        coarse = torch.randn(n, 2, self.grid, self.grid, generator=gen, device=dev) * sigma
+        field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+        # pixels -> normalised units (x spans w pixels over 2, y h pixels)
+        scale = torch.tensor([2.0 / w, 2.0 / h], device=dev).view(1, 2, 1, 1)
+        grid = identity_grid(n, h, w, dev) + (field * scale).permute(0, 2, 3, 1)
+        return warp(sub, grid)
+
+
+__all__ = ["ElasticDeform", "RandomFlip", "RandomScaleRotate", "identity_grid", "warp"]

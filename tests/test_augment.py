@@ -1,0 +1,293 @@
+"""Batch augmentation (tagseg/augment): each transform's statistics, determinism, the config group,
+and that only training batches are augmented."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tagseg.augment.acquisition import KSpaceTruncation, RespiratoryGhosting, RicianNoise
+from tagseg.augment.base import FAMILIES, log_uniform
+from tagseg.augment.compose import BatchAugment, build_batch_augment
+from tagseg.augment.geometry import ElasticDeform, RandomFlip, RandomScaleRotate
+from tagseg.augment.tags import SpammTagging, TagContrast
+from tagseg.conventions import NORM_MEAN, NORM_STD
+from tagseg.errors import ConfigError
+from tagseg.runtime.config import CONF_DIR, instantiate
+
+AUGMENT_DIR = Path(CONF_DIR) / "augment"
+
+
+def ring_view(n: int = 4, size: int = 96, value: float = 0.8, spacing: float = 1.4) -> dict:
+    """A batch view: a myocardial ring (label 1) of intensity ``value`` on 0.1 background."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    r = ((yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2).float().sqrt()
+    label = ((r > size * 0.15) & (r < size * 0.25)).float()
+    return {
+        "image": (0.1 + (value - 0.1) * label)[None, None].repeat(n, 1, 1, 1),
+        "label": label[None, None].repeat(n, 1, 1, 1),
+        "si": label[None, None].repeat(n, 1, 1, 1),
+        "spacing_mm": torch.full((n, 2), spacing),
+        "frame": torch.zeros(n, dtype=torch.long),
+        "slice": torch.zeros(n, dtype=torch.long),
+        "subject": [f"s{i}" for i in range(n)],
+    }
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_rician_noise_snr_measured_back_from_the_noise(single_thread):
+    n = 8
+    view = ring_view(n)
+    view["image"] = torch.full_like(view["image"], 0.5)
+    view["label"] = torch.ones_like(view["label"])
+    out = RicianNoise(prob=1.0, snr=(4.0, 40.0))(dict(view), gen(3))["image"]
+    # replay the draws: which samples fire (all), then the SNRs
+    g = gen(3)
+    torch.rand(n, generator=g)
+    drawn = log_uniform(g, n, (4.0, 40.0), torch.device("cpu"))
+    measured = 0.5 / out.flatten(1).std(1)
+    assert torch.allclose(measured, drawn, rtol=0.08), (measured, drawn)
+    assert drawn.min() >= 4.0 and drawn.max() <= 40.0 and drawn.max() / drawn.min() > 2.0
+    # Rician: the mean rises over the signal at low SNR, never falls below it
+    assert (out.flatten(1).mean(1) >= 0.5 * 0.99).all()
+
+
+@pytest.mark.parametrize("angle, axis", [(0.0, -2), (90.0, -1)])
+def test_spamm_tag_period_found_in_the_spectrum(single_thread, angle, axis):
+    size, spacing_mm, pixel_mm = 128, 8.0, 1.0
+    view = ring_view(2, size, spacing=pixel_mm)
+    view["image"] = torch.ones_like(view["image"])
+    tagger = SpammTagging(
+        prob=1.0, spacing_mm=spacing_mm, angle_deg=angle, flip_deg=90.0, patterns=[[1.0, 1.0]], one_d_prob=1.0
+    )
+    out = tagger(dict(view), gen(0))["image"][:, 0]
+    profile = out.mean(dim=-1 if axis == -2 else -2)  # average along the lines
+    spectrum = torch.fft.rfft(profile - profile.mean(-1, keepdim=True)).abs()
+    assert (spectrum.argmax(-1) == size / (spacing_mm / pixel_mm)).all()
+    across = out.mean(dim=axis)  # along the lines: flat (1-D tags)
+    assert float(across.std(-1).max()) < 1e-3 and float(profile.std(-1).min()) > 0.2
+
+
+def test_spamm_tags_fade_over_frames_and_grids_have_two_directions(single_thread):
+    view = ring_view(2, 64, spacing=1.0)
+    view["image"] = torch.ones_like(view["image"])
+    view["frame"] = torch.tensor([0, 20])
+    tagger = SpammTagging(prob=1.0, spacing_mm=8.0, angle_deg=0.0, one_d_prob=0.0, frame_ms=50.0, t1_ms=500.0)
+    out = tagger(dict(view), gen(1))["image"][:, 0]
+    depth = out.flatten(1).amax(1) - out.flatten(1).amin(1)
+    assert depth[0] > 0.8 and depth[1] < 0.5 * depth[0]
+    assert float(out[0].mean(0).std()) > 0.05 and float(out[0].mean(1).std()) > 0.05  # lines both ways
+
+
+def test_tag_contrast_scales_the_modulation(single_thread):
+    view = ring_view(2, 64, spacing=1.0)
+    view["image"] = torch.ones_like(view["image"])
+    tagged = SpammTagging(prob=1.0, spacing_mm=8.0, one_d_prob=0.0)(dict(view), gen(0))["image"]
+    faded = TagContrast(prob=1.0, gain=0.25, sigma_px=4.0)({**view, "image": tagged}, gen(0))["image"]
+    sharp = TagContrast(prob=1.0, gain=1.5, sigma_px=4.0)({**view, "image": tagged}, gen(0))["image"]
+    inner = (slice(None), 0, slice(16, 48), slice(16, 48))
+    assert float(faded[inner].std()) < 0.5 * float(tagged[inner].std()) < 0.5 * float(sharp[inner].std()) / 1.2
+
+
+def test_labels_and_shape_maps_move_with_the_image(single_thread):
+    view = ring_view(6, 96, spacing=1.4)
+    area_in = view["label"].flatten(1).sum(1)
+    rot = RandomScaleRotate(prob=1.0, pixel_mm=(1.0, 2.0), rotate_deg=180.0, translate=0.0)(dict(view), gen(5))
+    # resampled to the drawn pixel size: the ring's area in pixels scales as (old / new spacing)^2
+    new = rot["spacing_mm"][:, 0]
+    assert ((new >= 1.0 - 1e-5) & (new <= 2.0 + 1e-5)).all() and torch.equal(
+        rot["spacing_mm"][:, 0], rot["spacing_mm"][:, 1]
+    )
+    ratio = rot["label"].flatten(1).sum(1) / area_in
+    assert torch.allclose(ratio, (1.4 / new) ** 2, rtol=0.05), (ratio, (1.4 / new) ** 2)
+    out = ElasticDeform(prob=1.0, magnitude_px=(1.0, 2.0))(dict(rot), gen(6))
+    assert not torch.equal(out["label"], rot["label"])
+    for moved in (rot, out):
+        # the image's ring is the label's ring, pixel for pixel up to the bilinear edge
+        assert ((moved["image"] > 0.45) == (moved["label"] > 0.5)).float().mean() > 0.98
+        assert ((moved["si"] > 0.5) != (moved["label"] > 0.5)).float().mean() < 0.01
+        assert set(moved["label"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_flip_moves_label_and_image_together(single_thread):
+    view = ring_view(8, 32)
+    view["image"][:, :, :, :8] = 1.0
+    view["label"][:, :, :, :8] = 2.0
+    out = RandomFlip(prob=0.5)(dict(view), gen(2))
+    assert torch.equal(out["image"] == 1.0, out["label"] == 2.0)
+    assert not torch.equal(out["image"], view["image"])
+
+
+def test_kspace_truncation_blurs_only_the_drawn_axis_and_hard_cuts_ring(single_thread):
+    g = gen(0)
+    image = 1.0 + 0.1 * torch.randn(2, 1, 64, 64, generator=g)
+    view = {"image": image}
+    blur = KSpaceTruncation(prob=1.0, keep=0.25, taper=0.5)
+    # keep one axis whole: bypass the per-axis draw with a fixed window
+    freq = torch.fft.fftfreq(64)
+    w = blur.window(freq, torch.tensor([0.25]))[0]
+    assert w[freq.abs() > 0.125].abs().max() == 0 and w[0] == 1.0
+    out = blur(dict(view), g)["image"]
+    spec = torch.fft.fft2(out - out.mean()).abs()
+    assert float(spec[..., 20:44, :].max()) < 1e-3 * float(spec.max())
+    # a hard cut rings (overshoot past a step), a tapered one barely
+    step = torch.zeros(1, 1, 64, 64)
+    step[..., 16:48] = 1.0
+    hard = KSpaceTruncation(prob=1.0, keep=0.3, taper=0.0)({"image": step}, gen(1))["image"]
+    soft = KSpaceTruncation(prob=1.0, keep=0.3, taper=1.0)({"image": step}, gen(1))["image"]
+    assert float(hard.max()) > 1.05 and float(soft.max()) < float(hard.max())
+
+
+def test_respiratory_ghosting_puts_copies_at_size_over_period(single_thread):
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 28:36, 28:36] = 1.0
+    ghost = RespiratoryGhosting(prob=1.0, strength=0.8, period_lines=4.0)
+    out = ghost({"image": image}, gen(0))["image"][0, 0]
+    # the copy sits 64 / 4 = 16 pixels away along the phase-encoding axis (rows or columns)
+    rows, cols = float(out[12:20, 28:36].mean()), float(out[28:36, 12:20].mean())
+    assert max(rows, cols) > 0.1 and min(rows, cols) < 0.02
+    assert float(out[28:36, 28:36].mean()) < 1.0
+
+
+def test_batch_augment_is_deterministic_under_its_seed(single_thread):
+    cfg = {"transforms": {"noise": {"_target_": "tagseg.augment.acquisition.RicianNoise", "prob": 0.5}}}
+    view = ring_view(6, 32)
+    batch = {**view, "image": (view["image"] - NORM_MEAN) / NORM_STD, "label": view["label"].long()}
+    a, b = build_batch_augment(cfg, seed=7), build_batch_augment(cfg, seed=7)
+    assert torch.equal(a(batch, count=3)["image"], b(batch, count=3)["image"])
+    assert not torch.equal(a(batch, count=3)["image"], a(batch, count=4)["image"])
+    assert not torch.equal(a(batch, count=3)["image"], a(batch, count=3, rank=1)["image"])
+    assert not torch.equal(a(batch, count=3)["image"], build_batch_augment(cfg, seed=8)(batch, count=3)["image"])
+    out = a(batch, count=3)
+    assert out["label"].dtype == torch.long and out["image"].dtype == batch["image"].dtype
+
+
+@pytest.mark.parametrize("choice", sorted(p.stem for p in AUGMENT_DIR.glob("*.yaml")))
+def test_augment_group_composes_for_each_choice(compose_config, choice):
+    cfg = compose_config("train", f"augment={choice}", tiny=False)
+    dm = instantiate(cfg.datamodule, "datamodule")
+    if choice == "paper":
+        assert dm.augment_enabled and dm.batch_augment is None
+    elif choice == "none":
+        assert not dm.augment_enabled and dm.batch_augment is None
+    else:
+        assert not dm.augment_enabled
+        left_out = choice.removeprefix("robust").removeprefix("_no_") or None
+        families = {t.family for t in dm.batch_augment.transforms.values()}
+        assert families == set(FAMILIES) - {left_out}
+
+
+def test_bad_batch_augment_configs_are_config_errors():
+    with pytest.raises(ConfigError, match="families"):
+        build_batch_augment({"families": ["tags", "colour"], "transforms": {}}, 0)
+    with pytest.raises(
+        ConfigError, match=r"^datamodule\.batch_augment\.transforms\.n: RicianNoise\.prob: a probability"
+    ):
+        build_batch_augment({"transforms": {"n": {"_target_": "tagseg.augment.acquisition.RicianNoise", "prob": 2}}}, 0)
+    with pytest.raises(ConfigError, match="snr"):
+        RicianNoise(prob=0.5, snr=(40.0, 2.0))
+    with pytest.raises(ConfigError, match="batch_augment"):
+        build_batch_augment({"family": ["tags"]}, 0)
+
+
+def test_only_training_batches_are_augmented(ring_store, single_thread):
+    from tagseg.data.datamodule import SliceDataModule
+
+    cfg = {"transforms": {"noise": {"_target_": "tagseg.augment.acquisition.RicianNoise", "prob": 1.0, "snr": 3.0}}}
+    dm = SliceDataModule([str(ring_store)], image_size=32, batch_size=4, augment={"enabled": False}, batch_augment=cfg)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    progress = SimpleNamespace(
+        epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace(ready=0)))
+    )
+    for state in ("validating", "testing", "sanity_checking", "predicting"):
+        dm.trainer = SimpleNamespace(training=False, global_rank=0, fit_loop=progress, **{state: True})
+        assert dm.on_after_batch_transfer(batch, 0) is batch
+    dm.trainer = SimpleNamespace(training=True, global_rank=0, fit_loop=progress)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(out["image"], batch["image"]) and torch.equal(out["label"], batch["label"])
+
+
+def test_training_fit_augments_train_batches_only(ring_store, single_thread, monkeypatch):
+    import lightning as L
+
+    from tagseg.data.datamodule import SliceDataModule
+    from tagseg.models.segmentation import SegmentationModule
+
+    seen: list[tuple[bool, int]] = []
+    original = BatchAugment.forward
+
+    def spy(self, batch, count=0, rank=0):
+        seen.append((self._trainer_training(), count))
+        return original(self, batch, count, rank)
+
+    cfg = {"transforms": {"flip": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 0.5}}}
+    dm = SliceDataModule([str(ring_store)], image_size=32, batch_size=4, augment={"enabled": False}, batch_augment=cfg)
+    module = SegmentationModule(
+        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
+        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+        image_size=32,
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    monkeypatch.setattr(BatchAugment, "_trainer_training", lambda self: trainer.training, raising=False)
+    monkeypatch.setattr(BatchAugment, "forward", spy)
+    trainer.fit(module, datamodule=dm)
+    assert seen == [(True, 0), (True, 1), (True, 2), (True, 3)]
+
+
+def test_scale_draw_covers_the_pixel_sizes(single_thread):
+    view = ring_view(64, 16, spacing=1.4)
+    out = RandomScaleRotate(prob=1.0, pixel_mm=(0.6, 2.5))(dict(view), gen(0))["spacing_mm"][:, 0]
+    assert (
+        out.min() < 0.75 and out.max() > 2.0 and math.isclose(float(out.median()), math.sqrt(0.6 * 2.5), rel_tol=0.25)
+    )
+
+
+def test_degraded_phantom_keeps_labels_and_is_seeded(single_thread):
+    from tagseg.data.degraded import DegradedPhantomSource
+    from tagseg.data.phantom import PhantomSource
+
+    phantom = {"modality": "tagged", "image_size": 32, "fov_mm": 96.0, "n_subjects": 1, "n_slices": 1, "n_frames": 2}
+    degrade = {
+        "transforms": {
+            "ghosting": {"_target_": "tagseg.augment.acquisition.RespiratoryGhosting", "prob": 1.0, "strength": 1.0}
+        }
+    }
+    plain = PhantomSource(**phantom).load(0, 1)
+    a = DegradedPhantomSource(degrade=degrade, **phantom).load(0, 1)
+    b = DegradedPhantomSource(degrade=degrade, **phantom).load(0, 1)
+    for p, x, y in zip(plain, a, b):
+        assert np.array_equal(p.mask, x.mask) and np.array_equal(x.image, y.image)
+        assert not np.allclose(p.image, x.image) and x.image.dtype == np.float32
+    assert not np.array_equal(a[0].image, DegradedPhantomSource(degrade=degrade, **phantom).load(0, 2)[0].image)
+    with pytest.raises(ConfigError, match="move pixels"):
+        DegradedPhantomSource(
+            degrade={"transforms": {"f": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 1.0}}}, **phantom
+        )
+
+
+def test_a_bad_transform_probability_is_caught_before_any_work(compose_config):
+    from tagseg.runtime.schema import validate_config
+
+    cfg = compose_config("train", "augment=robust", "datamodule.batch_augment.transforms.noise.prob=1.5", tiny=False)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value) == "datamodule.batch_augment.transforms.noise.prob: expected a number >= 0 and <= 1, got 1.5"
