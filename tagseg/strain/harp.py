@@ -163,6 +163,8 @@ def harmonic_images(frames: np.ndarray, peaks: TagPeaks, bandwidth: float = 0.5)
     for i, (kr, kc) in enumerate(peaks.k):
         sigma = bandwidth * 0.5 * float(np.hypot(kr, kc))
         window = np.exp(-((fr - kr) ** 2 + (fc - kc) ** 2) / (2 * sigma**2))
+        # the anatomy's low frequencies are far stronger than the tags: a notch at DC keeps their tail out
+        window = window * (1.0 - np.exp(-(fr**2 + fc**2) / (2 * sigma**2)))
         banded = spec * window
         out[:, i, 0] = np.fft.ifft2(banded)
         out[:, i, 1] = np.fft.ifft2(banded * (2j * np.pi * fr))
@@ -242,7 +244,10 @@ class HarpTracker:
         refine: re-search points whose residual exceeds ``refine_tol_rad`` from the median
             displacement of their ``refine_neighbours`` nearest points.
         refine_tol_rad: phase residual beyond which a point is re-searched.
-        refine_neighbours: neighbours whose displacement seeds a re-search.
+        refine_neighbours: neighbours (nearest at ED) whose median step seeds a re-search.
+        jump_fraction: a point whose step differs from its neighbours' median step by more than
+            this fraction of the tag period is re-searched too (it may sit on the next tag, where
+            the phase matches as well).
         min_peak_ratio: spectrum peak strength below which a series counts as untagged.
         min_period_px, max_period_px: tag periods searched in the spectrum.
     """
@@ -253,6 +258,7 @@ class HarpTracker:
     refine: bool = True
     refine_tol_rad: float = 0.3
     refine_neighbours: int = 6
+    jump_fraction: float = 0.3
     min_peak_ratio: float = 12.0
     min_period_px: float = 2.5
     max_period_px: float = 30.0
@@ -282,14 +288,19 @@ class HarpTracker:
                 f">= {MIN_FRAMES} frames (T, H, W), ED first"
             )
         points = np.asarray(points_rc, np.float64).reshape(-1, 2)
-        harmonics = harmonic_images(frames, self.peaks(frames, where), self.bandwidth)
+        peaks = self.peaks(frames, where)
+        harmonics = harmonic_images(frames, peaks, self.bandwidth)
         target, _, _ = phases_and_jacobian(harmonics[0], points)
+        k = min(self.refine_neighbours, len(points) - 1)
+        dist = np.linalg.norm(points[:, None] - points[None], axis=2)
+        neighbours = np.argsort(dist, axis=1)[:, 1 : k + 1] if k > 0 else np.zeros((len(points), 0), np.intp)
+        jump_px = self.jump_fraction * float(peaks.spacing_px.min())
         out = np.empty((frames.shape[0], len(points), 2))
         out[0] = points
         for t in range(1, frames.shape[0]):
             pos, residual = track_frame(harmonics[t], target, out[t - 1], self.n_iter, self.max_step_px)
-            if self.refine:
-                pos = self._refine(harmonics[t], target, points, out[t - 1], pos, residual)
+            if self.refine and k > 0:
+                pos = self._refine(harmonics[t], target, neighbours, out[t - 1], pos, residual, jump_px)
             out[t] = pos
         out[0] = points
         return out
@@ -298,24 +309,25 @@ class HarpTracker:
         self,
         harmonics: np.ndarray,
         target: np.ndarray,
-        points: np.ndarray,
+        neighbours: np.ndarray,
         previous: np.ndarray,
         pos: np.ndarray,
         residual: np.ndarray,
+        jump_px: float,
     ) -> np.ndarray:
-        bad = residual > self.refine_tol_rad
+        """Re-search points that missed their phase or left their neighbours (a tag jump) from the neighbours' step."""
+        step = pos - previous
+        expected = np.median(step[neighbours], axis=1)
+        deviation = np.linalg.norm(step - expected, axis=1)
+        bad = (residual > self.refine_tol_rad) | (deviation > jump_px)
         if not bad.any() or bad.all():
             return pos
-        good = np.flatnonzero(~bad)
-        k = min(self.refine_neighbours, len(good))
-        moved = pos - previous
-        dist = np.linalg.norm(points[bad][:, None] - points[good][None], axis=2)
-        nearest = good[np.argsort(dist, axis=1)[:, :k]]
-        seed = previous[bad] + np.median(moved[nearest], axis=1)
-        again, res2 = track_frame(harmonics, target[bad], seed, self.n_iter, self.max_step_px)
-        better = res2 < residual[bad]
+        idx = np.flatnonzero(bad)
+        again, res2 = track_frame(harmonics, target[idx], previous[idx] + expected[idx], self.n_iter, self.max_step_px)
+        dev2 = np.linalg.norm(again - previous[idx] - expected[idx], axis=1)
+        better = (dev2 < deviation[idx]) & (res2 <= np.maximum(residual[idx], self.refine_tol_rad))
         pos = pos.copy()
-        pos[np.flatnonzero(bad)[better]] = again[better]
+        pos[idx[better]] = again[better]
         return pos
 
 
