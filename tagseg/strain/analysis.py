@@ -29,9 +29,7 @@ def stack_frames(frames: Sequence[np.ndarray] | np.ndarray, where: str = "frames
     """
     shapes = [np.shape(f) for f in frames]
     if len(shapes) < MIN_FRAMES:
-        raise DataError(
-            f"{where}: {len(shapes)} frame(s); expected a cine series of >= {MIN_FRAMES} frames, ED first"
-        )
+        raise DataError(f"{where}: {len(shapes)} frame(s); expected a cine series of >= {MIN_FRAMES} frames, ED first")
     if any(len(s) != 2 for s in shapes) or len(set(shapes)) > 1:
         sizes = sorted({"x".join(map(str, s)) for s in shapes})
         raise DataError(f"{where}: frames of different sizes {sizes}; expected every frame of a slice the same 2D size")

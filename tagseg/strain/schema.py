@@ -216,7 +216,9 @@ def read_strain(path: str | os.PathLike) -> list[SliceStrain]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read a strain JSON ({exc}); expected a {JSON_FILE} written by tagseg strain")
+        raise DataError(
+            f"{path}: cannot read a strain JSON ({exc}); expected a {JSON_FILE} written by tagseg strain"
+        ) from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         raise DataError(f"{path}: not a tagseg strain file (schema {SCHEMA_NAME!r} expected)")
     version = doc.get("version")
