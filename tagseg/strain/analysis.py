@@ -14,7 +14,7 @@ import numpy as np
 
 from tagseg.errors import DataError
 from tagseg.strain.aha import aha_segments, check_level
-from tagseg.strain.harp import MIN_FRAMES
+from tagseg.strain.harp import MIN_FRAMES, find_tag_peaks
 from tagseg.strain.mesh import MyocardialMesh, seed_mesh
 from tagseg.strain.schema import SliceStrain
 from tagseg.strain.tensors import strain_curves
@@ -77,6 +77,8 @@ def analyse_slice(
     if labels.shape != stack.shape[1:]:
         raise DataError(f"{where}: ED mask of {labels.shape} for frames of {stack.shape[1:]}; expected the same size")
     level = check_level(level)
+    # every tracker needs tags: a cine series is refused here, naming the input, whatever tracks it
+    find_tag_peaks(stack[0], min_peak_ratio=float(getattr(tracker, "min_peak_ratio", 12.0)), where=where)
     m = seed_mesh(labels, where=where, **dict(mesh or {}))
     positions = np.asarray(tracker.track(stack, m.points_rc, tuple(spacing_mm)), np.float64)
     sp = np.asarray(spacing_mm, np.float64)
