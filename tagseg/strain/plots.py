@@ -20,7 +20,8 @@ from tagseg.strain.aha import LEVEL_SEGMENTS, LEVEL_START_DEG  # noqa: E402
 from tagseg.strain.schema import SliceStrain  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG through a temporary name and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced(path) as tmp:
@@ -46,7 +47,7 @@ def plot_curves(result: SliceStrain, path: str | os.PathLike) -> Path:
     axes[0].set_ylabel("strain (l / l_ED - 1)")
     axes[1].legend(fontsize=6, ncol=2, loc="upper right")
     fig.suptitle(f"{result.subject} slice {result.slice} ({result.level}, {result.tracker})", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bullseye(results: Sequence[SliceStrain], path: str | os.PathLike, component: str = "ecc") -> Path:
@@ -77,7 +78,7 @@ def plot_bullseye(results: Sequence[SliceStrain], path: str | os.PathLike, compo
             ax.text(theta, (r0 + r1) / 2, label, ha="center", va="center", fontsize=6.5)
     ax.set_axis_off()
     ax.set_title(f"peak {component.upper()} per AHA segment", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_mesh_frames(
@@ -107,7 +108,7 @@ def plot_mesh_frames(
             ring = np.vstack([pts[layer], pts[layer][:1]])
             ax.plot(ring[:, 1], ring[:, 0], "-o", color=grid_colors[layer], ms=1.2, lw=0.6)
         ax.set_title(f"frame {f}", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-__all__ = ["plot_bullseye", "plot_curves", "plot_mesh_frames"]
+__all__ = ["plot_bullseye", "plot_curves", "plot_mesh_frames", "save_figure"]
