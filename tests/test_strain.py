@@ -332,3 +332,50 @@ def test_true_positions_follow_a_uniform_displacement():
     pts = np.array([[5.0, 5.0], [10.3, 12.7]])
     np.testing.assert_allclose(true_positions(u, pts)[1], pts + [1.5, 0.0])
     np.testing.assert_allclose(true_positions(u, pts)[2], pts + [0.0, -2.0])
+
+
+def test_validation_experiments_compose_with_their_conditions(compose_config):
+    from tagseg.stages.strain_validation import conditions
+
+    full = compose_config("strain", "experiment=strain_validation")
+    demo = compose_config("strain", "experiment=strain_validation_demo")
+    assert full.validation.trackers == ["harp"] and full.validation.mesh.n_sectors == full.mesh.n_sectors
+    names = [c.name for c in conditions(dict(demo.validation))]
+    assert names == ["base", "snr=5", "snr=10", "tag_spacing=6mm", "tag_spacing=9mm", "readout_flip=16deg"]
+    assert demo.validation.n_subjects < full.validation.n_subjects and demo.torch_threads == 1
+
+
+def test_validation_experiment_runs_a_tiny_cohort(tmp_path, compose_config):
+    """One subject, one slice, 6 frames, two conditions: every row has numbers and the table names them."""
+    from tagseg.stages.strain_validation import conditions, markdown_table, run_validation
+
+    cfg = compose_config(
+        "strain",
+        *[
+            "experiment=strain_validation_demo",
+            f"output={tmp_path / 'val'}",
+            "validation.n_subjects=1",
+            "validation.n_slices=1",
+            "validation.n_frames=6",
+            "validation.image_size=96",
+            "validation.fov_mm=150",
+            "validation.snr=[10.0]",
+            "validation.tag_spacing_mm=[]",
+            "validation.readout_flip_deg=[]",
+        ],
+    )
+    assert [c.name for c in conditions(dict(cfg.validation))] == ["base", "snr=10"]
+    summary = run_validation(cfg)
+    assert [r["condition"] for r in summary["rows"]] == ["base", "snr=10"]
+    for row in summary["rows"]:
+        assert row["tracker"] == "harp" and row["mask"] == "true" and row["n_subjects"] == 1
+        assert 0.0 < row["rmse_mm_to_es"]["mean"] < 2.0
+        assert abs(row["ecc_error"]["mean"]) < 0.1
+    files = {p.name for p in (tmp_path / "val").iterdir()}
+    assert {
+        "validation_slices.csv",
+        "validation_segments.csv",
+        "validation_summary.json",
+        "validation_table.md",
+    } <= files
+    assert "| base | harp | true | 1 |" in markdown_table(summary)
