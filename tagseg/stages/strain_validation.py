@@ -12,7 +12,8 @@ every tracker of ``validation.trackers`` (``conf/tracker/<name>.yaml``):
   seeded in the predicted myocardium, minus the truth of the true mask's mesh: how much
   segmentation error reaches strain;
 * **detection** of the dysfunctional segment: the segment with the least end-systolic shortening
-  is among the truly dysfunctional ones (true ES Ecc under half the slice's median segment).
+  is among the truly dysfunctional ones (true ES Ecc under half the slice's median segment; the
+  least-shortening segment when none is).
 
 Subjects are the unit of the intervals (each subject's value is its mean over slices; percentile
 bootstrap, :func:`tagseg.report.stats.bootstrap_ci`). Outputs in the run folder:
@@ -40,7 +41,7 @@ from tagseg.strain.aha import level_of
 from tagseg.strain.analysis import analyse_slice
 from tagseg.strain.truth import true_positions, true_strain
 
-#: a segment is truly dysfunctional when its true ES Ecc is under this fraction of the slice's median segment
+#: a segment is truly dysfunctional when its true ES shortening is under this fraction of the slice's median segment
 DYSFUNCTION_FRACTION = 0.5
 
 
@@ -99,9 +100,12 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _dysfunctional(true_es: dict[str, float]) -> list[str]:
+    """Segments shortening less than half the median segment; the least-shortening one when none does
+    (a sector split between two broad apical segments)."""
     segs = {k: v for k, v in true_es.items() if k != "global"}
     median = float(np.median(list(segs.values())))
-    return [k for k, v in segs.items() if v > DYSFUNCTION_FRACTION * median]
+    weak = [k for k, v in segs.items() if v > DYSFUNCTION_FRACTION * median]
+    return weak or [max(segs, key=lambda k: segs[k])]
 
 
 def evaluate_slice(
@@ -143,7 +147,7 @@ def evaluate_slice(
         "err_error": float(result.err["global"][es] - truth.err["global"][es]),
         "dysfunctional": " ".join(dys),
         "detected": detected,
-        "found": bool(dys) and detected in dys,
+        "found": detected in dys,
     }
     segments = [
         {
