@@ -118,10 +118,11 @@ def evaluate_slice(
     tracker: Any,
     level: str,
     mesh_cfg: dict[str, Any],
+    where: str = "frames",
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """One slice, one tracker, one mask: the slice row, its segment rows and the curves (for figures)."""
     sp = (spacing, spacing)
-    result, mesh = analyse_slice(frames, ed_labels, sp, tracker, level=level, mesh=mesh_cfg)
+    result, mesh = analyse_slice(frames, ed_labels, sp, tracker, level=level, mesh=mesh_cfg, where=where)
     truth_mesh = mesh
     if truth_labels is not ed_labels:
         from tagseg.strain.mesh import seed_mesh
@@ -207,7 +208,16 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                         }
                         try:
                             row, segs, curves = evaluate_slice(
-                                images, ed, labels[0], disp, float(subject["spacing_mm"]), es, tracker, level, mesh_cfg
+                                images,
+                                ed,
+                                labels[0],
+                                disp,
+                                float(subject["spacing_mm"]),
+                                es,
+                                tracker,
+                                level,
+                                mesh_cfg,
+                                where=f"{cond.name} {key['subject']} slice {z} ({mask_name} mask)",
                             )
                         except DataError as exc:
                             slice_rows.append({**key, "failed": str(exc)})
