@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tagseg.data.scans import Scan, find_inputs, read_scan
-from tagseg.errors import DataError, TagsegError
+from tagseg.errors import ConfigError, DataError, TagsegError
 from tagseg.io.atomic import OutputLock
 from tagseg.io.store import read_store
 from tagseg.stages.predict_outputs import write_csv
@@ -80,7 +80,9 @@ def slice_groups(scan: Scan) -> list[tuple[str, int, np.ndarray]]:
     ]
 
 
-def ed_labels(scan: Scan, ed_rows: np.ndarray, segmenter: Any | None, tta: bool = False) -> np.ndarray:
+def ed_labels(
+    scan: Scan, ed_rows: np.ndarray, segmenter: Any | None, tta: bool = False, batch_size: int = 16
+) -> np.ndarray:
     """(S, H, W) ED label maps of the slices whose ED images are ``ed_rows``: the model's, or the store's masks.
 
     Raises:
@@ -88,7 +90,7 @@ def ed_labels(scan: Scan, ed_rows: np.ndarray, segmenter: Any | None, tta: bool 
     """
     if segmenter is not None:
         frames = np.stack([scan.frames[r] for r in ed_rows])
-        return segmenter.segment(frames, scaled=scan.kind == "store", tta=tta)
+        return segmenter.segment(frames, batch_size=batch_size, scaled=scan.kind == "store", tta=tta)
     if scan.kind != "store":
         raise DataError(
             f"{scan.path}: a {scan.kind} input carries no myocardium; pass ckpt=<checkpoint> or model=<exported "
@@ -112,6 +114,7 @@ def strain(
     progress: bool = True,
     attrs: dict[str, Any] | None = None,
     tta: bool = False,
+    batch_size: int = 16,
 ) -> StrainReport:
     """Analyse every slice of every scan under ``inputs`` and write the strain outputs into ``output``.
 
@@ -129,6 +132,7 @@ def strain(
         progress: a progress bar over the slices.
         attrs: recorded in ``strain.json`` (the resolved config, the model).
         tta: flip test-time augmentation of the segmenter.
+        batch_size: ED frames per forward pass of the segmenter.
     """
     from tagseg.strain.plots import plot_bullseye, plot_curves, plot_mesh_frames
 
@@ -142,7 +146,7 @@ def strain(
         try:
             scan = read_scan(inp, **dict(reader or {}))
             groups = slice_groups(scan)
-            labels = ed_labels(scan, np.asarray([rows[0] for _, _, rows in groups]), segmenter, tta)
+            labels = ed_labels(scan, np.asarray([rows[0] for _, _, rows in groups]), segmenter, tta, batch_size)
         except Exception as exc:  # one bad scan is one row; the others go on
             report.failures.append((str(inp.path), "", "", _reason(exc, inp.path)))
             print(f"tagseg: failed: {inp.path}: {_reason(exc, inp.path)}", file=sys.stderr)
@@ -233,8 +237,10 @@ def strain_scans(cfg: Any) -> StrainReport:
     segmenter = None
     if cfg.get("ckpt") is not None or cfg.get("exported_model") is not None:
         segmenter = load_predictor(cfg)
+    if cfg.tta not in (None, "none", "flip"):
+        raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
     if cfg.level not in ("auto", "basal", "mid", "apical"):
-        raise DataError(f"level: expected auto, basal, mid or apical, got {cfg.level!r}")
+        raise ConfigError(f"level: expected auto, basal, mid or apical, got {cfg.level!r}")
     with OutputLock(cfg.output, what="strain output folder"):
         report = strain(
             cfg.input,
@@ -249,6 +255,8 @@ def strain_scans(cfg: Any) -> StrainReport:
             plot_max_frames=int(cfg.plot_max_frames),
             progress=bool(cfg.progress),
             attrs={"config": OmegaConf.to_yaml(cfg, resolve=True), "model": str(getattr(segmenter, "source", ""))},
+            tta=cfg.tta == "flip",
+            batch_size=int(cfg.batch_size),
         )
     if not report.slices and report.failures:
         first = report.failures[0]
