@@ -26,6 +26,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("tagseg.apps.train", "train / fine-tune a segmenter, or run a whole strategy (strategy=...)"),
     "evaluate": ("tagseg.apps.evaluate", "test a checkpoint on a store: per-image Dice / HD95 table + summary.json"),
     "predict": ("tagseg.apps.predict", "segment new tagged scans (masks, overlays, reference points)"),
+    "strain": (
+        "tagseg.apps.strain",
+        "myocardial strain from tagged cine series (tracked mesh, Ecc / Err, AHA segments)",
+    ),
     "export": ("tagseg.apps.export", "a checkpoint as a deployable ONNX / torch.export model with a JSON sidecar"),
     "report": ("tagseg.apps.report", "tables and figures from runs and sweeps"),
     "store": ("tagseg.apps.store", "check a slice store in full: `tagseg store check <store.h5>`"),
@@ -50,7 +54,7 @@ def positional_overrides(stage: str, args: list[str]) -> list[str]:
 
 #: stage -> {command-line key: config key}: ``tagseg predict model=<folder>`` names a key that is
 #: also a config group (``conf/model``, the training networks), so it is renamed before Hydra sees it
-ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "exported_model"}}
+ALIASES: dict[str, dict[str, str]] = {"predict": {"model": "exported_model"}, "strain": {"model": "exported_model"}}
 
 USAGE = """usage: tagseg <stage> [key=value ...] [-m] [--help]
        tagseg --completion bash     (shell completion: eval "$(tagseg --completion bash)")

@@ -29,6 +29,8 @@ SHIPPED = [
     ("prepare", []),
     ("prepare", ["data=acdc"]),
     ("predict", ["ckpt=x.ckpt", "input=scans"]),
+    ("strain", ["input=scans"]),
+    ("strain", ["experiment=strain_validation_demo"]),
     ("cyclegan", []),
     ("cyclegan", ["experiment=cyclegan_demo"]),
     ("report", ["path=runs"]),

@@ -12,7 +12,12 @@ the in-plane wall-area change (longitudinal shortening pushes wall into the slic
     rotation     phi = twist * s inside the epicardium, faded to 0 outside
 
 so mid-wall circumferential strain is ``ecc * s`` exactly, the wall thickens (radial strain
-positive) and the myocardial area changes by ``area_gain * s`` only. Every piece is monotone in R,
+positive) and the myocardial area changes by ``area_gain * s`` only.
+
+Regional dysfunction (:class:`Dysfunction`, off unless given): around one direction the stretch
+becomes ``c = 1 + ecc * s * (1 - severity * w(theta))``, ``w`` a smooth bump (1 within 0.6 of the
+half-width, 0 beyond 1.4 of it), so a hypokinetic (``severity`` < 1) or akinetic (1) sector
+shortens less; the map stays monotone in R, hence invertible. Every piece is monotone in R,
 so the map is invertible; :func:`inverse_positions` finds each pixel's ED position (the Eulerian
 inverse) by fixed-point iteration of ``X = x - u(X)``.
 """
@@ -27,6 +32,27 @@ from tagseg.data.phantom.anatomy import SliceAnatomy
 
 
 @dataclass(frozen=True)
+class Dysfunction:
+    """A hypokinetic or akinetic sector of the wall.
+
+    Attributes:
+        angle_rad: its centre, in the anatomy's polar angle (row = sin, col = cos about the LV centre).
+        half_width_rad: half its angular width.
+        severity: fraction of the contraction lost at its centre (1 = akinetic).
+    """
+
+    angle_rad: float
+    half_width_rad: float
+    severity: float
+
+    def weight(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+        """Fraction of the normal contraction kept at each polar direction (1 - severity * bump)."""
+        d = np.abs(np.angle((cos_t + 1j * sin_t) * np.exp(-1j * self.angle_rad)))
+        bump = _taper((d - 0.6 * self.half_width_rad) / (0.8 * self.half_width_rad))
+        return 1.0 - self.severity * bump
+
+
+@dataclass(frozen=True)
 class SliceMotion:
     """Peak-systolic motion parameters of one slice.
 
@@ -36,6 +62,7 @@ class SliceMotion:
         twist_rad: rotation of the LV at peak (positive = counter-clockwise on screen).
         rv_pull_mm: inward motion of the RV free wall at peak.
         taper_mm: distance beyond the epicardium over which the motion fades to rest.
+        dysfunction: a hypokinetic / akinetic sector (None: normal everywhere).
     """
 
     ecc: float
@@ -43,6 +70,7 @@ class SliceMotion:
     twist_rad: float
     rv_pull_mm: float
     taper_mm: float = 40.0
+    dysfunction: Dysfunction | None = None
 
     @staticmethod
     def limited(
@@ -102,6 +130,8 @@ def polar_map(
     endo, epi = anatomy.radii(cos_t, sin_t)
     mid = 0.5 * (endo + epi)
     c = 1.0 + motion.ecc * s
+    if motion.dysfunction is not None:
+        c = 1.0 + motion.ecc * s * motion.dysfunction.weight(cos_t, sin_t)
     k = 1.0 + motion.area_gain * s
     cmid2 = (c * mid) ** 2
     r_myo = np.sqrt(np.maximum(k * (r0**2 - mid**2) + cmid2, 0.0))

@@ -35,7 +35,7 @@ from tagseg.data.phantom.imaging import (
     signal_table,
     tagged_signal,
 )
-from tagseg.data.phantom.motion import SliceMotion, activation, displacement_mm, inverse_positions
+from tagseg.data.phantom.motion import Dysfunction, SliceMotion, activation, displacement_mm, inverse_positions
 from tagseg.data.phantom.randomise import ORGANS, Domain, checked_range, draw_domain, is_randomised, parse_randomise
 from tagseg.data.records import SliceRecord
 from tagseg.errors import ConfigError, reject_unknown_keys
@@ -62,6 +62,11 @@ DEFAULT_MOTION: dict[str, Any] = {
     "rv_pull_mm": [5.0, 9.0],
     "cycle_ms": [800.0, 1000.0],
     "peak_fraction": [0.35, 0.40],
+    # regional dysfunction (off at fraction 0: no draw is made, stores stay byte-identical)
+    "dysfunction_fraction": 0.0,
+    "dysfunction_severity": [0.7, 1.0],
+    "dysfunction_width_deg": 60.0,
+    "dysfunction_offset_deg": [0.0, 360.0],
 }
 DEFAULT_TAGGING: dict[str, Any] = {
     "spacing_mm": [7.0, 8.5],
@@ -184,6 +189,10 @@ class PhantomSource:
             raise ConfigError(f"data.motion.cycle_ms must be > 0 (ms), got {m['cycle_ms']}")
         checked_range(m["peak_fraction"], "data.motion.peak_fraction", 0.05, 0.7)
         lo, _ = checked_range(t["spacing_mm"], "data.tagging.spacing_mm", 0.0)
+        checked_range(m["dysfunction_fraction"], "data.motion.dysfunction_fraction", 0.0, 1.0)
+        checked_range(m["dysfunction_severity"], "data.motion.dysfunction_severity", 0.0, 1.0)
+        checked_range(m["dysfunction_width_deg"], "data.motion.dysfunction_width_deg", 10.0, 180.0)
+        checked_range(m["dysfunction_offset_deg"], "data.motion.dysfunction_offset_deg", -360.0, 360.0)
         if not lo > 0:
             raise ConfigError(f"data.tagging.spacing_mm must be > 0 (mm), got {t['spacing_mm']}")
         if self.modality == "tagged" and lo / self.spacing_mm < 2.0:
@@ -299,6 +308,7 @@ class PhantomSource:
         cycle_ms = rng.uniform(*self.cycle_ms)
         positions = [0.5] if self.n_slices == 1 else list(np.linspace(0.0, 1.0, self.n_slices))
         gap = float(m["slice_gap_mm"]) * 2.0 / max(self.n_slices - 1, 1)  # base to apex spans ~2 gaps
+        dysfunction = self.dysfunction(item, seed, base.rv_angle_rad)
         slices, motions = [], []
         for z, pos in enumerate(positions):
             anatomy = slice_anatomy(base, float(pos))
@@ -306,7 +316,10 @@ class PhantomSource:
             slice_ecc = ecc * (0.95 + 0.1 * pos) + rng.normal(0.0, 0.003)
             twist = twist_per_mm * gap * (z - 0.35 * (len(positions) - 1)) if len(positions) > 1 else 0.0
             slices.append(anatomy)
-            motions.append(SliceMotion.limited(anatomy, slice_ecc, float(m["area_gain"]), twist, rv_pull))
+            motion = SliceMotion.limited(anatomy, slice_ecc, float(m["area_gain"]), twist, rv_pull)
+            if dysfunction is not None:
+                motion = replace(motion, dysfunction=dysfunction)
+            motions.append(motion)
         tags = TagParams(
             spacing_px=rng.uniform(*checked_range(t["spacing_mm"], "")) / spacing,
             flip_deg=rng.uniform(*checked_range(t["flip_deg"], "")),
@@ -329,12 +342,34 @@ class PhantomSource:
             "spacing_mm": spacing,
             "signal": None,
             "coil_strength": None,
+            "dysfunction": dysfunction,
         }
         if domain is not None:
             out.update(_randomised_imaging(domain, tags, spacing, self.modality))
             if domain.snr is not None:
                 out["snr"] = domain.snr
         return out
+
+    def dysfunction(self, item: int, seed: int, rv_angle_rad: float) -> Dysfunction | None:
+        """Subject ``item``'s dysfunctional sector (same in every slice), or None; from its own stream.
+
+        A fraction ``motion.dysfunction_fraction`` of subjects gets one, centred
+        ``dysfunction_offset_deg`` (drawn) from the direction of the RV, of severity drawn from
+        ``dysfunction_severity`` (1 = akinetic). Fraction 0 draws nothing.
+        """
+        m = self.motion
+        fraction = float(m["dysfunction_fraction"])
+        if fraction <= 0.0:
+            return None
+        rng = np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 23])
+        if rng.uniform() >= fraction:
+            return None
+        offset = np.deg2rad(rng.uniform(*_range(m["dysfunction_offset_deg"], "")))
+        return Dysfunction(
+            angle_rad=float(rv_angle_rad + offset),
+            half_width_rad=float(np.deg2rad(float(m["dysfunction_width_deg"])) / 2),
+            severity=float(rng.uniform(*_range(m["dysfunction_severity"], ""))),
+        )
 
     def domain(self, item: int, seed: int) -> Domain | None:
         """Subject ``item``'s randomised factors (``None`` without ``randomise``), from its own stream."""
