@@ -364,11 +364,13 @@ class PhantomSource:
         rng = np.random.default_rng([_seed(seed), _COHORT[self.cohort], int(item), 1 << 23])
         if rng.uniform() >= fraction:
             return None
-        offset = np.deg2rad(rng.uniform(*_range(m["dysfunction_offset_deg"], "")))
+        offset = np.deg2rad(
+            rng.uniform(*checked_range(m["dysfunction_offset_deg"], "data.motion.dysfunction_offset_deg"))
+        )
         return Dysfunction(
             angle_rad=float(rv_angle_rad + offset),
             half_width_rad=float(np.deg2rad(float(m["dysfunction_width_deg"])) / 2),
-            severity=float(rng.uniform(*_range(m["dysfunction_severity"], ""))),
+            severity=float(rng.uniform(*checked_range(m["dysfunction_severity"], "data.motion.dysfunction_severity"))),
         )
 
     def domain(self, item: int, seed: int) -> Domain | None:
