@@ -28,7 +28,7 @@ from tagseg.data.scans import Scan, find_inputs, read_scan
 from tagseg.errors import ConfigError, DataError, TagsegError
 from tagseg.io.atomic import OutputLock
 from tagseg.io.store import read_store
-from tagseg.stages.predict_outputs import write_csv
+from tagseg.predict_outputs import write_csv
 from tagseg.strain.aha import level_of
 from tagseg.strain.analysis import analyse_slice
 from tagseg.strain.schema import SliceStrain, write_strain

@@ -15,8 +15,8 @@ every tracker of ``validation.trackers`` (``conf/tracker/<name>.yaml``):
   is among the truly dysfunctional ones (true ES Ecc under half the slice's median segment; the
   least-shortening segment when none is).
 
-Subjects are the unit of the intervals (each subject's value is its mean over slices; percentile
-bootstrap, :func:`tagseg.report.stats.bootstrap_ci`). Outputs in the run folder:
+Subjects are the unit of the intervals (each subject's value is its mean over slices; BCa
+bootstrap over subjects, :func:`tagseg.report.stats.seed_subject_interval` with one seed). Outputs in the run folder:
 ``validation_slices.csv``, ``validation_segments.csv``, ``validation_summary.json``,
 ``validation_table.md`` and ``strain_validation_curves.png``.
 """
@@ -35,7 +35,7 @@ import pandas as pd
 from tagseg.data.phantom import PhantomSource
 from tagseg.errors import ConfigError, DataError
 from tagseg.io.atomic import atomic_write_text
-from tagseg.report.stats import bootstrap_ci
+from tagseg.report.stats import seed_subject_interval
 from tagseg.runtime.config import CONF_DIR, instantiate
 from tagseg.strain.aha import level_of
 from tagseg.strain.analysis import analyse_slice
@@ -241,8 +241,8 @@ def run_validation(cfg: Any) -> dict[str, Any]:
 
 
 def _interval(values: pd.Series) -> dict[str, float]:
-    mean, lo, hi = bootstrap_ci(values.to_numpy(dtype=float))
-    return {"mean": mean, "low": lo, "high": hi}
+    interval = seed_subject_interval(values.to_numpy(dtype=float)[None, :])  # one seed: subjects only
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high}
 
 
 def summarise(slices: pd.DataFrame, segments: pd.DataFrame, v: dict[str, Any]) -> dict[str, Any]:
