@@ -24,10 +24,8 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from tagseg.errors import ConfigError
-from tagseg.io.checkpoints import MODEL_KEY
+from tagseg.io.checkpoints import MODEL_KEY, TRACKER
 
-#: the :data:`~tagseg.io.checkpoints.MODEL_KEY` of a tracker checkpoint
-TRACKER = "tracker"
 #: the network's levels halve the size this many times: inputs are padded to a multiple of 2**DEPTH
 DEPTH = 4
 
@@ -175,4 +173,4 @@ class TrackingModule(L.LightningModule):
         return module.eval()
 
 
-__all__ = ["TRACKER", "TrackingModule", "normalise_frames", "pad_to_multiple", "warp_to_reference"]
+__all__ = ["TrackingModule", "normalise_frames", "pad_to_multiple", "warp_to_reference"]

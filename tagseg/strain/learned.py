@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from tagseg.errors import ConfigError, DataError
-from tagseg.io.checkpoints import load_checkpoint, resolve_checkpoint
-from tagseg.models.tracking import TRACKER, TrackingModule
+from tagseg.io.checkpoints import TRACKER, load_checkpoint, resolve_checkpoint
+from tagseg.models.tracking import TrackingModule
 from tagseg.runtime.config import plain
 from tagseg.strain.tracker_training import cached_tracker_checkpoint
 
@@ -90,7 +90,6 @@ class LearnedTracker:
             self._module = TrackingModule.from_checkpoint_state(state).to(self.device)
         return self._module
 
-    @torch.no_grad()
     def displacement(self, frames: np.ndarray, spacing_mm: tuple[float, float]) -> np.ndarray:
         """Dense Lagrangian displacement of every ED pixel in every frame.
 
@@ -114,15 +113,16 @@ class LearnedTracker:
         size = self._working_size((h, w), spacing_mm)
         if size != (h, w):
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        module = self.module
-        reference = x[:1]
-        field = torch.zeros(1, 2, *size, device=self.device)
-        fields = [field]
-        for t in range(1, x.shape[0]):
-            for _ in range(self.iterations):
-                field = module(reference, x[t : t + 1], field)
-            fields.append(field)
-        out = torch.cat(fields)  # (T, 2, h', w') in working pixels at working ED pixels
+        module = self.module  # trained here on first use: outside no_grad, which training would undo
+        with torch.no_grad():
+            reference = x[:1]
+            field = torch.zeros(1, 2, *size, device=self.device)
+            fields = [field]
+            for t in range(1, x.shape[0]):
+                for _ in range(self.iterations):
+                    field = module(reference, x[t : t + 1], field)
+                fields.append(field)
+            out = torch.cat(fields)  # (T, 2, h', w') in working pixels at working ED pixels
         if size != (h, w):
             # back to input pixels: values scale by the size ratio, the grid is resampled
             scale = torch.tensor([(h - 1) / max(size[0] - 1, 1), (w - 1) / max(size[1] - 1, 1)], device=self.device)
