@@ -200,3 +200,26 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         _ = LearnedTracker(checkpoint=other).module
     with pytest.raises(CheckpointError, match="not found"):
         _ = LearnedTracker(checkpoint=tmp_path / "missing.ckpt").module
+
+
+class ShapeRecorder(ConstantStep):
+    """:class:`ConstantStep` that records the image shapes it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, reference, frame, prior):
+        self.shapes.append(tuple(frame.shape[-2:]))
+        return super().forward(reference, frame, prior)
+
+
+def test_tracking_works_on_the_points_bounding_box_plus_the_margin():
+    tracker = LearnedTracker(checkpoint="unused.ckpt", working_spacing_mm=None, margin_mm=2.8, iterations=1)
+    tracker._module = recorder = ShapeRecorder()
+    frames = np.zeros((3, 40, 50), np.float32)
+    points = np.array([[10.0, 12.5], [20.0, 20.0]])
+    out = tracker.track(frames, points, (1.4, 1.4))
+    assert set(recorder.shapes) == {(15, 13)}  # rows 8..22, cols 10..22: 2 px of margin around the points
+    np.testing.assert_allclose(out[2] - points, [[2.0, -1.0], [2.0, -1.0]], atol=1e-6)
+    np.testing.assert_array_equal(out[0], points)

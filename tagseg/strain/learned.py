@@ -40,6 +40,8 @@ class LearnedTracker:
         cache_dir: where trained trackers are kept, one folder per training config.
         iterations: refinements per frame (>= 1).
         working_spacing_mm: pixel size the frames are resampled to before tracking (null: as given).
+        margin_mm: :meth:`track` works on the points' bounding box grown by this margin (null: the
+            whole image); the network was trained on crops around the myocardium, not whole scans.
         device: torch device of the network.
 
     Raises:
@@ -59,6 +61,7 @@ class LearnedTracker:
         cache_dir: str | Path = "cache/tracker",
         iterations: int = 2,
         working_spacing_mm: float | None = 1.4,
+        margin_mm: float | None = 20.0,
         device: str = "cpu",
     ) -> None:
         if checkpoint is None and not training:
@@ -72,6 +75,9 @@ class LearnedTracker:
         self.cache_dir = Path(str(cache_dir))
         self.iterations = int(iterations)
         self.working_spacing_mm = None if working_spacing_mm is None else float(working_spacing_mm)
+        if margin_mm is not None and not float(margin_mm) >= 0:
+            raise ConfigError(f"tracker.margin_mm: expected >= 0 mm or null, got {margin_mm!r}")
+        self.margin_mm = None if margin_mm is None else float(margin_mm)
         self.device = torch.device(device)
         self._module: TrackingModule | None = None
 
@@ -134,7 +140,8 @@ class LearnedTracker:
         """Positions (T, P, 2) (row, col) in pixels of ``points_rc`` (P, 2) (ED pixels) in every frame.
 
         Frame 0 returns ``points_rc`` exactly. Points are followed by the bilinear sample of the dense
-        displacement at their ED position (see :meth:`displacement`).
+        displacement at their ED position (see :meth:`displacement`), computed on the points'
+        bounding box grown by ``margin_mm`` (a tissue point moves less than that over the cycle).
 
         Raises:
             DataError: bad ``frames`` or ``points_rc`` not of shape (P, 2).
@@ -142,6 +149,11 @@ class LearnedTracker:
         points = np.asarray(points_rc, dtype=np.float64)
         if points.ndim != 2 or points.shape[1] != 2:
             raise DataError(f"tracker: expected points of shape (P, 2) (row, col), got {points.shape}")
+        frames = np.asarray(frames)
+        origin = np.zeros(2)
+        if self.margin_mm is not None and frames.ndim == 3 and points.size:
+            frames, origin = self._window(frames, points, spacing_mm)
+        points = points - origin
         field = torch.from_numpy(self.displacement(frames, spacing_mm)).to(torch.float64)
         t, _, h, w = field.shape
         grid = torch.from_numpy(
@@ -150,9 +162,19 @@ class LearnedTracker:
         sampled = torch.nn.functional.grid_sample(
             field, grid.expand(t, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=True
         )  # (T, 2, 1, P)
-        positions = points[None] + sampled[:, :, 0].permute(0, 2, 1).numpy()
-        positions[0] = points
+        positions = points[None] + origin + sampled[:, :, 0].permute(0, 2, 1).numpy()
+        positions[0] = points + origin
         return positions
+
+    def _window(
+        self, frames: np.ndarray, points: np.ndarray, spacing_mm: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The frames cropped to the points' bounding box grown by ``margin_mm``, and the crop's (row, col) origin."""
+        h, w = frames.shape[1:]
+        margin = np.ceil(float(self.margin_mm) / np.asarray(spacing_mm, np.float64))
+        low = np.maximum(np.floor(points.min(axis=0) - margin), 0).astype(int)
+        high = np.minimum(np.ceil(points.max(axis=0) + margin) + 1, (h, w)).astype(int)
+        return frames[:, low[0] : high[0], low[1] : high[1]], low.astype(np.float64)
 
     def _working_size(self, shape: tuple[int, int], spacing_mm: tuple[float, float]) -> tuple[int, int]:
         if self.working_spacing_mm is None:
