@@ -223,3 +223,12 @@ def test_tracking_works_on_the_points_bounding_box_plus_the_margin():
     assert set(recorder.shapes) == {(15, 13)}  # rows 8..22, cols 10..22: 2 px of margin around the points
     np.testing.assert_allclose(out[2] - points, [[2.0, -1.0], [2.0, -1.0]], atol=1e-6)
     np.testing.assert_array_equal(out[0], points)
+
+
+def test_priors_come_from_frames_before_and_after_t():
+    """Priors only from earlier frames teach the network the expected motion, which then drifts the tracking."""
+    seq = translation_sequence(np.array([[float(t), 0.0] for t in range(8)]), size=24)
+    pairs = TrackingPairs([seq], length=200, crop_px=None, max_lag=2, prior_noise_px=0.0, augment=False, seed=0)
+    offsets = [float((pairs[i]["prior"] - pairs[i]["target"])[0, 0, 0]) for i in range(200)]
+    assert set(offsets) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
+    assert abs(np.mean(offsets)) < 0.25 and min(offsets) == -2.0 and max(offsets) == 2.0

@@ -6,8 +6,8 @@ whose records carry ``extras["displacement"]``, such as the randomised phantom) 
 (pixels, (row, col); the store's ``/displacement`` convention) and the ED myocardium.
 
 :class:`TrackingPairs` draws training examples from them, each a function of ``(seed, index)``
-only: a frame ``t``, a *prior* displacement to refine (the truth of an earlier frame ``t - lag``
-plus a smooth random error, as the tracker's warm start from the previous frame will be), a crop
+only: a frame ``t``, a *prior* displacement to refine (the truth of a nearby frame ``t + lag``, the
+lag as often before ``t`` as after it, plus a smooth random error), a crop
 centred on a random myocardial pixel, and one of the eight flips / transposes of the square (the
 displacement vectors turn with the image).
 """
@@ -104,7 +104,10 @@ class TrackingPairs(Dataset):
         sequences: the rendered sequences.
         length: examples per epoch (any index is valid; each is seeded by ``(seed, index)``).
         crop_px: side of the square crop (centred on a random ED myocardial pixel; ``None``: whole image).
-        max_lag: the prior is the truth of frame ``t - lag``, ``lag`` uniform in ``0..max_lag``.
+        max_lag: the prior is the truth of frame ``t + lag``, ``lag`` uniform in ``-max_lag..max_lag``
+            (clipped to the series). Symmetric on purpose: priors only from earlier frames make the
+            residual point along the expected motion, which a network learns from the anatomy and
+            the tag fading and then adds at every refinement (a drift that grows frame by frame).
         prior_noise_px: amplitude of the smooth random error added to the prior.
         weight_dilation_px: the loss counts on the ED myocardium dilated by this many pixels.
         augment: apply a random flip / transpose.
@@ -140,8 +143,8 @@ class TrackingPairs(Dataset):
         seq, weight = self.sequences[k], self.weights[k]
         n_frames = seq.frames.shape[0]
         t = int(rng.integers(1, n_frames))
-        lag = int(rng.integers(0, self.max_lag + 1))
-        prior = seq.displacement[max(t - lag, 0)]
+        lag = int(rng.integers(-self.max_lag, self.max_lag + 1))
+        prior = seq.displacement[int(np.clip(t + lag, 0, n_frames - 1))]
         h, w = seq.frames.shape[1:]
         if self.prior_noise_px > 0:
             prior = prior + smooth_field(rng, (h, w), self.prior_noise_px)

@@ -35,8 +35,8 @@ from tagseg.strain.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-#: bump when what a cached tracker folder holds changes (old entries are then not found)
-TRACKER_CACHE_VERSION = 1
+#: bump when what a cached tracker folder holds changes, or what a training config trains (old entries are then not found)
+TRACKER_CACHE_VERSION = 2
 CHECKPOINT_FILE = "tracker.ckpt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
