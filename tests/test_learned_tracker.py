@@ -232,3 +232,17 @@ def test_priors_come_from_frames_before_and_after_t():
     offsets = [float((pairs[i]["prior"] - pairs[i]["target"])[0, 0, 0]) for i in range(200)]
     assert set(offsets) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
     assert abs(np.mean(offsets)) < 0.25 and min(offsets) == -2.0 and max(offsets) == 2.0
+
+
+def test_gaussian_smoothing_keeps_constants_and_spreads_an_impulse_by_sigma():
+    from tagseg.strain.learned import gaussian_smooth
+
+    constant = torch.full((1, 2, 9, 11), 0.7, dtype=torch.float64)
+    torch.testing.assert_close(gaussian_smooth(constant, 1.5), constant)
+    impulse = torch.zeros(1, 1, 41, 41, dtype=torch.float64)
+    impulse[0, 0, 20, 20] = 1.0
+    out = gaussian_smooth(impulse, 2.0)[0, 0]
+    rows = torch.arange(41, dtype=torch.float64) - 20
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-9)
+    assert (out.sum(dim=1) * rows**2).sum().item() == pytest.approx(4.0, rel=0.02)  # variance = sigma^2
+    assert gaussian_smooth(impulse, 0.0) is impulse

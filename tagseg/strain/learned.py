@@ -42,6 +42,9 @@ class LearnedTracker:
         working_spacing_mm: pixel size the frames are resampled to before tracking (null: as given).
         margin_mm: :meth:`track` works on the points' bounding box grown by this margin (null: the
             whole image); the network was trained on crops around the myocardium, not whole scans.
+        smooth_px: standard deviation (working pixels) of the Gaussian that smooths each refined
+            field (0: none). The network corrects smooth errors of its prior but not pixel-to-pixel
+            ones, so without it each refinement's rough error is carried to the next frame and adds up.
         device: torch device of the network.
 
     Raises:
@@ -59,9 +62,10 @@ class LearnedTracker:
         checkpoint: str | Path | None = None,
         training: Mapping[str, Any] | None = None,
         cache_dir: str | Path = "cache/tracker",
-        iterations: int = 2,
+        iterations: int = 1,
         working_spacing_mm: float | None = 1.4,
         margin_mm: float | None = 20.0,
+        smooth_px: float = 1.0,
         device: str = "cpu",
     ) -> None:
         if checkpoint is None and not training:
@@ -78,6 +82,9 @@ class LearnedTracker:
         if margin_mm is not None and not float(margin_mm) >= 0:
             raise ConfigError(f"tracker.margin_mm: expected >= 0 mm or null, got {margin_mm!r}")
         self.margin_mm = None if margin_mm is None else float(margin_mm)
+        if not float(smooth_px) >= 0:
+            raise ConfigError(f"tracker.smooth_px: expected >= 0 pixels, got {smooth_px!r}")
+        self.smooth_px = float(smooth_px)
         self.device = torch.device(device)
         self._module: TrackingModule | None = None
 
@@ -126,7 +133,7 @@ class LearnedTracker:
             fields = [field]
             for t in range(1, x.shape[0]):
                 for _ in range(self.iterations):
-                    field = module(reference, x[t : t + 1], field)
+                    field = gaussian_smooth(module(reference, x[t : t + 1], field), self.smooth_px)
                 fields.append(field)
             out = torch.cat(fields)  # (T, 2, h', w') in working pixels at working ED pixels
         if size != (h, w):
@@ -189,4 +196,18 @@ class LearnedTracker:
         return size  # type: ignore[return-value]
 
 
-__all__ = ["LearnedTracker"]
+def gaussian_smooth(field: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Each channel of a (B, C, H, W) field smoothed by a Gaussian of ``sigma_px`` pixels (edges replicated)."""
+    if sigma_px <= 0:
+        return field
+    radius = max(int(np.ceil(3 * sigma_px)), 1)
+    x = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
+    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    c = field.shape[1]
+    out = torch.nn.functional.pad(field, (radius, radius, radius, radius), mode="replicate")
+    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+__all__ = ["LearnedTracker", "gaussian_smooth"]
