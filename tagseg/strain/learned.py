@@ -6,12 +6,13 @@ it is trained from ``training`` on randomised phantom sequences (any tag angle a
 cached (:func:`~tagseg.strain.tracker_training.cached_tracker_checkpoint`): the same config never
 trains twice.
 
-Tracking one slice: the frames are resampled to ``working_spacing_mm`` (the pixel size the
-network was trained at, so tag spacing in pixels matches training whatever the scan's pixel
-size), the dense Lagrangian displacement of every ED pixel is estimated frame by frame, each
-frame starting from the previous frame's field and refined ``iterations`` times against the ED
-frame (errors do not add up from frame to frame: every estimate is measured against ED), and
-the field is sampled at the points (bilinear).
+Tracking one slice: the frames are cropped to the points plus ``margin_mm`` and resampled to
+``working_spacing_mm`` (the pixel size the network was trained at, so tag spacing in pixels
+matches training whatever the scan's pixel size); the dense Lagrangian displacement of every ED
+pixel is estimated frame by frame, each frame starting from the previous frame's field and
+refined ``iterations`` times against the ED frame (a smooth error of the prior is corrected, not
+carried on), each refined field smoothed by ``smooth_px`` (the pixel-scale error the network does
+not correct would otherwise add up over the frames); the field is sampled at the points (bilinear).
 """
 
 from __future__ import annotations
