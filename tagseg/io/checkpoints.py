@@ -20,7 +20,8 @@ are checked here first, and Lightning is told ``weights_only=True`` as well.
 **The load rule**: ``weights_only=True`` unpickles tensors and plain containers only, so a file
 needing any other Python object (a trojaned pickle, a class instance) is refused, as is a
 truncated or non-PyTorch file, and a checkpoint of another model type than the stage needs
-(:data:`SEGMENTATION` from ``tagseg train``, :data:`CYCLEGAN` from ``tagseg cyclegan``). Each
+(:data:`SEGMENTATION` from ``tagseg train``, :data:`CYCLEGAN` from ``tagseg cyclegan``,
+:data:`TRACKER` from the learned tracker's training). Each
 error is a :class:`~tagseg.errors.CheckpointError` whose one line starts with the file. tagseg's
 own checkpoints hold plain containers only (hyper-parameters are saved as resolved dicts), so
 no global is allow-listed.
@@ -43,10 +44,11 @@ from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT, last_checkpoint_in
 MODEL_KEY = "tagseg_model"
 SEGMENTATION = "segmentation"
 CYCLEGAN = "cyclegan"
+TRACKER = "tracker"
 #: hyper-parameters a segmentation checkpoint carries (how older ones, without MODEL_KEY, are recognised)
 SEGMENTATION_HPARAMS = ("network", "image_size", "classes", "mean", "std")
 #: what writes each model type
-WRITERS = {SEGMENTATION: "`tagseg train`", CYCLEGAN: "`tagseg cyclegan`"}
+WRITERS = {SEGMENTATION: "`tagseg train`", CYCLEGAN: "`tagseg cyclegan`", TRACKER: "the learned tracker's training"}
 
 _GLOBAL = re.compile(r"(?i)unsupported\s+(?:global:\s*)?GLOBAL\s+([\w.]+)")
 
@@ -236,6 +238,7 @@ __all__ = [
     "MODEL_KEY",
     "SEGMENTATION",
     "SEGMENTATION_HPARAMS",
+    "TRACKER",
     "check_checkpoint",
     "checkpoint_kind",
     "load_checkpoint",
