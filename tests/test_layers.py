@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("physics", "metrics", "losses", "contours", "postprocess"),
     ("data", "tagness"),
     ("models", "callbacks"),
-    ("translate", "report"),
+    ("translate", "report", "qc"),
     ("stages",),
     ("pipeline",),
     ("apps",),
