@@ -25,6 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("tagseg.apps.train", "train / fine-tune a segmenter, or run a whole strategy (strategy=...)"),
     "evaluate": ("tagseg.apps.evaluate", "test a checkpoint on a store: per-image Dice / HD95 table + summary.json"),
     "predict": ("tagseg.apps.predict", "segment new tagged scans (masks, overlays, reference points)"),
+    "qc": ("tagseg.apps.qc", "fit a run's quality-control model (predicted Dice, qc_flag) next to its checkpoint"),
     "export": ("tagseg.apps.export", "a checkpoint as a deployable ONNX / torch.export model with a JSON sidecar"),
     "report": ("tagseg.apps.report", "tables and figures from runs and sweeps"),
     "store": ("tagseg.apps.store", "check a slice store in full: `tagseg store check <store.h5>`"),

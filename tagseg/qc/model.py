@@ -96,12 +96,12 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, features: Sequence[str], ridge: floa
     scale = filled.std(axis=0)
     used = scale > 1e-12
     scale = np.where(used, scale, 1.0)
-    z = (filled - mean) / scale
-    z[:, ~used] = 0.0
+    z = ((filled - mean) / scale)[:, used]
     bias = float(target.mean())
-    gram = z.T @ z + ridge * np.eye(z.shape[1])
-    weights = np.linalg.solve(gram, z.T @ (target - bias))
-    weights[~used] = 0.0
+    weights = np.zeros(x.shape[1])
+    if used.any():
+        gram = z.T @ z + ridge * np.eye(z.shape[1])
+        weights[used] = np.linalg.lstsq(gram, z.T @ (target - bias), rcond=None)[0]
     return RidgeVariant(list(features), mean.tolist(), scale.tolist(), weights.tolist(), bias)
 
 
@@ -155,15 +155,20 @@ class QCModel:
 def fit_qc_model(
     rows: Sequence[Mapping[str, Any]],
     dice: Sequence[float],
+    view_rows: Sequence[Mapping[str, Any]] = (),
+    view_dice: Sequence[float] = (),
     threshold: float = DEFAULT_THRESHOLD,
     ridge: float = DEFAULT_RIDGE,
     fitted_on: dict[str, Any] | None = None,
 ) -> QCModel:
-    """Fit the variants (with the agreement on the rows that have one, and without it on all rows).
+    """Fit the variants: one on ``view_rows`` with every signal (when given), one on ``rows`` without the agreement.
 
     Args:
-        rows: signal rows (:data:`~tagseg.qc.signals.SIGNALS`), one per image.
-        dice: the true myocardial Dice of each image.
+        rows: signal rows (:data:`~tagseg.qc.signals.SIGNALS`), one per image, of masks predicted
+            as ``tagseg predict`` does without flips.
+        dice: the true myocardial Dice of each of ``rows``.
+        view_rows: signal rows of masks predicted with views (flips or an ensemble): their agreement is set.
+        view_dice: the true Dice of each of ``view_rows``.
         threshold: the flag threshold stored with the model.
         ridge: ridge penalty on the standardised weights.
         fitted_on: provenance stored with the model.
@@ -171,14 +176,15 @@ def fit_qc_model(
     Raises:
         ConfigError: fewer than 10 images, or lengths that differ.
     """
-    y = np.asarray(dice, np.float64)
-    if len(rows) != len(y) or len(y) < 10:
-        raise ConfigError(f"qc: fitting needs one Dice per signal row and >= 10 images, got {len(rows)} / {len(y)}")
+    y, yv = np.asarray(dice, np.float64), np.asarray(view_dice, np.float64)
+    if len(rows) != len(y) or len(y) < 10 or len(view_rows) != len(yv) or 0 < len(yv) < 10:
+        raise ConfigError(
+            f"qc: fitting needs one Dice per signal row and >= 10 images, got {len(rows)} / {len(y)} "
+            f"(with views {len(view_rows)} / {len(yv)})"
+        )
     variants = []
-    x_all = signal_matrix(rows, SIGNALS)
-    with_views = np.isfinite(x_all[:, SIGNALS.index("agreement_dice")])
-    if with_views.sum() >= 10:
-        variants.append(fit_ridge(x_all[with_views], y[with_views], SIGNALS, ridge))
+    if len(yv):
+        variants.append(fit_ridge(signal_matrix(view_rows, SIGNALS), yv, SIGNALS, ridge))
     variants.append(fit_ridge(signal_matrix(rows, NO_VIEWS), y, NO_VIEWS, ridge))
     info = dict(fitted_on or {})
     info.setdefault("n_images", int(len(y)))
