@@ -262,8 +262,41 @@ def test_qc_statistics_and_subject_bootstrap() -> None:
     assert stats["auroc"] == 1.0 and stats["spearman"] == pytest.approx(1.0) and stats["mae"] == pytest.approx(0.01)
     assert stats["n_failed"] == 2
     subjects = ["a", "a", "b", "b", "c", "c"]
-    lo, hi = subject_bootstrap(subjects, lambda idx: float(true[idx].mean()), n_boot=200)
+    lo, hi = subject_bootstrap(subjects, lambda idx: {"mean": float(true[idx].mean())}, n_boot=200)["mean"]
     per_subject = [0.875, 0.725, 0.59]
     assert min(per_subject) <= lo <= hi <= max(per_subject)
     bins = calibration(np.array([0.05, 0.15, 0.92, 0.97]), np.array([0.1, 0.2, 0.9, 0.8]), bins=10)
     assert [(b["n"], b["true"]) for b in bins] == [(1, 0.1), (1, 0.2), (2, pytest.approx(0.85))]
+
+
+# -- evaluate and report ----------------------------------------------------------------------------------------
+
+
+def test_evaluate_adds_qc_next_to_the_true_metrics_and_report_plots_it(qc_run, tmp_path, make_ring_store) -> None:
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from tagseg.report.qc import write_qc_report
+    from tagseg.runtime.config import CONF_DIR
+    from tagseg.stages.evaluate import evaluate
+
+    run, model, _ = qc_run
+    store = make_ring_store("eval.h5", n_subjects=6, n_slices=2, n_frames=6)
+    overrides = [f"ckpt={run}", f"paths.output_dir={tmp_path / 'eval'}", f"data.store={store}"]
+    overrides += ["datamodule.image_size=32", "datamodule.num_workers=0", "trainer=cpu", "logger=csv"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[*overrides, "trainer.enable_model_summary=false"])
+    result = evaluate(cfg)
+    keys = ["subject", "slice", "frame"]
+    truth = pd.read_csv(result["metrics_path"]).sort_values(keys).reset_index(drop=True)
+    qc = pd.read_csv(result["qc"]).sort_values(keys).reset_index(drop=True)
+    assert len(qc) == len(truth) == 12 and set(qc["subject"]) == {"s0"}  # the test subject
+    # the QC pass segments the same images to the same masks as the test loop
+    np.testing.assert_allclose(qc["dice"], truth["dice"], atol=1e-4)
+    assert qc["predicted_dice"].between(0, 1).all() and set(qc["qc_flag"]) <= {0, 1}
+    summary = json.loads((tmp_path / "eval" / "qc_summary.json").read_text())
+    assert summary["model"] is True and summary["n_images"] == 12
+    assert summary["mae"] == pytest.approx(float(np.abs(qc["predicted_dice"] - qc["dice"]).mean()), abs=1e-3)
+    paths = write_qc_report(tmp_path / "eval", tmp_path / "report", n_boot=50)
+    assert {p.name for p in paths.values()} == {"qc.csv", "qc.md", "qc_scatter.png", "qc_calibration.png"}
+    assert "| test | 12 |" in paths["qc_md"].read_text()

@@ -67,49 +67,60 @@ def qc_statistics(predicted: np.ndarray, true: np.ndarray, failed_below: float =
 
 def subject_bootstrap(
     subjects: Sequence[Any],
-    statistic: Callable[[np.ndarray], float],
+    statistic: Callable[[np.ndarray], dict[str, float]],
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile interval of ``statistic(image index)`` over resampled subjects.
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of the numbers ``statistic(image index)`` returns, over resampled subjects.
 
     Args:
         subjects: the subject of each image.
         statistic: maps an index array of images (subjects drawn with replacement, all their
-            images) to a number; NaN draws (e.g. no failed image) are dropped.
+            images) to named numbers; NaN draws (e.g. no failed image drawn) are dropped per name.
         n_boot: resamples.
         level: coverage.
         seed: seeds the resampling.
+
+    Returns:
+        name -> (low, high).
     """
     subjects = np.asarray([str(s) for s in subjects])
     names = np.unique(subjects)
     members = [np.flatnonzero(subjects == s) for s in names]
     rng = np.random.default_rng(seed)
-    values = []
+    draws: dict[str, list[float]] = {}
     for _ in range(n_boot):
         pick = rng.integers(0, len(names), len(names))
-        v = statistic(np.concatenate([members[i] for i in pick]))
-        if np.isfinite(v):
-            values.append(v)
-    if not values:
-        return float("nan"), float("nan")
+        for key, v in statistic(np.concatenate([members[i] for i in pick])).items():
+            if np.isfinite(v):
+                draws.setdefault(key, []).append(float(v))
     tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(lo), float(hi)
+    out = {}
+    for key, values in draws.items():
+        lo, hi = np.percentile(values, [tail, 100 - tail])
+        out[key] = (float(lo), float(hi))
+    return out
+
+
+#: the rates :func:`qc_table_row` gives intervals for
+RATES = ("auroc", "spearman", "mae", "caught_at_5pct")
 
 
 def qc_table_row(
     predicted: np.ndarray, true: np.ndarray, subjects: Sequence[Any], n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """:func:`qc_statistics` with a subject-bootstrap interval (``<name>_lo``, ``<name>_hi``) for each rate."""
+    """:func:`qc_statistics` with a subject-bootstrap interval (``<name>_lo``, ``<name>_hi``) for each of :data:`RATES`."""
     predicted, true = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
     row: dict[str, Any] = qc_statistics(predicted, true)
-    for name in ("auroc", "spearman", "mae", "caught_at_5pct"):
-        lo, hi = subject_bootstrap(
-            subjects, lambda idx, name=name: qc_statistics(predicted[idx], true[idx])[name], n_boot=n_boot, seed=seed
-        )
-        row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
+
+    def rates(idx: np.ndarray) -> dict[str, float]:
+        stats = qc_statistics(predicted[idx], true[idx])
+        return {k: stats[k] for k in RATES}
+
+    intervals = subject_bootstrap(subjects, rates, n_boot=n_boot, seed=seed)
+    for name in RATES:
+        row[f"{name}_lo"], row[f"{name}_hi"] = intervals.get(name, (float("nan"), float("nan")))
     return row
 
 
@@ -137,6 +148,7 @@ def calibration(predicted: np.ndarray, true: np.ndarray, bins: int = 10) -> list
 __all__ = [
     "FAILED_BELOW",
     "FALSE_FLAG_RATE",
+    "RATES",
     "auroc",
     "calibration",
     "caught_at_false_flags",

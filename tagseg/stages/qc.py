@@ -12,25 +12,35 @@ Each image is segmented twice: without flips (the masks ``tagseg predict`` write
 for the variant without agreement, and with ``tta=flip`` for the variant that reads it. The
 result is ``<run>/qc_model.json`` (``tagseg predict`` and ``evaluate`` read it from there, and
 ``tagseg export`` copies it into the exported folder) and ``<run>/qc_fit.csv`` (the fitting rows).
+
+``tagseg evaluate`` (``qc.enabled``) adds, next to each ``test_metrics.csv``, a ``qc.csv`` (per
+image: true Dice, predicted Dice, flag, signals) and ``qc_summary.json`` (:func:`evaluate_qc`).
 """
 
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.shifts import check_shifts, prepare_shift_store, shift_data_config
 from tagseg.errors import ConfigError
 from tagseg.io.atomic import atomic_write_text
-from tagseg.qc.model import QCModel, fit_qc_model, qc_model_path
+from tagseg.qc.evaluation import qc_statistics
+from tagseg.qc.model import QCModel, find_qc_model, fit_qc_model, load_qc_model, qc_model_path
 from tagseg.qc.scoring import split_of, store_rows
 
 #: added to the preparation seed for the shifted sets that fit a QC model
 QC_SEED_OFFSET = 2000
 FIT_TABLE = "qc_fit.csv"
+#: what ``tagseg evaluate`` writes next to each test_metrics.csv
+QC_TABLE = "qc.csv"
+QC_SUMMARY = "qc_summary.json"
 
 
 def run_config(ckpt_file: Path) -> DictConfig | None:
@@ -112,4 +122,97 @@ def fit_qc(cfg: DictConfig) -> tuple[QCModel, Path]:
     return model, out
 
 
-__all__ = ["FIT_TABLE", "QC_SEED_OFFSET", "fit_qc", "run_config", "write_rows"]
+@dataclass
+class EvalQC:
+    """What ``tagseg evaluate`` needs to add QC tables: the segmenter, its QC model and settings."""
+
+    segmenter: Any
+    model: QCModel | None
+    tta: bool
+    batch_size: int
+
+
+def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
+    """``cfg.qc`` of ``tagseg evaluate`` (None when off): ``model`` auto (next to the checkpoint) |
+    null | a file; ``tta`` none | flip.
+
+    Raises:
+        ConfigError: an unknown ``tta`` or a missing / invalid model file.
+    """
+    from tagseg.models.segmenter import load_segmenter
+
+    if spec is None or not spec.get("enabled", True):
+        return None
+    tta = str(spec.get("tta", "none"))
+    if tta not in ("none", "flip"):
+        raise ConfigError(f"qc.tta: expected none or flip, got {tta!r}")
+    choice = spec.get("model", "auto")
+    if choice is None:
+        model = None
+    elif str(choice) == "auto":
+        model = find_qc_model(ckpt)
+    elif not Path(str(choice)).is_file():
+        raise ConfigError(f"qc.model: {choice} does not exist (expected a qc_model.json written by tagseg qc)")
+    else:
+        model = load_qc_model(str(choice))
+    return EvalQC(load_segmenter(ckpt), model, tta == "flip", int(spec.get("batch_size", 16)))
+
+
+def evaluate_qc(settings: EvalQC, stores: list[Path], split: str, folder: Path, test_set: str) -> Path:
+    """Write ``<folder>/qc.csv`` (one row per image of ``split`` of ``stores``) and ``qc_summary.json``.
+
+    Returns:
+        The path of ``qc.csv``.
+    """
+    rows: list[dict[str, Any]] = []
+    for store in stores:
+        images = split_of(store, split)
+        rows += store_rows(
+            settings.segmenter, images, settings.model, settings.tta, settings.batch_size, test_set=test_set
+        )
+    path = write_rows(Path(folder) / QC_TABLE, rows)
+    summary: dict[str, Any] = {"test_set": test_set, "model": settings.model is not None, "tta": settings.tta}
+    if settings.model is not None and rows:
+        summary.update(
+            qc_statistics(np.array([r["predicted_dice"] for r in rows]), np.array([r["dice"] for r in rows]))
+        )
+        summary["threshold"] = settings.model.threshold
+    atomic_write_text(Path(folder) / QC_SUMMARY, json.dumps(summary, indent=1, default=float))
+    return path
+
+
+def log_qc(loggers: Any, run_dir: Path) -> None:
+    """Mirror the QC figures and statistics of an evaluation into its W&B run(s) (none: nothing)."""
+    from tagseg.report.qc import write_qc_report
+    from tagseg.stages.dashboard import wandb_runs
+
+    runs = wandb_runs(loggers or [])
+    if not runs:
+        return
+    import wandb
+
+    paths = write_qc_report(run_dir, run_dir / "qc")
+    if not paths:
+        return
+    import pandas as pd
+
+    table = pd.read_csv(paths["qc_csv"])
+    for run in runs:
+        run.log({"qc/scatter": wandb.Image(str(paths["qc_scatter_png"]))})
+        run.log({"qc/calibration": wandb.Image(str(paths["qc_calibration_png"]))})
+        for _, row in table.iterrows():
+            for key in ("auroc", "spearman", "mae", "caught_at_5pct"):
+                run.summary[f"qc/{row['test_set']}/{key}"] = float(row[key])
+
+
+__all__ = [
+    "EvalQC",
+    "FIT_TABLE",
+    "QC_SEED_OFFSET",
+    "eval_qc_settings",
+    "evaluate_qc",
+    "fit_qc",
+    "log_qc",
+    "run_config",
+    "write_rows",
+]
