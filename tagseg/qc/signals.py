@@ -119,9 +119,12 @@ def shape_signals(
         meeting none; ``thickness_out_of_range`` the share of rays meeting the wall outside
         :data:`THICKNESS_RANGE_MM`.
     """
-    myo = np.asarray(myo, bool)
+    full = np.asarray(myo, bool)
     spacing = np.asarray(spacing_mm, np.float64)
     px_mm2 = float(spacing.prod())
+    # on the myocardium's bounding box plus one background pixel: the same components and holes
+    # (everything outside the box is background joined to the border), a fraction of the pixels
+    myo, origin = _crop(full)
     n_comp, n_holes, holes = topology(myo)
     out: dict[str, float] = {
         "n_components": float(n_comp),
@@ -158,10 +161,23 @@ def shape_signals(
         out["thickness_out_of_range"] = float(((hit < lo) | (hit > hi)).mean())
     if rv is not None and np.asarray(rv, bool).any():
         rv = np.asarray(rv, bool)
-        to_myo = ndimage.distance_transform_edt(~myo, sampling=spacing)
+        to_myo = ndimage.distance_transform_edt(~full, sampling=spacing)
         out["rv_gap_mm"] = float(to_myo[rv].min())
-        out["rv_in_cavity"] = float(cavity[rv].mean())
+        in_cavity = np.zeros_like(full)
+        in_cavity[origin[0] : origin[0] + cavity.shape[0] - 2, origin[1] : origin[1] + cavity.shape[1] - 2] = cavity[
+            1:-1, 1:-1
+        ]
+        out["rv_in_cavity"] = float(in_cavity[rv].mean())
     return out
+
+
+def _crop(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """``mask``'s bounding box padded with one background pixel, and the box's (row, col) origin."""
+    if not mask.any():
+        return mask, (0, 0)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return np.pad(mask[r0:r1, c0:c1], 1), (int(r0), int(c0))
 
 
 def entropy_over(probabilities: np.ndarray, region: np.ndarray) -> float:
@@ -221,8 +237,8 @@ def temporal_signals(
 
 def centroid(myo: np.ndarray) -> np.ndarray:
     """(row, col) centroid of a binary mask; NaN when empty."""
-    myo = np.asarray(myo, bool)
-    return np.array(ndimage.center_of_mass(myo)) if myo.any() else np.full(2, np.nan)
+    rows, cols = np.nonzero(np.asarray(myo, bool))
+    return np.array([rows.mean(), cols.mean()]) if rows.size else np.full(2, np.nan)
 
 
 def image_signals(
