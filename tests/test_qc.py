@@ -300,3 +300,22 @@ def test_evaluate_adds_qc_next_to_the_true_metrics_and_report_plots_it(qc_run, t
     paths = write_qc_report(tmp_path / "eval", tmp_path / "report", n_boot=50)
     assert {p.name for p in paths.values()} == {"qc.csv", "qc.md", "qc_scatter.png", "qc_calibration.png"}
     assert "| test | 12 |" in paths["qc_md"].read_text()
+
+
+def test_leave_one_set_out_scores_each_set_with_a_model_that_never_saw_it() -> None:
+    import pandas as pd
+
+    from tagseg.report.qc import leave_one_set_out
+
+    frames = []
+    for k, name in enumerate(("val", "shift:a")):
+        rows, dice = synthetic_rows(40, seed=k)
+        for tta in ("none", "flip"):
+            df = pd.DataFrame(rows)
+            df["dice"], df["tta"], df["test_set"] = dice, tta, name
+            df["subject"] = [f"{name}-{i % 8}" for i in range(len(df))]
+            frames.append(df)
+    table = leave_one_set_out(pd.concat(frames), n_boot=50)
+    assert list(table["test_set"]) == ["val (tta none)", "val (tta flip)", "shift:a (tta none)", "shift:a (tta flip)"]
+    assert (table["n_images"] == 40).all() and (table["mae"] < 0.05).all()  # the same law holds in both sets
+    assert leave_one_set_out(pd.concat(frames[:2])).empty  # one set: nothing to leave out

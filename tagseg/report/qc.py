@@ -7,7 +7,10 @@ shifted set under ``shift/<name>/``) and writes, under the report folder:
   :data:`~tagseg.qc.evaluation.FAILED_BELOW`, Spearman, MAE and failed images caught at 5 % false
   flags, each with a subject-bootstrap 95 % interval;
 * ``qc_scatter.png``: predicted against true Dice, one colour per test set, the 0.80 lines drawn;
-* ``qc_calibration.png``: mean true Dice per bin of predicted Dice.
+* ``qc_calibration.png``: mean true Dice per bin of predicted Dice;
+* ``qc_leave_one_out.csv`` / ``.md`` (when the checkpoint's ``qc_fit.csv`` is found, through
+  ``summary.json``): each fitting set scored by a model refitted without it, so a shift type the
+  model never saw (:func:`leave_one_set_out`).
 """
 
 from __future__ import annotations
@@ -115,8 +118,50 @@ def plot_qc(images: pd.DataFrame, scatter: Path, calibration_png: Path) -> list[
     return [scatter, calibration_png]
 
 
+def leave_one_set_out(fit: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each set of a ``qc_fit.csv`` scored by a QC model fitted on the other sets (both variants:
+    ``tta`` none and flip), with subject-bootstrap intervals: how QC does on a kind of shift it never saw."""
+    from tagseg.qc.model import fit_qc_model
+
+    rows: list[dict[str, Any]] = []
+    plain, flip = fit[fit["tta"] == "none"], fit[fit["tta"] == "flip"]
+    if plain["test_set"].nunique() < 2:  # nothing to leave out
+        return pd.DataFrame(rows)
+    for name in plain["test_set"].unique():
+        train, test = plain[plain["test_set"] != name], plain[plain["test_set"] == name]
+        train_v, test_v = flip[flip["test_set"] != name], flip[flip["test_set"] == name]
+        model = fit_qc_model(
+            train.to_dict("records"),
+            train["dice"].to_numpy(),
+            view_rows=train_v.to_dict("records"),
+            view_dice=train_v["dice"].to_numpy(),
+        )
+        for tta, g in (("none", test), ("flip", test_v)):
+            if g.empty:
+                continue
+            predicted = model.predict(g.to_dict("records"))
+            row = qc_table_row(predicted, g["dice"].to_numpy(), g["subject"].astype(str).to_numpy(), n_boot, seed)
+            rows.append({"test_set": f"{name} (tta {tta})", **row})
+    return pd.DataFrame(rows)
+
+
+def fit_table_of(root: Path) -> Path | None:
+    """The ``qc_fit.csv`` of the checkpoint an evaluation (``summary.json``) tested, if it exists."""
+    import json
+
+    from tagseg.qc.model import qc_model_path
+
+    summary = root / "summary.json"
+    if not summary.is_file():
+        return None
+    ckpt = json.loads(summary.read_text()).get("checkpoint")
+    path = qc_model_path(ckpt).with_name("qc_fit.csv") if ckpt else None
+    return path if path is not None and path.is_file() else None
+
+
 def write_qc_report(root: str | Path, out: str | Path, n_boot: int = 1000) -> dict[str, Path]:
     """Write the QC table and figures of the run at ``root`` under ``out``; {} when it has no ``qc.csv``."""
+    root = Path(root)
     images = load_qc(root)
     if images.empty:
         return {}
@@ -126,7 +171,23 @@ def write_qc_report(root: str | Path, out: str | Path, n_boot: int = 1000) -> di
     table.to_csv(out / "qc.csv", index=False)
     (out / "qc.md").write_text(markdown(table))
     scatter, calib = plot_qc(images, out / "qc_scatter.png", out / "qc_calibration.png")
-    return {"qc_csv": out / "qc.csv", "qc_md": out / "qc.md", "qc_scatter_png": scatter, "qc_calibration_png": calib}
+    paths = {"qc_csv": out / "qc.csv", "qc_md": out / "qc.md", "qc_scatter_png": scatter, "qc_calibration_png": calib}
+    fit = fit_table_of(root)
+    loso = leave_one_set_out(pd.read_csv(fit), n_boot=n_boot) if fit is not None else pd.DataFrame()
+    if not loso.empty:
+        loso.to_csv(out / "qc_leave_one_out.csv", index=False)
+        (out / "qc_leave_one_out.md").write_text(markdown(loso))
+        paths.update(qc_loso_csv=out / "qc_leave_one_out.csv", qc_loso_md=out / "qc_leave_one_out.md")
+    return paths
 
 
-__all__ = ["find_qc_tables", "load_qc", "markdown", "plot_qc", "qc_summary_table", "write_qc_report"]
+__all__ = [
+    "fit_table_of",
+    "leave_one_set_out",
+    "find_qc_tables",
+    "load_qc",
+    "markdown",
+    "plot_qc",
+    "qc_summary_table",
+    "write_qc_report",
+]
