@@ -31,7 +31,7 @@ def signal_rows(
 ) -> list[dict[str, float]]:
     """The signals of each image of one segmented scan (RV signals when the model predicts an RV)."""
     rv = RV if RV in labels_predicted else None
-    return image_signals(
+    rows = image_signals(
         uncertainty.labels,
         np.asarray(spacing_mm, np.float64).reshape(len(uncertainty.labels), 2),
         slice_keys,
@@ -40,6 +40,7 @@ def signal_rows(
         entropy=uncertainty.entropy,
         agreement=uncertainty.agreement,
     )
+    return [{k: round(v, 4) for k, v in row.items()} for row in rows]
 
 
 def add_predictions(rows: list[dict[str, Any]], model: QCModel | None) -> list[dict[str, Any]]:

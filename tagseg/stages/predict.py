@@ -139,8 +139,9 @@ class PredictReport:
         ]
         if "start_up_cpu" in t and parts:
             parts[0] += f" ({t['start_up_cpu']:.2f} s CPU)"
-        if t.get("images"):
-            parts[-2 if "write" in t else -1] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
+        if t.get("images") and "segment" in t:
+            at = next(i for i, p in enumerate(parts) if p.startswith("segment "))
+            parts[at] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
         if "total" in t:
             parts.append(f"total {t['total']:.2f} s")
         return "time: " + ", ".join(parts)
