@@ -319,3 +319,28 @@ def test_leave_one_set_out_scores_each_set_with_a_model_that_never_saw_it() -> N
     assert list(table["test_set"]) == ["val (tta none)", "val (tta flip)", "shift:a (tta none)", "shift:a (tta flip)"]
     assert (table["n_images"] == 40).all() and (table["mae"] < 0.05).all()  # the same law holds in both sets
     assert leave_one_set_out(pd.concat(frames[:2])).empty  # one set: nothing to leave out
+
+
+def test_qc_figures_and_statistics_go_to_wandb(tmp_path: Path, monkeypatch) -> None:
+    import pandas as pd
+    from lightning.pytorch.loggers import WandbLogger
+    from wandb_files import offline_runs
+
+    from tagseg.stages.qc import log_qc
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    true = np.r_[np.linspace(0.3, 0.79, 6), np.linspace(0.81, 0.95, 10)]
+    rows = {"subject": [f"s{i % 4}" for i in range(16)], "dice": true, "predicted_dice": true + 0.01, "qc_flag": 0}
+    (tmp_path / "eval").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "eval" / "qc.csv", index=False)
+    logger = WandbLogger(project="tagseg", save_dir=str(tmp_path), offline=True)
+    log_qc([logger], tmp_path / "eval")
+    logger.experiment.finish()
+    (run,) = offline_runs(tmp_path)
+    summary = run["summary"]
+    assert summary["qc/test/auroc"] == 1.0 and summary["qc/test/mae"] == pytest.approx(0.01)
+    assert summary["qc/scatter/_type"] == "image-file" and summary["qc/calibration/_type"] == "image-file", sorted(
+        summary
+    )
+    assert (tmp_path / "eval" / "qc" / "qc_scatter.png").is_file()
