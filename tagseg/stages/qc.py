@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from tagseg.io.atomic import atomic_write_text
 from tagseg.qc.evaluation import qc_statistics
 from tagseg.qc.model import QCModel, find_qc_model, fit_qc_model, load_qc_model, qc_model_path
 from tagseg.qc.scoring import split_of, store_rows
+
+log = logging.getLogger(__name__)
 
 #: added to the preparation seed for the shifted sets that fit a QC model
 QC_SEED_OFFSET = 2000
@@ -172,6 +175,11 @@ def evaluate_qc(settings: EvalQC, stores: list[Path], split: str, folder: Path, 
         )
     path = write_rows(Path(folder) / QC_TABLE, rows)
     summary: dict[str, Any] = {"test_set": test_set, "model": settings.model is not None, "tta": settings.tta}
+    fitted = settings.model.fitted_on if settings.model is not None else {}
+    if test_set in fitted.get("sets", []) and str(fitted.get("store")) in {str(s) for s in stores}:
+        # held-out evaluation only: scores on the images that fitted the model are not a measurement
+        log.warning("qc: %s of %s fitted this QC model; its QC statistics are not held out", test_set, fitted["store"])
+        summary["scored_on_fit_set"] = True
     if settings.model is not None and rows:
         summary.update(
             qc_statistics(np.array([r["predicted_dice"] for r in rows]), np.array([r["dice"] for r in rows]))
