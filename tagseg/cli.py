@@ -30,6 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "tagseg.apps.strain",
         "myocardial strain from tagged cine series (tracked mesh, Ecc / Err, AHA segments)",
     ),
+    "qc": ("tagseg.apps.qc", "fit a run's quality-control model (predicted Dice, qc_flag) next to its checkpoint"),
     "export": ("tagseg.apps.export", "a checkpoint as a deployable ONNX / torch.export model with a JSON sidecar"),
     "report": ("tagseg.apps.report", "tables and figures from runs and sweeps"),
     "store": ("tagseg.apps.store", "check a slice store in full: `tagseg store check <store.h5>`"),

@@ -319,8 +319,11 @@ def scan_outputs(
     overlay_max_frames: int = 25,
     attrs: dict[str, Any] | None = None,
     dicom_seg_file: bool = False,
+    masks: bool = True,
 ) -> list[tuple[Path, Path]]:
     """Write one scan's files under temporary names; returns (temporary, final) pairs for :func:`publish`.
+
+    ``masks=False`` (QC withheld the scan) writes only the overlay: no mask, SEG or points.
 
     Raises:
         Exception: whatever a writer raises (the temporary files written so far are removed).
@@ -333,7 +336,7 @@ def scan_outputs(
         return pairs[-1][0]
 
     try:
-        if scan.kind == "store":
+        if masks and scan.kind == "store":
             from tagseg.io.store import write_store
 
             write_store(
@@ -343,17 +346,18 @@ def scan_outputs(
                 scan.meta or {},
                 attrs={"name": f"{scan.name}-pred", **(attrs or {})},
             )
-        else:
+        elif masks:
             import nibabel as nib
 
             nib.save(nifti_mask(scan, labels), str(target(f"{scan.name}_mask.nii.gz")))
-        if dicom_seg_file and scan.dicom is not None:
+        if masks and dicom_seg_file and scan.dicom is not None:
             names = dicom_seg_names(scan)
             tmps = [target(n) for n in names]
             dicom_seg(scan, labels, tmps[0].with_name(tmps[0].name.replace(names[0], f"{scan.name}_seg.dcm")))
         if overlays:
             _overlay_png(scan, labels, contours, target(f"{scan.name}_overlay.png"), overlay_max_frames)
-        target(f"{scan.name}_points.json").write_text(json.dumps(_points_doc(scan, contours), indent=1))
+        if masks:
+            target(f"{scan.name}_points.json").write_text(json.dumps(_points_doc(scan, contours), indent=1))
     except BaseException:
         discard(pairs)
         raise

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("physics", "metrics", "losses", "contours", "postprocess"),
     ("data", "tagness", "augment", "predict_outputs"),
     ("models", "callbacks"),
-    ("translate", "report", "strain"),
+    ("translate", "report", "strain", "qc"),
     ("stages",),
     ("pipeline",),
     ("apps",),

@@ -18,6 +18,7 @@ from tagseg.models.segmenter import load_segmentation_module
 from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
+from tagseg.stages.qc import EvalQC, eval_qc_settings, evaluate_qc, log_qc
 from tagseg.stages.train import checked_stores, evaluate_module, one_device_trainer, save_run_config
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,14 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         summary_path=tested.summary_path,
         metrics_path=tested.metrics_path,
     )
+    qc = eval_qc_settings(cfg.get("qc"), ckpt)
+    if qc is not None:  # QC columns next to the true metrics: <run dir>/qc.csv (tagseg/stages/qc.py)
+        result["qc"] = evaluate_qc(qc, stores, split, run_dir, test_set=split)
     names = check_shifts(cfg.get("shifts"))
     if names:
-        result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split)
+        result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split, qc)
+    if qc is not None:
+        log_qc(loggers, run_dir)
     return result
 
 
@@ -107,13 +113,15 @@ def evaluate_shifts(
     names: list[str],
     in_distribution: dict[str, Any],
     split: str,
+    qc: EvalQC | None = None,
 ) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
     Each set is prepared once under ``cfg.shift_dir`` from the data config of the run that wrote the
     checkpoint (its saved ``config.yaml``: the image size and field of view it was trained at), or
     ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`), with
-    ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``,
+    ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``
+    (with ``qc``: also its ``qc.csv``),
     one row per test set to ``<run dir>/shifts.csv``.
 
     Returns:
@@ -151,6 +159,8 @@ def evaluate_shifts(
             dataloaders=datamodule.eval_dataloader("test"),
         )
         rows.append(_shift_row(name, description, tested["summary"]))
+        if qc is not None:
+            evaluate_qc(qc, [store], "test", run_dir / "shift" / name, test_set=name)
     path = run_dir / "shifts.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

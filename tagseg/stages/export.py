@@ -80,6 +80,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
 
     from tagseg import __version__
     from tagseg.models.segmenter import find_checkpoint, load_segmenter
+    from tagseg.qc.model import QC_MODEL_FILE, find_qc_model
 
     if fmt not in FILES:
         raise ConfigError(f"format: expected one of {sorted(FILES)}, got {fmt!r}")
@@ -144,6 +145,12 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
     if fmt == "onnx":
         sidecar["onnx_opset"] = ONNX_OPSET
         sidecar["onnx_exporter"] = "dynamo" if onnx_dynamo else "torchscript"
+    qc = find_qc_model(path)
+    if qc is not None:  # the run's QC model travels with the exported model (validated, rewritten)
+        qc.save(out / QC_MODEL_FILE)
+        sidecar["qc_model"] = QC_MODEL_FILE
+    else:
+        (out / QC_MODEL_FILE).unlink(missing_ok=True)
     tmp_json = out / f".tmp-{os.getpid()}-{SIDECAR}"
     tmp_json.write_text(json.dumps(sidecar, indent=1))
     publish(tmp_json, out / SIDECAR)

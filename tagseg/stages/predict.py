@@ -14,7 +14,10 @@ output folder (formats in ``docs/data-formats.md``):
 * ``<name>_overlay.png``: images with the predicted inner / outer contours;
 * ``<name>_points.json`` and one ``reference_points.csv`` for all scans: myocardial reference
   points per image, in pixels, mm and patient mm (:mod:`tagseg.contours`);
-* ``predictions.csv``: one row per image (scan, subject, slice, frame, myocardium area, ring);
+* ``predictions.csv``: one row per image (scan, subject, slice, frame, myocardium area, ring; with
+  QC on (``qc.enabled``, the default) also ``predicted_dice``, ``qc_flag`` and the signals, :mod:`tagseg.qc`);
+* ``qc_scans.csv`` (QC on): one row per scan (mean / lowest predicted Dice, images flagged, flag);
+  ``review.html`` for a folder input: the scans, worst predicted Dice first, with overlays;
 * ``failed.csv``: one row per scan that failed (file, reason).
 
 Each scan's files appear together (temporary names, then renames); the tables are rewritten
@@ -54,6 +57,10 @@ from tagseg.predict_outputs import (
     scan_outputs,
     write_csv,
 )
+from tagseg.qc.review import write_review
+from tagseg.qc.scan import QCSettings, ScanQC, assess_scan, qc_settings
+from tagseg.qc.scoring import QC_COLUMNS, SCAN_COLUMNS
+from tagseg.qc.views import segment_with_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +80,11 @@ class PredictReport:
         files: every file written.
         rows: one ``predictions.csv`` row per image.
         failures: (file, reason) of each scan that failed.
-        timings: seconds spent per step (``read``, ``segment``, ``write``; ``start_up`` (wall and
+        timings: seconds spent per step (``read``, ``segment``, ``qc``, ``write``; ``start_up`` (wall and
             ``start_up_cpu``: imports and config, before any work), ``load_model`` and ``total`` from
             :func:`predict_scans`) and ``images`` segmented.
+        qc: each predicted scan's QC (empty with QC off).
+        qc_threshold: the QC model's flag threshold (None: no model).
     """
 
     output: Path
@@ -84,6 +93,8 @@ class PredictReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    qc: list[ScanQC] = field(default_factory=list)
+    qc_threshold: float | None = None
 
     def exit_status(self) -> int:
         """0: every scan predicted; :data:`EXIT_SOME_FAILED`: some failed; :data:`EXIT_ALL_FAILED`: all failed."""
@@ -101,6 +112,14 @@ class PredictReport:
             lines.append(f"{name:<32} {len(rows):>6} {rings:>12} {area:>14.1f}")
         if self.failures:
             lines.append(f"failed: {len(self.failures)} scan(s), listed in {self.output / 'failed.csv'}")
+        flagged = [q.summary for q in self.qc if q.flagged]
+        if flagged:
+            lines.append(f"QC flagged {len(flagged)} scan(s) (an image's predicted Dice < {self.qc_threshold:.2f}):")
+            lines += [
+                f"  {s['scan']}: predicted Dice {s['predicted_dice']} (min {s['predicted_dice_min']})" for s in flagged
+            ]
+        elif self.qc and self.qc_threshold is None:
+            lines.append("QC: signals only (no qc_model.json with this model; fit one with `tagseg qc ckpt=<run>`)")
         return "\n".join(lines)
 
     def timing_line(self) -> str:
@@ -113,14 +132,16 @@ class PredictReport:
                 ("load_model", "load model"),
                 ("read", "read"),
                 ("segment", "segment"),
+                ("qc", "qc"),
                 ("write", "write"),
             )
             if key in t
         ]
         if "start_up_cpu" in t and parts:
             parts[0] += f" ({t['start_up_cpu']:.2f} s CPU)"
-        if t.get("images"):
-            parts[-2 if "write" in t else -1] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
+        if t.get("images") and "segment" in t:
+            at = next(i for i, p in enumerate(parts) if p.startswith("segment "))
+            parts[at] += f" ({1000 * t['segment'] / t['images']:.1f} ms/image)"
         if "total" in t:
             parts.append(f"total {t['total']:.2f} s")
         return "time: " + ", ".join(parts)
@@ -158,9 +179,21 @@ def _predict_one(
     t0 = time.perf_counter()
     scan: Scan = read_scan(inp, **opts["reader"])
     t1 = time.perf_counter()
-    labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scan.kind == "store", tta=opts["tta"])
+    qc: QCSettings | None = opts["qc"]
+    scaled = scan.kind == "store"
+    if qc is None:
+        labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scaled, tta=opts["tta"])
+    else:
+        unc = segment_with_uncertainty(segmenter, scan.frames, opts["batch_size"], scaled=scaled, tta=opts["tta"])
+        labels = unc.labels
     labels = apply_postprocess(opts["postprocess"], labels)
+    t_qc = time.perf_counter()
+    checked = None
+    if qc is not None:
+        checked = assess_scan(scan, labels, unc, segmenter.labels, qc, thumbnails=opts["review"])
+        report.timings["qc"] = report.timings.get("qc", 0.0) + time.perf_counter() - t_qc
     t2 = time.perf_counter()
+    withhold = checked is not None and qc is not None and qc.action == "skip" and checked.flagged
     contours = contours_of(scan, labels, opts["n_points"], opts["start_angle_deg"])
     pairs = scan_outputs(
         scan,
@@ -171,11 +204,18 @@ def _predict_one(
         overlay_max_frames=opts["overlay_max_frames"],
         attrs=opts["attrs"],
         dicom_seg_file=opts["dicom_seg"],
+        masks=not withhold,
     )
     report.files.extend(publish(pairs))
     t3 = time.perf_counter()
-    point_table.extend(point_rows(scan, contours))
-    report.rows.extend(prediction_rows(scan, labels, contours))
+    if not withhold:
+        point_table.extend(point_rows(scan, contours))
+    rows = prediction_rows(scan, labels, contours)
+    if checked is not None:
+        for row, extra in zip(rows, checked.rows):
+            row.update(extra)
+        report.qc.append(checked)
+    report.rows.extend(rows)
     report.scans.append(scan.name)
     for key, dt in (("read", t1 - t0), ("segment", t2 - t1), ("write", t3 - t2)):
         report.timings[key] = report.timings.get(key, 0.0) + dt
@@ -198,6 +238,7 @@ def predict(
     dicom_seg: bool = False,
     start_angle_deg: float = 90.0,
     postprocess: str = "none",
+    qc: QCSettings | None = None,
 ) -> PredictReport:
     """Segment every scan under ``input_path`` and write masks, overlays and reference points.
 
@@ -217,6 +258,7 @@ def predict(
         dicom_seg: also write a DICOM SEG for DICOM inputs.
         start_angle_deg: the reference points' start ray when no RV is predicted (see :mod:`tagseg.contours`).
         postprocess: ``none`` or ``largest_component`` (see :mod:`tagseg.postprocess`).
+        qc: quality control (:mod:`tagseg.qc.scan`); None: off.
 
     Returns:
         A report listing the scans, the files written, one row per image and the failures.
@@ -230,8 +272,10 @@ def predict(
     if device is not None:
         for member in getattr(segmenter, "members", [segmenter]):
             member.to(device)
-    report = PredictReport(output=out)
+    report = PredictReport(output=out, qc_threshold=qc.threshold if qc is not None else None)
     opts = {
+        "qc": qc,
+        "review": qc is not None and qc.review and Path(input_path).is_dir(),
         "reader": reader or {},
         "batch_size": batch_size,
         "tta": tta,
@@ -263,9 +307,13 @@ def predict(
     if bar is not None:
         bar.close()
     report.files.append(write_csv(out / "reference_points.csv", POINT_FIELDS, point_table))
-    report.files.append(
-        write_csv(out / "predictions.csv", PREDICTION_FIELDS, [[r[f] for f in PREDICTION_FIELDS] for r in report.rows])
-    )
+    fields = PREDICTION_FIELDS + (list(QC_COLUMNS) if qc is not None else [])
+    report.files.append(write_csv(out / "predictions.csv", fields, [[r[f] for f in fields] for r in report.rows]))
+    if qc is not None:
+        scans = [[q.summary[c] for c in SCAN_COLUMNS] for q in report.qc]
+        report.files.append(write_csv(out / "qc_scans.csv", SCAN_COLUMNS, scans))
+        if opts["review"]:
+            report.files.append(write_review(out / "review.html", [q.review for q in report.qc], qc.threshold))
     report.files.append(write_csv(out / "failed.csv", FAILED_FIELDS, report.failures))
     return report
 
@@ -309,6 +357,7 @@ def predict_scans(cfg: Any) -> PredictReport:
     postprocess = check_postprocess(cfg.get("postprocess"))
     find_inputs(cfg.input)  # a missing or empty input fails before the model is loaded
     segmenter = load_predictor(cfg)
+    qc = qc_settings(cfg.get("qc"), str(segmenter.source), ensemble=hasattr(segmenter, "members"))
     t1 = time.perf_counter()
     # one writer per output folder (each file is written under a temporary name and renamed)
     with OutputLock(cfg.output, what="predict output folder"):
@@ -327,6 +376,7 @@ def predict_scans(cfg: Any) -> PredictReport:
             dicom_seg=bool(cfg.dicom_seg),
             start_angle_deg=float(cfg.start_angle_deg),
             postprocess=postprocess,
+            qc=qc,
         )
     if start_up is not None:
         report.timings["start_up"] = start_up

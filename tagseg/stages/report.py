@@ -13,6 +13,7 @@ from tagseg.report.claims import MIN_SEEDS, claim_rule
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
 from tagseg.report.efficiency import write_data_efficiency
 from tagseg.report.examples import plot_examples
+from tagseg.report.qc import write_qc_report
 from tagseg.report.tables import find_runs, load_metrics, write_tables
 
 
@@ -89,6 +90,9 @@ def _write_report(
             )
             figures.append(plot_examples(run, out / name))
     figures += [p for k, p in efficiency.items() if k.endswith("_png")]
+    qc = write_qc_report(root, out, n_boot=int(cfg.get("n_boot", 2000)))  # runs evaluated with QC (qc.csv)
+    figures += [p for k, p in qc.items() if k.endswith("_png")]
+    paths.update({k: p for k, p in qc.items() if not k.endswith("_png")})
     paths.update({k: p for k, p in efficiency.items() if not k.endswith("_png")})
     return paths, [f for f in figures if f]
 
