@@ -16,6 +16,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.runtime.schema import validate_config
+from tagseg.runtime.wandb_run import finish_active_run
 
 log = logging.getLogger("tagseg")
 
@@ -37,13 +38,6 @@ def in_multirun() -> bool:
 def failed_cell(exc: BaseException) -> dict[str, str]:
     """What a failed multirun cell returns: recorded in the sweep's ``summary.csv``."""
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-
-
-def finish_wandb() -> None:
-    # one W&B run per job: a sweep's next cell must not log into this one
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
 
 
 def user_error(exc: BaseException) -> TagsegError | None:
@@ -156,7 +150,7 @@ def task_wrapper(task: Callable[[DictConfig], Any] | None = None, *, app: bool =
             log.exception("cell failed: %s", exc)
             return failed_cell(exc)
         finally:
-            finish_wandb()
+            finish_active_run()
 
     return wrapper
 

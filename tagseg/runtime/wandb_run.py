@@ -6,6 +6,7 @@ Used by every stage that logs to W&B (``logger=wandb``): a plain ``tagseg train`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,6 +163,15 @@ def open_run(**settings: Any) -> Iterator[Any]:
         run.finish()
 
 
+def finish_active_run() -> None:
+    """Finish the W&B run still open in this process, if any (a ``WandbLogger``'s run at the end of a
+    stage): one run per job, so a sweep's next cell never logs into this one. W&B is not imported
+    here when nothing imported it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def define_metrics(run: Any) -> None:
     """Summaries that answer "how good did it get": each registered metric's best ``val/<name>`` (max when
     higher is better: ``val/dice``; min otherwise: ``val/hd95_mm``) and the lowest loss."""
@@ -176,6 +186,7 @@ __all__ = [
     "cell_values",
     "define_metrics",
     "flat_config",
+    "finish_active_run",
     "flatten",
     "group_name",
     "in_multirun",
