@@ -185,6 +185,21 @@ TINY: dict[str, list[str]] = {
 TINY_MODEL = ["+model.network.init_filters=8"]
 
 
+def override_key(override: str) -> str:
+    """``+trainer.limit_train_batches=2`` -> ``trainer.limit_train_batches`` (the key an override sets)."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def tiny_overrides(
+    name: str = "train", *, without: tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = (), model: bool = True
+) -> list[str]:
+    """A test's own tiny override list built on :data:`TINY`: ``TINY[name]`` (and, for ``train`` with ``model``,
+    :data:`TINY_MODEL`) less the overrides of the keys in ``without``, then ``extra``. For argv lists
+    (``tagseg train ...`` subprocesses) and compositions that do not go through :func:`compose_stage`."""
+    base = [*TINY.get(name, []), *(TINY_MODEL if name == "train" and model else [])]
+    return [o for o in base if override_key(o) not in without] + list(extra)
+
+
 def compose_stage(name: str, overrides: list[str] | tuple[str, ...] = (), tiny: bool = True) -> DictConfig:
     """``tagseg/conf/<name>.yaml`` with the tiny overrides (``tiny=True``), then ``overrides``."""
     base = list(TINY.get(name, [])) if tiny else []

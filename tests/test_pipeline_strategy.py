@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_overrides
 from omegaconf import OmegaConf
 
 from tagseg.errors import ConfigError
@@ -30,18 +31,11 @@ TINY_DATA = [
     "strategy.source.fov_mm=96",
     "strategy.use_existing_stores=false",
 ]
-TINY_TRAIN = [
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "+model.network.init_filters=8",
-    "trainer=cpu",
-    "callbacks=minimal",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "print_config=false",
-    "strategy.pretrain.trainer.max_epochs=1",
-]
+TINY_TRAIN = tiny_overrides(
+    "train",
+    without=("datamodule.augment.enabled", "trainer.enable_model_summary"),
+    extra=["strategy.pretrain.trainer.max_epochs=1"],
+)
 
 
 @pytest.fixture

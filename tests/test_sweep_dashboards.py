@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_overrides
 from wandb_files import offline_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,16 +21,9 @@ TINY = [
     "data.image_size=32",
     "data.fov_mm=96",
     "strategy.use_existing_stores=false",
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "+model.network.init_filters=8",
-    "trainer=cpu",
-    "callbacks=minimal",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "print_config=false",
-    "torch_threads=1",
+    *tiny_overrides(
+        "train", without=("datamodule.augment.enabled", "trainer.enable_model_summary"), extra=["torch_threads=1"]
+    ),
 ]
 
 

@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conftest import tiny_overrides
+
 #: overrides that keep a training case tiny (it must fail before fitting anyway)
-TINY_TRAIN = [
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
-    "callbacks=minimal",
-    "print_config=false",
-    "+model.network.init_filters=8",
-]
+TINY_TRAIN = tiny_overrides("train", without=("datamodule.augment.enabled",))
 RUN_OUTPUTS = ("hydra/summary.json", "hydra/test_metrics.csv", "hydra/checkpoints/*.ckpt")
 STORE_OUTPUTS = ("out.h5", ".out.h5.*")
 

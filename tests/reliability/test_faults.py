@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ring_slices, write_ring_store
+from conftest import ring_slices, tiny_overrides, write_ring_store
 
 from tagseg.data.sampling import SeededSampler
 from tagseg.errors import StoreError
@@ -106,22 +106,17 @@ def test_sampler_order_and_augmentation_seeds_depend_on_seed_and_epoch_only():
     assert list(resumed) == second
 
 
-TINY = [
-    "datamodule.image_size=32",
-    "datamodule.batch_size=8",
-    "datamodule.num_workers=0",
-    "trainer=cpu",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
-    "callbacks=minimal",
-    "print_config=false",
-    "+model.network.init_filters=8",
-    "trainer.deterministic=true",
-    "seed=7",
-    "datamodule.augment.enabled=true",
-    "datamodule.augment.noise_prob=0.5",
-    "datamodule.augment.affine_prob=0.5",
-]
+TINY = tiny_overrides(
+    "train",
+    without=("trainer.max_epochs", "datamodule.augment.enabled"),
+    extra=[
+        "trainer.deterministic=true",
+        "seed=7",
+        "datamodule.augment.enabled=true",
+        "datamodule.augment.noise_prob=0.5",
+        "datamodule.augment.affine_prob=0.5",
+    ],
+)
 
 
 def _compose(run: Path, store: Path, *overrides: str):
