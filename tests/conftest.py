@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,35 @@ from tagseg.io.store import write_store
 from tagseg.runtime.config import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+#: the repository root (the folder holding ``tagseg/`` and ``tests/``)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tagseg(
+    args: Sequence[str],
+    cwd: Path | str | None = ROOT,
+    *,
+    root: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    wandb_mode: str | None = "disabled",
+    timeout: float = 300,
+    python: Sequence[str] = (sys.executable,),
+) -> subprocess.CompletedProcess[str]:
+    """``python -m tagseg.cli <args>`` in ``cwd`` (``None``: the current folder), output captured as text.
+
+    The child gets this process's environment (so its ``PYTHONPATH``) with ``WANDB_MODE=wandb_mode``
+    (unless ``None``), ``TAGSEG_ROOT=root`` when given, then ``env``; ``python`` is the interpreter
+    command (e.g. ``torch.distributed.run`` with its flags)."""
+    child = dict(os.environ)
+    if wandb_mode is not None:
+        child["WANDB_MODE"] = wandb_mode
+    if root is not None:
+        child["TAGSEG_ROOT"] = str(root)
+    child.update(env or {})
+    return subprocess.run(
+        [*python, "-m", "tagseg.cli", *args], cwd=cwd, env=child, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ring_slices(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_tagseg
 from scipy import ndimage
 
 from tagseg.data.phantom import PhantomSource
@@ -210,11 +208,7 @@ def test_bad_config_is_one_clear_error_naming_the_key(override, key):
 
 
 def test_cli_prepare_writes_store_and_montage_and_rejects_bad_config(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
     cmd = [
-        sys.executable,
-        "-m",
-        "tagseg.cli",
         "prepare",
         "data=phantom_cine",
         f"output={tmp_path}/c.h5",
@@ -225,14 +219,14 @@ def test_cli_prepare_writes_store_and_montage_and_rejects_bad_config(tmp_path):
         "data.image_size=64",
         f"hydra.run.dir={tmp_path}/run",
     ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_tagseg(cmd, tmp_path, root=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     store = read_store(tmp_path / "c.h5")
     assert store.images.shape == (6, 64, 64) and set(store.meta["source"]) == {"phantom-cine"}
     assert store.meta["spacing_mm"][0] == pytest.approx([5.6, 5.6])
     assert (tmp_path / "c.h5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = cmd[:5] + [f"output={tmp_path}/c2.h5", "data.n_frames=1", f"hydra.run.dir={tmp_path}/run2"]
-    done = subprocess.run(bad, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    bad = cmd[:2] + [f"output={tmp_path}/c2.h5", "data.n_frames=1", f"hydra.run.dir={tmp_path}/run2"]
+    done = run_tagseg(bad, tmp_path, root=tmp_path, timeout=300)
     assert done.returncode == 2
     assert "tagseg: error: data.n_frames must be an integer >= 2" in done.stderr
     assert not (tmp_path / "c2.h5").exists()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_tagseg
 from phantom_raw import TINY_COHORT, write_raw_trees
 
 from tagseg.data.phantom.cohort import CohortSpec, display_to_stored, draw_subject
@@ -93,11 +91,7 @@ def test_cohort_ranges_are_checked():
 
 
 def test_cli_writes_a_layout_and_prints_what_it_wrote(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
     cmd = [
-        sys.executable,
-        "-m",
-        "tagseg.cli",
         "phantom",
         "format=acdc",
         "n_subjects=2",
@@ -106,20 +100,13 @@ def test_cli_writes_a_layout_and_prints_what_it_wrote(tmp_path):
         "cohort.slices=[2,2]",
         f"hydra.run.dir={tmp_path}/run",
     ]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = run_tagseg(cmd, ROOT, root=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "data" / "raw" / "acdc"
     assert sorted(p.name for p in (out / "training").iterdir()) == ["patient001", "patient002"]
     assert json.loads((out / "tagseg_phantom.json").read_text())["counts"]["total"] == 2 * 4 * 2
     assert f"tagseg prepare data=acdc data.root={out}" in res.stdout
-    bad = subprocess.run(
-        [*cmd[:4], "format=dicomdir", f"hydra.run.dir={tmp_path}/run2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_tagseg([cmd[0], "format=dicomdir", f"hydra.run.dir={tmp_path}/run2"], ROOT, root=tmp_path, timeout=120)
     assert bad.returncode == 2 and "tagseg: error: format: expected one of" in bad.stderr
 
 

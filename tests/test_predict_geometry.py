@@ -334,20 +334,14 @@ def test_store_tables_use_meta_frame(tmp_path):
 
 
 def test_predict_command_exit_status_with_a_bad_scan(tmp_path, trained_ckpt):
-    import os
-    import subprocess
-    import sys
+    from conftest import run_tagseg
 
     movie = ring_movie(n_t=2)
     for name in ("a", "c"):
         nifti_input(tmp_path / "in" / f"{name}.nii.gz", LAYOUTS["xyt"](movie))
     (tmp_path / "in" / "b.nii.gz").write_bytes(b"broken")
-    env = {**os.environ, "TAGSEG_ROOT": str(tmp_path), "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
+    proc = run_tagseg(
         [
-            sys.executable,
-            "-m",
-            "tagseg.cli",
             "predict",
             f"ckpt={trained_ckpt}",
             f"input={tmp_path / 'in'}",
@@ -355,9 +349,8 @@ def test_predict_command_exit_status_with_a_bad_scan(tmp_path, trained_ckpt):
             "progress=false",
             "overlays=false",
         ],
-        capture_output=True,
-        text=True,
-        env=env,
+        None,
+        root=tmp_path,
         timeout=300,
     )
     assert proc.returncode == 1, proc.stderr

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import raw_fixtures as rf
+from conftest import run_tagseg
 
 from tagseg.data.prepare import prepare_store
 from tagseg.data.readers.acdc import AcdcSource
@@ -155,21 +153,17 @@ def test_ed_equal_to_es_is_an_error_naming_the_file(tmp_path):
 
 def test_verify_exits_non_zero_when_it_found_problems(tmp_path):
     rf.make_acdc(tmp_path / "acdc", n_train=2, n_test=0)
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
     cmd = [
-        sys.executable,
-        "-m",
-        "tagseg.cli",
         "prepare",
         "data=acdc",
         f"data.root={tmp_path / 'acdc'}",
         "verify=true",
         f"hydra.run.dir={tmp_path}/run",
     ]
-    ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    ok = run_tagseg(cmd, ROOT, root=tmp_path, timeout=120)
     assert ok.returncode == 0, ok.stderr
     (tmp_path / "acdc" / "training" / "patient002" / "Info.cfg").write_text("ED: 1\nES: 1\nGroup: NOR\nNbFrame: 6\n")
-    bad = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = run_tagseg(cmd, ROOT, root=tmp_path, timeout=120)
     assert bad.returncode == 2
     assert "ED and ES are the same frame" in bad.stdout
     assert bad.stderr.strip().splitlines()[-1] == "tagseg: error: verify acdc: 1 problem(s) found (listed above)"

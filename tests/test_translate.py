@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_tagseg
 from store_checks import assert_carried_over
 
 from tagseg.errors import ConfigError
@@ -107,15 +105,7 @@ def test_config_defaults_are_the_paper(compose_config):
 
 
 def _cli(tmp_path, *args):
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    return subprocess.run(
-        [sys.executable, "-m", "tagseg.cli", "translate", *args, "method.progress=false"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_tagseg(["translate", *args, "method.progress=false"], tmp_path, root=tmp_path, timeout=120)
 
 
 def test_cli_translates_and_writes_figure(tmp_path):
