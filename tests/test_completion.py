@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_tagseg
 
 from tagseg.cli import STAGES, completion_script, stage_completion_line
 
@@ -17,15 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _query(line: str) -> list[str]:
     words = line.split()
-    env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tagseg.cli", words[1], "-sc", "query=bash"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"COMP_LINE": line, "COMP_POINT": str(len(line))}
+    proc = run_tagseg([words[1], "-sc", "query=bash"], ROOT, env=env, wandb_mode=None, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.split()
 

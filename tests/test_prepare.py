@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import raw_fixtures as rf
+from conftest import run_tagseg
 
 from tagseg.data.prepare import normalise_record, prepare_store
 from tagseg.data.readers.acdc import AcdcSource
@@ -181,9 +180,8 @@ def test_splits_by_subject_and_seeded():
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(cwd)}
-    cmd = [sys.executable, "-m", "tagseg.cli", "prepare", *args, "prepare.figure=false", f"hydra.run.dir={cwd}/run"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    cmd = ["prepare", *args, "prepare.figure=false", f"hydra.run.dir={cwd}/run"]
+    return run_tagseg(cmd, ROOT, root=cwd, timeout=120)
 
 
 def test_cli_cine_counts_table_and_verify(tmp_path):

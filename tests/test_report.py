@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_tagseg
 
 from tagseg.errors import TagsegError
 from tagseg.report.curves import plot_convergence, plot_per_frame, plot_per_group
@@ -79,13 +78,11 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli_report(sweep: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "tagseg.cli", "report", f"path={sweep}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd = ["report", f"path={sweep}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    res = run_tagseg(cmd, None, wandb_mode=None, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (sweep / "report" / "summary.csv").exists() and "loss.gamma=0.1" in res.stdout
-    bad = subprocess.run(
-        [*cmd[:4], f"path={tmp_path / 'missing'}", cmd[-1]], capture_output=True, text=True, timeout=120
-    )
+    bad = run_tagseg([cmd[0], f"path={tmp_path / 'missing'}", cmd[-1]], None, wandb_mode=None, timeout=120)
     assert bad.returncode == 2 and "tagseg: error:" in bad.stderr
 
 
