@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_tagseg
 from cyclegan_fixtures import make_store, one_thread, train_tiny_cyclegan
 from store_checks import assert_carried_over
 
@@ -140,21 +139,16 @@ def test_gan_strategy_turns_on_unused_parameters_for_ddp():
 
 def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
     a = make_store(tmp_path / "cine.h5", n=2, seed=0)
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp_path)}
-    proc = subprocess.run(
+    proc = run_tagseg(
         [
-            sys.executable,
-            "-m",
-            "tagseg.cli",
             "translate",
             "method=cyclegan",
             f"input={a}",
             f"ckpt={tmp_path / 'none.ckpt'}",
             f"hydra.run.dir={tmp_path / 'h'}",
         ],
-        capture_output=True,
-        text=True,
-        env=env,
+        None,
+        root=tmp_path,
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_tagseg
 from phantom_raw import write_raw_trees
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +49,8 @@ def _train(tmp: Path, *args: str) -> subprocess.CompletedProcess:
         f"strategy.source.mnms_root={raw / 'mnms'}",
         f"strategy.source.scd_root={raw / 'scd'}",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TAGSEG_ROOT": str(tmp)}
-    cmd = [sys.executable, "-m", "tagseg.cli", "train", *args, *roots, *SHRUNK, f"paths.cache_dir={tmp / 'cache'}"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    cmd = ["train", *args, *roots, *SHRUNK, f"paths.cache_dir={tmp / 'cache'}"]
+    return run_tagseg(cmd, ROOT, root=tmp, timeout=1800)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_overrides
+from conftest import run_tagseg, tiny_overrides
 from omegaconf import OmegaConf
 
 from tagseg.errors import ConfigError
@@ -147,17 +147,9 @@ TAGSEG = [sys.executable, "-m", "tagseg.cli"]
 
 
 def _cli(root: Path, *args: str, timeout: int = 900, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run(
-        [*TAGSEG, "train", *flags, *TINY_DATA, *TINY_TRAIN, *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_tagseg(["train", *flags, *TINY_DATA, *TINY_TRAIN, *overrides], ROOT, root=root, timeout=timeout)
 
 
 def _done(root: Path, kind: str) -> list[Path]:

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import run_tagseg
 from raw_fixtures import write_dicom, write_matlab_imt, write_nifti
 from torch import nn
 
@@ -271,17 +272,7 @@ def test_checkpoint_errors(tmp_path, trained_ckpt):
 
 
 def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
-    import os
-    import sys
-
-    env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "tagseg.cli", "predict", *args, "progress=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_tagseg(["predict", *args, "progress=false"], None, root=root, timeout=300)
 
 
 def test_predict_app_composes_and_runs(compose_config, tmp_path, trained_ckpt):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_tagseg
 
 from tagseg.errors import DataError
 from tagseg.io.store import write_store
@@ -286,21 +284,8 @@ def test_strain_stage_on_a_store_with_its_masks(tmp_path):
 @pytest.mark.slow
 def test_strain_cli_refuses_a_mask_that_is_not_a_ring_in_one_line(tmp_path):
     store = tagged_store(tmp_path / "disc.h5", ring=False)
-    env = {**os.environ, "TAGSEG_ROOT": str(tmp_path), "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tagseg.cli",
-            "strain",
-            f"input={store}",
-            f"output={tmp_path / 'out'}",
-            "progress=false",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    proc = run_tagseg(
+        ["strain", f"input={store}", f"output={tmp_path / 'out'}", "progress=false"], None, root=tmp_path, timeout=300
     )
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]

@@ -4,14 +4,12 @@ from the stage cache; the Optuna demo search runs 3 trials and resumes its SQLit
 from __future__ import annotations
 
 import csv
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_overrides
+from conftest import run_tagseg, tiny_overrides
 from wandb_files import offline_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +26,8 @@ TINY = [
 
 
 def _train(root: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TAGSEG_ROOT": str(root), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "tagseg.cli", "train", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_tagseg(
+        ["train", *args], ROOT, root=root, env={"WANDB_SILENT": "true"}, wandb_mode="offline", timeout=timeout
     )
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_tagseg
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from tagseg.errors import ConfigError, StoreError, TagsegError
@@ -222,15 +221,7 @@ def test_store_without_required_key(compose_config, tmp_path, ring_store):
 
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
-    env = dict(os.environ, TAGSEG_ROOT=str(tmp_path), WANDB_MODE="disabled")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tagseg.cli", "train", f"datamodule.stores=[{tmp_path / 'nope.h5'}]"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_tagseg(["train", f"datamodule.stores=[{tmp_path / 'nope.h5'}]"], ROOT, root=tmp_path, timeout=120)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tagseg: error:")]
     assert len(errors) == 1 and "nope.h5: slice store not found" in errors[0]
