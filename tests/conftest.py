@@ -36,16 +36,17 @@ def run_tagseg(
     *,
     root: Path | str | None = None,
     env: Mapping[str, str] | None = None,
+    unset: Sequence[str] = (),
     wandb_mode: str | None = "disabled",
     timeout: float = 300,
     python: Sequence[str] = (sys.executable,),
 ) -> subprocess.CompletedProcess[str]:
     """``python -m tagseg.cli <args>`` in ``cwd`` (``None``: the current folder), output captured as text.
 
-    The child gets this process's environment (so its ``PYTHONPATH``) with ``WANDB_MODE=wandb_mode``
-    (unless ``None``), ``TAGSEG_ROOT=root`` when given, then ``env``; ``python`` is the interpreter
-    command (e.g. ``torch.distributed.run`` with its flags)."""
-    child = dict(os.environ)
+    The child gets this process's environment (so its ``PYTHONPATH``) less the variables in ``unset``,
+    with ``WANDB_MODE=wandb_mode`` (unless ``None``), ``TAGSEG_ROOT=root`` when given, then ``env``;
+    ``python`` is the interpreter command (e.g. ``torch.distributed.run`` with its flags)."""
+    child = {k: v for k, v in os.environ.items() if k not in unset}
     if wandb_mode is not None:
         child["WANDB_MODE"] = wandb_mode
     if root is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_tagseg
 
 from tagseg.runtime import ddp
 
@@ -60,8 +61,6 @@ PLAIN = [
 
 
 def _train(root: Path, *args: str, base: list[str] = TINY, torchrun: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(TAGSEG_ROOT=str(root), WANDB_MODE="disabled")
     flags = [a for a in args if a.startswith("-")]  # argparse: flags before the overrides
     overrides = [a for a in args if not a.startswith("-")]
     # torchrun creates the ranks (plain ddp, each rank runs the job); otherwise the job spawns them
@@ -70,13 +69,13 @@ def _train(root: Path, *args: str, base: list[str] = TINY, torchrun: bool = Fals
         if torchrun
         else [sys.executable]
     )
-    return subprocess.run(
-        [*python, "-m", "tagseg.cli", "train", *flags, *base, *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return run_tagseg(
+        ["train", *flags, *base, *overrides],
+        ROOT,
+        root=root,
+        unset=("RANK", "LOCAL_RANK", "WORLD_SIZE"),
         timeout=900,
+        python=python,
     )
 
 
