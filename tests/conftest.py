@@ -132,23 +132,29 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+def tiny_segmentation_module(image_size: int = 32):
+    """A small ResNetVAE SegmentationModule (8 filters, Adam 0.01) for fits of a few steps."""
+    from tagseg.models.segmentation import SegmentationModule
+
+    return SegmentationModule(
+        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
+        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+        image_size=image_size,
+    )
+
+
 @pytest.fixture(scope="session")
 def trained_ckpt(tmp_path_factory) -> Path:
     """A tiny ResNetVAE SegmentationModule trained for 2 steps on a ring store, saved by a Lightning Trainer."""
     import lightning as L
 
     from tagseg.data.datamodule import SliceDataModule
-    from tagseg.models.segmentation import SegmentationModule
 
     tmp = tmp_path_factory.mktemp("ckpt")
     store = write_ring_store(tmp / "rings.h5")
     dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=4, augment={"enabled": False})
-    module = SegmentationModule(
-        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
-        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
-        image_size=32,
-    )
+    module = tiny_segmentation_module()
     trainer = L.Trainer(
         max_steps=2,
         limit_val_batches=1,

@@ -19,6 +19,7 @@ from tagseg.augment.tags import SpammTagging, TagContrast
 from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import CONF_DIR, instantiate
+from tests.conftest import tiny_segmentation_module
 
 AUGMENT_DIR = Path(CONF_DIR) / "augment"
 
@@ -220,7 +221,6 @@ def test_training_fit_augments_train_batches_only(ring_store, single_thread, mon
     import lightning as L
 
     from tagseg.data.datamodule import SliceDataModule
-    from tagseg.models.segmentation import SegmentationModule
 
     seen: list[tuple[bool, int]] = []
     original = BatchAugment.forward
@@ -231,12 +231,7 @@ def test_training_fit_augments_train_batches_only(ring_store, single_thread, mon
 
     cfg = {"transforms": {"flip": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 0.5}}}
     dm = SliceDataModule([str(ring_store)], image_size=32, batch_size=4, augment={"enabled": False}, batch_augment=cfg)
-    module = SegmentationModule(
-        network={"_target_": "tagseg.models.networks.build_network", "name": "resnetvae", "init_filters": 8},
-        loss={"_target_": "tagseg.losses.SegmentationLoss", "gamma": 0.1},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
-        image_size=32,
-    )
+    module = tiny_segmentation_module()
     trainer = L.Trainer(
         max_epochs=2,
         limit_train_batches=2,
