@@ -95,31 +95,15 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
     tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        if fmt == "onnx" and onnx_dynamo:
-            torch.onnx.export(
-                module,
-                (example,),
-                str(tmp),
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_shapes={"image": {0: batch}},
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                external_data=False,
-            )
-        elif fmt == "onnx":
+        if fmt == "onnx":
+            common = {"input_names": ["image"], "output_names": ["logits"], "opset_version": ONNX_OPSET}
+            if onnx_dynamo:
+                dynamic = {"dynamic_shapes": {"image": {0: batch}}, "dynamo": True, "external_data": False}
+            else:
+                dynamic = {"dynamic_axes": {"image": {0: "batch"}, "logits": {0: "batch"}}, "dynamo": False}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(tmp),
-                    input_names=["image"],
-                    output_names=["logits"],
-                    dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                    opset_version=ONNX_OPSET,
-                    dynamo=False,
-                )
+                torch.onnx.export(module, (example,), str(tmp), **common, **dynamic)
         else:
             program = torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}})
             torch.export.save(program, str(tmp))

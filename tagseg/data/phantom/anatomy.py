@@ -80,6 +80,37 @@ def fourier_radius(mean_mm: float, coeffs: np.ndarray, cos_t: np.ndarray, sin_t:
 
 
 @dataclass(frozen=True)
+class Surroundings:
+    """The static body around the heart, drawn once per subject (mm).
+
+    Attributes:
+        body, lungs, liver, spine, aorta: the organs as ellipses.
+        skin_fat_mm, muscle_mm: subcutaneous fat and chest-wall muscle thickness.
+    """
+
+    body: Ellipse
+    lungs: tuple[Ellipse, Ellipse]
+    liver: Ellipse
+    spine: Ellipse
+    aorta: Ellipse
+    skin_fat_mm: float
+    muscle_mm: float
+
+    def distances(self, row_mm: np.ndarray, col_mm: np.ndarray) -> list[np.ndarray]:
+        """Signed distances (positive inside) of body, subcutaneous fat, muscle, lungs, liver, spine, aorta."""
+        shrink = self.skin_fat_mm
+        return [
+            self.body.signed_distance(row_mm, col_mm),
+            self.body.signed_distance(row_mm, col_mm, -shrink),
+            self.body.signed_distance(row_mm, col_mm, -shrink - self.muscle_mm),
+            np.maximum(self.lungs[0].signed_distance(row_mm, col_mm), self.lungs[1].signed_distance(row_mm, col_mm)),
+            self.liver.signed_distance(row_mm, col_mm),
+            self.spine.signed_distance(row_mm, col_mm),
+            self.aorta.signed_distance(row_mm, col_mm),
+        ]
+
+
+@dataclass(frozen=True)
 class SliceAnatomy:
     """One short-axis slice of one subject at end-diastole (all lengths in mm).
 
@@ -91,8 +122,7 @@ class SliceAnatomy:
         rv_angle_rad: direction from the LV centre to the RV centre (row = sin, col = cos).
         rv_wall_mm: RV free-wall thickness.
         fat_mm, fat_angle_rad: epicardial fat band width and the direction where it is thickest.
-        body, lungs, liver, spine, aorta: the surroundings (static).
-        skin_fat_mm, muscle_mm: subcutaneous fat and chest-wall muscle thickness.
+        surroundings: the static body around the heart.
         septal_gain: relative extra wall thickness towards the RV (0: none; domain randomisation).
         muscles: papillary muscles (myocardial signal inside the cavity, labelled LV cavity).
         trabeculae_mm, trabeculae_phase: depth of the trabecular layer at the endocardium (0: none)
@@ -109,13 +139,7 @@ class SliceAnatomy:
     rv_wall_mm: float
     fat_mm: float
     fat_angle_rad: float
-    body: Ellipse
-    lungs: tuple[Ellipse, Ellipse]
-    liver: Ellipse
-    spine: Ellipse
-    aorta: Ellipse
-    skin_fat_mm: float
-    muscle_mm: float
+    surroundings: Surroundings
     septal_gain: float = 0.0
     muscles: tuple[Ellipse, ...] = ()
     trabeculae_mm: float = 0.0
@@ -167,18 +191,9 @@ class SliceAnatomy:
         patch = np.clip(0.5 + 1.5 * (c * np.cos(self.fat_angle_rad) + s * np.sin(self.fat_angle_rad)), 0.0, 1.0)
         heart = np.maximum(d_epi, self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm))
         d_fat = heart + self.fat_mm * patch - 0.5
-        shrink = self.skin_fat_mm
         return np.stack(
             [
-                self.body.signed_distance(row_mm, col_mm),
-                self.body.signed_distance(row_mm, col_mm, -shrink),
-                self.body.signed_distance(row_mm, col_mm, -shrink - self.muscle_mm),
-                np.maximum(
-                    self.lungs[0].signed_distance(row_mm, col_mm), self.lungs[1].signed_distance(row_mm, col_mm)
-                ),
-                self.liver.signed_distance(row_mm, col_mm),
-                self.spine.signed_distance(row_mm, col_mm),
-                self.aorta.signed_distance(row_mm, col_mm),
+                *self.surroundings.distances(row_mm, col_mm),
                 d_fat,
                 self.rv.signed_distance(row_mm, col_mm, self.rv_wall_mm),
                 self.rv.signed_distance(row_mm, col_mm),
@@ -253,13 +268,7 @@ class SubjectAnatomy:
     rv_scale: float
     fat_mm: float
     fat_angle_rad: float
-    body: Ellipse
-    lungs: tuple[Ellipse, Ellipse]
-    liver: Ellipse
-    spine: Ellipse
-    aorta: Ellipse
-    skin_fat_mm: float
-    muscle_mm: float
+    surroundings: Surroundings
     septal_gain: float = 0.0
     rv_attachment: float = 0.2
     papillary: bool = False
@@ -312,13 +321,15 @@ def sample_subject(
         rv_scale=float(rng.uniform(0.9, 1.1)),
         fat_mm=float(rng.uniform(2.0, 6.0)),
         fat_angle_rad=float(np.pi + rot + rng.uniform(-0.8, 0.8)),
-        body=Ellipse(body_centre, scale * rng.uniform(150, 162), scale * rng.uniform(108, 122), rot * 0.3),
-        lungs=(organ(-25, 78, 62, 48, 0.3), organ(-30, -82, 66, 46, -0.3)),
-        liver=organ(62, -55, 70, 48, 0.5),
-        spine=organ(88, 12, 16, 16),
-        aorta=organ(62, 40, 11, 11),
-        skin_fat_mm=float(rng.uniform(7, 14)),
-        muscle_mm=float(rng.uniform(8, 14)),
+        surroundings=Surroundings(
+            body=Ellipse(body_centre, scale * rng.uniform(150, 162), scale * rng.uniform(108, 122), rot * 0.3),
+            lungs=(organ(-25, 78, 62, 48, 0.3), organ(-30, -82, 66, 46, -0.3)),
+            liver=organ(62, -55, 70, 48, 0.5),
+            spine=organ(88, 12, 16, 16),
+            aorta=organ(62, 40, 11, 11),
+            skin_fat_mm=float(rng.uniform(7, 14)),
+            muscle_mm=float(rng.uniform(8, 14)),
+        ),
     )
 
 
@@ -364,12 +375,6 @@ def slice_anatomy(subject: SubjectAnatomy, position: float) -> SliceAnatomy:
         rv_wall_mm=3.0,
         fat_mm=subject.fat_mm,
         fat_angle_rad=subject.fat_angle_rad,
-        body=subject.body,
-        lungs=subject.lungs,
-        liver=subject.liver,
-        spine=subject.spine,
-        aorta=subject.aorta,
-        skin_fat_mm=subject.skin_fat_mm,
-        muscle_mm=subject.muscle_mm,
+        surroundings=subject.surroundings,
         **extra,
     )
