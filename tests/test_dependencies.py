@@ -28,7 +28,7 @@ USED_WITHOUT_IMPORT = {
     "tensorboard": ("tagseg/conf/logger/tensorboard.yaml", "TensorBoardLogger"),  # Lightning's logger imports it
     "sqlalchemy": ("tagseg/conf/hparams_search/resnetvae.yaml", "sqlite:///"),  # optuna 2.10's storage: < 2
     "onnx": ("tagseg/stages/export.py", "torch.onnx.export("),  # torch.onnx writes the model with it
-    "onnxscript": ("tagseg/stages/export.py", "dynamo=True"),  # torch.onnx's dynamo exporter
+    "onnxscript": ("tagseg/stages/export.py", '"dynamo": True'),  # torch.onnx's dynamo exporter
 }
 DEV_USES = {"pytest": ("tests/conftest.py", "import pytest"), "ruff": ("Makefile", "/ruff check")}
 

@@ -1,5 +1,5 @@
-"""docs/extending.md: every documented extension (reader, network, translator, pretraining source, metric) works as
-shown.
+"""docs/extending.md: every documented extension (reader, network, translator, pretraining source, metric, predict
+input format) works as shown, and every stage has the files the page lists.
 
 The files of the page's code blocks (```python file=... / ```yaml file=...) are written into a temporary
 folder, which goes on ``sys.path`` (the ``mytags`` package) and is given to the stages with ``--config-dir``.
@@ -7,6 +7,7 @@ folder, which goes on ``sys.path`` (the ``mytags`` package) and is given to the 
 
 from __future__ import annotations
 
+import csv
 import importlib
 import re
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from tagseg.data.scan_formats import unregister_scan_format
 from tagseg.io.store import read_store
 from tagseg.metric_registry import metric_names, unregister_metric
 from tagseg.models.networks import NETWORKS
@@ -40,6 +42,7 @@ def project(tmp_path, monkeypatch):
         "mytags/net.py",
         "mytags/invert.py",
         "mytags/metric.py",
+        "mytags/npzscan.py",
         "my_conf/data/rings.yaml",
         "my_conf/method/invert.yaml",
         "my_conf/strategy/dynamic.yaml",
@@ -56,6 +59,7 @@ def project(tmp_path, monkeypatch):
         del sys.modules[name]
     NETWORKS.pop("tiny_fcn", None)
     unregister_metric("sensitivity")
+    unregister_scan_format("npz")
 
 
 def run_app(stage: str, *args: str) -> None:
@@ -187,3 +191,69 @@ def test_a_registered_metric_is_computed_per_image_and_per_class(project):
     pred[1, 0, 0] = 2  # class 2 predicted where the target has none
     values = dict(zip(metric_names(), image_metrics(pred, label, torch.ones(2, 2), 2)))
     np.testing.assert_allclose(values["sensitivity"], [[0.5, 1.0], [1.0, 1.0]])
+
+
+def test_a_registered_scan_format_is_predicted_and_a_bad_file_is_listed(project, trained_ckpt):
+    import nibabel as nib
+
+    assert "tagseg predict ckpt=<run> input=scans/ 'reader.formats=[mytags.npzscan]'" in doc_text()
+    from tests.conftest import ring_slices
+
+    scans, out = project / "scans", project / "pred"
+    scans.mkdir()
+    images, _ = ring_slices(3, 40)
+    np.savez(scans / "good.npz", frames=images, spacing_mm=np.array([1.5, 1.25]))
+    (scans / "broken.npz").write_bytes(b"PK not an archive")
+    with pytest.raises(SystemExit) as stop:
+        run_app(
+            "predict",
+            f"ckpt={trained_ckpt}",
+            f"input={scans}",
+            f"output={out}",
+            "reader.formats=[mytags.npzscan]",
+            "qc.enabled=false",
+            f"hydra.run.dir={project / 'h'}",
+        )
+    assert stop.value.code == 1  # one scan failed, the other was predicted
+    mask = nib.load(out / "good_mask.nii.gz")
+    assert mask.shape == (40, 40, 3) and np.allclose(mask.header.get_zooms()[:2], (1.25, 1.5))
+    failed = (out / "failed.csv").read_text()
+    assert "broken.npz,unreadable scan archive" in failed and "expected .npz with 'frames'" in failed
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [(r["scan"], r["frame"]) for r in rows] == [("good", "0"), ("good", "1"), ("good", "2")]
+
+
+def test_a_scan_format_cannot_take_a_built_in_suffix_and_a_bad_reader_is_refused(tmp_path):
+    from tagseg.data.scan_formats import ScanFormat, register_scan_format
+    from tagseg.data.scans import find_inputs, read_scan
+    from tagseg.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match=r"\['.nii.gz'\] are read by tagseg's own readers"):
+        register_scan_format(ScanFormat("mine", (".nii.gz",), lambda p, s: None, "mine"))
+    with pytest.raises(ConfigError, match="cannot import 'no_such_module'"):
+        find_inputs(tmp_path, formats=["no_such_module"])
+    register_scan_format(ScanFormat("odd", (".odd",), lambda p, s: "not a scan", "an odd file (.odd)"))
+    try:
+        (tmp_path / "a.odd").write_text("x")
+        (found,) = find_inputs(tmp_path)
+        assert (found.kind, found.name) == ("odd", "a")
+        with pytest.raises(DataError, match=r"a.odd: the odd reader returned str, expected a Scan"):
+            read_scan(found)
+        with pytest.raises(DataError, match=r"expected a slice store .*, an odd file \(.odd\), or a folder"):
+            find_inputs(tmp_path / "missing")
+    finally:
+        unregister_scan_format("odd")
+
+
+def test_every_stage_has_the_files_and_the_section_the_page_lists():
+    from tagseg.cli import STAGES
+
+    root = Path(__file__).resolve().parents[1]
+    assert "four files and two doc lines" in doc_text()
+    stages_doc = (root / "docs" / "stages.md").read_text()
+    for stage, (app, _) in STAGES.items():
+        assert app == f"tagseg.apps.{stage}"
+        for path in (f"tagseg/conf/{stage}.yaml", f"tagseg/stages/{stage}.py", f"tagseg/apps/{stage}.py"):
+            assert (root / path).is_file(), f"{stage}: {path} missing"
+        headings = [line for line in stages_doc.splitlines() if line.startswith("## ")]
+        assert any(f"`tagseg {stage}" in h for h in headings), f"{stage}: no section in docs/stages.md"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,24 @@ from typing import Any
 import numpy as np
 
 from tagseg.data.dicom_series import DicomSeriesInput, DicomVolume, group_series, is_dicom, read_series
+from tagseg.data.scan_formats import SCAN_FORMATS, format_for, format_phrases, import_scan_formats
 from tagseg.errors import DataError
 from tagseg.io.store import hdf5_keys, is_store_layout, read_store
 
 log = logging.getLogger(__name__)
 
-#: what predict reads, as one line (it ends messages that are shown and stored as one line each)
+#: what predict's built-in readers take, as one phrase
 INPUT_KINDS = (
     "  a slice store (.h5 with /images and /meta), an HDF5 / MATLAB v7.3 file with key 'imt',"
     " a NIfTI image (x, y), (x, y, t), (x, y, 1, t) or (x, y, z, t), DICOM (a series folder, a single or"
-    " multi-frame file), or a folder holding any of these"
+    " multi-frame file)"
 )
+
+
+def expected_inputs() -> str:
+    """What predict reads, as one line (it ends messages that are shown and stored as one line each)."""
+    return f"{INPUT_KINDS.strip()}{format_phrases()}, or a folder holding any of these"
+
 
 #: suffixes of image formats that are recognised and refused, with the reason shown
 UNSUPPORTED = {
@@ -61,7 +69,8 @@ class ScanInput:
 
     Attributes:
         name: output file stem.
-        kind: ``"store"``, ``"h5"``, ``"nifti"``, ``"dicom"`` or ``"unsupported"``.
+        kind: ``"store"``, ``"h5"``, ``"nifti"``, ``"dicom"``, ``"unsupported"`` or a registered
+            format's kind (:mod:`tagseg.data.scan_formats`).
         path: the file (or, for a DICOM series of several files, the folder) named in messages.
         series: the DICOM files of a ``"dicom"`` input.
         reason: why an ``"unsupported"`` input is refused.
@@ -80,7 +89,7 @@ class Scan:
 
     Attributes:
         name: output file stem.
-        kind: ``"store"``, ``"h5"``, ``"nifti"`` or ``"dicom"``.
+        kind: ``"store"``, ``"h5"``, ``"nifti"``, ``"dicom"`` or a registered format's kind.
         path: the input file or DICOM folder.
         frames: float32 (N, H, W) intensities as read (stores: [0, 1]), rows = image y.
         spacing_mm: float64 (N, 2) (row, col) pixel spacing of each image.
@@ -172,6 +181,9 @@ def _classify(path: Path, explicit: bool) -> ScanInput | None:
         return ScanInput(_nifti_stem(path), "nifti", path)
     if suffix in (".h5", ".hdf5", ".mat"):
         return ScanInput(path.stem, "h5", path)  # store or 'imt': told apart when read
+    registered = format_for(path)
+    if registered is not None:
+        return ScanInput(registered.stem(path), registered.kind, path)
     if suffix in UNSUPPORTED or path.name.lower().endswith(".img.gz"):
         return ScanInput(
             path.name,
@@ -187,19 +199,25 @@ def _classify(path: Path, explicit: bool) -> ScanInput | None:
             series=DicomSeriesInput(path.stem, [path]),
         )
     if explicit:
-        return ScanInput(path.name, "unsupported", path, reason=f"unrecognised input; expected{INPUT_KINDS[1:]}")
+        return ScanInput(path.name, "unsupported", path, reason=f"unrecognised input; expected {expected_inputs()}")
     return None
 
 
-def find_inputs(path: str | Path) -> list[ScanInput]:
+def find_inputs(path: str | Path, formats: Sequence[str] | None = None) -> list[ScanInput]:
     """The scans under ``path`` (or ``path`` itself), sorted by path; nothing is read but DICOM headers.
+
+    Args:
+        path: a scan file, a DICOM folder or a folder of scans.
+        formats: modules registering extra formats (:mod:`tagseg.data.scan_formats`), imported first.
 
     Raises:
         DataError: ``path`` does not exist or holds no scan.
+        ConfigError: a module of ``formats`` cannot be imported.
     """
+    import_scan_formats(formats)
     path = Path(str(path)).expanduser()
     if not path.exists():
-        raise DataError(f"{path}: input not found; expected{INPUT_KINDS[1:]}")
+        raise DataError(f"{path}: input not found; expected {expected_inputs()}")
     if path.is_file():
         found = _classify(path, explicit=True)
         assert found is not None
@@ -222,7 +240,7 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
     for folder, files in dicom_by_folder.items():
         inputs.extend(_dicom_inputs(folder, files))
     if not inputs:
-        raise DataError(f"{path}: no scan found; expected{INPUT_KINDS[1:]}")
+        raise DataError(f"{path}: no scan found; expected {expected_inputs()}")
     return sorted(inputs, key=lambda i: (str(i.path), i.name))
 
 
@@ -239,13 +257,19 @@ def _dicom_inputs(folder: Path, files: list[Path]) -> list[ScanInput]:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def read_scan(inp: ScanInput | str | Path, imt_axes: str = "xyt", default_spacing_mm: float = 1.4285714) -> Scan:
+def read_scan(
+    inp: ScanInput | str | Path,
+    imt_axes: str = "xyt",
+    default_spacing_mm: float = 1.4285714,
+    formats: Sequence[str] | None = None,
+) -> Scan:
     """Read one scan.
 
     Args:
         inp: a :class:`ScanInput` from :func:`find_inputs`, or a path standing for exactly one scan.
         imt_axes: axis order of ``imt`` as h5py reads it (see the tagged reader).
         default_spacing_mm: spacing used, with a warning, for files that carry none.
+        formats: modules registering extra formats, imported first (as in :func:`find_inputs`).
 
     Returns:
         The scan, images in tagseg's orientation.
@@ -255,6 +279,7 @@ def read_scan(inp: ScanInput | str | Path, imt_axes: str = "xyt", default_spacin
             slice and frame).
         StoreError: a malformed slice store.
     """
+    import_scan_formats(formats)
     if not isinstance(inp, ScanInput):
         found = find_inputs(inp)
         if len(found) != 1:
@@ -266,6 +291,8 @@ def read_scan(inp: ScanInput | str | Path, imt_axes: str = "xyt", default_spacin
         scan = _read_nifti(inp, default_spacing_mm)
     elif inp.kind == "dicom":
         scan = _read_dicom(inp, default_spacing_mm)
+    elif inp.kind in SCAN_FORMATS:
+        scan = _read_registered(inp, default_spacing_mm)
     elif _is_store(inp.path):
         scan = _read_store(inp)
     else:
@@ -293,7 +320,7 @@ def _is_store(path: Path) -> bool:
     try:
         keys = hdf5_keys(path)
     except OSError as exc:
-        raise DataError(f"{path}: unreadable HDF5 file ({exc}); expected{INPUT_KINDS[1:]}") from None
+        raise DataError(f"{path}: unreadable HDF5 file ({exc}); expected {expected_inputs()}") from None
     if is_store_layout(keys):
         return True
     if "imt" in keys:
@@ -432,9 +459,80 @@ def _read_dicom(inp: ScanInput, default_spacing_mm: float) -> Scan:
     )
 
 
+def scan_from_frames(
+    path: str | Path,
+    kind: str,
+    frames: np.ndarray,
+    spacing_mm: tuple[float, float],
+    name: str | None = None,
+    affine: np.ndarray | None = None,
+) -> Scan:
+    """A :class:`Scan` from an array of frames, for the reader of a registered format.
+
+    Args:
+        path: the file read (named in messages).
+        kind: the format's kind.
+        frames: (T, H, W) frames of one slice or (Z, T, H, W), rows = image y, any real dtype.
+        spacing_mm: (row, col) pixel spacing.
+        name: the output file stem (default: the file name up to its first dot).
+        affine: voxel (x = column, y = row, z = slice) -> patient mm; None: ``diag(col, row, 1)``
+            mm, not patient space.
+
+    Raises:
+        DataError: ``frames`` is not 3D or 4D real numbers.
+    """
+    path = Path(path)
+    arr = np.asarray(frames)
+    if arr.ndim not in (3, 4) or arr.dtype.kind not in "biuf" or 0 in arr.shape:
+        raise DataError(f"{path}: expected (T, H, W) or (Z, T, H, W) real frames, got shape {arr.shape} of {arr.dtype}")
+    vol = arr[None] if arr.ndim == 3 else arr
+    n_z, n_t, n_y, n_x = vol.shape
+    row_mm, col_mm = (float(v) for v in spacing_mm)
+    patient = affine is not None
+    matrix = np.asarray(affine, np.float64) if patient else np.diag([col_mm, row_mm, 1.0, 1.0])
+    inp = ScanInput(name or path.name.split(".")[0], kind, path)
+    return _scan(
+        inp,
+        kind,
+        np.ascontiguousarray(vol.reshape(n_z * n_t, n_y, n_x), dtype=np.float32),
+        (row_mm, col_mm),
+        n_z,
+        n_t,
+        affine=matrix,
+        patient=patient,
+        data_shape=(n_x, n_y, n_t) if n_z == 1 else (n_x, n_y, n_z, n_t),
+    )
+
+
+def _read_registered(inp: ScanInput, default_spacing_mm: float) -> Scan:
+    """Run a registered format's reader and check what it returns (a plug-in is not trusted)."""
+    scan = SCAN_FORMATS[inp.kind].read(inp.path, default_spacing_mm)
+    if not isinstance(scan, Scan):
+        raise DataError(f"{inp.path}: the {inp.kind} reader returned {type(scan).__name__}, expected a Scan")
+    n = len(scan.frames) if getattr(scan.frames, "ndim", 0) == 3 else -1
+    columns = (scan.spacing_mm.shape == (n, 2), len(scan.slice) == n, len(scan.frame) == n, len(scan.subject) == n)
+    if n <= 0 or not all(columns):
+        raise DataError(
+            f"{inp.path}: the {inp.kind} reader returned inconsistent arrays (frames {np.shape(scan.frames)}, "
+            f"spacing {np.shape(scan.spacing_mm)}); expected (N, H, W) frames and N rows of spacing, slice, frame"
+        )
+    scan.name = inp.name
+    return scan
+
+
 def read_scans(path: str | Path, **kwargs: Any) -> list[Scan]:
     """:func:`read_scan` of every input under ``path`` (see :func:`find_inputs`)."""
     return [read_scan(p, **kwargs) for p in find_inputs(path)]
 
 
-__all__ = ["INPUT_KINDS", "Scan", "ScanInput", "check_finite", "find_inputs", "read_scan", "read_scans"]
+__all__ = [
+    "INPUT_KINDS",
+    "Scan",
+    "ScanInput",
+    "check_finite",
+    "expected_inputs",
+    "find_inputs",
+    "read_scan",
+    "read_scans",
+    "scan_from_frames",
+]

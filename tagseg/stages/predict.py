@@ -251,7 +251,8 @@ def predict(
         n_points: reference points per contour (None: every contour vertex).
         overlays: write one overlay PNG per scan.
         overlay_max_frames: images shown per overlay (evenly spread).
-        reader: keyword arguments of :func:`tagseg.data.scans.read_scan` (``imt_axes``, ``default_spacing_mm``).
+        reader: keyword arguments of :func:`tagseg.data.scans.read_scan` (``imt_axes``, ``default_spacing_mm``,
+            ``formats``).
         attrs: extra attributes for output stores (e.g. the resolved config, the checkpoint).
         progress: show a progress bar.
         tta: average the softmax over the training flips.
@@ -266,7 +267,7 @@ def predict(
     Raises:
         DataError: the input does not exist or holds no scan (nothing is written then).
     """
-    inputs = find_inputs(input_path)
+    inputs = find_inputs(input_path, formats=(reader or {}).get("formats"))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     if device is not None:
@@ -355,7 +356,9 @@ def predict_scans(cfg: Any) -> PredictReport:
     if cfg.tta not in (None, "none", "flip"):
         raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
     postprocess = check_postprocess(cfg.get("postprocess"))
-    find_inputs(cfg.input)  # a missing or empty input fails before the model is loaded
+    find_inputs(
+        cfg.input, formats=cfg.reader.get("formats")
+    )  # a missing or empty input fails before the model is loaded
     segmenter = load_predictor(cfg)
     qc = qc_settings(cfg.get("qc"), str(segmenter.source), ensemble=hasattr(segmenter, "members"))
     t1 = time.perf_counter()

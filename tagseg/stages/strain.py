@@ -139,7 +139,7 @@ def strain(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     report = StrainReport(output=out)
-    found = find_inputs(inputs)
+    found = find_inputs(inputs, formats=(reader or {}).get("formats"))
     bar = None
     t0 = time.perf_counter()
     for inp in found:
@@ -232,7 +232,9 @@ def strain_scans(cfg: Any) -> StrainReport:
 
     from tagseg.stages.predict import load_predictor
 
-    find_inputs(cfg.input)  # a missing or empty input fails before the model is loaded
+    find_inputs(
+        cfg.input, formats=cfg.reader.get("formats")
+    )  # a missing or empty input fails before the model is loaded
     tracker = instantiate(cfg.tracker)
     segmenter = None
     if cfg.get("ckpt") is not None or cfg.get("exported_model") is not None:
