@@ -119,12 +119,28 @@ def evaluate_slice(
     level: str,
     mesh_cfg: dict[str, Any],
     where: str = "frames",
+    frame_labels: np.ndarray | None = None,
+    radial: str = "auto",
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """One slice, one tracker, one mask: the slice row, its segment rows and the curves (for figures)."""
+    """One slice, one tracker, one mask: the slice row, its segment rows and the curves (for figures).
+
+    ``frame_labels`` (every frame's labels, the same source as ``ed_labels``) give Err from wall
+    thickening (``radial``, :func:`~tagseg.strain.analysis.analyse_slice`).
+    """
     sp = (spacing, spacing)
-    result, mesh = analyse_slice(frames, ed_labels, sp, tracker, level=level, mesh=mesh_cfg, where=where)
+    result, mesh = analyse_slice(
+        frames,
+        ed_labels,
+        sp,
+        tracker,
+        level=level,
+        mesh=mesh_cfg,
+        where=where,
+        frame_labels=frame_labels,
+        radial=radial,
+    )
     truth_mesh = mesh
-    if truth_labels is not ed_labels:
+    if not np.array_equal(truth_labels, ed_labels):
         from tagseg.strain.mesh import seed_mesh
 
         truth_mesh = seed_mesh(truth_labels, **mesh_cfg)
@@ -191,11 +207,11 @@ def run_validation(cfg: Any) -> dict[str, Any]:
             for z, (anatomy, motion) in enumerate(zip(subject["slices"], subject["motions"])):
                 images, labels, disp = src.render_slice(anatomy, motion, subject, rng)
                 level = level_of(z, src.n_slices)
-                masks = [("true", labels[0])]
+                masks = [("true", labels)]
                 if segmenter is not None and cond.name == "base":
-                    masks.append(("model", segmenter.segment(images[:1])[0]))
+                    masks.append(("model", segmenter.segment(images)))
                 for tname, tracker in trackers.items():
-                    for mask_name, ed in masks:
+                    for mask_name, every in masks:
                         key = {
                             "condition": cond.name,
                             "snr": cond.snr,
@@ -209,7 +225,7 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                         try:
                             row, segs, curves = evaluate_slice(
                                 images,
-                                ed,
+                                every[0],
                                 labels[0],
                                 disp,
                                 float(subject["spacing_mm"]),
@@ -218,6 +234,8 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                                 level,
                                 mesh_cfg,
                                 where=f"{cond.name} {key['subject']} slice {z} ({mask_name} mask)",
+                                frame_labels=every,
+                                radial=str(v.get("radial", "auto")),
                             )
                         except DataError as exc:
                             slice_rows.append({**key, "failed": str(exc)})
