@@ -71,15 +71,16 @@ def conditions(v: dict[str, Any]) -> list[Condition]:
     return list(unique.values())
 
 
-def load_tracker(name: str) -> Any:
-    """The tracker of ``conf/tracker/<name>.yaml``."""
+def load_tracker(name: str, paths: Any = None) -> Any:
+    """The tracker of ``conf/tracker/<name>.yaml``, its ``${paths.*}`` (the learned tracker's cache) read from ``paths``."""
     from omegaconf import OmegaConf
 
     path = Path(CONF_DIR) / "tracker" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"validation.trackers: no tracker {name!r}; expected some of {known}")
-    return instantiate(OmegaConf.load(path), f"tracker={name}")
+    root = OmegaConf.create({"paths": paths if paths is not None else {}, "tracker": OmegaConf.load(path)})
+    return instantiate(root.tracker, f"tracker={name}")
 
 
 def phantom(v: dict[str, Any], c: Condition) -> PhantomSource:
@@ -186,7 +187,7 @@ def run_validation(cfg: Any) -> dict[str, Any]:
     v: dict[str, Any] = OmegaConf.to_container(cfg.validation, resolve=True)  # type: ignore[assignment]
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    trackers = {name: load_tracker(name) for name in v["trackers"]}
+    trackers = {name: load_tracker(name, cfg.get("paths")) for name in v["trackers"]}
     segmenter = None
     if v.get("ckpt"):
         from tagseg.models.segmenter import load_segmenters
