@@ -176,7 +176,13 @@ def evaluate_slice(
         }
         for k in seg_keys
     ]
-    curves = {"measured": result.ecc, "true": truth.ecc, "measured_err": result.err, "true_err": truth.err}
+    curves = {
+        "measured": result.ecc,
+        "true": truth.ecc,
+        "measured_err": result.err,
+        "true_err": truth.err,
+        "radial": result.radial,
+    }
     return row, segments, curves
 
 
@@ -348,7 +354,8 @@ def plot_example(example: dict[str, Any], path: Path) -> Path:
             ax.plot(meas[region], color=color, lw=lw, label=f"{region}")
             ax.plot(true[region], color=color, lw=lw, ls="--")
         ax.axvline(example["es"], color="0.6", lw=0.6)
-        ax.set_title(f"{title}: {example['tracker']} (solid) vs truth (dashed)", fontsize=9)
+        source = "wall thickening of the masks" if title == "Err" and example.get("radial") == "masks" else None
+        ax.set_title(f"{title}: {source or example['tracker']} (solid) vs truth (dashed)", fontsize=9)
         ax.set_xlabel("frame")
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(f"{example['subject']} mid slice", fontsize=9)
