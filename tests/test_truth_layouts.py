@@ -133,3 +133,12 @@ def test_a_dataset_mixing_slices_with_and_without_truth_skips_the_odd_one_clearl
     report = prepare_store(TaggedSource(str(tmp_path)), tmp_path / "s.h5")
     ((where, reason),) = report.skipped
     assert second.name in where and "extra arrays [] differ from the store's ['displacement']" in reason
+
+
+def test_predict_and_strain_inputs_do_not_take_a_displacement_file_for_a_scan(tagged_root):
+    from tagseg.data.scans import find_inputs
+
+    root, manifest = tagged_root
+    names = sorted(i.name for i in find_inputs(root))
+    assert not any(n.endswith("_disp") for n in names)
+    assert len(names) == sum(len(s["slices"]) for s in manifest["subjects"])  # every slice, once
