@@ -116,3 +116,16 @@ def test_the_truth_needs_the_first_frame_to_be_ed(phantom_store, tmp_path):
 def _subset(store, rows):
     sub = store.subset(rows)
     return sub.images, sub.masks, sub.meta, sub.extras
+
+
+def test_strain_cli_prints_the_truth_line_and_names_the_truth_file(phantom_store, tmp_path):
+    from conftest import run_tagseg
+
+    out = tmp_path / "out"
+    proc = run_tagseg(
+        ["strain", f"input={phantom_store}", f"output={out}", "progress=false"], None, root=tmp_path, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("truth: tag-000 slice 0 (")]
+    assert len(lines) == 1 and "global Ecc error" in lines[0] and lines[0].endswith(" mm")
+    assert "strain_truth.csv)" in proc.stdout and (out / TRUTH_FILE).is_file()
