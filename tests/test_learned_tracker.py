@@ -246,3 +246,18 @@ def test_gaussian_smoothing_keeps_constants_and_spreads_an_impulse_by_sigma():
     assert out.sum().item() == pytest.approx(1.0, abs=1e-9)
     assert (out.sum(dim=1) * rows**2).sum().item() == pytest.approx(4.0, rel=0.02)  # variance = sigma^2
     assert gaussian_smooth(impulse, 0.0) is impulse
+
+
+def test_the_validation_builds_each_tracker_with_the_runs_paths(tmp_path):
+    """`validation.trackers=[harp,learned]`: the learned tracker's `${paths.cache_dir}` is the run's (no training yet)."""
+    from tagseg.stages.strain_validation import load_tracker
+    from tagseg.strain.harp import HarpTracker
+
+    learned = load_tracker("learned", {"cache_dir": str(tmp_path / "cache")})
+    assert isinstance(learned, LearnedTracker) and learned.cache_dir == tmp_path / "cache" / "tracker"
+    assert learned._module is None and not (tmp_path / "cache").exists()
+    assert isinstance(load_tracker("harp"), HarpTracker)
+    with pytest.raises(
+        ConfigError, match=r"validation.trackers: no tracker 'harpp'; expected some of \['harp', 'learned'\]"
+    ):
+        load_tracker("harpp")

@@ -35,7 +35,7 @@ from tagseg.io.atomic import OutputLock
 from tagseg.io.store import read_store
 from tagseg.predict_outputs import write_csv
 from tagseg.strain.aha import level_of
-from tagseg.strain.analysis import analyse_slice
+from tagseg.strain.analysis import RADIAL_SOURCES, analyse_slice
 from tagseg.strain.mesh import MyocardialMesh
 from tagseg.strain.schema import SliceStrain, write_strain
 from tagseg.strain.truth import TRUTH_FILE, SliceTruth, compare_with_truth, store_displacement, write_truth
@@ -114,24 +114,34 @@ def slice_groups(scan: Scan) -> list[tuple[str, int, np.ndarray]]:
     ]
 
 
-def ed_labels(
-    scan: Scan, ed_rows: np.ndarray, segmenter: Any | None, tta: bool = False, batch_size: int = 16
-) -> np.ndarray:
-    """(S, H, W) ED label maps of the slices whose ED images are ``ed_rows``: the model's, or the store's masks.
+def slice_labels(
+    scan: Scan,
+    groups: list[tuple[str, int, np.ndarray]],
+    segmenter: Any | None,
+    all_frames: bool,
+    tta: bool = False,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Per slice of ``groups``, (T, H, W) label maps of every frame, or (1, H, W) of the ED frame alone.
+
+    From the model, or the store's masks.
 
     Raises:
         DataError: no model and the input carries no masks (not a slice store).
     """
+    picked = [rows if all_frames else rows[:1] for _, _, rows in groups]
     if segmenter is not None:
-        frames = np.stack([scan.frames[r] for r in ed_rows])
-        return segmenter.segment(frames, batch_size=batch_size, scaled=scan.kind == "store", tta=tta)
+        frames = np.stack([scan.frames[r] for rows in picked for r in rows])
+        labels = segmenter.segment(frames, batch_size=batch_size, scaled=scan.kind == "store", tta=tta)
+        bounds = np.cumsum([0, *(len(rows) for rows in picked)])
+        return [labels[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     if scan.kind != "store":
         raise DataError(
             f"{scan.path}: a {scan.kind} input carries no myocardium; pass ckpt=<checkpoint> or model=<exported "
             "model> to segment it, or a slice store with its masks"
         )
     masks = read_store(scan.path, extras=False).masks
-    return np.stack([masks[r] for r in ed_rows])
+    return [np.stack([masks[r] for r in rows]) for rows in picked]
 
 
 def strain(
@@ -149,6 +159,7 @@ def strain(
     attrs: dict[str, Any] | None = None,
     tta: bool = False,
     batch_size: int = 16,
+    radial: str = "auto",
 ) -> StrainReport:
     """Analyse every slice of every scan under ``inputs`` and write the strain outputs into ``output``.
 
@@ -166,7 +177,9 @@ def strain(
         progress: a progress bar over the slices.
         attrs: recorded in ``strain.json`` (the resolved config, the model).
         tta: flip test-time augmentation of the segmenter.
-        batch_size: ED frames per forward pass of the segmenter.
+        batch_size: frames per forward pass of the segmenter.
+        radial: where Err comes from (``auto``, ``tags``, ``masks``; :func:`~tagseg.strain.analysis.analyse_slice`):
+            every frame is segmented unless ``tags``.
     """
     from tagseg.strain.plots import plot_bullseye, plot_curves, plot_mesh_frames
 
@@ -180,7 +193,7 @@ def strain(
         try:
             scan = read_scan(inp, **dict(reader or {}))
             groups = slice_groups(scan)
-            labels = ed_labels(scan, np.asarray([rows[0] for _, _, rows in groups]), segmenter, tta, batch_size)
+            labels = slice_labels(scan, groups, segmenter, radial != "tags", tta, batch_size)
         except Exception as exc:  # one bad scan is one row; the others go on
             report.failures.append((str(inp.path), "", "", _reason(exc, inp.path)))
             print(f"tagseg: failed: {inp.path}: {_reason(exc, inp.path)}", file=sys.stderr)
@@ -195,7 +208,7 @@ def strain(
         n_slices: dict[str, int] = {}
         for subject, sl, _ in groups:
             n_slices[subject] = max(n_slices.get(subject, 0), sl + 1)
-        for (subject, sl, rows), ed in zip(groups, labels):
+        for (subject, sl, rows), every in zip(groups, labels):
             where = f"{inp.path} (subject {subject}, slice {sl})"
             try:
                 frames = [scan.frames[r] for r in rows]
@@ -203,7 +216,7 @@ def strain(
                 lvl = level_of(sl, n_slices[subject]) if level == "auto" else level
                 result, mesh_ = analyse_slice(
                     frames,
-                    ed,
+                    every[0],
                     spacing,  # type: ignore[arg-type]
                     tracker,
                     level=lvl,
@@ -212,6 +225,8 @@ def strain(
                     tracker_name=tracker_name,
                     mesh=mesh,
                     where=where,
+                    frame_labels=every if len(every) > 1 else None,
+                    radial=radial,
                 )
                 report.slices.append(result)
                 truth = slice_truth(scan, rows, result, mesh_, where)
@@ -283,6 +298,8 @@ def strain_scans(cfg: Any) -> StrainReport:
         segmenter = load_predictor(cfg)
     if cfg.tta not in (None, "none", "flip"):
         raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
+    if cfg.get("radial", "auto") not in RADIAL_SOURCES:
+        raise ConfigError(f"radial: expected one of {list(RADIAL_SOURCES)}, got {cfg.radial!r}")
     if cfg.level not in ("auto", "basal", "mid", "apical"):
         raise ConfigError(f"level: expected auto, basal, mid or apical, got {cfg.level!r}")
     with OutputLock(cfg.output, what="strain output folder"):
@@ -301,6 +318,7 @@ def strain_scans(cfg: Any) -> StrainReport:
             attrs={"config": OmegaConf.to_yaml(cfg, resolve=True), "model": str(getattr(segmenter, "source", ""))},
             tta=cfg.tta == "flip",
             batch_size=int(cfg.batch_size),
+            radial=str(cfg.get("radial", "auto")),
         )
     if not report.slices and report.failures:
         first = report.failures[0]
@@ -310,4 +328,4 @@ def strain_scans(cfg: Any) -> StrainReport:
     return report
 
 
-__all__ = ["FAILED_FIELDS", "StrainReport", "ed_labels", "slice_groups", "slice_truth", "strain", "strain_scans"]
+__all__ = ["FAILED_FIELDS", "StrainReport", "slice_groups", "slice_labels", "slice_truth", "strain", "strain_scans"]

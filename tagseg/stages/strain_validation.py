@@ -71,15 +71,16 @@ def conditions(v: dict[str, Any]) -> list[Condition]:
     return list(unique.values())
 
 
-def load_tracker(name: str) -> Any:
-    """The tracker of ``conf/tracker/<name>.yaml``."""
+def load_tracker(name: str, paths: Any = None) -> Any:
+    """The tracker of ``conf/tracker/<name>.yaml``, its ``${paths.*}`` (the learned tracker's cache) read from ``paths``."""
     from omegaconf import OmegaConf
 
     path = Path(CONF_DIR) / "tracker" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"validation.trackers: no tracker {name!r}; expected some of {known}")
-    return instantiate(OmegaConf.load(path), f"tracker={name}")
+    root = OmegaConf.create({"paths": paths if paths is not None else {}, "tracker": OmegaConf.load(path)})
+    return instantiate(root.tracker, f"tracker={name}")
 
 
 def phantom(v: dict[str, Any], c: Condition) -> PhantomSource:
@@ -119,12 +120,28 @@ def evaluate_slice(
     level: str,
     mesh_cfg: dict[str, Any],
     where: str = "frames",
+    frame_labels: np.ndarray | None = None,
+    radial: str = "auto",
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """One slice, one tracker, one mask: the slice row, its segment rows and the curves (for figures)."""
+    """One slice, one tracker, one mask: the slice row, its segment rows and the curves (for figures).
+
+    ``frame_labels`` (every frame's labels, the same source as ``ed_labels``) give Err from wall
+    thickening (``radial``, :func:`~tagseg.strain.analysis.analyse_slice`).
+    """
     sp = (spacing, spacing)
-    result, mesh = analyse_slice(frames, ed_labels, sp, tracker, level=level, mesh=mesh_cfg, where=where)
+    result, mesh = analyse_slice(
+        frames,
+        ed_labels,
+        sp,
+        tracker,
+        level=level,
+        mesh=mesh_cfg,
+        where=where,
+        frame_labels=frame_labels,
+        radial=radial,
+    )
     truth_mesh = mesh
-    if truth_labels is not ed_labels:
+    if not np.array_equal(truth_labels, ed_labels):
         from tagseg.strain.mesh import seed_mesh
 
         truth_mesh = seed_mesh(truth_labels, **mesh_cfg)
@@ -170,7 +187,7 @@ def run_validation(cfg: Any) -> dict[str, Any]:
     v: dict[str, Any] = OmegaConf.to_container(cfg.validation, resolve=True)  # type: ignore[assignment]
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    trackers = {name: load_tracker(name) for name in v["trackers"]}
+    trackers = {name: load_tracker(name, cfg.get("paths")) for name in v["trackers"]}
     segmenter = None
     if v.get("ckpt"):
         from tagseg.models.segmenter import load_segmenters
@@ -191,11 +208,11 @@ def run_validation(cfg: Any) -> dict[str, Any]:
             for z, (anatomy, motion) in enumerate(zip(subject["slices"], subject["motions"])):
                 images, labels, disp = src.render_slice(anatomy, motion, subject, rng)
                 level = level_of(z, src.n_slices)
-                masks = [("true", labels[0])]
+                masks = [("true", labels)]
                 if segmenter is not None and cond.name == "base":
-                    masks.append(("model", segmenter.segment(images[:1])[0]))
+                    masks.append(("model", segmenter.segment(images)))
                 for tname, tracker in trackers.items():
-                    for mask_name, ed in masks:
+                    for mask_name, every in masks:
                         key = {
                             "condition": cond.name,
                             "snr": cond.snr,
@@ -209,7 +226,7 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                         try:
                             row, segs, curves = evaluate_slice(
                                 images,
-                                ed,
+                                every[0],
                                 labels[0],
                                 disp,
                                 float(subject["spacing_mm"]),
@@ -218,6 +235,8 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                                 level,
                                 mesh_cfg,
                                 where=f"{cond.name} {key['subject']} slice {z} ({mask_name} mask)",
+                                frame_labels=every,
+                                radial=str(v.get("radial", "auto")),
                             )
                         except DataError as exc:
                             slice_rows.append({**key, "failed": str(exc)})

@@ -12,13 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from tagseg.errors import DataError
+from tagseg.errors import ConfigError, DataError
 from tagseg.strain.aha import aha_segments, check_level
 from tagseg.strain.harp import MIN_FRAMES, find_tag_peaks
 from tagseg.strain.mesh import MyocardialMesh, seed_mesh
 from tagseg.strain.schema import SliceStrain
 from tagseg.strain.tensors import strain_curves
+from tagseg.strain.thickening import radial_strain_from_masks
 from tagseg.strain.tracking import Tracker
+
+#: where Err comes from: ``auto`` (masks when every frame's myocardium is given, else tags), ``tags``, ``masks``
+RADIAL_SOURCES = ("auto", "tags", "masks")
 
 
 def stack_frames(frames: Sequence[np.ndarray] | np.ndarray, where: str = "frames") -> np.ndarray:
@@ -52,6 +56,8 @@ def analyse_slice(
     tracker_name: str = "",
     mesh: dict[str, Any] | None = None,
     where: str = "frames",
+    frame_labels: np.ndarray | None = None,
+    radial: str = "auto",
 ) -> tuple[SliceStrain, MyocardialMesh]:
     """Track the myocardial mesh of one slice and measure its strain.
 
@@ -64,14 +70,21 @@ def analyse_slice(
         subject, slice_index, tracker_name: recorded in the result.
         mesh: keyword arguments of :func:`~tagseg.strain.mesh.seed_mesh` (``n_sectors``, ``layer_fractions``).
         where: the input named in error messages.
+        frame_labels: (T, H, W) label maps of every frame (frame 0 = ED), for Err from wall thickening.
+        radial: where Err comes from (:data:`RADIAL_SOURCES`; :mod:`tagseg.strain.thickening` says why).
 
     Returns:
         The slice's :class:`~tagseg.strain.schema.SliceStrain` and its mesh.
 
     Raises:
         DataError: too few frames, frames of different sizes, an ED mask that is not a ring or of
-            another size, no tags in the spectrum.
+            another size, no tags in the spectrum; frame labels of another shape.
+        ConfigError: ``radial`` unknown, or ``masks`` without ``frame_labels``.
     """
+    if radial not in RADIAL_SOURCES:
+        raise ConfigError(f"radial: expected one of {list(RADIAL_SOURCES)}, got {radial!r}")
+    if radial == "masks" and frame_labels is None:
+        raise ConfigError("radial=masks needs the myocardium of every frame (a model, or a store with masks)")
     stack = stack_frames(frames, where)
     labels = np.asarray(ed_labels)
     if labels.shape != stack.shape[1:]:
@@ -84,6 +97,15 @@ def analyse_slice(
     sp = np.asarray(spacing_mm, np.float64)
     positions_mm = positions * sp
     curves = strain_curves(positions_mm, m, level)
+    source = "tags"
+    if frame_labels is not None and radial != "tags":
+        all_labels = np.asarray(frame_labels)
+        if all_labels.shape != stack.shape:
+            raise DataError(
+                f"{where}: frame masks of {all_labels.shape} for frames of {stack.shape}; expected one mask per frame"
+            )
+        curves.err = radial_strain_from_masks(all_labels, positions, m, tuple(spacing_mm), level, curves.segments)
+        source = "masks"
     result = SliceStrain(
         subject=str(subject),
         slice=int(slice_index),
@@ -101,8 +123,9 @@ def analyse_slice(
         displacement_mm=positions_mm - positions_mm[:1],
         ecc=curves.ecc,
         err=curves.err,
+        radial=source,
     )
     return result, m
 
 
-__all__ = ["analyse_slice", "point_segments", "stack_frames"]
+__all__ = ["RADIAL_SOURCES", "analyse_slice", "point_segments", "stack_frames"]

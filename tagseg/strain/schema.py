@@ -2,8 +2,8 @@
 
 ``strain.json`` (``schema`` ``"tagseg-strain"``, ``version`` :data:`SCHEMA_VERSION`)::
 
-    {"schema": "tagseg-strain", "version": 1, "strain": "lagrangian engineering (l / l_ED - 1)",
-     "slices": [{"subject", "slice", "level", "n_frames", "spacing_mm": [row, col], "tracker",
+    {"schema": "tagseg-strain", "version": 2, "strain": "lagrangian engineering (l / l_ED - 1)",
+     "slices": [{"subject", "slice", "level", "n_frames", "spacing_mm": [row, col], "tracker", "radial",
                  "landmark", "start_angle_deg", "sense", "n_sectors", "layer_fractions",
                  "segments": [AHA numbers], "point_segments": [per point],
                  "points_ed_mm": [[row, col] per point],
@@ -12,7 +12,10 @@
                  "peaks": {"ecc": {"global": {"peak", "frame"}, ...}, "err": {...}}}]}
 
 Positions are in mm from the image's first pixel centre (row, col); the displacement is
-Lagrangian (of each ED point, zero at ED). The CSV tables hold the same numbers, one row each:
+Lagrangian (of each ED point, zero at ED). ``radial`` says where Err comes from: ``"tags"`` (the
+tracked layers, :mod:`tagseg.strain.tensors`) or ``"masks"`` (wall thickening of every frame's
+myocardium, :mod:`tagseg.strain.thickening`); version 1 files, which lack it, are ``"tags"``. A
+strain that cannot be measured (a segment whose wall was lost) is ``null``. The CSV tables hold the same numbers, one row each:
 ``strain_curves.csv`` (subject, slice, level, component, region, frame, strain),
 ``strain_peaks.csv`` (subject, slice, level, component, region, peak, time_to_peak_frame) and
 ``displacement.csv`` (subject, slice, point, layer, sector, segment, frame, row_mm, col_mm,
@@ -36,7 +39,7 @@ from tagseg.io.atomic import atomic_write_text
 from tagseg.strain.tensors import COMPONENTS, peak
 
 SCHEMA_NAME = "tagseg-strain"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STRAIN_DEFINITION = "lagrangian engineering (l / l_ED - 1)"
 JSON_FILE = "strain.json"
 CURVES_FILE = "strain_curves.csv"
@@ -79,6 +82,7 @@ class SliceStrain:
     displacement_mm: np.ndarray  # (T, P, 2)
     ecc: dict[str, np.ndarray] = field(default_factory=dict)
     err: dict[str, np.ndarray] = field(default_factory=dict)
+    radial: str = "tags"  # where Err comes from: "tags" (tracked layers) or "masks" (wall thickening)
 
     @property
     def n_frames(self) -> int:
@@ -102,6 +106,7 @@ class SliceStrain:
             "n_frames": self.n_frames,
             "spacing_mm": [float(v) for v in self.spacing_mm],
             "tracker": self.tracker,
+            "radial": self.radial,
             "landmark": self.landmark,
             "start_angle_deg": float(self.start_angle_deg),
             "sense": int(self.sense),
@@ -111,9 +116,12 @@ class SliceStrain:
             "point_segments": [int(s) for s in self.point_segments],
             "points_ed_mm": np.asarray(self.points_ed_mm, np.float64).tolist(),
             "displacement_mm": np.asarray(self.displacement_mm, np.float64).tolist(),
-            "ecc": {k: np.asarray(v, np.float64).tolist() for k, v in self.ecc.items()},
-            "err": {k: np.asarray(v, np.float64).tolist() for k, v in self.err.items()},
-            "peaks": self.peaks(),
+            "ecc": {k: _json_numbers(v) for k, v in self.ecc.items()},
+            "err": {k: _json_numbers(v) for k, v in self.err.items()},
+            "peaks": {
+                comp: {region: {**p, "peak": _json_number(p["peak"])} for region, p in regions.items()}
+                for comp, regions in self.peaks().items()
+            },
         }
 
     @classmethod
@@ -135,7 +143,18 @@ class SliceStrain:
             displacement_mm=np.asarray(d["displacement_mm"], np.float64).reshape(int(d["n_frames"]), -1, 2),
             ecc={k: np.asarray(v, np.float64) for k, v in d["ecc"].items()},
             err={k: np.asarray(v, np.float64) for k, v in d["err"].items()},
+            radial=str(d.get("radial", "tags")),
         )
+
+
+def _json_number(value: Any) -> float | None:
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def _json_numbers(values: Any) -> list[float | None]:
+    """A curve for strict JSON: NaN (not measurable) as null."""
+    return [_json_number(v) for v in np.asarray(values, np.float64)]
 
 
 def strain_document(slices: list[SliceStrain], attrs: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -56,7 +56,13 @@ def element_segments(mesh: MyocardialMesh, level: str) -> tuple[np.ndarray, np.n
     return aha_segments(mesh.sector_offset_deg + 0.5 * step, level), aha_segments(mesh.sector_offset_deg, level)
 
 
-def _region_strain(lengths: np.ndarray, member: np.ndarray) -> np.ndarray:
+def region_strain(lengths: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """(T,) strain of the elements ``member`` (S,) of (T, L, S) lengths: summed length over the ED one, minus 1.
+
+    NaN when no element is a member.
+    """
+    if not np.any(member):
+        return np.full(lengths.shape[0], np.nan)
     total = lengths[..., member].sum(axis=(-2, -1))
     return total / total[0] - 1.0
 
@@ -66,22 +72,35 @@ def strain_curves(positions_mm: np.ndarray, mesh: MyocardialMesh, level: str) ->
     circ, radial = element_lengths(positions_mm, mesh)
     seg_c, seg_r = element_segments(mesh, level)
     segments = LEVEL_SEGMENTS[level]
-    ecc = {"global": _region_strain(circ, np.ones(mesh.n_sectors, bool))}
+    ecc = {"global": region_strain(circ, np.ones(mesh.n_sectors, bool))}
     err: dict[str, np.ndarray] = {}
     if mesh.n_layers > 1:
-        err["global"] = _region_strain(radial, np.ones(mesh.n_sectors, bool))
+        err["global"] = region_strain(radial, np.ones(mesh.n_sectors, bool))
     for seg in segments:
-        ecc[str(seg)] = _region_strain(circ, seg_c == seg)
+        ecc[str(seg)] = region_strain(circ, seg_c == seg)
         if mesh.n_layers > 1:
-            err[str(seg)] = _region_strain(radial, seg_r == seg)
+            err[str(seg)] = region_strain(radial, seg_r == seg)
     return StrainCurves(ecc=ecc, err=err, segments=segments)
 
 
 def peak(curve: np.ndarray, sign: int) -> tuple[float, int]:
-    """(peak value, frame of the peak) of a strain curve: its minimum for ``sign`` -1, maximum for +1."""
+    """(peak value, frame of the peak) of a strain curve: its minimum for ``sign`` -1, maximum for +1.
+
+    NaN frames are skipped; a curve with none measured gives (NaN, -1).
+    """
     c = np.asarray(curve, np.float64)
-    frame = int(np.argmin(c) if sign < 0 else np.argmax(c))
+    if not np.isfinite(c).any():
+        return float("nan"), -1
+    frame = int(np.nanargmin(c) if sign < 0 else np.nanargmax(c))
     return float(c[frame]), frame
 
 
-__all__ = ["COMPONENTS", "StrainCurves", "element_lengths", "element_segments", "peak", "strain_curves"]
+__all__ = [
+    "COMPONENTS",
+    "StrainCurves",
+    "element_lengths",
+    "element_segments",
+    "peak",
+    "region_strain",
+    "strain_curves",
+]
