@@ -22,7 +22,12 @@ def main(cfg: DictConfig) -> None:
         return
     report = strain_scans(cfg)
     print(report.table())
-    print(f"strain: {report.output} ({len(report.slices)} slices; strain.json, strain_curves.csv, strain_peaks.csv)")
+    truth = ", strain_truth.csv" if report.truths else ""
+    if report.truths:
+        print(report.truth_table())
+    print(
+        f"strain: {report.output} ({len(report.slices)} slices; strain.json, strain_curves.csv, strain_peaks.csv{truth})"
+    )
     if report.exit_status():
         raise SystemExit(report.exit_status())
 

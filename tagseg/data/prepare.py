@@ -97,13 +97,27 @@ def _resize_pair(img: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> t
     return img, mask
 
 
+def _resize_displacement(disp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (2, H, W) displacement in pixels on a grid of ``shape``: each component resized, then scaled by
+    its axis's change of pixel size, so it stays the same motion in mm."""
+    disp = np.asarray(disp, np.float32)
+    if disp.shape[1:] == tuple(shape):
+        return disp
+    scale = np.asarray(shape, np.float64) / np.asarray(disp.shape[1:], np.float64)
+    out = [resize(disp[c], shape, order=1, preserve_range=True, anti_aliasing=False) * scale[c] for c in range(2)]
+    return np.stack(out).astype(np.float32)
+
+
 def _scale01(img: np.ndarray) -> np.ndarray:
     lo, hi = float(img.min()), float(img.max())
     return ((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)).astype(np.float32)
 
 
 def normalise_record(rec: SliceRecord, image_size: int | None, spacing_mm: float | None) -> SliceRecord:
-    """Resample / resize a record and scale its image to [0, 1] (spacing kept in mm)."""
+    """Resample / resize a record and scale its image to [0, 1] (spacing kept in mm).
+
+    A ``displacement`` extra ((2, H, W) pixels) is resized with the image and stays the same motion in mm.
+    """
     img, mask = np.asarray(rec.image, np.float32), np.asarray(rec.mask, np.uint8)
     sp = np.asarray(rec.spacing_mm, dtype=np.float64)
     if spacing_mm:
@@ -114,6 +128,8 @@ def normalise_record(rec: SliceRecord, image_size: int | None, spacing_mm: float
         new = (int(image_size), int(image_size))
         sp = sp * np.array(img.shape) / np.array(new)
         img, mask = _resize_pair(img, mask, new)
+    if "displacement" in rec.extras:
+        rec.extras["displacement"] = _resize_displacement(rec.extras["displacement"], img.shape)
     rec.image, rec.mask, rec.spacing_mm = _scale01(img), mask, (float(sp[0]), float(sp[1]))
     return rec
 
@@ -157,6 +173,7 @@ def prepare_store(
     subjects: list[str] = []
     presplit: list[str] = []
     meta_keys: list[str] | None = None
+    extra_keys: list[str] | None = None
     bar = tqdm(items, desc=f"{'verify' if verify else 'prepare'} {source.name}", unit="item")
     try:
         for item in bar:
@@ -170,6 +187,14 @@ def prepare_store(
                         meta_keys = keys
                     elif keys != meta_keys:
                         raise DataError(f"{where}: extra meta columns {keys} differ from the store's {meta_keys}")
+                    arrays = sorted(rec.extras)
+                    if extra_keys is None:
+                        extra_keys = arrays
+                    elif arrays != extra_keys:
+                        raise DataError(
+                            f"{where}: extra arrays {arrays} differ from the store's {extra_keys}; every item of "
+                            "one dataset must carry the same (e.g. a true displacement for every slice, or none)"
+                        )
                 if not recs:
                     raise DataError(f"{where}: no labelled slices found")
             except DataError as exc:

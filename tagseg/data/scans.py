@@ -166,12 +166,22 @@ def _cifti(path: Path) -> bool:
     return "." in stem and stem.rsplit(".", 1)[1] in CIFTI_KINDS
 
 
+def _is_displacement_file(path: Path) -> bool:
+    """Whether ``path`` is the ``<name>_disp.nii[.gz]`` true displacement beside a tagged slice ``<name>``
+    (a NIfTI image or a DICOM folder; :mod:`tagseg.data.readers.tagged`), not a scan."""
+    if not _is_nifti(path) or not _nifti_stem(path).endswith("_disp"):
+        return False
+    base = _nifti_stem(path)[: -len("_disp")]
+    return (path.parent / base).is_dir() or any((path.parent / f"{base}{s}").is_file() for s in (".nii.gz", ".nii"))
+
+
 def _classify(path: Path, explicit: bool) -> ScanInput | None:
     """The input a file stands for (None: not a scan, skipped in a folder)."""
     if not explicit and (
         path.name.startswith(".")
         or (_is_nifti(path) and _nifti_stem(path).endswith("_mask"))
         or path.name.endswith("_roi.h5")
+        or _is_displacement_file(path)
     ):
         return None
     suffix = path.suffix.lower()

@@ -11,6 +11,11 @@ a slice store's own ``/masks``. Each slice is analysed by
 :mod:`tagseg.strain.schema`): ``strain.json``, ``strain_curves.csv``, ``strain_peaks.csv``,
 ``displacement.csv``, ``failed.csv`` and, with ``plots``, ``plots/<subject>_s<slice>_curves.png``,
 ``plots/<subject>_s<slice>_mesh.png`` and ``plots/<subject>_bullseye.png``.
+
+A slice store carrying the true motion (``/displacement``: a phantom store, or one prepared from
+the raw tagged layout written by ``tagseg phantom``) is also compared with the truth of the mesh
+that was tracked (:mod:`tagseg.strain.truth`): ``strain_truth.csv``, dashed true curves in the
+curves plots and one summary line per slice. Without ``/displacement`` nothing of this is written.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from tagseg.io.store import read_store
 from tagseg.predict_outputs import write_csv
 from tagseg.strain.aha import level_of
 from tagseg.strain.analysis import RADIAL_SOURCES, analyse_slice
+from tagseg.strain.mesh import MyocardialMesh
 from tagseg.strain.schema import SliceStrain, write_strain
+from tagseg.strain.truth import TRUTH_FILE, SliceTruth, compare_with_truth, store_displacement, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class StrainReport:
     files: list[Path] = field(default_factory=list)
     failures: list[tuple[str, str, str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    truths: list[SliceTruth] = field(default_factory=list)
 
     def exit_status(self) -> int:
         """0 all slices analysed, 1 some failed, 2 none analysed."""
@@ -67,6 +75,32 @@ class StrainReport:
                 f"{err['peak']:>9.3f} {err['frame']:>7}"
             )
         return "\n".join(lines)
+
+    def truth_table(self) -> str:
+        """One line per slice compared with the truth (empty when the input carries none)."""
+        return "\n".join(t.line() for t in self.truths)
+
+
+def slice_truth(
+    scan: Scan, rows: np.ndarray, result: SliceStrain, mesh: MyocardialMesh, where: str
+) -> SliceTruth | None:
+    """The slice's measurement against the truth of its mesh, when the input is a store with ``/displacement``.
+
+    End-systole is the row marked ``ES`` (else the frame of peak true Ecc). A malformed truth is one
+    warning line and no comparison; the measurement stands.
+    """
+    if scan.kind != "store":
+        return None
+    try:
+        disp = store_displacement(scan.path, rows)
+        if disp is None:
+            return None
+        phase = [] if scan.meta is None or "phase" not in scan.meta else [str(scan.meta["phase"][r]) for r in rows]
+        es = phase.index("ES") if "ES" in phase else None
+        return compare_with_truth(result, mesh, disp, es, where)
+    except TagsegError as exc:
+        print(f"tagseg: warning: {where}: not compared with the truth: {_reason(exc, where)}", file=sys.stderr)
+        return None
 
 
 def slice_groups(scan: Scan) -> list[tuple[str, int, np.ndarray]]:
@@ -180,7 +214,7 @@ def strain(
                 frames = [scan.frames[r] for r in rows]
                 spacing = tuple(float(v) for v in scan.spacing_mm[rows[0]])
                 lvl = level_of(sl, n_slices[subject]) if level == "auto" else level
-                result, _ = analyse_slice(
+                result, mesh_ = analyse_slice(
                     frames,
                     every[0],
                     spacing,  # type: ignore[arg-type]
@@ -195,9 +229,13 @@ def strain(
                     radial=radial,
                 )
                 report.slices.append(result)
+                truth = slice_truth(scan, rows, result, mesh_, where)
+                if truth is not None:
+                    report.truths.append(truth)
                 if plots:
                     stem = f"{_safe(subject)}_s{sl}"
-                    report.files.append(plot_curves(result, out / "plots" / f"{stem}_curves.png"))
+                    true_curves = None if truth is None else truth.truth
+                    report.files.append(plot_curves(result, out / "plots" / f"{stem}_curves.png", truth=true_curves))
                     sp = np.asarray(result.spacing_mm)
                     positions = (result.points_ed_mm + result.displacement_mm) / sp
                     report.files.append(
@@ -225,6 +263,10 @@ def strain(
             mine = [s for s in report.slices if s.subject == subject]
             report.files.append(plot_bullseye(mine, out / "plots" / f"{_safe(subject)}_bullseye.png"))
     report.files.extend(write_strain(out, report.slices, attrs))
+    if report.truths:
+        report.files.append(write_truth(out, report.truths))
+    else:  # a truth file left by an earlier run in this folder would describe other slices
+        (out / TRUTH_FILE).unlink(missing_ok=True)
     report.files.append(write_csv(out / "failed.csv", FAILED_FIELDS, report.failures))
     return report
 
@@ -286,4 +328,4 @@ def strain_scans(cfg: Any) -> StrainReport:
     return report
 
 
-__all__ = ["FAILED_FIELDS", "StrainReport", "slice_groups", "slice_labels", "strain", "strain_scans"]
+__all__ = ["FAILED_FIELDS", "StrainReport", "slice_groups", "slice_labels", "slice_truth", "strain", "strain_scans"]

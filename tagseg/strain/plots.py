@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from tagseg.io.atomic import replaced  # noqa: E402
 from tagseg.strain.aha import LEVEL_SEGMENTS, LEVEL_START_DEG  # noqa: E402
 from tagseg.strain.schema import SliceStrain  # noqa: E402
+from tagseg.strain.tensors import StrainCurves  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -30,17 +31,23 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Pat
     return path
 
 
-def plot_curves(result: SliceStrain, path: str | os.PathLike) -> Path:
-    """Ecc and Err over the frames: global (thick) and per AHA segment (thin, labelled)."""
+def plot_curves(result: SliceStrain, path: str | os.PathLike, truth: StrainCurves | None = None) -> Path:
+    """Ecc and Err over the frames: global (thick) and per AHA segment (thin, labelled); with ``truth``
+    (the true strain of the same mesh) each curve's truth dashed in its colour."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
     frames = np.arange(result.n_frames)
     for ax, comp, title in ((axes[0], "ecc", "circumferential (Ecc)"), (axes[1], "err", "radial (Err)")):
         curves = getattr(result, comp)
+        true_curves = {} if truth is None else truth.component(comp)
         for region, curve in curves.items():
             if region != "global":
-                ax.plot(frames, curve, lw=0.9, alpha=0.8, label=f"seg {region}")
+                (line,) = ax.plot(frames, curve, lw=0.9, alpha=0.8, label=f"seg {region}")
+                if region in true_curves:
+                    ax.plot(frames, true_curves[region], ls="--", lw=0.9, alpha=0.8, color=line.get_color())
         if "global" in curves:
             ax.plot(frames, curves["global"], color="k", lw=2.2, label="global")
+        if "global" in true_curves:
+            ax.plot(frames, true_curves["global"], color="k", lw=1.6, ls="--", label="truth (dashed)")
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("frame")

@@ -111,6 +111,8 @@ class CohortSubject:
         thickness_mm: slice thickness (and spacing between slices).
         orientation: voxel order it is stored in (:data:`ORIENTATIONS`).
         split: the dataset's own folder split: ``test``, ``val`` or ``""`` (training folder).
+        displacement: float32 (Z, T, 2, rows, cols) true Lagrangian displacement (pixels, row / col) of
+            the tissue at each ED pixel, in display orientation (the phantom's ``/displacement``), or None.
     """
 
     index: int
@@ -125,6 +127,7 @@ class CohortSubject:
     orientation: str
     split: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    displacement: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -185,6 +188,8 @@ def draw_subject(
     r0, c0 = (side - rows) // 2, (side - cols) // 2
     images = np.ascontiguousarray(images[:, :, r0 : r0 + rows, c0 : c0 + cols], dtype=np.float32)
     labels = np.ascontiguousarray(labels[:, :, r0 : r0 + rows, c0 : c0 + cols])
+    disp = np.stack([r.extras["displacement"] for r in records]).reshape(n_z, n_frames, 2, side, side)
+    disp = np.ascontiguousarray(disp[..., r0 : r0 + rows, c0 : c0 + cols], dtype=np.float32)
     labelled = np.zeros(n_z, bool)
     labelled[ends : n_z - ends] = True
     labels[~labelled] = 0
@@ -200,6 +205,7 @@ def draw_subject(
         spacing_mm=spacing,
         thickness_mm=thickness,
         orientation=orientation,
+        displacement=disp,
     )
 
 
@@ -250,6 +256,21 @@ def display_to_stored(image: np.ndarray, orientation: str) -> np.ndarray:
     return image
 
 
+def displacement_to_stored(displacement: np.ndarray, orientation: str) -> np.ndarray:
+    """A display-orientation displacement (..., 2, rows, cols) (row, col pixels) as the reader will see it for a
+    volume stored in ``orientation``: the field re-indexed as :func:`display_to_stored` and its components
+    turned with it (a flipped axis negates its component, a transpose swaps them)."""
+    field_ = display_to_stored(np.asarray(displacement), orientation)
+    u_row, u_col = field_[..., 0, :, :], field_[..., 1, :, :]
+    if orientation == "flip_x":
+        u_col = -u_col
+    elif orientation == "flip_y":
+        u_row = -u_row
+    elif orientation == "transpose":
+        u_row, u_col = u_col, u_row
+    return np.ascontiguousarray(np.stack([u_row, u_col], axis=-3))
+
+
 def contour_xy(region: np.ndarray) -> np.ndarray | None:
     """The longest iso-contour (x, y) = (column, row) points of a boolean region, or ``None`` if empty."""
     from skimage.measure import find_contours
@@ -270,6 +291,7 @@ __all__ = [
     "ORIENTATIONS",
     "contour_xy",
     "display_to_stored",
+    "displacement_to_stored",
     "draw_subject",
     "folder_split",
     "nifti_affine",

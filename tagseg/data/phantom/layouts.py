@@ -24,12 +24,14 @@ from tagseg.data.phantom.cohort import (
     CohortSpec,
     CohortSubject,
     contour_xy,
+    displacement_to_stored,
     display_to_stored,
     draw_subject,
     folder_split,
     nifti_affine,
     nifti_volume,
 )
+from tagseg.data.readers.tagged import DISPLACEMENT_KEY, DISPLACEMENT_SUFFIX
 from tagseg.data.records import LV, MYO
 from tagseg.errors import ConfigError
 
@@ -319,13 +321,22 @@ def tagged_name(subject: CohortSubject, z: int, n_labelled: int) -> str:
     return f"{subject.index + 1}_{code}_{code}_{201 + subject.index}_{location}"
 
 
-def _write_imt(path: Path, frames_tyx: np.ndarray, spacing: float) -> None:
-    """MATLAB v7.3 ``imt`` as h5py sees it: (x, y, t), a 512-byte user block, MATLAB_class attributes."""
+def _write_imt(path: Path, frames_tyx: np.ndarray, spacing: float, disp_tcyx: np.ndarray | None = None) -> None:
+    """MATLAB v7.3 ``imt`` as h5py sees it: (x, y, t), a 512-byte user block, MATLAB_class attributes;
+    with ``disp_tcyx`` (T, 2, rows, cols) also the true displacement ``disp`` as h5py sees it: (x, y, t, 2)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w", userblock_size=512) as f:
         ds = f.create_dataset("imt", data=np.transpose(frames_tyx, (2, 1, 0)).astype(np.float64))
         ds.attrs["MATLAB_class"] = np.bytes_("double")
         f.attrs["spacing_mm"] = np.asarray([spacing, spacing])
+        if disp_tcyx is not None:
+            disp = f.create_dataset(DISPLACEMENT_KEY, data=np.transpose(disp_tcyx, (3, 2, 0, 1)).astype(np.float32))
+            disp.attrs["MATLAB_class"] = np.bytes_("single")
+
+
+def _write_displacement_nifti(path: Path, disp_tcrc: np.ndarray, affine: np.ndarray) -> None:
+    """The true displacement (T, 2, rows, cols) as the reader orients the slice, written (x, y, t, 2)."""
+    _save_nifti(path, np.ascontiguousarray(np.transpose(disp_tcrc, (3, 2, 0, 1)), dtype=np.float32), affine)
 
 
 def _write_roi(path: Path, inner: list[np.ndarray | None], outer: list[np.ndarray | None]) -> None:
@@ -347,7 +358,11 @@ def _write_roi(path: Path, inner: list[np.ndarray | None], outer: list[np.ndarra
 
 def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dict[str, Any]:
     """Each labelled slice as the authors' ``<name>.h5`` (imt) + ``<name>_roi.h5``, or as
-    ``<name>.nii.gz`` (x, y, t) / ``<name>/*.dcm`` (one file per frame) + ``<name>_mask.nii.gz``."""
+    ``<name>.nii.gz`` (x, y, t) / ``<name>/*.dcm`` (one file per frame) + ``<name>_mask.nii.gz``.
+
+    The true displacement of the slice goes with it (when the subject carries one): key ``disp`` of
+    ``<name>.h5``, or ``<name>_disp.nii.gz`` (x, y, t, 2) in the voxel order of the mask, its
+    components (row, col) in pixels of the slice as the reader orients it."""
     z_labelled = np.flatnonzero(subject.labelled)
     counts = _phase_counts()
     names = []
@@ -355,11 +370,12 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
         name = tagged_name(subject, k, len(z_labelled))
         names.append(name)
         frames, labels = subject.images[z], subject.labels[z]  # (T, rows, cols)
+        disp = None if subject.displacement is None else subject.displacement[z]  # (T, 2, rows, cols)
         myo = (labels == MYO).astype(np.uint8)
         if layout == "h5":
             inner = [contour_xy(lab == LV) for lab in labels]
             outer = [contour_xy((lab == LV) | (lab == MYO)) for lab in labels]
-            _write_imt(root / f"{name}.h5", np.rint(frames * INTENSITY_SCALE), subject.spacing_mm)
+            _write_imt(root / f"{name}.h5", np.rint(frames * INTENSITY_SCALE), subject.spacing_mm, disp)
             _write_roi(root / f"{name}_roi.h5", inner, outer)
             n = sum(1 for a, b in zip(inner, outer) if a is not None and b is not None)
         elif layout == "nifti":
@@ -368,6 +384,9 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
             affine = nifti_affine(vol.shape, axes, (subject.spacing_mm, subject.spacing_mm, subject.thickness_mm))
             _save_nifti(root / f"{name}.nii.gz", vol, affine)
             _save_nifti(root / f"{name}_mask.nii.gz", mask, affine)
+            if disp is not None:
+                stored_disp = displacement_to_stored(disp, subject.orientation)
+                _write_displacement_nifti(root / f"{name}{DISPLACEMENT_SUFFIX}.nii.gz", stored_disp, affine)
             n = int(sum(m.any() for m in myo))
         elif layout == "dicom":
             uids = _uids(name)
@@ -397,6 +416,9 @@ def write_tagged_subject(root: Path, subject: CohortSubject, layout: str) -> dic
                 (subject.spacing_mm, subject.spacing_mm, 1.0),
             )
             _save_nifti(root / f"{name}_mask.nii.gz", np.ascontiguousarray(stored.transpose(2, 1, 0)), affine)
+            if disp is not None:
+                stored_disp = displacement_to_stored(disp, subject.orientation)
+                _write_displacement_nifti(root / f"{name}{DISPLACEMENT_SUFFIX}.nii.gz", stored_disp, affine)
             n = int(sum(m.any() for m in myo))
         else:
             raise ConfigError(f"tagged_layouts: unknown layout {layout!r}; expected {list(TAGGED_LAYOUTS)}")

@@ -13,6 +13,13 @@ one root may mix the layouts::
                               repeated InstanceNumber or a frame of another matrix is an error)
     <root>/<name>_mask.nii.gz     mask (x, y, t) as above, x = DICOM column
 
+Optional true motion (the phantom writes it; real data has none): key ``disp`` of ``<name>.h5``
+(as h5py reads it: imt's axes then a component axis, (x, y, t, 2) for ``imt_axes: xyt``), or
+``<name>_disp.nii.gz`` next to a NIfTI image or DICOM folder ((x, y, t, 2), the voxel order of the
+mask). The two components are (u_row, u_col): the Lagrangian displacement in pixels of the tissue at
+each ED pixel, of the slice as read (rows = y, columns = x); zero at ED. Read into each record's
+``extras["displacement"]`` (2, H, W), so the prepared store carries ``/displacement``.
+
 Axes. MATLAB writes arrays column-major, so h5py sees the axes of a MATLAB array reversed. The
 authors' ``imt`` files read by h5py are (x, y, t) (time on the last axis; x = image column,
 y = image row): ``imt_axes: xyt`` (any permutation of ``x``, ``y``, ``t`` can be given for
@@ -67,6 +74,10 @@ LAYOUT = """  <root>/<name>.h5 (key imt) + <name>_roi.h5 (pts_interp_inner, pts_
   or <root>/<name>/*.dcm + <root>/<name>_mask.nii.gz"""
 
 ROI_KEYS = ("pts_interp_inner", "pts_interp_outer")
+#: the true displacement next to a tagged slice: key of the ``<name>.h5`` layout, suffix of the others
+DISPLACEMENT_KEY = "disp"
+DISPLACEMENT_SUFFIX = "_disp"
+DISPLACEMENT_MEANING = "the Lagrangian displacement (u_row, u_col) in pixels of every frame, finite"
 SPACING_KEYS = ("spacing_mm", "pixel_spacing", "PixelSpacing")
 
 
@@ -84,6 +95,13 @@ def _mask_path(folder: Path, stem: str) -> Path:
     """``<stem>_mask.nii.gz``, or ``<stem>_mask.nii`` if only that exists."""
     gz = folder / f"{stem}_mask.nii.gz"
     plain = folder / f"{stem}_mask.nii"
+    return plain if plain.is_file() and not gz.is_file() else gz
+
+
+def _displacement_path(folder: Path, stem: str) -> Path:
+    """``<stem>_disp.nii.gz``, or ``<stem>_disp.nii`` if only that exists."""
+    gz = folder / f"{stem}{DISPLACEMENT_SUFFIX}.nii.gz"
+    plain = folder / f"{stem}{DISPLACEMENT_SUFFIX}.nii"
     return plain if plain.is_file() and not gz.is_file() else gz
 
 
@@ -225,10 +243,13 @@ class TaggedSource:
         for path in sorted(root.rglob("*.h5")):
             if not path.stem.endswith("_roi"):
                 items.append(TaggedItem(path.stem, "h5", path, path.with_name(f"{path.stem}_roi.h5")))
-        for path in sorted(p for suffix in NIFTI_SUFFIXES for p in root.rglob(f"*{suffix}")):
+        niftis = sorted(p for suffix in NIFTI_SUFFIXES for p in root.rglob(f"*{suffix}"))
+        stems = {(p.parent, nifti_stem(p)) for p in niftis}
+        for path in niftis:
             stem = nifti_stem(path)
-            if stem is not None and not stem.endswith("_mask"):
-                items.append(TaggedItem(stem, "nifti", path, _mask_path(path.parent, stem)))
+            if stem is None or stem.endswith("_mask") or self._is_displacement(path.parent, stem, stems):
+                continue
+            items.append(TaggedItem(stem, "nifti", path, _mask_path(path.parent, stem)))
         for folder in sorted({p.parent for p in root.rglob("*.dcm")}):
             items.append(TaggedItem(folder.name, "dicom", folder, _mask_path(folder.parent, folder.name)))
         names = [(it.name, it.image.parent) for it in items]
@@ -241,6 +262,14 @@ class TaggedSource:
         if not items:
             raise DataError(f"{root}: no tagged data found; expected the layout\n{LAYOUT}")
         return sorted(items, key=lambda it: (it.name, str(it.image)))
+
+    @staticmethod
+    def _is_displacement(folder: Path, stem: str, stems: set[tuple[Path, str | None]]) -> bool:
+        """Whether ``<stem>`` is the ``_disp`` file of an image (NIfTI or DICOM folder) beside it."""
+        if not stem.endswith(DISPLACEMENT_SUFFIX):
+            return False
+        base = stem[: -len(DISPLACEMENT_SUFFIX)]
+        return (folder, base) in stems or (folder / base).is_dir()
 
     def describe(self, item: TaggedItem) -> str:
         return str(item.image.relative_to(self.root)) if item.image.is_relative_to(self.root) else str(item.image)
@@ -346,6 +375,44 @@ class TaggedSource:
         masks = None if self.images_only else self._read_mask(item.labels, frames, item.image)
         return frames, spacing, masks
 
+    def read_displacement(self, item: TaggedItem, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The slice's true displacement, float32 (T, 2, H, W) for frames of ``shape`` (T, H, W); None
+        when the item carries none (real data).
+
+        Raises:
+            DataError: a ``disp`` key or ``_disp`` file of the wrong shape or with non-finite values,
+                naming the file and the expected shape.
+        """
+        n_t, n_y, n_x = (int(v) for v in shape)
+        if item.kind == "h5":
+            path = item.image
+            with _open_h5(path) as f:
+                if DISPLACEMENT_KEY not in f:
+                    return None
+                ds = f[DISPLACEMENT_KEY]
+                sizes = {"x": n_x, "y": n_y, "t": n_t}
+                expected = tuple(sizes[a] for a in self.imt_axes) + (2,)
+                what = f"'{DISPLACEMENT_KEY}'"
+                axes = f"imt's axes ({self.imt_axes}) then 2 components"
+                raw = np.asarray(ds[...]) if isinstance(ds, h5py.Dataset) else None
+            order = [self.imt_axes.index(a) for a in "tyx"] + [3]
+        else:
+            path = _displacement_path(item.image.parent, item.name)  # beside the NIfTI file or DICOM folder
+            if not path.is_file():
+                return None
+            raw, _ = load_nifti(path)
+            expected, what, axes, order = (n_x, n_y, n_t, 2), "displacement", "(x, y, t, 2)", [2, 1, 0, 3]
+        if raw is None or raw.dtype.kind not in "fiu" or raw.shape != expected or not np.isfinite(raw).all():
+            found = "a group" if raw is None else f"shape {raw.shape}, dtype {raw.dtype}"
+            if raw is not None and raw.shape == expected and raw.dtype.kind in "fiu":
+                found = "NaN or infinite values"
+            raise DataError(
+                f"{path}: {what} holds {found}; expected {expected} = {axes}: {DISPLACEMENT_MEANING} "
+                f"of the {n_t} frame(s) of {n_y}x{n_x} pixels (or no {what} at all)"
+            )
+        # (t, rows, cols, component) -> (t, component, rows, cols)
+        return np.ascontiguousarray(np.moveaxis(np.transpose(raw, order), -1, 1), dtype=np.float32)
+
     def load(self, item: TaggedItem, seed: int) -> list[SliceRecord]:
         """Records of one slice (every labelled frame, or every frame with ``images_only``).
 
@@ -357,6 +424,7 @@ class TaggedSource:
             raise DataError(f"{item.labels}: label file not found for {item.image} (or set data.images_only=true)")
         reader = {"h5": self._read_h5, "nifti": self._read_nifti, "dicom": self._read_dicom}[item.kind]
         frames, spacing, masks = reader(item)
+        disp = self.read_displacement(item, frames.shape)
         subject, group, index, location = self.parse_name(item.name)
         n_frames = frames.shape[0]
         records = []
@@ -378,6 +446,7 @@ class TaggedSource:
                     spacing_mm=spacing,
                     source=self.name,
                     extra_meta={"location": location, "slice_name": item.name},
+                    extras={} if disp is None else {"displacement": disp[t]},
                 )
             )
         return records
