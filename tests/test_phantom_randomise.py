@@ -156,6 +156,24 @@ def test_rv_wall_is_thicker_and_brighter_but_never_labelled_myocardium():
     ).sum()
 
 
+def test_thick_rv_wall_moves_with_the_heart_and_leaves_the_myocardium_labels_alone():
+    def frames(**factors):  # frames 1 and 2 are systolic (activation ~0.75), 0 and 3 end-diastolic
+        src = small(modality="cine", image_size=128, randomise=factors, noise=False, n_slices=1)
+        return src.load(0, 0)
+
+    thin = frames(rv_wall_mm=3.0)
+    dim, bright = frames(rv_wall_mm=8.0), frames(rv_wall_mm=8.0, rv_wall_contrast=1.5)
+    for t, (a, b, c) in enumerate(zip(thin, dim, bright)):
+        np.testing.assert_array_equal(a.mask == 2, b.mask == 2)  # the LV myocardium, every frame
+        wall = c.image / np.maximum(b.image, 1e-6) > 1.45
+        assert wall.sum() > 500 and not (b.mask[wall] == 2).any()
+        moved = np.hypot(*b.extras["displacement"])[wall]  # px
+        if t in (1, 2):
+            assert moved.min() > 1.0  # the whole wall moves with the RV
+        else:
+            assert moved.max() == 0.0
+
+
 def test_body_scale_and_aspect_change_the_body_outline():
     def body_mask(**factors):  # the whole body in view (3.1 mm pixels); cine: air is 0, every tissue > 0
         src = small(modality="cine", image_size=128, fov_mm=400.0, randomise=factors, noise=False, n_slices=1)
@@ -319,6 +337,22 @@ def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
         )
         # `none` is the control: the fixed phantom itself (new subjects come from the seed offset)
         assert (shifted == digest(fixed)) == (name == "none"), name
+
+
+@pytest.mark.parametrize(
+    "name,fixed",
+    [
+        ("rv_free_wall", {"rv_wall_mm": 3.0, "rv_wall_contrast": 1.0}),
+        ("body_shape", {"body_scale": 1.0, "body_aspect": 1.0, "lung_scale": 1.0, "lung_shift_mm": 0.0}),
+    ],
+)
+def test_anatomy_shifts_lie_outside_the_fixed_phantom_and_the_wide_preset(name, fixed):
+    from tagseg.data.shifts import load_shift
+
+    ranges = parse_randomise(load_shift(name)["data"]["randomise"])
+    assert set(ranges) == set(fixed)
+    for key, (lo, hi) in ranges.items():
+        assert key not in PRESETS["wide"] and not lo <= fixed[key] <= hi, key  # `wide` keeps the fixed value
 
 
 def test_unknown_shift_and_non_phantom_data_are_clear_errors():
