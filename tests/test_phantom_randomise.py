@@ -121,9 +121,145 @@ def test_septal_thickening_thickens_the_wall_towards_the_rv():
     assert (thick == 2).sum() > 1.1 * (thin == 2).sum()
 
 
+def pixel_grid(src: PhantomSource, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(row_mm, col_mm) of every pixel centre of ``src``'s images."""
+    centres = (np.arange(src.image_size) + 0.5) * spacing_mm
+    return np.meshgrid(centres, centres, indexing="ij")
+
+
+def test_rv_wall_is_thicker_and_brighter_but_never_labelled_myocardium():
+    def ed_frame(**factors):  # cine: no tag modulation, so a signal ratio is the tissue's contrast; 1 mm pixels
+        src = small(modality="cine", image_size=128, randomise=factors, noise=False, n_slices=1, n_frames=2)
+        return src, src.load(0, 0)[0]
+
+    thin_src, thin = ed_frame(rv_wall_mm=3.0, rv_wall_contrast=1.0)
+    _, thin_bright = ed_frame(rv_wall_mm=3.0, rv_wall_contrast=1.5)
+    thick_src, thick = ed_frame(rv_wall_mm=8.0, rv_wall_contrast=1.0)
+    _, thick_bright = ed_frame(rv_wall_mm=8.0, rv_wall_contrast=1.5)
+    assert thin.frame == 0 and thick.frame == 0
+    # the wall is background in the labels whatever its thickness and signal
+    for record in (thin_bright, thick, thick_bright):
+        np.testing.assert_array_equal(record.mask, thin.mask)
+    rv = thick_src.subject(0, 0)["slices"][0].rv
+    outside_rv = -rv.signed_distance(*pixel_grid(thick_src, thick.spacing_mm[0]))  # mm beyond the RV cavity
+    for dim, bright, wall_mm in ((thin, thin_bright, 3.0), (thick, thick_bright, 8.0)):
+        ratio = bright.image / np.maximum(dim.image, 1e-6)
+        wall = ratio > 1.45  # pixels that are (almost) all RV wall: they take its contrast
+        assert not (dim.mask[wall] == 2).any()  # never myocardium
+        # the LV myocardium keeps its signal (but for partial-volume pixels at its edge)
+        assert np.percentile(np.abs(ratio[dim.mask == 2] - 1.0), 90) < 0.01
+        # the band reaches the wall thickness beyond the RV cavity (within about a 1 mm pixel)
+        assert outside_rv[wall].max() == pytest.approx(wall_mm, abs=1.0)
+        assert np.median(bright.image[wall]) > 1.3 * np.median(bright.image[dim.mask == 2])  # brighter than LV
+    assert (thick_bright.image / np.maximum(thick.image, 1e-6) > 1.45).sum() > 2 * (
+        thin_bright.image / np.maximum(thin.image, 1e-6) > 1.45
+    ).sum()
+
+
+def test_thick_rv_wall_moves_with_the_heart_and_leaves_the_myocardium_labels_alone():
+    def frames(**factors):  # frames 1 and 2 are systolic (activation ~0.75), 0 and 3 end-diastolic
+        src = small(modality="cine", image_size=128, randomise=factors, noise=False, n_slices=1)
+        return src.load(0, 0)
+
+    thin = frames(rv_wall_mm=3.0)
+    dim, bright = frames(rv_wall_mm=8.0), frames(rv_wall_mm=8.0, rv_wall_contrast=1.5)
+    for t, (a, b, c) in enumerate(zip(thin, dim, bright)):
+        np.testing.assert_array_equal(a.mask == 2, b.mask == 2)  # the LV myocardium, every frame
+        wall = c.image / np.maximum(b.image, 1e-6) > 1.45
+        assert wall.sum() > 500 and not (b.mask[wall] == 2).any()
+        moved = np.hypot(*b.extras["displacement"])[wall]  # px
+        if t in (1, 2):
+            assert moved.min() > 1.0  # the whole wall moves with the RV
+        else:
+            assert moved.max() == 0.0
+
+
+def test_body_scale_and_aspect_change_the_body_outline():
+    def body_mask(**factors):  # the whole body in view (3.1 mm pixels); cine: air is 0, every tissue > 0
+        src = small(modality="cine", image_size=128, fov_mm=400.0, randomise=factors, noise=False, n_slices=1)
+        return src.load(0, 0)[0].image > 1e-3
+
+    def axes_ratio(mask):  # long / short axis of the mask from its second moments
+        rows, cols = np.nonzero(mask)
+        eig = np.linalg.eigvalsh(np.cov(np.stack([rows, cols]).astype(float)))
+        return float(np.sqrt(eig[1] / eig[0]))
+
+    base, small_body, round_body = body_mask(body_scale=1.0), body_mask(body_scale=0.8), body_mask(body_aspect=0.7)
+    assert small_body.sum() / base.sum() == pytest.approx(0.8**2, abs=0.03)  # area ~ scale^2 (organs scale too)
+    assert round_body.sum() / base.sum() == pytest.approx(1.0, abs=0.05)  # aspect keeps the area
+    # the fixed body is ~1.35x longer than wide; x0.7 makes it ~0.95 (its long axis turns)
+    assert axes_ratio(base) == pytest.approx(1.35, abs=0.1)
+    assert axes_ratio(round_body) < 1.1
+
+
+def test_lung_scale_and_shift_change_the_lungs():
+    from scipy.ndimage import binary_dilation
+
+    def lungs(**factors):  # cine: lung signal 0.03 (x coil shading), every other tissue >= 0.38
+        src = small(modality="cine", image_size=128, fov_mm=400.0, randomise=factors, noise=False, n_slices=1)
+        image = src.load(0, 0)[0].image
+        skin_edge = binary_dilation(image < 1e-3, iterations=2)  # partial-volume pixels between body and air
+        return (image > 0.01) & (image < 0.1) & ~skin_edge
+
+    ratio = lungs(lung_scale=1.3).sum() / lungs(lung_scale=1.0).sum()
+    assert 1.5 < ratio < 1.3**2 + 0.05  # area ~ scale^2, less what liver, spine and heart cover
+
+    from tagseg.data.phantom.anatomy import Ellipse, Surroundings
+
+    organ = Ellipse((0.0, 0.0), 10.0, 5.0)
+    body = Surroundings(
+        body=Ellipse((100.0, 100.0), 150.0, 110.0, 0.2),
+        lungs=(Ellipse((100.0, 180.0), 60.0, 45.0, 0.3), Ellipse((70.0, 100.0), 60.0, 45.0)),
+        liver=organ,
+        spine=organ,
+        aorta=organ,
+        skin_fat_mm=10.0,
+        muscle_mm=10.0,
+    )
+    assert body.reshaped() == body
+    moved = body.reshaped(lung_scale=1.5, lung_shift_mm=-20.0)
+    assert moved.lungs[0].centre_mm == pytest.approx((100.0, 160.0))  # 20 mm towards the body centre
+    assert moved.lungs[1].centre_mm == pytest.approx((90.0, 100.0))
+    assert moved.lungs[0].semi_along_mm == pytest.approx(90.0) and moved.lungs[0].semi_across_mm == 67.5
+    assert moved.body == body.body and moved.liver == organ
+    stretched = body.reshaped(body_scale=0.8, body_aspect=0.5)
+    a, b = stretched.body.semi_along_mm, stretched.body.semi_across_mm
+    assert a * b == pytest.approx(0.8**2 * 150 * 110) and a / b == pytest.approx(0.5 * 150 / 110)
+    assert stretched.body.centre_mm == body.body.centre_mm and stretched.lungs[0].semi_along_mm == 0.8 * 60.0
+
+    def within(outer, centre):  # a point in the outer ellipse's normalised frame (u / a, v / b)
+        dy, dx = centre[0] - outer.centre_mm[0], centre[1] - outer.centre_mm[1]
+        ca, sa = np.cos(outer.angle_rad), np.sin(outer.angle_rad)
+        return (dx * ca + dy * sa) / outer.semi_along_mm, (-dx * sa + dy * ca) / outer.semi_across_mm
+
+    for before, after in zip(body.lungs, stretched.lungs):  # organs keep their place in the stretched body
+        assert within(stretched.body, after.centre_mm) == pytest.approx(within(body.body, before.centre_mm))
+
+
+def test_new_factors_are_drawn_after_the_others_so_presets_draw_as_before():
+    from tagseg.data.phantom.randomise import draw_domain
+
+    wide = parse_randomise("wide")
+    new = parse_randomise(
+        {"preset": "wide", "rv_wall_mm": [6, 9], "rv_wall_contrast": [1.3, 1.6], "body_scale": [0.8, 0.9]}
+    )
+    before = draw_domain(wide, np.random.default_rng(3))
+    after = draw_domain(new, np.random.default_rng(3))
+    assert before.rv_wall_mm is None and before.body_scale is None  # presets name none of them
+    assert 6 <= after.rv_wall_mm <= 9 and 1.3 <= after.rv_wall_contrast <= 1.6 and 0.8 <= after.body_scale <= 0.9
+    for name in wide:
+        assert getattr(after, name) == getattr(before, name), name
+
+
 @pytest.mark.parametrize(
     "value,match",
     [
+        ({"rv_wall_mm": [6, 20]}, r"data\.randomise\.rv_wall_mm must be .* within \[1\.0, 12\.0\]"),
+        ({"rv_wall_contrast": 3.0}, r"data\.randomise\.rv_wall_contrast"),
+        ({"body_scale": [0.5, 1.0]}, r"data\.randomise\.body_scale"),
+        ({"body_aspect": 0.0}, r"data\.randomise\.body_aspect"),
+        ({"lung_scale": 2.0}, r"data\.randomise\.lung_scale"),
+        ({"lung_shift_mm": [-40, 0]}, r"data\.randomise\.lung_shift_mm"),
         ({"tag_angel_deg": [0, 90]}, r"data\.randomise: unknown key"),
         ("narrow", r"data\.randomise: unknown preset"),
         ({"snr": [40, 10]}, r"data\.randomise\.snr"),
@@ -168,7 +304,15 @@ TAGGED = {
 
 
 def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
-    assert set(shift_names()) >= {"tag_angle", "pixel_size", "low_snr", "anatomy", "scanner"}
+    assert set(shift_names()) >= {
+        "tag_angle",
+        "pixel_size",
+        "low_snr",
+        "anatomy",
+        "scanner",
+        "rv_free_wall",
+        "body_shape",
+    }
     for name in shift_names():
         cfg = shift_data_config(OmegaConf.create(TAGGED), name, 2)
         assert cfg.n_subjects == 2 and cfg.store is None and cfg.name == f"shift_{name}"
@@ -193,6 +337,22 @@ def test_every_shipped_shift_builds_a_valid_phantom_outside_the_fixed_one():
         )
         # `none` is the control: the fixed phantom itself (new subjects come from the seed offset)
         assert (shifted == digest(fixed)) == (name == "none"), name
+
+
+@pytest.mark.parametrize(
+    "name,fixed",
+    [
+        ("rv_free_wall", {"rv_wall_mm": 3.0, "rv_wall_contrast": 1.0}),
+        ("body_shape", {"body_scale": 1.0, "body_aspect": 1.0, "lung_scale": 1.0, "lung_shift_mm": 0.0}),
+    ],
+)
+def test_anatomy_shifts_lie_outside_the_fixed_phantom_and_the_wide_preset(name, fixed):
+    from tagseg.data.shifts import load_shift
+
+    ranges = parse_randomise(load_shift(name)["data"]["randomise"])
+    assert set(ranges) == set(fixed)
+    for key, (lo, hi) in ranges.items():
+        assert key not in PRESETS["wide"] and not lo <= fixed[key] <= hi, key  # `wide` keeps the fixed value
 
 
 def test_unknown_shift_and_non_phantom_data_are_clear_errors():

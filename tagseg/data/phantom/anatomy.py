@@ -8,7 +8,8 @@ row 0 at the top of the image, as everywhere in tagseg.
 The left ventricle is a star-shaped cavity ``R < R_endo(theta)`` inside a myocardial ring
 ``R_endo <= R < R_endo + wall(theta)``; both radii carry a smooth low-order Fourier perturbation
 (not a perfect annulus). The right ventricle is the part of an ellipse outside the LV epicardium (a
-crescent attached at two insertion points) with a thin free wall. Around the heart: epicardial fat,
+crescent attached at two insertion points) with a free wall (3 mm unless randomised), labelled
+background like everything outside the two ventricles and the LV myocardium. Around the heart: epicardial fat,
 lungs, liver, spine, descending aorta, chest wall muscle and subcutaneous fat inside a body ellipse.
 
 Layers are painted in order (:data:`TISSUES`); each soft mask is a sigmoid of an approximate
@@ -17,7 +18,7 @@ signed distance, which gives partial-volume edges about one pixel wide.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,6 +96,62 @@ class Surroundings:
     aorta: Ellipse
     skin_fat_mm: float
     muscle_mm: float
+
+    def reshaped(
+        self,
+        body_scale: float = 1.0,
+        body_aspect: float = 1.0,
+        lung_scale: float = 1.0,
+        lung_shift_mm: float = 0.0,
+    ) -> Surroundings:
+        """Another body and other lungs around the same heart (domain randomisation).
+
+        Args:
+            body_scale: multiplies both body axes, every organ's axes and its offset from the body
+                centre (a smaller or larger person; the heart stays as drawn).
+            body_aspect: multiplies the ratio of the body's axes at constant area (organ offsets follow).
+            lung_scale: multiplies both lungs' axes about their centres.
+            lung_shift_mm: moves each lung away from (> 0) or towards (< 0) the body centre.
+        """
+        body = self.body
+        along = body_scale * np.sqrt(body_aspect)
+        across = body_scale / np.sqrt(body_aspect)
+        ca, sa = np.cos(body.angle_rad), np.sin(body.angle_rad)
+        by, bx = body.centre_mm
+
+        def moved(organ: Ellipse) -> Ellipse:
+            if along == across == 1.0:
+                return organ  # exactly: the default is the body as drawn
+            # the organ's offset in the body's frame, stretched like the body's axes; its size as the body's
+            dy, dx = organ.centre_mm[0] - by, organ.centre_mm[1] - bx
+            u, v = along * (dx * ca + dy * sa), across * (-dx * sa + dy * ca)
+            return replace(
+                organ,
+                centre_mm=(float(by + u * sa + v * ca), float(bx + u * ca - v * sa)),
+                semi_along_mm=body_scale * organ.semi_along_mm,
+                semi_across_mm=body_scale * organ.semi_across_mm,
+            )
+
+        def lung(organ: Ellipse) -> Ellipse:
+            organ = moved(organ)
+            if lung_shift_mm:
+                dy, dx = organ.centre_mm[0] - by, organ.centre_mm[1] - bx
+                step = lung_shift_mm / max(float(np.hypot(dy, dx)), 1e-6)
+                organ = replace(organ, centre_mm=(organ.centre_mm[0] + step * dy, organ.centre_mm[1] + step * dx))
+            return replace(
+                organ,
+                semi_along_mm=lung_scale * organ.semi_along_mm,
+                semi_across_mm=lung_scale * organ.semi_across_mm,
+            )
+
+        return replace(
+            self,
+            body=replace(body, semi_along_mm=along * body.semi_along_mm, semi_across_mm=across * body.semi_across_mm),
+            lungs=(lung(self.lungs[0]), lung(self.lungs[1])),
+            liver=moved(self.liver),
+            spine=moved(self.spine),
+            aorta=moved(self.aorta),
+        )
 
     def distances(self, row_mm: np.ndarray, col_mm: np.ndarray) -> list[np.ndarray]:
         """Signed distances (positive inside) of body, subcutaneous fat, muscle, lungs, liver, spine, aorta."""
@@ -274,6 +331,7 @@ class SubjectAnatomy:
     papillary: bool = False
     trabeculae_frac: float = 0.0
     trabeculae_phase: float = 0.0
+    rv_wall_mm: float = 3.0
 
 
 def sample_subject(
@@ -372,7 +430,7 @@ def slice_anatomy(subject: SubjectAnatomy, position: float) -> SliceAnatomy:
         wall_shape=subject.wall_shape,
         rv=rv,
         rv_angle_rad=ang,
-        rv_wall_mm=3.0,
+        rv_wall_mm=subject.rv_wall_mm,
         fat_mm=subject.fat_mm,
         fat_angle_rad=subject.fat_angle_rad,
         surroundings=subject.surroundings,

@@ -30,6 +30,14 @@ Factors (all ranges ``[low, high]``; a number means a fixed value):
 * ``blood_contrast``: multiplier of the blood signal (blood-myocardium contrast).
 * ``t1_scale``: multiplier of the myocardial T1 (tag fading speed).
 * ``readout_flip_deg``: readout flip angle per frame (faster fading when larger; fixed: 10-15).
+* ``rv_wall_mm``: RV free-wall thickness (fixed phantom: 3). The wall stays labelled background
+  (not myocardium) and moves with the heart.
+* ``rv_wall_contrast``: multiplier of the RV wall's signal (1: the LV myocardium's; > 1 brighter).
+* ``body_scale``: multiplies the body's and the organs' axes and the organs' offsets from the body
+  centre (a smaller or larger person; the heart stays).
+* ``body_aspect``: multiplies the ratio of the body's long to short axis at constant area (fixed: ~1.35).
+* ``lung_scale``: multiplies both lungs' axes (about their centres).
+* ``lung_shift_mm``: moves each lung away from (> 0) or towards (< 0) the body centre.
 
 Not a factor: ``fraction`` (a number in [0, 1], default 1) is the share of subjects that are
 randomised; the others are the fixed phantom's subjects, unchanged. Mixing keeps the fixed
@@ -66,6 +74,13 @@ LIMITS: dict[str, tuple[float, float]] = {
     "blood_contrast": (0.2, 3.0),
     "t1_scale": (0.3, 3.0),
     "readout_flip_deg": (1.0, 45.0),
+    # drawn after the factors above, so presets and ranges without them draw exactly as before
+    "rv_wall_mm": (1.0, 12.0),
+    "rv_wall_contrast": (0.3, 2.5),
+    "body_scale": (0.7, 1.4),
+    "body_aspect": (0.6, 1.6),
+    "lung_scale": (0.5, 1.6),
+    "lung_shift_mm": (-30.0, 30.0),
 }
 
 #: not a factor: the share of randomised subjects (a single number)
@@ -186,6 +201,12 @@ class Domain:
     blood_contrast: float | None = None
     t1_scale: float | None = None
     readout_flip_deg: float | None = None
+    rv_wall_mm: float | None = None
+    rv_wall_contrast: float | None = None
+    body_scale: float | None = None
+    body_aspect: float | None = None
+    lung_scale: float | None = None
+    lung_shift_mm: float | None = None
 
 
 #: background tissues whose signal ``organ_contrast`` scales (one draw each)

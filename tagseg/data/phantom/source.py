@@ -466,6 +466,17 @@ def _randomised_anatomy(base: SubjectAnatomy, domain: Domain) -> SubjectAnatomy:
         changes["rv_attachment"] = domain.rv_attachment
     if domain.fat_mm is not None:
         changes["fat_mm"] = domain.fat_mm
+    if domain.rv_wall_mm is not None:
+        changes["rv_wall_mm"] = domain.rv_wall_mm
+    body = {
+        "body_scale": domain.body_scale,
+        "body_aspect": domain.body_aspect,
+        "lung_scale": domain.lung_scale,
+        "lung_shift_mm": domain.lung_shift_mm,
+    }
+    body = {key: value for key, value in body.items() if value is not None}
+    if body:
+        changes["surroundings"] = base.surroundings.reshaped(**body)
     return replace(base, **changes)
 
 
@@ -487,7 +498,9 @@ def _randomised_imaging(domain: Domain, tags: TagParams, spacing_mm: float, moda
     if domain.blood_contrast is not None:
         for name in ("rv_blood", "lv_blood"):
             scale[TISSUE_INDEX[name]] = domain.blood_contrast
-    changed = domain.organ_contrast is not None or domain.blood_contrast is not None
+    if domain.rv_wall_contrast is not None:
+        scale[TISSUE_INDEX["rv_wall"]] = domain.rv_wall_contrast
+    changed = any(v is not None for v in (domain.organ_contrast, domain.blood_contrast, domain.rv_wall_contrast))
     return {
         "tags": replace(tags, **tag_changes),
         "signal": signal_table(modality, scale) if changed else None,
