@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tagseg.report.claims import claims, claims_markdown, needs_more_seeds, seeds_needed, verdict
+from tagseg.report.claims import claims, claims_markdown, drop_mirrors, needs_more_seeds, seeds_needed, verdict
 from tagseg.report.stats import interval_caption, learning_curve, paired_differences
 
 
@@ -87,6 +87,20 @@ def test_claims_table_carries_verdict_effect_interval_half_width_and_counts():
     row = claims(single, "scratch").set_index("metric").loc["dice"]
     assert row["verdict"] == "not shown" and row["more_seeds"] and row["seeds_needed"] == 5
     assert "| +0.004 [no interval] | - | 1 | 1 | not shown | yes (>= 5) |" in claims_markdown(claims(single, "scratch"))
+
+
+def test_a_claim_against_a_second_reference_drops_the_first_ones_mirror():
+    """references=[scratch,cine]: "scratch beats cine" is "cine beats scratch" negated: stated once."""
+    vs_scratch = claims(_diff_rows(), "scratch")
+    mirrored = _diff_rows().assign(strategy="scratch", d_dice=-0.004, d_dice_lo=-0.024, d_dice_hi=0.016)
+    physics = _diff_rows().assign(strategy="physics")
+    vs_cine = claims(pd.concat([mirrored, physics], ignore_index=True), "cine")
+    other_set = claims(mirrored.assign(test_set="none"), "cine")  # a mirror only within the same set, n, metric
+    table = drop_mirrors(pd.concat([vs_scratch, vs_cine, other_set], ignore_index=True))
+    pairs = list(zip(table.strategy, table.reference, table.test_set))
+    assert pairs.count(("cine", "scratch", "test")) == 2  # Dice and HD95
+    assert ("scratch", "cine", "test") not in pairs and pairs.count(("physics", "cine", "test")) == 2
+    assert pairs.count(("scratch", "cine", "none")) == 2 and len(table) == 6
 
 
 def test_captions_name_the_unit_and_the_counts():

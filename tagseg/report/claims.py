@@ -159,6 +159,21 @@ def claims(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def drop_mirrors(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims without their mirrors: "B beats A" is left out where "A beats B" (same set, n, metric) came first.
+
+    With several references (``references=[scratch,cine]``) the second one's comparison with the first
+    is the first one's, negated: the same interval, stated twice with opposite verdicts.
+    """
+    seen: set[tuple] = set()
+    keep = []
+    for r in table.itertuples(index=False):
+        key = (r.test_set, r.n, r.metric)
+        keep.append((r.reference, r.strategy, *key) not in seen)
+        seen.add((r.strategy, r.reference, *key))
+    return table[keep].reset_index(drop=True)
+
+
 def claims_markdown(table: pd.DataFrame, metric: str = "dice") -> str:
     """The claims on ``metric``: effect [interval], half-width, seeds and subjects beside each verdict."""
     sel = table[table["metric"] == metric]

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tagseg.errors import ConfigError  # noqa: E402
-from tagseg.report.claims import MIN_SEEDS, claims, claims_markdown  # noqa: E402
+from tagseg.report.claims import MIN_SEEDS, claims, claims_markdown, drop_mirrors  # noqa: E402
 from tagseg.report.stats import (  # noqa: E402
     IN_DISTRIBUTION,
     REFERENCE,
@@ -212,7 +212,7 @@ def write_data_efficiency(
             + paired_markdown(diff, "hd95_mm", reference)
         )
         claim_tables.append(claims(diff, reference, limits, min_seeds))
-    table = pd.concat(claim_tables, ignore_index=True)
+    table = drop_mirrors(pd.concat(claim_tables, ignore_index=True))
     paths["claims_csv"], paths["claims_md"] = out / "claims.csv", out / "claims.md"
     table.to_csv(paths["claims_csv"], index=False)
     paths["claims_md"].write_text(
