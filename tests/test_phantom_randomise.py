@@ -363,25 +363,18 @@ def test_unknown_shift_and_non_phantom_data_are_clear_errors():
         shift_data_config(OmegaConf.create({"_target_": "tagseg.data.readers.tagged.TaggedSource"}), "tag_angle", 2)
 
 
-def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckpt):
-    import pandas as pd
+def evaluate_config(tmp_path, ckpt, store, shifts: str, data: list[str] = ()):
+    """`tagseg evaluate`'s config for a small shifted-set test: one subject per shift, CPU, CSV logger."""
     from hydra import compose, initialize_config_dir
 
-    from tagseg.data.prepare import prepare_store
     from tagseg.runtime.config import CONF_DIR
-    from tagseg.stages.evaluate import evaluate
 
-    store = tmp_path / "tagged.h5"
-    prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
     overrides = [
-        f"ckpt={trained_ckpt}",
+        f"ckpt={ckpt}",
         f"paths.output_dir={tmp_path / 'eval'}",
         f"data.store={store}",
-        "data.image_size=64",
-        "data.fov_mm=128",
-        "data.n_frames=2",
-        "data.n_slices=1",
-        "shifts=[tag_angle,low_snr]",
+        *data,
+        f"shifts={shifts}",
         "shift_subjects=1",
         f"shift_dir={tmp_path / 'shift'}",
         "datamodule.num_workers=0",
@@ -390,7 +383,19 @@ def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckp
         "logger=csv",
     ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=overrides)
+        return compose("evaluate", overrides=overrides)
+
+
+def test_evaluate_tests_each_shifted_set_next_to_the_split(tmp_path, trained_ckpt):
+    import pandas as pd
+
+    from tagseg.data.prepare import prepare_store
+    from tagseg.stages.evaluate import evaluate
+
+    store = tmp_path / "tagged.h5"
+    prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
+    data = ["data.image_size=64", "data.fov_mm=128", "data.n_frames=2", "data.n_slices=1"]
+    cfg = evaluate_config(tmp_path, trained_ckpt, store, "[tag_angle,low_snr]", data)
     result = evaluate(cfg)
     table = pd.read_csv(result["shifts"])
     assert list(table["test_set"]) == ["test", "tag_angle", "low_snr"]
@@ -431,10 +436,8 @@ def test_evaluate_builds_shifted_sets_from_the_runs_saved_data_config(tmp_path, 
 
     import h5py
     import yaml
-    from hydra import compose, initialize_config_dir
 
     from tagseg.data.prepare import prepare_store
-    from tagseg.runtime.config import CONF_DIR
     from tagseg.runtime.config import compose as compose_stage
     from tagseg.stages.evaluate import evaluate
 
@@ -448,20 +451,7 @@ def test_evaluate_builds_shifted_sets_from_the_runs_saved_data_config(tmp_path, 
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     store = tmp_path / "tagged.h5"
     prepare_store(small(n_subjects=3, n_slices=1, n_frames=2), store, seed=0)
-    overrides = [
-        f"ckpt={run}",
-        f"paths.output_dir={tmp_path / 'eval'}",
-        f"data.store={store}",
-        "shifts=[low_snr]",
-        "shift_subjects=1",
-        f"shift_dir={tmp_path / 'shift'}",
-        "datamodule.num_workers=0",
-        "trainer=cpu",
-        "trainer.enable_model_summary=false",
-        "logger=csv",
-    ]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=overrides)
+    cfg = evaluate_config(tmp_path, run, store, "[low_snr]")
     assert cfg.data.image_size == 256  # evaluate's own data config: not what the shifted set is built on
     evaluate(cfg)
     (shifted,) = (tmp_path / "shift").glob("shift_low_snr-*.h5")
