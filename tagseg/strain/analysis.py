@@ -104,7 +104,7 @@ def analyse_slice(
             raise DataError(
                 f"{where}: frame masks of {all_labels.shape} for frames of {stack.shape}; expected one mask per frame"
             )
-        curves.err = radial_strain_from_masks(all_labels, positions, m, tuple(spacing_mm), level, curves.segments)
+        curves.err = radial_strain_from_masks(all_labels, positions, m, tuple(spacing_mm), level)
         source = "masks"
     result = SliceStrain(
         subject=str(subject),

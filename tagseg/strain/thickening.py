@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from tagseg.strain.aha import LEVEL_SEGMENTS
 from tagseg.strain.mesh import MyocardialMesh
 from tagseg.strain.tensors import element_segments, region_strain
 
@@ -95,11 +96,11 @@ def wall_thickness(
     grid = mesh.grid(np.asarray(positions_rc, np.float64))  # (T, L, S, 2)
     n_frames = grid.shape[0]
     out = np.full((n_frames, mesh.n_sectors), np.nan)
+    reach = float(np.hypot(*(np.asarray(np.shape(labels)[1:]) * spacing)))  # the image diagonal, mm
     for t in range(n_frames):
         myo = _myocardium(labels[t], myo_label)
         field = ndimage.gaussian_filter(myo.astype(np.float64), EDGE_SIGMA_PX)
         centre = _centre_rc(myo, grid[t].reshape(-1, 2))
-        reach = float(np.hypot(*(np.asarray(myo.shape) * spacing)))
         out[t] = _walls_along(field, centre, grid[t].mean(axis=0), spacing, reach)
     return out
 
@@ -110,7 +111,6 @@ def radial_strain_from_masks(
     mesh: MyocardialMesh,
     spacing_mm: tuple[float, float],
     level: str,
-    segments: tuple[int, ...],
     myo_label: int = 2,
 ) -> dict[str, np.ndarray]:
     """Global and per-segment Err curves (T,) from the wall thickness of every frame's myocardium.
@@ -122,7 +122,7 @@ def radial_strain_from_masks(
     lengths = np.where(seen[None], thickness, 0.0)[:, None, :]  # (T, 1, S): one radial element per sector
     _, seg_r = element_segments(mesh, level)
     curves = {"global": region_strain(lengths, seen)}
-    for seg in segments:
+    for seg in LEVEL_SEGMENTS[level]:
         curves[str(seg)] = region_strain(lengths, (seg_r == seg) & seen)
     return curves
 
