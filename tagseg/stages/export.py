@@ -102,7 +102,8 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
             else:
                 dynamic = {"dynamic_axes": {"image": {0: "batch"}, "logits": {0: "batch"}}, "dynamo": False}
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                if not onnx_dynamo:
+                    warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
                 torch.onnx.export(module, (example,), str(tmp), **common, **dynamic)
         else:
             program = torch.export.export(module, (example,), dynamic_shapes={"image": {0: batch}})
