@@ -289,9 +289,8 @@ def strain_scans(cfg: Any) -> StrainReport:
 
     from tagseg.stages.predict import load_predictor
 
-    find_inputs(
-        cfg.input, formats=cfg.reader.get("formats")
-    )  # a missing or empty input fails before the model is loaded
+    # a missing or empty input fails before the model is loaded
+    find_inputs(cfg.input, formats=cfg.reader.get("formats"))
     tracker = instantiate(cfg.tracker)
     segmenter = None
     if cfg.get("ckpt") is not None or cfg.get("exported_model") is not None:
