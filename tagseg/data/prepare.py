@@ -21,6 +21,7 @@ from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from tagseg.conventions import LABELS
+from tagseg.data.grid import check_fit, resampled_shape, to_grid
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.data.store_spec import StoreSpec
@@ -113,17 +114,29 @@ def _scale01(img: np.ndarray) -> np.ndarray:
     return ((img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)).astype(np.float32)
 
 
-def normalise_record(rec: SliceRecord, image_size: int | None, spacing_mm: float | None) -> SliceRecord:
+def normalise_record(
+    rec: SliceRecord, image_size: int | None, spacing_mm: float | None, fit: str = "resize"
+) -> SliceRecord:
     """Resample / resize a record and scale its image to [0, 1] (spacing kept in mm).
 
-    A ``displacement`` extra ((2, H, W) pixels) is resized with the image and stays the same motion in mm.
+    ``fit="resize"`` resizes the (resampled) slice to ``image_size``; ``fit="crop"`` centres it on
+    ``image_size`` instead (cropped or zero-padded, :mod:`tagseg.data.grid`), so every slice keeps
+    ``spacing_mm``. A ``displacement`` extra ((2, H, W) pixels) follows the image and stays the same
+    motion in mm.
     """
     img, mask = np.asarray(rec.image, np.float32), np.asarray(rec.mask, np.uint8)
     sp = np.asarray(rec.spacing_mm, dtype=np.float64)
     if spacing_mm:
-        shape = tuple(max(1, int(round(n * s / spacing_mm))) for n, s in zip(img.shape, sp))
+        shape = resampled_shape(img.shape, sp, spacing_mm)
         img, mask = _resize_pair(img, mask, shape)
         sp = np.array([spacing_mm, spacing_mm], dtype=np.float64)
+    if fit == "crop" and image_size:
+        if "displacement" in rec.extras:
+            disp = _resize_displacement(rec.extras["displacement"], img.shape)
+            rec.extras["displacement"] = to_grid(disp, int(image_size))
+        rec.image, rec.mask = to_grid(_scale01(img), int(image_size)), to_grid(mask, int(image_size))
+        rec.spacing_mm = (float(sp[0]), float(sp[1]))
+        return rec
     if image_size:
         new = (int(image_size), int(image_size))
         sp = sp * np.array(img.shape) / np.array(new)
@@ -144,6 +157,7 @@ def prepare_store(
     image_size: int | None = None,
     spacing_mm: float | None = None,
     attrs: dict[str, Any] | None = None,
+    fit: str = "resize",
 ) -> PrepareReport:
     """Read every item of ``source`` and write a slice store at ``output``.
 
@@ -158,6 +172,8 @@ def prepare_store(
             then share one shape).
         spacing_mm: resample in-plane to this pixel spacing first (``None``: keep).
         attrs: extra attributes for the store (e.g. the resolved config as YAML).
+        fit: ``resize`` every slice to ``image_size``, or ``crop``: centre it on ``image_size`` at
+            ``spacing_mm`` (:mod:`tagseg.data.grid`).
 
     Raises:
         DataError: the root is unusable, an item is bad with ``strict=True``, or nothing was read.
@@ -166,6 +182,9 @@ def prepare_store(
         raise ConfigError(f"prepare.image_size must be >= 8 pixels, got {image_size}")
     if spacing_mm is not None and not float(spacing_mm) > 0:
         raise ConfigError(f"prepare.spacing_mm must be > 0, got {spacing_mm}")
+    fit = check_fit(fit, spacing_mm)
+    if fit == "crop" and image_size is None:
+        raise ConfigError("prepare.fit=crop needs prepare.image_size (the square every slice is centred on)")
     output = Path(output)
     items = source.items()
     report = PrepareReport(output=None if verify else output, name=source.name)
@@ -208,7 +227,7 @@ def prepare_store(
                 for r in recs:
                     report.counts[(r.source, r.split, r.phase)] += 1
                 continue
-            recs = [normalise_record(r, image_size, spacing_mm) for r in recs]
+            recs = [normalise_record(r, image_size, spacing_mm, fit) for r in recs]
             if writer is None:
                 extras = {k: (v.shape, v.dtype) for k, v in recs[0].extras.items()}
                 writer = StoreWriter(output, recs[0].image.shape, name=source.name, extras=extras, attrs=attrs)
@@ -302,6 +321,7 @@ def build_store(
         image_size=spec.image_size,
         spacing_mm=spec.spacing_mm,
         attrs=attrs,
+        fit=spec.fit,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError, reject_unknown_keys
 from tagseg.runtime.config import CONF_DIR
 
@@ -94,19 +95,27 @@ def shift_data_config(data_cfg: DictConfig | Mapping[str, Any], name: str, n_sub
     return node
 
 
-def shift_key(data_cfg: DictConfig, seed: int) -> str:
-    """A short hash of a shifted set's resolved config and seed (names its store file)."""
+def shift_key(data_cfg: DictConfig, seed: int, spec: StoreSpec | None = None) -> str:
+    """A short hash of a shifted set's resolved config, seed and (one pixel size) grid (names its store file)."""
     plain = OmegaConf.to_container(data_cfg, resolve=True)
-    blob = json.dumps({"data": plain, "seed": int(seed)}, sort_keys=True, default=str)
+    key: dict[str, Any] = {"data": plain, "seed": int(seed)}
+    if spec is not None and spec.fit == "crop":
+        key["grid"] = [spec.image_size, spec.spacing_mm]
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def prepare_shift_store(data_cfg: DictConfig, seed: int, folder: str | Path) -> Path:
-    """Prepare (once) the shifted set ``data_cfg`` under ``folder`` and return its store path."""
+def prepare_shift_store(data_cfg: DictConfig, seed: int, folder: str | Path, spec: StoreSpec | None = None) -> Path:
+    """Prepare (once) the shifted set ``data_cfg`` under ``folder`` and return its store path.
+
+    With the ``spec`` of a one-pixel-size store (``prepare.fit=crop``) the shifted set is placed on the
+    same grid as the store the model trained on; otherwise it is stored at the dataset's own size.
+    """
     from tagseg.data.prepare import prepare_store
     from tagseg.runtime.config import instantiate
 
-    key = shift_key(data_cfg, seed)
+    grid = spec if spec is not None and spec.fit == "crop" else None
+    key = shift_key(data_cfg, seed, grid)
     path = Path(folder) / f"{data_cfg.name}-{key}.h5"
     if path.exists():
         return path
@@ -117,7 +126,9 @@ def prepare_shift_store(data_cfg: DictConfig, seed: int, folder: str | Path) -> 
         path,
         seed=seed,
         split_ratios=TEST_ONLY,
-        image_size=data_cfg.get("image_size"),
+        image_size=grid.image_size if grid else data_cfg.get("image_size"),
+        spacing_mm=grid.spacing_mm if grid else None,
+        fit=grid.fit if grid else "resize",
         attrs={"config": json.dumps(OmegaConf.to_container(data_cfg, resolve=True), default=str)},
     )
     return path

@@ -15,12 +15,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from tagseg.data.grid import check_fit
 from tagseg.errors import ConfigError
 from tagseg.runtime.config import CONF_DIR
 
 #: the YAML holding the defaults of every key
 DEFAULTS_YAML = Path(CONF_DIR) / "store" / "default.yaml"
-KEYS = ("image_size", "auto_size", "spacing_mm", "seed", "split_ratios")
+KEYS = ("image_size", "auto_size", "spacing_mm", "fit", "seed", "split_ratios")
 
 
 def spec_defaults() -> dict[str, Any]:
@@ -37,12 +38,22 @@ class StoreSpec:
         spacing_mm: in-plane resampling before the resize (``None``: keep).
         seed: seeds the source (phantom) and the subject-level split.
         split_ratios: (train, val, test) subject ratios.
+        fit: ``resize`` to ``image_size``, or ``crop``: centre on it at ``spacing_mm``
+            (:mod:`tagseg.data.grid`).
     """
 
     image_size: int | None
     spacing_mm: float | None
     seed: int
     split_ratios: tuple[float, float, float]
+    fit: str = "resize"
+
+    def network_spacing(self, input_size: int) -> float | None:
+        """The pixel size (mm) a network reading this store's slices at ``input_size`` px sees, when the
+        store has one pixel size (``fit=crop``); ``None`` otherwise."""
+        if self.fit != "crop" or self.spacing_mm is None or self.image_size is None:
+            return None
+        return float(self.spacing_mm) * self.image_size / int(input_size)
 
     @classmethod
     def from_config(cls, node: Any = None, data_cfg: Any = None) -> StoreSpec:
@@ -71,6 +82,7 @@ class StoreSpec:
             spacing_mm=_spacing(values["spacing_mm"]),
             seed=_seed(values["seed"]),
             split_ratios=_ratios(values["split_ratios"]),
+            fit=_fit(values["fit"], values["spacing_mm"], size),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +124,13 @@ def _spacing(value: Any) -> float | None:
     if not spacing > 0:
         raise ConfigError(f"prepare.spacing_mm must be > 0 (mm) or null, got {value!r}")
     return spacing
+
+
+def _fit(value: Any, spacing: Any, size: Any) -> str:
+    fit = check_fit(value, spacing)
+    if fit == "crop" and size is None:
+        raise ConfigError("prepare.fit=crop needs prepare.image_size (the square every slice is centred on)")
+    return fit
 
 
 def _seed(value: Any) -> int:

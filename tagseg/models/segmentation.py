@@ -83,6 +83,8 @@ class SegmentationModule(L.LightningModule):
         vae_weight: weight of SegResNetVAE's VAE loss (0 disables it).
         init: ``xavier_normal`` (runs from scratch, the paper) or ``default`` (MONAI's init).
         scheduler_monitor: the metric ReduceLROnPlateau watches.
+        spacing_mm: the pixel size (mm) of the input grid when the store has one (``prepare.fit=crop``,
+            set by ``tagseg train``); recorded so predict places new scans on the same grid.
 
     Raises:
         ConfigError: unknown ``init``, negative ``vae_weight``, or ``out_channels`` not 1 + K.
@@ -101,6 +103,7 @@ class SegmentationModule(L.LightningModule):
         vae_weight: float = 0.1,
         init: str = "xavier_normal",
         scheduler_monitor: str = "val/loss",
+        spacing_mm: float | None = None,
     ) -> None:
         super().__init__()
         network, loss, optimizer, scheduler, classes = (

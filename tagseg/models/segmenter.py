@@ -9,6 +9,13 @@ model's square size exactly as ``torch.nn.functional.interpolate(mode="bilinear"
 align_corners=False)`` does in the DataModule (clamped to [0, 1]), and normalised with the
 model's mean / std. Class maps go back to each frame's own size by nearest neighbour.
 
+A model trained on a fixed-pixel-size store (``prepare.fit=crop``, :mod:`tagseg.data.grid`) has
+``spacing_mm``: each frame given with its own pixel spacing is then resampled to that pixel size and
+centred on the square (cropped or zero-padded) as ``tagseg prepare`` did, and the softmax goes back
+to the frame's geometry (background where the crop cut it off), so a heart keeps the size in pixels
+the network learnt whatever the scanner's pixel size. Frames given without a spacing (slice-store
+images, already on the grid) are resized whole.
+
 * ``tta=True``: the softmax is averaged over the four flips training draws from (none, rows,
   columns, both), each flipped back before averaging;
 * :class:`Ensemble`: the softmax of several models is averaged (at the common model size when
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tagseg.conventions import MYO, NORM_MEAN, NORM_STD
+from tagseg.data.grid import from_grid, resampled_shape, to_grid
 from tagseg.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -108,6 +116,8 @@ class Segmenter:
             e.g. ``(0, 2)`` for background + myocardium.
         device: where a torch network runs.
         source: the checkpoint or model folder it came from (recorded in outputs).
+        spacing_mm: the pixel size (mm) of the network's input grid when it was trained on a
+            fixed-pixel-size store (``prepare.fit=crop``); ``None``: frames are resized whole.
     """
 
     network: Any
@@ -117,6 +127,11 @@ class Segmenter:
     labels: tuple[int, ...] = (0, MYO)
     device: str = "cpu"
     source: str = ""
+    spacing_mm: float | None = None
+
+    def on_grid(self, spacing_mm: Any) -> bool:
+        """Whether frames of this pixel spacing are placed on a fixed-pixel-size grid (else resized whole)."""
+        return bool(self.spacing_mm) and spacing_mm is not None
 
     def to(self, device: str) -> Segmenter:
         """Run a torch network on ``device`` from now on."""
@@ -125,16 +140,42 @@ class Segmenter:
             self.network.to(self.device)
         return self
 
-    def preprocess(self, frames: np.ndarray, scaled: bool = False) -> np.ndarray:
+    def preprocess(self, frames: np.ndarray, scaled: bool = False, spacing_mm: Any = None) -> np.ndarray:
         """(T, H, W) frames -> normalised float32 (T, 1, S, S), the training chain exactly.
 
         Args:
             frames: raw intensities (any range), or [0, 1] slice-store images with ``scaled``.
             scaled: skip the per-frame [0, 1] scaling (store images already are).
+            spacing_mm: (row, col) pixel spacing of the frames, (2,) or (T, 2); used by a model with
+                ``spacing_mm`` (see the module docstring).
         """
         unit = np.asarray(frames, np.float32) if scaled else scale01(frames)
-        resized = np.clip(resize_bilinear(unit, (self.image_size, self.image_size)), 0.0, 1.0)
+        size = (self.image_size, self.image_size)
+        if self.on_grid(spacing_mm):
+            sp = _per_frame(spacing_mm, len(unit))
+            placed = [
+                to_grid(resize_bilinear(f, self._resampled(f.shape, s)), self.image_size) for f, s in zip(unit, sp)
+            ]
+            resized = np.clip(np.stack(placed) if placed else np.zeros((0, *size), np.float32), 0.0, 1.0)
+        else:
+            resized = np.clip(resize_bilinear(unit, size), 0.0, 1.0)
         return ((resized - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)[:, None]
+
+    def _resampled(self, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[int, int]:
+        return resampled_shape(shape[-2:], spacing, float(self.spacing_mm))  # type: ignore[arg-type]
+
+    def to_frames(self, p: np.ndarray, shape: tuple[int, int], spacing_mm: Any = None) -> np.ndarray:
+        """Probabilities (B, C, S, S) on the network grid -> (B, C, H, W) on the frames' own grid
+        (the inverse of :meth:`preprocess`; what a crop cut off is background)."""
+        if not self.on_grid(spacing_mm):
+            return resize_bilinear(p, shape)
+        out = np.empty((len(p), p.shape[1], *shape), np.float32)
+        for i, s in enumerate(_per_frame(spacing_mm, len(p))):
+            rs = self._resampled(shape, s)
+            q = from_grid(p[i], rs, fill=0.0)
+            q[0] += 1.0 - from_grid(np.ones(p.shape[-2:], np.float32), rs, fill=0.0)
+            out[i] = resize_bilinear(q, shape)
+        return out
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Network logits (B, C, S, S) of a pre-processed batch (B, 1, S, S)."""
@@ -161,6 +202,7 @@ class Segmenter:
         device: str | None = None,
         scaled: bool = False,
         tta: bool = False,
+        spacing_mm: Any = None,
     ) -> np.ndarray:
         """Label maps of (T, H, W) frames, each at its own size: uint8 (T, H, W) in ``labels``.
 
@@ -170,10 +212,11 @@ class Segmenter:
             device: where a torch network runs (default: ``self.device``).
             scaled: the frames are slice-store images, already in [0, 1].
             tta: average the softmax over the training flips.
+            spacing_mm: the frames' (row, col) pixel spacing, (2,) or (T, 2) (see :meth:`preprocess`).
         """
         if device is not None:
             self.to(str(device))
-        return segment_frames([self], frames, batch_size=batch_size, scaled=scaled, tta=tta)
+        return segment_frames([self], frames, batch_size=batch_size, scaled=scaled, tta=tta, spacing_mm=spacing_mm)
 
 
 @dataclass
@@ -205,30 +248,52 @@ class Ensemble:
         device: str | None = None,
         scaled: bool = False,
         tta: bool = False,
+        spacing_mm: Any = None,
     ) -> np.ndarray:
         """As :meth:`Segmenter.segment`, averaging the members' softmax."""
         if device is not None:
             for m in self.members:
                 m.to(str(device))
-        return segment_frames(self.members, frames, batch_size=batch_size, scaled=scaled, tta=tta)
+        return segment_frames(
+            self.members, frames, batch_size=batch_size, scaled=scaled, tta=tta, spacing_mm=spacing_mm
+        )
+
+
+def _per_frame(spacing_mm: Any, n: int) -> np.ndarray:
+    """A (2,) or (n, 2) pixel spacing as (n, 2) float64."""
+    sp = np.asarray(spacing_mm, np.float64)
+    if sp.shape == (2,):
+        sp = np.broadcast_to(sp, (n, 2))
+    if sp.shape != (n, 2) or not (sp > 0).all():
+        raise ConfigError(
+            f"spacing_mm: expected (2,) or ({n}, 2) positive pixel spacings, got {np.asarray(spacing_mm).tolist()}"
+        )
+    return sp
 
 
 def segment_frames(
-    members: Sequence[Segmenter], frames: np.ndarray, batch_size: int = 16, scaled: bool = False, tta: bool = False
+    members: Sequence[Segmenter],
+    frames: np.ndarray,
+    batch_size: int = 16,
+    scaled: bool = False,
+    tta: bool = False,
+    spacing_mm: Any = None,
 ) -> np.ndarray:
     """Label maps (T, H, W) of frames from the averaged softmax of ``members`` (one member: plain prediction)."""
     frames = np.asarray(frames)
     shape = tuple(frames.shape[1:])
     lut = np.asarray(members[0].labels, np.uint8)
-    same_size = len({m.image_size for m in members}) == 1
+    per_frame = _per_frame(spacing_mm, len(frames)) if spacing_mm is not None else None
+    same_size = len({m.image_size for m in members}) == 1 and not any(m.on_grid(per_frame) for m in members)
     out = np.zeros(frames.shape, np.uint8)
     for start in range(0, len(frames), max(1, int(batch_size))):
         chunk = frames[start : start + batch_size]
+        sp = None if per_frame is None else per_frame[start : start + batch_size]
         total = None
         for m in members:
-            p = m.probabilities(m.preprocess(chunk, scaled), tta=tta)
+            p = m.probabilities(m.preprocess(chunk, scaled, sp), tta=tta)
             if not same_size:
-                p = resize_bilinear(p, shape)
+                p = m.to_frames(p, shape, sp)
             total = p if total is None else total + p
         classes = total.argmax(axis=1).astype(np.uint8)
         if same_size:
@@ -322,6 +387,7 @@ def load_segmenter(ckpt: str | Path, device: str = "cpu", key: str = "ckpt") -> 
             f"{path}: weights do not match the network rebuilt from its hyper-parameters; "
             f"missing {result.missing_keys[:10]}, unexpected {(result.unexpected_keys + others)[:10]}"
         )
+    spacing = hparams.get("spacing_mm")
     return Segmenter(
         network=network.to(device).eval(),
         image_size=int(hparams["image_size"]),
@@ -330,6 +396,7 @@ def load_segmenter(ckpt: str | Path, device: str = "cpu", key: str = "ckpt") -> 
         labels=(0, *classes),
         device=str(device),
         source=str(path),
+        spacing_mm=None if spacing is None else float(spacing),
     )
 
 

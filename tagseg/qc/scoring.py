@@ -89,7 +89,14 @@ def store_rows(
     for key in dict.fromkeys(keys.tolist()):
         idx = np.flatnonzero(keys == key)
         idx = idx[np.argsort(meta["frame"][idx], kind="stable")]
-        unc = segment_with_uncertainty(segmenter, store.images[idx], batch_size=batch_size, scaled=True, tta=tta)
+        unc = segment_with_uncertainty(
+            segmenter,
+            store.images[idx],
+            batch_size=batch_size,
+            scaled=True,
+            tta=tta,
+            spacing_mm=meta["spacing_mm"][idx],
+        )
         signals = signal_rows(unc, meta["spacing_mm"][idx], [key] * len(idx), segmenter.labels)
         for j, i in enumerate(idx):
             rows.append(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tagseg.conventions import MYO
-from tagseg.models.segmenter import TTA_FLIPS, resize_bilinear, resize_nearest, softmax
+from tagseg.models.segmenter import TTA_FLIPS, resize_nearest, softmax
 from tagseg.qc.signals import entropy_over, mean_pairwise_dice
 
 
@@ -53,7 +53,12 @@ def _member_views(member: Any, x: np.ndarray, tta: bool) -> tuple[np.ndarray, li
 
 
 def segment_with_uncertainty(
-    segmenter: Any, frames: np.ndarray, batch_size: int = 16, scaled: bool = False, tta: bool = False
+    segmenter: Any,
+    frames: np.ndarray,
+    batch_size: int = 16,
+    scaled: bool = False,
+    tta: bool = False,
+    spacing_mm: Any = None,
 ) -> Uncertainty:
     """Segment ``frames`` (T, H, W) like ``segmenter.segment`` and measure the uncertainty QC reads.
 
@@ -63,6 +68,8 @@ def segment_with_uncertainty(
         batch_size: frames per forward pass.
         scaled: the frames are slice-store images.
         tta: average the softmax over the training flips (each flip is a view).
+        spacing_mm: the frames' pixel spacing, (2,) or (T, 2), for models trained at one pixel size
+            (:meth:`~tagseg.models.segmenter.Segmenter.preprocess`).
     """
     members: Sequence[Any] = getattr(segmenter, "members", [segmenter])
     frames = np.asarray(frames)
@@ -70,7 +77,8 @@ def segment_with_uncertainty(
     labels_of = tuple(members[0].labels)
     lut = np.asarray(labels_of, np.uint8)
     myo_channel = labels_of.index(MYO) if MYO in labels_of else len(labels_of) - 1
-    same_size = len({m.image_size for m in members}) == 1
+    per_frame = None if spacing_mm is None else np.broadcast_to(np.asarray(spacing_mm, np.float64), (len(frames), 2))
+    same_size = len({m.image_size for m in members}) == 1 and not any(m.on_grid(per_frame) for m in members)
     out = np.zeros(frames.shape, np.uint8)
     entropy = np.full(len(frames), np.nan)
     agreement = np.full(len(frames), np.nan)
@@ -78,12 +86,13 @@ def segment_with_uncertainty(
     step = max(1, int(batch_size))
     for start in range(0, len(frames), step):
         chunk = frames[start : start + step]
+        sp = None if per_frame is None else per_frame[start : start + step]
         total, views = None, []
         for m in members:
-            p, member_views = _member_views(m, m.preprocess(chunk, scaled), tta)
+            p, member_views = _member_views(m, m.preprocess(chunk, scaled, sp), tta)
             if not same_size:
-                p = resize_bilinear(p, shape)
-                member_views = [resize_bilinear(v, shape) for v in member_views]
+                p = m.to_frames(p, shape, sp)
+                member_views = [m.to_frames(v, shape, sp) for v in member_views]
             views.extend(v.argmax(axis=1) == myo_channel for v in member_views)
             total = p if total is None else total + p
         classes = total.argmax(axis=1).astype(np.uint8)

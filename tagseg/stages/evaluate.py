@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult, saved_run_config
 from tagseg.io.store import has_labels, store_attrs
@@ -132,10 +133,11 @@ def evaluate_shifts(
     source = trained if trained.get("data") is not None else cfg
     log.info("shifted sets built on the data config of %s", ckpt if source is trained else "this evaluate run")
     seed = int(OmegaConf.select(source, "prepare.seed", default=source.get("seed", 0))) + SHIFT_SEED_OFFSET
+    spec = StoreSpec.from_config(source.get("prepare"), source.data)
     rows = [_shift_row(split, "in-distribution test split", in_distribution)]
     for name, description in describe(names).items():
         data_cfg = shift_data_config(source.data, name, int(cfg.get("shift_subjects", 8)))
-        store = prepare_shift_store(data_cfg, seed, cfg.shift_dir)
+        store = prepare_shift_store(data_cfg, seed, cfg.shift_dir, spec)
         dm_cfg = cfg.datamodule.copy()
         with open_dict(dm_cfg):
             dm_cfg.stores = [str(store)]

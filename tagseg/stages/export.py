@@ -3,9 +3,11 @@
 The exported graph maps a normalised batch (B, 1, S, S) float32 to the full-resolution logits
 (B, 1 + K, S, S) (the batch size is dynamic). Everything around it is in the sidecar
 ``model.json`` (:data:`SIDECAR`), so the file runs without tagseg: scale each frame to [0, 1],
-resize it to ``image_size`` (bilinear), normalise with ``mean`` / ``std``, run, argmax over
-channels, map channel c to ``labels[c]`` and resize back (nearest). ``tagseg predict model=<folder>``
-does exactly that and gives the same masks as ``ckpt=``.
+resize it to ``image_size`` (bilinear) or, where ``spacing_mm`` is set (a model trained at one pixel
+size, ``prepare.fit=crop``), resample it to ``spacing_mm`` and centre it on ``image_size`` (cropped
+or zero-padded), normalise with ``mean`` / ``std``, run, argmax over channels, map channel c to
+``labels[c]`` and undo the placement. ``tagseg predict model=<folder>`` does exactly that and gives
+the same masks as ``ckpt=``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ FILES = {"onnx": "model.onnx", "torch_export": "model.pt2"}
 SPACING_POLICY = (
     "each frame is resized from its own size to image_size x image_size pixels whatever its pixel "
     "spacing (no resampling to a fixed mm grid), as in training; masks are resized back (nearest)"
+)
+GRID_POLICY = (
+    "each frame is resampled (bilinear) from its own pixel spacing to spacing_mm and centred on "
+    "image_size x image_size pixels (cropped or zero-padded), as in training; the softmax is placed "
+    "back (background where the crop cut the frame) and resized to the frame (bilinear) before argmax"
 )
 ONNX_OPSET = 18
 
@@ -116,12 +123,13 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
         "input": {"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", len(seg.labels), size, size], "dtype": "float32"},
         "image_size": size,
+        "spacing_mm": seg.spacing_mm,
         "mean": seg.mean,
         "std": seg.std,
         "labels": list(seg.labels),
         "classes": list(seg.labels[1:]),
         "scaling": "each frame min-max scaled to [0, 1] before resizing (slice-store images already are)",
-        "spacing_policy": SPACING_POLICY,
+        "spacing_policy": GRID_POLICY if seg.spacing_mm else SPACING_POLICY,
         "tagseg_version": __version__,
         "torch_version": torch.__version__,
         "checkpoint": str(path),
@@ -174,6 +182,9 @@ def load_exported(folder: str | Path, device: str = "cpu") -> Segmenter:
         meta = json.loads(meta_path.read_text())
         fmt, file = meta["format"], folder / meta["file"]
         size, labels = int(meta["image_size"]), tuple(int(v) for v in meta["labels"])
+        spacing = None if meta.get("spacing_mm") is None else float(meta["spacing_mm"])
+        if spacing is not None and not spacing > 0:
+            raise ValueError(f"spacing_mm must be > 0 or null, got {spacing}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"model: {meta_path}: malformed sidecar ({type(exc).__name__}: {exc})") from None
     if fmt not in FILES:
@@ -196,6 +207,7 @@ def load_exported(folder: str | Path, device: str = "cpu") -> Segmenter:
         labels=labels,
         device=dev,
         source=str(folder),
+        spacing_mm=spacing,
     )
 
 

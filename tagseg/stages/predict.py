@@ -182,9 +182,13 @@ def _predict_one(
     qc: QCSettings | None = opts["qc"]
     scaled = scan.kind == "store"
     if qc is None:
-        labels = segmenter.segment(scan.frames, batch_size=opts["batch_size"], scaled=scaled, tta=opts["tta"])
+        labels = segmenter.segment(
+            scan.frames, batch_size=opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=scan.spacing_mm
+        )
     else:
-        unc = segment_with_uncertainty(segmenter, scan.frames, opts["batch_size"], scaled=scaled, tta=opts["tta"])
+        unc = segment_with_uncertainty(
+            segmenter, scan.frames, opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=scan.spacing_mm
+        )
         labels = unc.labels
     labels = apply_postprocess(opts["postprocess"], labels)
     t_qc = time.perf_counter()

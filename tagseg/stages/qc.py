@@ -30,6 +30,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tagseg.data.shifts import check_shifts, prepare_shift_store, shift_data_config
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.atomic import atomic_write_text
 from tagseg.qc.evaluation import qc_statistics
@@ -96,7 +97,10 @@ def fit_qc(cfg: DictConfig) -> tuple[QCModel, Path]:
         raise ConfigError(f"{store}: no images in split {split!r} to fit the QC model on")
     for name in check_shifts(cfg.get("shifts")):
         node = shift_data_config(data_cfg, name, int(cfg.shift_subjects))
-        sets.append((f"shift:{name}", split_of(prepare_shift_store(node, seed, cfg.shift_dir), "all")))
+        shift_store = prepare_shift_store(
+            node, seed, cfg.shift_dir, StoreSpec.from_config(seed_node.get("prepare"), data_cfg)
+        )
+        sets.append((f"shift:{name}", split_of(shift_store, "all")))
     plain, flipped = [], []
     for name, images in sets:
         plain += store_rows(segmenter, images, tta=False, batch_size=batch, test_set=name)

@@ -131,8 +131,14 @@ def slice_labels(
     """
     picked = [rows if all_frames else rows[:1] for _, _, rows in groups]
     if segmenter is not None:
-        frames = np.stack([scan.frames[r] for rows in picked for r in rows])
-        labels = segmenter.segment(frames, batch_size=batch_size, scaled=scan.kind == "store", tta=tta)
+        index = [r for rows in picked for r in rows]
+        labels = segmenter.segment(
+            scan.frames[index],
+            batch_size=batch_size,
+            scaled=scan.kind == "store",
+            tta=tta,
+            spacing_mm=scan.spacing_mm[index],
+        )
         bounds = np.cumsum([0, *(len(rows) for rows in picked)])
         return [labels[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     if scan.kind != "store":

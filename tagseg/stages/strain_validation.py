@@ -216,7 +216,7 @@ def run_validation(cfg: Any) -> dict[str, Any]:
                 level = level_of(z, src.n_slices)
                 masks = [("true", labels)]
                 if segmenter is not None and cond.name == "base":
-                    masks.append(("model", segmenter.segment(images)))
+                    masks.append(("model", segmenter.segment(images, spacing_mm=(subject["spacing_mm"],) * 2)))
                 for tname, tracker in trackers.items():
                     for mask_name, every in masks:
                         key = {

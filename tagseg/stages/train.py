@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
 from tagseg.data.sampling import StepSeed
+from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import SEGMENTATION, check_checkpoint, load_checkpoint, resolve_checkpoint, resume_checkpoint
 from tagseg.io.run_dir import (
@@ -293,7 +294,8 @@ def train(cfg: DictConfig) -> TrainResult:
     apply_identity(cfg)
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
-    model: SegmentationModule = instantiate(cfg.model, "model")
+    grid_mm = StoreSpec.from_config(cfg.get("prepare"), cfg.data).network_spacing(cfg.datamodule.image_size)
+    model: SegmentationModule = instantiate(cfg.model, "model", spacing_mm=grid_mm)
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
         load_weights(model, cfg.init_from, strict=bool(cfg.get("init_from_strict", True)))
     datamodule.setup("fit")
