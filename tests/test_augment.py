@@ -171,6 +171,24 @@ def test_batch_augment_is_deterministic_under_its_seed(single_thread):
     assert out["label"].dtype == torch.long and out["image"].dtype == batch["image"].dtype
 
 
+def test_clean_prob_leaves_that_share_of_the_samples_untouched(single_thread):
+    noise = {"noise": {"_target_": "tagseg.augment.acquisition.RicianNoise", "prob": 1.0, "snr": [5.0, 5.0]}}
+    flip = {"flip": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 1.0}}
+    view = ring_view(200, 16)
+    view["label"][:, :, :4] = 2.0  # an asymmetric label, so a flip shows in it
+    batch = {**view, "image": (view["image"] - NORM_MEAN) / NORM_STD, "label": view["label"].long()}
+    out = build_batch_augment({"transforms": {**flip, **noise}, "clean_prob": 0.3}, seed=1)(batch, count=0)
+    same = (out["image"] == batch["image"]).flatten(1).all(1)
+    assert 40 <= int(same.sum()) <= 80  # 60 expected of 200 (binomial sd 6.5)
+    labels_same = (out["label"] == batch["label"]).flatten(1).all(1)
+    assert torch.equal(same, labels_same)  # a clean sample keeps its own label, an augmented one moves it
+    assert not (out["image"] == batch["image"]).flatten(1).all(1)[~same].any()
+    everything = build_batch_augment({"transforms": noise, "clean_prob": 1.0}, seed=1)(batch, count=0)
+    assert torch.equal(everything["image"], batch["image"])
+    with pytest.raises(ConfigError, match="clean_prob must be in"):
+        build_batch_augment({"transforms": noise, "clean_prob": 1.5}, seed=1)
+
+
 @pytest.mark.parametrize("choice", sorted(p.stem for p in AUGMENT_DIR.glob("*.yaml")))
 def test_augment_group_composes_for_each_choice(compose_config, choice):
     cfg = compose_config("train", f"augment={choice}", tiny=False)

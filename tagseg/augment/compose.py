@@ -3,6 +3,7 @@
 Config (``datamodule.batch_augment``, set by ``conf/augment/<choice>.yaml``)::
 
     families: [geometry, tags, noise, resolution, artefacts, appearance]   # the ones that run
+    clean_prob: 0.0                                                       # share of samples left as they are
     transforms:                                                           # run in this order
       flip: {_target_: tagseg.augment.geometry.RandomFlip, prob: 0.5}
       noise: {_target_: tagseg.augment.acquisition.RicianNoise, prob: 0.3, snr: [2, 40]}
@@ -41,6 +42,8 @@ class BatchAugment(torch.nn.Module):
         transforms: name -> transform (or its ``_target_`` config), in the order they run.
         families: the families that run (None: all); transforms of other families are left out.
         seed: the run's seed.
+        clean_prob: the probability that a sample is left unaugmented (drawn per sample), so the
+            network also trains on images as they come (in-distribution accuracy at short schedules).
         mean, std: the batch's intensity normalisation (undone before, redone after).
 
     Raises:
@@ -54,8 +57,12 @@ class BatchAugment(torch.nn.Module):
         seed: int = 0,
         mean: float = NORM_MEAN,
         std: float = NORM_STD,
+        clean_prob: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= float(clean_prob) <= 1.0:
+            raise ConfigError(f"{WHERE}.clean_prob must be in [0, 1], got {clean_prob!r}")
+        self.clean_prob = float(clean_prob)
         chosen = list(FAMILIES if families is None else [str(f) for f in families])
         unknown = sorted(set(chosen) - set(FAMILIES))
         if unknown:
@@ -110,10 +117,16 @@ class BatchAugment(torch.nn.Module):
         for key in ("si", "spacing_mm"):
             if key in view:
                 out[key] = view[key].to(batch[key].dtype)
+        if self.clean_prob > 0:
+            clean = torch.rand(image.shape[0], generator=gen, device=image.device) < self.clean_prob
+            for key in ("image", "label", "si", "spacing_mm"):
+                if key in out and key in batch:
+                    keep = clean.view(-1, *([1] * (batch[key].ndim - 1)))
+                    out[key] = torch.where(keep, batch[key], out[key])
         return out
 
     def extra_repr(self) -> str:
-        return f"families={self.families}, seed={self.seed}"
+        return f"families={self.families}, seed={self.seed}, clean_prob={self.clean_prob}"
 
 
 def build_batch_augment(
@@ -129,8 +142,10 @@ def build_batch_augment(
     values = plain(cfg)
     if not isinstance(values, dict):
         raise ConfigError(f"{WHERE}: expected a mapping with 'families' and 'transforms', got {values!r}")
-    reject_unknown_keys(values, ("families", "transforms"), WHERE)
-    augment = BatchAugment(values.get("transforms") or {}, values.get("families"), seed, mean, std)
+    reject_unknown_keys(values, ("families", "transforms", "clean_prob"), WHERE)
+    augment = BatchAugment(
+        values.get("transforms") or {}, values.get("families"), seed, mean, std, float(values.get("clean_prob") or 0.0)
+    )
     return augment if len(augment.transforms) else None
 
 
