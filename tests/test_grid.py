@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,3 +184,36 @@ def test_shifted_sets_are_placed_on_the_grid_of_the_store_the_model_trained_on(t
     assert grid.images.shape[1:] == whole.images.shape[1:] == (64, 64)
     assert grid_px / base_px == pytest.approx(1.0, abs=0.15)
     assert whole_px / base_px == pytest.approx(1 / 0.7**2, rel=0.15)  # resized whole: 2x the pixels
+
+
+def test_evaluate_places_any_store_on_the_models_grid(tmp_path):
+    """A store at other pixel sizes is seen by a one-pixel-size model at the size it learnt (``grid_mm``)."""
+    from tagseg.data.datamodule import SliceDataModule
+    from tagseg.io.store import write_store
+    from tagseg.stages.evaluate import model_geometry
+
+    rings = [_ring((80, 80), 1.0), _ring((60, 60), 1.25)]  # the same ring in mm at two pixel sizes
+    images = np.zeros((2, 80, 80), np.float32)
+    images[0], images[1, 10:70, 10:70] = rings[0], rings[1]  # (the second padded to the store's shape)
+    masks = (images > 0.5).astype(np.uint8) * 2
+    meta = {
+        "subject": ["a", "b"],
+        "slice": [0, 0],
+        "frame": [0, 0],
+        "n_frames": [1, 1],
+        "phase": ["", ""],
+        "group": ["", ""],
+        "spacing_mm": [[1.0, 1.0], [1.25, 1.25]],
+        "source": ["t", "t"],
+        "split": ["test", "test"],
+    }
+    store = write_store(tmp_path / "s.h5", images, masks, meta, name="t")
+    geometry = model_geometry(SimpleNamespace(image_size=48, classes=[2], mean=0.5, std=0.25, get=lambda k: 2.0))
+    dm = SliceDataModule(stores=[str(store)], **geometry, augment={"enabled": False})
+    dm.setup("test")
+    assert dm.data.images.shape == (2, 48, 48) and (dm.data.spacing_mm == 2.0).all()
+    myo = (dm.data.labels == 1).sum(axis=(1, 2)) * 4.0  # mm^2 at 2 mm pixels
+    np.testing.assert_allclose(myo, np.pi * (20.0**2 - 12.0**2), rtol=0.08)
+    resized = SliceDataModule(stores=[str(store)], image_size=48, augment={"enabled": False})
+    resized.setup("test")
+    assert resized.data.spacing_mm[0] == pytest.approx([80 / 48] * 2)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from tagseg.augment.compose import BatchAugment, build_batch_augment
 from tagseg.conventions import LV, MYO, NORM_MEAN, NORM_STD, RV
+from tagseg.data.grid import place_slices
 from tagseg.data.sampling import SeededSampler
 from tagseg.data.splits import SPLITS, split_column
 from tagseg.data.transforms import AugmentConfig, build_augmentation, normalise
@@ -127,6 +128,7 @@ def load_slices(
     si_k: float = 0.2,
     seed: int = 0,
     split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    grid_mm: float | None = None,
 ) -> SliceArrays:
     """Read, resize, relabel, split and compute SI for every slice of ``stores``.
 
@@ -137,6 +139,9 @@ def load_slices(
         si_k: temperature of the shape-information sigmoid (must match the loss's ``k``).
         seed: seeds the subject split of rows without a stored split.
         split_ratios: (train, val, test) ratios of that split.
+        grid_mm: place every slice on the square grid of this pixel size (resampled from its own
+            spacing and centred, :func:`tagseg.data.grid.place_slices`) instead of resizing it: a
+            model trained at one pixel size sees any store at that size (``None``: resize).
 
     Returns:
         :class:`SliceArrays`.
@@ -158,10 +163,15 @@ def load_slices(
         path = Path(path)
         store = read_store(path, extras=False)
         n, h, w = store.images.shape
-        images, masks = resize_slices(store.images, store.masks, size)
-        spacing = np.asarray(store.meta["spacing_mm"], np.float32).reshape(n, 2) * np.array(
-            [h / size[0], w / size[1]], np.float32
-        )
+        own = np.asarray(store.meta["spacing_mm"], np.float32).reshape(n, 2)
+        if grid_mm:
+            if size[0] != size[1]:
+                raise ConfigError(f"datamodule.grid_mm needs a square image_size, got {image_size}")
+            images, masks = place_slices(store.images, store.masks, own, float(grid_mm), size[0])
+            spacing = np.full((n, 2), float(grid_mm), np.float32)
+        else:
+            images, masks = resize_slices(store.images, store.masks, size)
+            spacing = own * np.array([h / size[0], w / size[1]], np.float32)
         parts["images"].append(images.astype(np.float32, copy=False))
         parts["labels"].append(to_classes(masks, classes))
         parts["spacing_mm"].append(spacing)
@@ -277,6 +287,8 @@ class SliceDataModule(L.LightningDataModule):
         augment: :class:`~tagseg.data.transforms.AugmentConfig` fields; ``enabled: false`` turns it off.
         batch_augment: batch transforms run on the training device after the per-sample chain
             (:func:`tagseg.augment.compose.build_batch_augment`; ``conf/augment/``); null: none.
+        grid_mm: place every slice on the grid of this pixel size instead of resizing it (set by
+            ``tagseg evaluate`` for a model trained at one pixel size; see :func:`load_slices`).
         mean, std: intensity normalisation after [0, 1] scaling.
         n_train_subjects: train on this many of the training split's subjects only (null: all), a
             seeded choice: the first ``n`` of a permutation by ``seed``, so smaller sets are nested
@@ -306,8 +318,10 @@ class SliceDataModule(L.LightningDataModule):
         n_train_subjects: int | None = None,
         min_train_samples: int | None = None,
         batch_augment: Mapping[str, Any] | None = None,
+        grid_mm: float | None = None,
     ) -> None:
         super().__init__()
+        self.grid_mm = None if grid_mm is None else float(grid_mm)
         if isinstance(stores, (str, Path)):
             stores = [stores]
         self.stores = [str(s) for s in stores]
@@ -346,7 +360,9 @@ class SliceDataModule(L.LightningDataModule):
         """Load and cache every slice (once per process) and build the split datasets."""
         if self.data is not None:
             return
-        self.data = load_slices(self.stores, self.image_size, self.classes, self.si_k, self.seed, self.split_ratios)
+        self.data = load_slices(
+            self.stores, self.image_size, self.classes, self.si_k, self.seed, self.split_ratios, self.grid_mm
+        )
         augment = None
         if self.augment_enabled and self.augment_cfg.enabled:
             augment = build_augmentation(self.augment_cfg, (self.image_size, self.image_size))

@@ -78,9 +78,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     for store in stores:
         require_labels(store)
     save_run_config(cfg, run_dir)
-    datamodule = instantiate(
-        cfg.datamodule, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std
-    )
+    datamodule = instantiate(cfg.datamodule, "datamodule", **model_geometry(hp))
     datamodule.setup("test")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer = one_device_trainer(
@@ -104,6 +102,19 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     if qc is not None:
         log_qc(loggers, run_dir)
     return result
+
+
+def model_geometry(hp: Any) -> dict[str, Any]:
+    """The datamodule settings a checkpoint fixes: its input size, classes, normalisation and, for a model
+    trained at one pixel size, the grid every store is placed on (``grid_mm``)."""
+    grid = hp.get("spacing_mm")
+    return {
+        "image_size": hp.image_size,
+        "classes": list(hp.classes),
+        "mean": hp.mean,
+        "std": hp.std,
+        "grid_mm": None if grid is None else float(grid),
+    }
 
 
 def evaluate_shifts(
@@ -142,9 +153,7 @@ def evaluate_shifts(
         with open_dict(dm_cfg):
             dm_cfg.stores = [str(store)]
             dm_cfg.n_train_subjects = None
-        datamodule = instantiate(
-            dm_cfg, "datamodule", image_size=hp.image_size, classes=list(hp.classes), mean=hp.mean, std=hp.std
-        )
+        datamodule = instantiate(dm_cfg, "datamodule", **model_geometry(hp))
         datamodule.setup("test")
         trainer = one_device_trainer(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
         tested = evaluate_module(
