@@ -264,6 +264,30 @@ def test_training_fit_augments_train_batches_only(ring_store, single_thread, mon
     monkeypatch.setattr(BatchAugment, "forward", spy)
     trainer.fit(module, datamodule=dm)
     assert seen == [(True, 0), (True, 1), (True, 2), (True, 3)]
+    # clean_last_epochs: the last epoch of three runs on images as they come
+    seen.clear()
+    dm = SliceDataModule(
+        [str(ring_store)],
+        image_size=32,
+        batch_size=4,
+        augment={"enabled": False},
+        batch_augment={**cfg, "clean_last_epochs": 1},
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(tiny_segmentation_module(), datamodule=dm)
+    assert seen == [(True, 0), (True, 1), (True, 2), (True, 3)]
+    assert dm.batch_augment.runs_at(1, 3) and not dm.batch_augment.runs_at(2, 3) and dm.batch_augment.runs_at(9, None)
+    with pytest.raises(ConfigError, match="clean_last_epochs must be an integer"):
+        build_batch_augment({**cfg, "clean_last_epochs": -1}, 0)
 
 
 def test_scale_draw_covers_the_pixel_sizes(single_thread):

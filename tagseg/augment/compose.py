@@ -4,6 +4,7 @@ Config (``datamodule.batch_augment``, set by ``conf/augment/<choice>.yaml``)::
 
     families: [geometry, tags, noise, resolution, artefacts, appearance]   # the ones that run
     clean_prob: 0.0                                                       # share of samples left as they are
+    clean_last_epochs: 0                                                  # the last epochs of a fit run clean
     transforms:                                                           # run in this order
       flip: {_target_: tagseg.augment.geometry.RandomFlip, prob: 0.5}
       noise: {_target_: tagseg.augment.acquisition.RicianNoise, prob: 0.3, snr: [2, 40]}
@@ -44,6 +45,8 @@ class BatchAugment(torch.nn.Module):
         seed: the run's seed.
         clean_prob: the probability that a sample is left unaugmented (drawn per sample), so the
             network also trains on images as they come (in-distribution accuracy at short schedules).
+        clean_last_epochs: the last epochs of a fit run without augmentation (the network settles on
+            images as they come after learning from augmented ones); 0: every epoch is augmented.
         mean, std: the batch's intensity normalisation (undone before, redone after).
 
     Raises:
@@ -58,11 +61,15 @@ class BatchAugment(torch.nn.Module):
         mean: float = NORM_MEAN,
         std: float = NORM_STD,
         clean_prob: float = 0.0,
+        clean_last_epochs: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(clean_prob) <= 1.0:
             raise ConfigError(f"{WHERE}.clean_prob must be in [0, 1], got {clean_prob!r}")
+        if isinstance(clean_last_epochs, bool) or int(clean_last_epochs) != clean_last_epochs or clean_last_epochs < 0:
+            raise ConfigError(f"{WHERE}.clean_last_epochs must be an integer >= 0, got {clean_last_epochs!r}")
         self.clean_prob = float(clean_prob)
+        self.clean_last_epochs = int(clean_last_epochs)
         chosen = list(FAMILIES if families is None else [str(f) for f in families])
         unknown = sorted(set(chosen) - set(FAMILIES))
         if unknown:
@@ -96,6 +103,12 @@ class BatchAugment(torch.nn.Module):
         gen.manual_seed(batch_seed(self.seed, count, rank))
         return gen
 
+    def runs_at(self, epoch: int, max_epochs: int | None) -> bool:
+        """Whether training epoch ``epoch`` (0-based) of ``max_epochs`` is augmented (see ``clean_last_epochs``)."""
+        if not self.clean_last_epochs or max_epochs is None or max_epochs < 0:
+            return True
+        return epoch < max_epochs - self.clean_last_epochs
+
     def forward(self, batch: Mapping[str, Any], count: int = 0, rank: int = 0) -> dict[str, Any]:
         """The augmented batch (a new dict; ``image`` normalised, ``label`` long, as given).
 
@@ -126,7 +139,10 @@ class BatchAugment(torch.nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"families={self.families}, seed={self.seed}, clean_prob={self.clean_prob}"
+        return (
+            f"families={self.families}, seed={self.seed}, clean_prob={self.clean_prob}, "
+            f"clean_last_epochs={self.clean_last_epochs}"
+        )
 
 
 def build_batch_augment(
@@ -142,9 +158,15 @@ def build_batch_augment(
     values = plain(cfg)
     if not isinstance(values, dict):
         raise ConfigError(f"{WHERE}: expected a mapping with 'families' and 'transforms', got {values!r}")
-    reject_unknown_keys(values, ("families", "transforms", "clean_prob"), WHERE)
+    reject_unknown_keys(values, ("families", "transforms", "clean_prob", "clean_last_epochs"), WHERE)
     augment = BatchAugment(
-        values.get("transforms") or {}, values.get("families"), seed, mean, std, float(values.get("clean_prob") or 0.0)
+        values.get("transforms") or {},
+        values.get("families"),
+        seed,
+        mean,
+        std,
+        float(values.get("clean_prob") or 0.0),
+        values.get("clean_last_epochs") or 0,
     )
     return augment if len(augment.transforms) else None
 
