@@ -217,3 +217,26 @@ def test_evaluate_places_any_store_on_the_models_grid(tmp_path):
     resized = SliceDataModule(stores=[str(store)], image_size=48, augment={"enabled": False})
     resized.setup("test")
     assert resized.data.spacing_mm[0] == pytest.approx([80 / 48] * 2)
+
+
+def test_predict_reads_each_scans_spacing_and_writes_masks_in_its_geometry(tmp_path):
+    import nibabel as nib
+
+    from tagseg.stages.predict import predict
+
+    image = _ring((120, 100), 1.0)
+    image[5:15, 5:15] = 1.0  # a bright patch in a corner, outside the model's 64 mm field of view
+    path = tmp_path / "in" / "scan.nii.gz"
+    path.parent.mkdir()
+    volume = np.stack([image * 900.0 + 50.0] * 2, axis=-1).transpose(1, 0, 2)  # (x, y, t)
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([1.0, 1.0, 8.0, 1.0])), str(path))
+    grid = Segmenter(network=Threshold(0.5, 0.25), image_size=32, mean=0.5, std=0.25, spacing_mm=2.0)
+    whole = Segmenter(network=Threshold(0.5, 0.25), image_size=32, mean=0.5, std=0.25)
+    for name, seg in (("grid", grid), ("whole", whole)):
+        predict(seg, path, tmp_path / name, overlays=False, progress=False)
+    masks = {n: np.asarray(nib.load(str(tmp_path / n / "scan_mask.nii.gz")).dataobj) for n in ("grid", "whole")}
+    assert masks["grid"].shape == masks["whole"].shape == volume.shape
+    first = {n: m[..., 0].T == 2 for n, m in masks.items()}  # back to (rows, cols)
+    assert first["whole"][5:15, 5:15].mean() > 0.5 and not first["grid"][:20, :20].any()
+    ring = _ring((120, 100), 1.0) > 0
+    assert _dice(first["grid"], ring) > 0.9
