@@ -328,3 +328,21 @@ def test_a_bad_transform_probability_is_caught_before_any_work(compose_config):
     with pytest.raises(ConfigError) as err:
         validate_config(cfg)
     assert str(err.value) == "datamodule.batch_augment.transforms.noise.prob: expected a number >= 0 and <= 1, got 1.5"
+
+
+def test_field_of_view_zeroes_outside_a_window_of_the_drawn_extent(single_thread):
+    from tagseg.augment.geometry import FieldOfView
+
+    view = ring_view(64, 40)
+    view["image"] = view["image"] + 0.5  # nowhere zero before
+    out = FieldOfView(prob=1.0, extent=(0.5, 0.8), shift=0.0)(dict(view), gen(3))
+    for i in range(64):
+        kept = out["image"][i, 0] > 0
+        rows, cols = kept.any(1).nonzero().flatten(), kept.any(0).nonzero().flatten()
+        assert kept.sum() == len(rows) * len(cols)  # one rectangle
+        assert 0.5 * 40 - 1 <= len(rows) <= 0.8 * 40 + 1 and 0.5 * 40 - 1 <= len(cols) <= 0.8 * 40 + 1
+        assert abs((rows[0] + rows[-1]) / 2 - 19.5) <= 1 and abs((cols[0] + cols[-1]) / 2 - 19.5) <= 1  # centred
+        assert torch.equal(out["label"][i, 0][~kept], torch.zeros_like(out["label"][i, 0][~kept]))
+        assert torch.equal(out["image"][i, 0][kept], view["image"][i, 0][kept])
+    with pytest.raises(ConfigError, match="extent"):
+        FieldOfView(prob=0.5, extent=(0.9, 0.2))

@@ -1,4 +1,5 @@
-"""Geometry: flips, scale to another pixel size with rotation and shift, elastic deformation.
+"""Geometry: flips, scale to another pixel size with rotation and shift, elastic deformation, a
+smaller field of view.
 
 Spatial transforms move the image and shape maps (bilinear) and the label (nearest) through the
 same sampling grid, so a label stays the label of its pixel; regions moved in from outside the
@@ -128,4 +129,39 @@ class ElasticDeform(BatchTransform):
         return warp(sub, grid)
 
 
-__all__ = ["ElasticDeform", "RandomFlip", "RandomScaleRotate", "identity_grid", "warp"]
+class FieldOfView(BatchTransform):
+    """A smaller field of view: outside a window of ``extent`` of each axis, image, label and shape maps
+    are zero, as in a scan of a smaller field of view placed on a one-pixel-size grid (zero-padded,
+    :mod:`tagseg.data.grid`); the anatomy keeps its size. The window is centred within ``shift`` of the
+    free margin (a scanner centres the field of view on the heart only roughly).
+
+    Args:
+        prob: probability per sample.
+        extent: range of the window's side as a fraction of each image axis (drawn per axis).
+        shift: how far the window moves off centre, as a fraction of the margin left on each side.
+    """
+
+    family = "geometry"
+    keys = ("image", "label", "si")
+
+    def __init__(self, prob: float, extent: Sequence[float] = (0.55, 0.95), shift: float = 0.5) -> None:
+        super().__init__(prob)
+        self.extent = as_range(extent, "FieldOfView.extent", 0.05, 1.0)
+        self.shift = float(as_range(shift, "FieldOfView.shift", 0.0, 1.0)[0])
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image = sub["image"]
+        n, _, h, w = image.shape
+        dev = image.device
+        keep = torch.ones(n, 1, h, w, dtype=torch.bool, device=dev)
+        for axis, size in ((2, h), (3, w)):
+            side = uniform(gen, n, self.extent, dev) * size
+            margin = size - side
+            start = margin / 2 + (torch.rand(n, generator=gen, device=dev) * 2 - 1) * self.shift * margin / 2
+            pos = torch.arange(size, device=dev, dtype=torch.float32) + 0.5
+            inside = (pos[None] >= start[:, None]) & (pos[None] < (start + side)[:, None])
+            keep &= inside.view(n, 1, size, 1) if axis == 2 else inside.view(n, 1, 1, size)
+        return {key: torch.where(keep, sub[key], torch.zeros_like(sub[key])) for key in self.keys if key in sub}
+
+
+__all__ = ["ElasticDeform", "FieldOfView", "RandomFlip", "RandomScaleRotate", "identity_grid", "warp"]
