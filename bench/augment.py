@@ -1,4 +1,4 @@
-"""Augmentation throughput and its share of a CPU training step: ``paper`` vs ``robust``. Prints JSON.
+"""Augmentation throughput and its share of a CPU training step: ``paper`` vs ``robust`` (and ``tagged``). Prints JSON.
 
 * ``paper``: METHOD 4's per-sample MONAI chain (``tagseg.data.transforms.build_augmentation`` with
   the ``conf/augment/paper.yaml`` settings), one sample at a time, as a DataLoader worker runs it;
@@ -22,7 +22,6 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,15 +33,15 @@ from tagseg.conventions import NORM_MEAN, NORM_STD
 from tagseg.data.transforms import AugmentConfig, build_augmentation
 from tagseg.losses import SegmentationLoss, shape_information_batch
 from tagseg.models.networks import build_network, split_output
-from tagseg.runtime.config import CONF_DIR
 
 K, VAE_WEIGHT = 0.2, 0.1
 
 
 def augment_config(choice: str) -> dict[str, Any]:
-    """``datamodule`` node of ``conf/augment/<choice>.yaml``."""
-    cfg = OmegaConf.load(Path(CONF_DIR) / "augment" / f"{choice}.yaml")
-    return OmegaConf.to_container(cfg.datamodule, resolve=True)
+    """``datamodule`` node of ``tagseg train augment=<choice>`` (the group's defaults composed)."""
+    from tagseg.runtime.config import compose
+
+    return OmegaConf.to_container(compose("train", [f"augment={choice}"]).datamodule, resolve=True)
 
 
 def make_batch(size: int, batch: int) -> dict[str, Any]:
@@ -88,9 +87,9 @@ def paper_ms(data: dict[str, Any], size: int, samples: int) -> float:
     return 1e3 * (time.perf_counter() - t0) / samples
 
 
-def robust_ms(data: dict[str, Any], rounds: int) -> float:
-    """Batch transforms of ``robust``: ms per sample (mean over ``rounds`` batches)."""
-    augment = build_batch_augment(augment_config("robust")["batch_augment"], seed=0)
+def batch_ms(data: dict[str, Any], rounds: int, choice: str = "robust") -> float:
+    """Batch transforms of ``augment=<choice>``: ms per sample (mean over ``rounds`` batches)."""
+    augment = build_batch_augment(augment_config(choice)["batch_augment"], seed=0)
     t0 = time.perf_counter()
     for count in range(rounds):
         augment(data, count=count)
@@ -127,9 +126,10 @@ def main() -> None:
     torch.manual_seed(0)
     data = make_batch(args.size, args.batch)
     paper = statistics.median(paper_ms(data, args.size, 4 * args.batch) for _ in range(args.repeat))
-    robust = statistics.median(robust_ms(data, 4) for _ in range(args.repeat))
+    robust = statistics.median(batch_ms(data, 4) for _ in range(args.repeat))
+    tagged = statistics.median(batch_ms(data, 4, "tagged") for _ in range(args.repeat))
     step = step_ms(data, args.size, args.filters, args.steps)
-    paper_batch, robust_batch = paper * args.batch, robust * args.batch
+    paper_batch, robust_batch, tagged_batch = paper * args.batch, robust * args.batch, tagged * args.batch
     print(
         json.dumps(
             {
@@ -152,6 +152,9 @@ def main() -> None:
                 "robust_step_share": round(robust_batch / (robust_batch + step), 4),
                 "robust_added_step_share": round((robust_batch - paper_batch) / (paper_batch + step), 4),
                 "robust_added_step_share_goal": 0.10,
+                "tagged_samples_per_s_per_core": round(1e3 / tagged, 1),
+                "tagged_ms_per_batch": round(tagged_batch, 1),
+                "tagged_added_step_share": round((tagged_batch - paper_batch) / (paper_batch + step), 4),
             },
             indent=2,
         )
