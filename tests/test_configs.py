@@ -112,6 +112,9 @@ def test_demo_is_small_and_has_its_own_store(compose_config):
     assert 96 <= demo.datamodule.image_size <= 128 and demo.data.image_size == demo.datamodule.image_size
     assert 100 <= demo.data.n_subjects * demo.data.n_slices * demo.data.n_frames <= 600
     assert demo.model.network.name == "resnetvae" and demo.trainer.accelerator == "cpu"
+    # one pixel size, the phantom's own (the store is the resized one's, the model records the size)
+    assert demo.prepare.fit == "crop" and demo.prepare.spacing_mm == demo.data.fov_mm / demo.data.image_size
+    assert demo.datamodule.batch_augment.clean_last_epochs > 0 and not demo.datamodule.augment.enabled  # augment=tagged
 
 
 def test_stage_fixtures_are_tiny_and_write_under_tmp_path(
