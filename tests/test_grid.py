@@ -143,16 +143,18 @@ def test_a_cropped_store_slice_keeps_its_pixel_size_and_its_motion_in_mm():
 def test_checkpoint_and_export_carry_the_grid(trained_ckpt, tmp_path):
     state = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
     state["hyper_parameters"]["spacing_mm"] = 2.5
+    state["hyper_parameters"]["flips"] = False
     ckpt = tmp_path / "grid.ckpt"
     torch.save(state, ckpt)
     seg = load_segmenter(ckpt)
     assert seg.spacing_mm == 2.5 and load_segmenter(trained_ckpt).spacing_mm is None
+    assert not seg.flips and load_segmenter(trained_ckpt).flips  # older checkpoints: trained with flips
     folder = tmp_path / "onnx"
     export_model(ckpt, "onnx", folder)
     meta = json.loads((folder / "model.json").read_text())
     assert meta["spacing_mm"] == 2.5 and "resampled" in meta["spacing_policy"]
     exported = load_exported(folder)
-    assert exported.spacing_mm == 2.5
+    assert exported.spacing_mm == 2.5 and meta["flips"] is False and not exported.flips
     frames = np.stack([_ring((50, 64), 1.6)] * 2) * 700.0
     sp = np.array([[1.6, 1.6]] * 2)
     np.testing.assert_array_equal(exported.segment(frames, spacing_mm=sp), seg.segment(frames, spacing_mm=sp))
@@ -240,3 +242,19 @@ def test_predict_reads_each_scans_spacing_and_writes_masks_in_its_geometry(tmp_p
     assert first["whole"][5:15, 5:15].mean() > 0.5 and not first["grid"][:20, :20].any()
     ring = _ring((120, 100), 1.0) > 0
     assert _dice(first["grid"], ring) > 0.9
+
+
+@pytest.mark.parametrize("choice, flips", [("paper", True), ("robust", True), ("tagged", False), ("none", False)])
+def test_test_time_flips_are_refused_for_a_model_that_never_saw_a_flipped_image(choice, flips):
+    from tagseg.augment.compose import trains_on_flips
+    from tagseg.models.segmenter import Ensemble, check_tta
+    from tagseg.runtime.config import compose, plain
+
+    assert trains_on_flips(plain(compose("train", [f"augment={choice}"]).datamodule)) is flips
+    seg = Segmenter(network=Threshold(0.5, 0.25), image_size=32, flips=flips, source="m.ckpt")
+    check_tta(seg, tta=False)
+    if flips:
+        check_tta(seg, tta=True)
+    else:
+        with pytest.raises(ConfigError, match=r"tta=flip: m\.ckpt was trained without flipped images"):
+            check_tta(Ensemble([Segmenter(network=Threshold(0.5, 0.25), image_size=32), seg]), tta=True)

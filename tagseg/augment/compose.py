@@ -171,4 +171,20 @@ def build_batch_augment(
     return augment if len(augment.transforms) else None
 
 
-__all__ = ["BatchAugment", "batch_seed", "build_batch_augment"]
+def trains_on_flips(datamodule: Mapping[str, Any]) -> bool:
+    """Whether a ``datamodule`` config draws flipped images in training (METHOD 4's chain or ``RandomFlip``):
+    only then are test-time flips views the network knows."""
+    chain = dict(datamodule.get("augment") or {})
+    if chain.get("enabled", True) and float(chain.get("flip_prob", 0.5) or 0.0) > 0:
+        return True
+    batch = datamodule.get("batch_augment") or {}
+    families = batch.get("families")
+    if families is not None and "geometry" not in families:
+        return False
+    for node in (batch.get("transforms") or {}).values():
+        if node and str(node.get("_target_", "")).endswith("RandomFlip") and float(node.get("prob", 0.0)) > 0:
+            return True
+    return False
+
+
+__all__ = ["BatchAugment", "batch_seed", "build_batch_augment", "trains_on_flips"]

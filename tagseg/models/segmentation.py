@@ -85,6 +85,8 @@ class SegmentationModule(L.LightningModule):
         scheduler_monitor: the metric ReduceLROnPlateau watches.
         spacing_mm: the pixel size (mm) of the input grid when the store has one (``prepare.fit=crop``,
             set by ``tagseg train``); recorded so predict places new scans on the same grid.
+        flips: whether training drew flipped images (set by ``tagseg train``): test-time flips
+            (``tta=flip``) need a network that knows flipped views.
 
     Raises:
         ConfigError: unknown ``init``, negative ``vae_weight``, or ``out_channels`` not 1 + K.
@@ -104,6 +106,7 @@ class SegmentationModule(L.LightningModule):
         init: str = "xavier_normal",
         scheduler_monitor: str = "val/loss",
         spacing_mm: float | None = None,
+        flips: bool = True,
     ) -> None:
         super().__init__()
         network, loss, optimizer, scheduler, classes = (

@@ -118,6 +118,7 @@ class Segmenter:
         source: the checkpoint or model folder it came from (recorded in outputs).
         spacing_mm: the pixel size (mm) of the network's input grid when it was trained on a
             fixed-pixel-size store (``prepare.fit=crop``); ``None``: frames are resized whole.
+        flips: whether the network was trained on flipped images (``tta=True`` needs it).
     """
 
     network: Any
@@ -128,6 +129,7 @@ class Segmenter:
     device: str = "cpu"
     source: str = ""
     spacing_mm: float | None = None
+    flips: bool = True
 
     def on_grid(self, spacing_mm: Any) -> bool:
         """Whether frames of this pixel spacing are placed on a fixed-pixel-size grid (else resized whole)."""
@@ -257,6 +259,22 @@ class Ensemble:
         return segment_frames(
             self.members, frames, batch_size=batch_size, scaled=scaled, tta=tta, spacing_mm=spacing_mm
         )
+
+
+def check_tta(segmenter: Any, tta: bool) -> None:
+    """Refuse test-time flips for a model (or an ensemble member) trained without flipped images.
+
+    Raises:
+        ConfigError: naming the model; its flipped views lower Dice instead of raising it.
+    """
+    if not tta:
+        return
+    for member in getattr(segmenter, "members", [segmenter]):
+        if not getattr(member, "flips", True):
+            raise ConfigError(
+                f"tta=flip: {member.source or 'the model'} was trained without flipped images (e.g. augment=tagged), "
+                "so its flipped views are views it never saw and lower Dice; use tta=none"
+            )
 
 
 def _per_frame(spacing_mm: Any, n: int) -> np.ndarray:
@@ -397,6 +415,7 @@ def load_segmenter(ckpt: str | Path, device: str = "cpu", key: str = "ckpt") -> 
         device=str(device),
         source=str(path),
         spacing_mm=None if spacing is None else float(spacing),
+        flips=bool(hparams.get("flips", True)),
     )
 
 

@@ -124,6 +124,7 @@ def export_model(ckpt: Any, fmt: str, output: str | Path, onnx_dynamo: bool = Fa
         "output": {"name": "logits", "shape": ["batch", len(seg.labels), size, size], "dtype": "float32"},
         "image_size": size,
         "spacing_mm": seg.spacing_mm,
+        "flips": seg.flips,
         "mean": seg.mean,
         "std": seg.std,
         "labels": list(seg.labels),
@@ -208,6 +209,7 @@ def load_exported(folder: str | Path, device: str = "cpu") -> Segmenter:
         device=dev,
         source=str(folder),
         spacing_mm=spacing,
+        flips=bool(meta.get("flips", True)),
     )
 
 

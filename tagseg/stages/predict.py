@@ -40,6 +40,7 @@ from tagseg.io.atomic import OutputLock
 from tagseg.models.segmenter import (  # noqa: F401
     Ensemble,
     Segmenter,
+    check_tta,
     find_checkpoint,
     find_checkpoints,
     load_segmenter,
@@ -364,6 +365,7 @@ def predict_scans(cfg: Any) -> PredictReport:
         cfg.input, formats=cfg.reader.get("formats")
     )  # a missing or empty input fails before the model is loaded
     segmenter = load_predictor(cfg)
+    check_tta(segmenter, cfg.tta == "flip")
     qc = qc_settings(cfg.get("qc"), str(segmenter.source), ensemble=hasattr(segmenter, "members"))
     t1 = time.perf_counter()
     # one writer per output folder (each file is written under a temporary name and renamed)

@@ -104,7 +104,8 @@ def fit_qc(cfg: DictConfig) -> tuple[QCModel, Path]:
     plain, flipped = [], []
     for name, images in sets:
         plain += store_rows(segmenter, images, tta=False, batch_size=batch, test_set=name)
-        flipped += store_rows(segmenter, images, tta=True, batch_size=batch, test_set=name)
+        if segmenter.flips:  # the flip variant only for a model that knows flipped views (check_tta)
+            flipped += store_rows(segmenter, images, tta=True, batch_size=batch, test_set=name)
     model = fit_qc_model(
         plain,
         [r["dice"] for r in plain],
@@ -146,7 +147,7 @@ def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
     Raises:
         ConfigError: an unknown ``tta`` or a missing / invalid model file.
     """
-    from tagseg.models.segmenter import load_segmenter
+    from tagseg.models.segmenter import check_tta, load_segmenter
 
     if spec is None or not spec.get("enabled", True):
         return None
@@ -162,7 +163,9 @@ def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
         raise ConfigError(f"qc.model: {choice} does not exist (expected a qc_model.json written by tagseg qc)")
     else:
         model = load_qc_model(str(choice))
-    return EvalQC(load_segmenter(ckpt), model, tta == "flip", int(spec.get("batch_size", 16)))
+    segmenter = load_segmenter(ckpt)
+    check_tta(segmenter, tta == "flip")
+    return EvalQC(segmenter, model, tta == "flip", int(spec.get("batch_size", 16)))
 
 
 def evaluate_qc(settings: EvalQC, stores: list[Path], split: str, folder: Path, test_set: str) -> Path:

@@ -293,6 +293,7 @@ def strain_scans(cfg: Any) -> StrainReport:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from tagseg.models.segmenter import check_tta
     from tagseg.stages.predict import load_predictor
 
     # a missing or empty input fails before the model is loaded
@@ -303,6 +304,8 @@ def strain_scans(cfg: Any) -> StrainReport:
         segmenter = load_predictor(cfg)
     if cfg.tta not in (None, "none", "flip"):
         raise ConfigError(f"tta: expected none or flip, got {cfg.tta!r}")
+    if segmenter is not None:
+        check_tta(segmenter, cfg.tta == "flip")
     if cfg.get("radial", "auto") not in RADIAL_SOURCES:
         raise ConfigError(f"radial: expected one of {list(RADIAL_SOURCES)}, got {cfg.radial!r}")
     if cfg.level not in ("auto", "basal", "mid", "apical"):

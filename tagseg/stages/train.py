@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from tagseg.augment.compose import trains_on_flips
 from tagseg.callbacks import ResumedMetrics, latest_metrics_csv
 from tagseg.data.sampling import StepSeed
 from tagseg.data.store_spec import StoreSpec
@@ -295,7 +296,8 @@ def train(cfg: DictConfig) -> TrainResult:
     save_run_config(cfg, run_dir)
     datamodule = instantiate(cfg.datamodule, "datamodule")
     grid_mm = StoreSpec.from_config(cfg.get("prepare"), cfg.data).network_spacing(cfg.datamodule.image_size)
-    model: SegmentationModule = instantiate(cfg.model, "model", spacing_mm=grid_mm)
+    flips = trains_on_flips(plain(cfg.datamodule))
+    model: SegmentationModule = instantiate(cfg.model, "model", spacing_mm=grid_mm, flips=flips)
     if cfg.get("init_from") and not cfg.get("ckpt_path"):
         load_weights(model, cfg.init_from, strict=bool(cfg.get("init_from_strict", True)))
     datamodule.setup("fit")
