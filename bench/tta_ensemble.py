@@ -59,7 +59,8 @@ def main() -> None:
         "results": {},
     }
     for name, model in models.items():
-        for tta in (False, True):
+        knows_flips = all(m.flips for m in getattr(model, "members", [model]))
+        for tta in (False, True) if knows_flips else (False,):  # tta=flip is refused for a model without flips
             out["results"][name + ("+tta_flip" if tta else "")] = measure(model, images, truth, tta, args.repeat)
     print(json.dumps(out, indent=1))
 
