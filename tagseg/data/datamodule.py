@@ -454,7 +454,9 @@ class SliceDataModule(L.LightningDataModule):
         trainer = self.trainer
         if self.batch_augment is None or trainer is None or not trainer.training:
             return batch
-        if not self.batch_augment.runs_at(trainer.current_epoch, trainer.max_epochs):
+        if self.batch_augment.clean_last_epochs and not self.batch_augment.runs_at(
+            trainer.current_epoch, trainer.max_epochs
+        ):
             return batch
         count = trainer.fit_loop.epoch_loop.batch_progress.total.ready
         return self.batch_augment(batch, count=count, rank=trainer.global_rank)
