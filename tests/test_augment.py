@@ -346,3 +346,22 @@ def test_field_of_view_zeroes_outside_a_window_of_the_drawn_extent(single_thread
         assert torch.equal(out["image"][i, 0][kept], view["image"][i, 0][kept])
     with pytest.raises(ConfigError, match="extent"):
         FieldOfView(prob=0.5, extent=(0.9, 0.2))
+
+
+def test_free_intensity_curves_swap_tissue_brightness_and_keep_air_dark(single_thread):
+    from tagseg.augment.appearance import IntensityCurve
+
+    view = ring_view(64, 24, value=0.8)  # ring 0.8 on 0.1 background
+    view["image"][:, :, :2] = 0.0  # air
+    monotone = IntensityCurve(prob=1.0, points=4, jitter=0.6)(dict(view), gen(1))["image"]
+    free = IntensityCurve(prob=1.0, points=4, monotone=False)(dict(view), gen(1))["image"]
+    ring, back = view["label"].bool(), (view["label"] == 0) & (view["image"] > 0)
+
+    def brighter(img):
+        return torch.stack([img[i][ring[i]].mean() > img[i][back[i]].mean() for i in range(64)])
+
+    assert brighter(monotone).all()  # a monotone curve keeps the order of the tissues
+    swapped = int((~brighter(free)).sum())
+    assert 5 <= swapped <= 59  # free curves make the background the brighter one in a share of samples
+    for out in (monotone, free):
+        assert (out[:, :, :2] == 0).all() and float(out.max()) <= 0.8 + 1e-6 and float(out.min()) >= 0.0

@@ -54,16 +54,22 @@ class IntensityCurve(BatchTransform):
     """A random monotone intensity curve on [0, peak]: piecewise linear through ``points`` control
     points whose increments are drawn in ``[1 - jitter, 1 + jitter]`` (histogram shifts).
 
+    With ``monotone=False`` the control values after 0 are drawn in [0.05, 1] independently, so
+    tissues may swap brightness (blood darker than myocardium, organs brighter): another scanner's
+    tissue contrast, which no monotone curve reaches.
+
     Args:
         prob: probability per sample.
         points: control points of the curve (>= 2).
-        jitter: relative spread of the increments (0: the identity).
+        jitter: relative spread of the increments (0: the identity); monotone curves only.
+        monotone: draw monotone curves (histogram shifts) or free ones (contrast inversions).
     """
 
     family = "appearance"
 
-    def __init__(self, prob: float, points: int = 6, jitter: float = 0.6) -> None:
+    def __init__(self, prob: float, points: int = 6, jitter: float = 0.6, monotone: bool = True) -> None:
         super().__init__(prob)
+        self.monotone = bool(monotone)
         if int(points) < 2:
             raise ConfigError(f"IntensityCurve.points: expected >= 2, got {points}")
         self.points = int(points)
@@ -74,9 +80,13 @@ class IntensityCurve(BatchTransform):
         n = image.shape[0]
         dev = image.device
         segments = self.points - 1
-        steps = uniform(gen, n * segments, (1 - self.jitter, 1 + self.jitter), dev).view(n, segments)
-        ys = torch.cat([torch.zeros(n, 1, device=dev), steps.cumsum(1)], 1)
-        ys = ys / ys[:, -1:]
+        if self.monotone:
+            steps = uniform(gen, n * segments, (1 - self.jitter, 1 + self.jitter), dev).view(n, segments)
+            ys = torch.cat([torch.zeros(n, 1, device=dev), steps.cumsum(1)], 1)
+            ys = ys / ys[:, -1:]
+        else:
+            levels = uniform(gen, n * segments, (0.05, 1.0), dev).view(n, segments)
+            ys = torch.cat([torch.zeros(n, 1, device=dev), levels / levels.amax(1, keepdim=True)], 1)
         peak = image.flatten(1).amax(1).clamp(min=1e-6).view(n, 1, 1, 1)
         x = (image / peak).flatten(1) * segments
         idx = x.floor().clamp(max=segments - 1).long()
