@@ -71,25 +71,40 @@ def from_grid(array: np.ndarray, shape: Sequence[int], fill: float = 0.0) -> np.
     return out
 
 
+def resize_pair(img: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """An image (bilinear, float32) and its mask (nearest, same dtype) resized to ``shape``, as ``tagseg
+    prepare`` resizes every slice (no anti-aliasing)."""
+    from skimage.transform import resize
+
+    if img.shape == tuple(shape):
+        return img, mask
+    img = resize(img, shape, order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
+    mask = resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
+    return img, mask
+
+
 def place_slices(
     images: np.ndarray, masks: np.ndarray, spacing_mm: np.ndarray, grid_mm: float, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Store slices (N, H, W) at their own spacing (N, 2) on the ``size`` grid of ``grid_mm`` pixels
     (images bilinear, masks nearest, as ``tagseg prepare`` with ``fit=crop`` does); a slice already on
     the grid is returned unchanged."""
-    from skimage.transform import resize
-
     n, h, w = images.shape
     out_img = np.zeros((n, size, size), np.float32)
     out_mask = np.zeros((n, size, size), masks.dtype)
     for i in range(n):
-        shape = resampled_shape((h, w), spacing_mm[i], grid_mm)
-        img, mask = images[i], masks[i]
-        if shape != (h, w):
-            img = resize(img, shape, order=1, preserve_range=True, anti_aliasing=False)
-            mask = resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(masks.dtype)
+        img, mask = resize_pair(images[i], masks[i], resampled_shape((h, w), spacing_mm[i], grid_mm))
         out_img[i], out_mask[i] = to_grid(np.asarray(img, np.float32), size), to_grid(mask, size)
     return out_img, out_mask
 
 
-__all__ = ["FITS", "place_slices", "centre_offset", "check_fit", "from_grid", "resampled_shape", "to_grid"]
+__all__ = [
+    "FITS",
+    "place_slices",
+    "resize_pair",
+    "centre_offset",
+    "check_fit",
+    "from_grid",
+    "resampled_shape",
+    "to_grid",
+]

@@ -21,7 +21,7 @@ from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from tagseg.conventions import LABELS
-from tagseg.data.grid import check_fit, resampled_shape, to_grid
+from tagseg.data.grid import check_fit, resampled_shape, resize_pair, to_grid
 from tagseg.data.records import DatasetSource, SliceRecord
 from tagseg.data.splits import split_column
 from tagseg.data.store_spec import StoreSpec
@@ -90,14 +90,6 @@ def check_record(rec: SliceRecord, where: str) -> None:
         raise DataError(f"{where}: pixel spacing must be two positive numbers (mm), got {rec.spacing_mm}")
 
 
-def _resize_pair(img: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    if img.shape == tuple(shape):
-        return img, mask
-    img = resize(img, shape, order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
-    mask = resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-    return img, mask
-
-
 def _resize_displacement(disp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A (2, H, W) displacement in pixels on a grid of ``shape``: each component resized, then scaled by
     its axis's change of pixel size, so it stays the same motion in mm."""
@@ -128,7 +120,7 @@ def normalise_record(
     sp = np.asarray(rec.spacing_mm, dtype=np.float64)
     if spacing_mm:
         shape = resampled_shape(img.shape, sp, spacing_mm)
-        img, mask = _resize_pair(img, mask, shape)
+        img, mask = resize_pair(img, mask, shape)
         sp = np.array([spacing_mm, spacing_mm], dtype=np.float64)
     if fit == "crop" and image_size:
         if "displacement" in rec.extras:
@@ -140,7 +132,7 @@ def normalise_record(
     if image_size:
         new = (int(image_size), int(image_size))
         sp = sp * np.array(img.shape) / np.array(new)
-        img, mask = _resize_pair(img, mask, new)
+        img, mask = resize_pair(img, mask, new)
     if "displacement" in rec.extras:
         rec.extras["displacement"] = _resize_displacement(rec.extras["displacement"], img.shape)
     rec.image, rec.mask, rec.spacing_mm = _scale01(img), mask, (float(sp[0]), float(sp[1]))
