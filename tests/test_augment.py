@@ -242,48 +242,38 @@ def test_training_fit_augments_train_batches_only(ring_store, single_thread, mon
 
     seen: list[tuple[bool, int]] = []
     original = BatchAugment.forward
+    trainers: list[L.Trainer] = []
 
     def spy(self, batch, count=0, rank=0):
-        seen.append((self._trainer_training(), count))
+        seen.append((trainers[-1].training, count))
         return original(self, batch, count, rank)
 
-    cfg = {"transforms": {"flip": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 0.5}}}
-    dm = SliceDataModule([str(ring_store)], image_size=32, batch_size=4, augment={"enabled": False}, batch_augment=cfg)
-    module = tiny_segmentation_module()
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    monkeypatch.setattr(BatchAugment, "_trainer_training", lambda self: trainer.training, raising=False)
+    def fit(max_epochs: int, batch_augment: dict) -> SliceDataModule:
+        dm = SliceDataModule(
+            [str(ring_store)], image_size=32, batch_size=4, augment={"enabled": False}, batch_augment=batch_augment
+        )
+        trainers.append(
+            L.Trainer(
+                max_epochs=max_epochs,
+                limit_train_batches=2,
+                limit_val_batches=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                accelerator="cpu",
+            )
+        )
+        trainers[-1].fit(tiny_segmentation_module(), datamodule=dm)
+        return dm
+
     monkeypatch.setattr(BatchAugment, "forward", spy)
-    trainer.fit(module, datamodule=dm)
+    cfg = {"transforms": {"flip": {"_target_": "tagseg.augment.geometry.RandomFlip", "prob": 0.5}}}
+    fit(2, cfg)
     assert seen == [(True, 0), (True, 1), (True, 2), (True, 3)]
     # clean_last_epochs: the last epoch of three runs on images as they come
     seen.clear()
-    dm = SliceDataModule(
-        [str(ring_store)],
-        image_size=32,
-        batch_size=4,
-        augment={"enabled": False},
-        batch_augment={**cfg, "clean_last_epochs": 1},
-    )
-    trainer = L.Trainer(
-        max_epochs=3,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(tiny_segmentation_module(), datamodule=dm)
+    dm = fit(3, {**cfg, "clean_last_epochs": 1})
     assert seen == [(True, 0), (True, 1), (True, 2), (True, 3)]
     assert dm.batch_augment.runs_at(1, 3) and not dm.batch_augment.runs_at(2, 3) and dm.batch_augment.runs_at(9, None)
     with pytest.raises(ConfigError, match="clean_last_epochs must be an integer"):
