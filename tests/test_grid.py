@@ -244,7 +244,10 @@ def test_predict_reads_each_scans_spacing_and_writes_masks_in_its_geometry(tmp_p
     assert _dice(first["grid"], ring) > 0.9
 
 
-@pytest.mark.parametrize("choice, flips", [("paper", True), ("robust", True), ("tagged", False), ("none", False)])
+@pytest.mark.parametrize(
+    "choice, flips",
+    [("paper", True), ("robust", True), ("tagged", True), ("robust_no_geometry", False), ("none", False)],
+)
 def test_test_time_flips_are_refused_for_a_model_that_never_saw_a_flipped_image(choice, flips):
     from tagseg.augment.compose import trains_on_flips
     from tagseg.models.segmenter import Ensemble, check_tta
