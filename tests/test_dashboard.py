@@ -4,6 +4,7 @@ the sweep table and figure, the Optuna trial values, callbacks=minimal."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -210,6 +211,12 @@ def test_checkpoint_artifact_named_by_its_cache_key(tmp_path, monkeypatch):
         stores={"prepare[phantom_tagged]": (tmp_path / "store.h5", "k1")},
     )
     run.finish()
-    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    arts = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"]
+    # wandb-core may still be writing the run file when finish() returns (seen once under load): wait for it
+    deadline = time.monotonic() + 20
+    while True:
+        (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+        arts = [r.artifact for r in records(path) if r.WhichOneof("record_type") == "artifact"]
+        if arts or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert [(a.name, a.type) for a in arts] == [("model-abc123", "model")]
