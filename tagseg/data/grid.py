@@ -20,17 +20,19 @@ from tagseg.errors import ConfigError
 FITS = ("resize", "crop")
 
 
-def check_fit(fit: str, spacing_mm: float | None, key: str = "prepare") -> str:
-    """``fit`` checked against :data:`FITS`; ``crop`` needs a spacing.
+def check_fit(fit: str, spacing_mm: float | None, image_size: int | None, key: str = "prepare") -> str:
+    """``fit`` checked against :data:`FITS`; ``crop`` needs a spacing and a square size.
 
     Raises:
-        ConfigError: an unknown fit, or ``crop`` without ``spacing_mm``.
+        ConfigError: an unknown fit, or ``crop`` without ``spacing_mm`` or ``image_size``.
     """
     fit = str(fit)
     if fit not in FITS:
         raise ConfigError(f"{key}.fit must be one of {list(FITS)}, got {fit!r}")
     if fit == "crop" and not spacing_mm:
         raise ConfigError(f"{key}.fit=crop needs {key}.spacing_mm (the pixel size every slice is resampled to)")
+    if fit == "crop" and image_size is None:
+        raise ConfigError(f"{key}.fit=crop needs {key}.image_size (the square every slice is centred on)")
     return fit
 
 

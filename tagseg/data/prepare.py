@@ -174,9 +174,7 @@ def prepare_store(
         raise ConfigError(f"prepare.image_size must be >= 8 pixels, got {image_size}")
     if spacing_mm is not None and not float(spacing_mm) > 0:
         raise ConfigError(f"prepare.spacing_mm must be > 0, got {spacing_mm}")
-    fit = check_fit(fit, spacing_mm)
-    if fit == "crop" and image_size is None:
-        raise ConfigError("prepare.fit=crop needs prepare.image_size (the square every slice is centred on)")
+    fit = check_fit(fit, spacing_mm, image_size)
     output = Path(output)
     items = source.items()
     report = PrepareReport(output=None if verify else output, name=source.name)

@@ -82,7 +82,7 @@ class StoreSpec:
             spacing_mm=_spacing(values["spacing_mm"]),
             seed=_seed(values["seed"]),
             split_ratios=_ratios(values["split_ratios"]),
-            fit=_fit(values["fit"], values["spacing_mm"], size),
+            fit=check_fit(values["fit"], values["spacing_mm"], size),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,13 +124,6 @@ def _spacing(value: Any) -> float | None:
     if not spacing > 0:
         raise ConfigError(f"prepare.spacing_mm must be > 0 (mm) or null, got {value!r}")
     return spacing
-
-
-def _fit(value: Any, spacing: Any, size: Any) -> str:
-    fit = check_fit(value, spacing)
-    if fit == "crop" and size is None:
-        raise ConfigError("prepare.fit=crop needs prepare.image_size (the square every slice is centred on)")
-    return fit
 
 
 def _seed(value: Any) -> int:

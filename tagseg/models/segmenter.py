@@ -154,7 +154,7 @@ class Segmenter:
         unit = np.asarray(frames, np.float32) if scaled else scale01(frames)
         size = (self.image_size, self.image_size)
         if self.on_grid(spacing_mm):
-            sp = _per_frame(spacing_mm, len(unit))
+            sp = per_frame_spacing(spacing_mm, len(unit))
             placed = [
                 to_grid(resize_bilinear(f, self._resampled(f.shape, s)), self.image_size) for f, s in zip(unit, sp)
             ]
@@ -172,7 +172,7 @@ class Segmenter:
         if not self.on_grid(spacing_mm):
             return resize_bilinear(p, shape)
         out = np.empty((len(p), p.shape[1], *shape), np.float32)
-        for i, s in enumerate(_per_frame(spacing_mm, len(p))):
+        for i, s in enumerate(per_frame_spacing(spacing_mm, len(p))):
             rs = self._resampled(shape, s)
             q = from_grid(p[i], rs, fill=0.0)
             q[0] += 1.0 - from_grid(np.ones(p.shape[-2:], np.float32), rs, fill=0.0)
@@ -277,7 +277,7 @@ def check_tta(segmenter: Any, tta: bool) -> None:
             )
 
 
-def _per_frame(spacing_mm: Any, n: int) -> np.ndarray:
+def per_frame_spacing(spacing_mm: Any, n: int) -> np.ndarray:
     """A (2,) or (n, 2) pixel spacing as (n, 2) float64."""
     sp = np.asarray(spacing_mm, np.float64)
     if sp.shape == (2,):
@@ -301,7 +301,7 @@ def segment_frames(
     frames = np.asarray(frames)
     shape = tuple(frames.shape[1:])
     lut = np.asarray(members[0].labels, np.uint8)
-    per_frame = _per_frame(spacing_mm, len(frames)) if spacing_mm is not None else None
+    per_frame = per_frame_spacing(spacing_mm, len(frames)) if spacing_mm is not None else None
     same_size = len({m.image_size for m in members}) == 1 and not any(m.on_grid(per_frame) for m in members)
     out = np.zeros(frames.shape, np.uint8)
     for start in range(0, len(frames), max(1, int(batch_size))):
@@ -431,11 +431,13 @@ __all__ = [
     "Ensemble",
     "Segmenter",
     "TTA_FLIPS",
+    "check_tta",
     "find_checkpoint",
     "find_checkpoints",
     "load_segmentation_module",
     "load_segmenter",
     "load_segmenters",
+    "per_frame_spacing",
     "resize_bilinear",
     "resize_nearest",
     "scale01",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tagseg.conventions import MYO
-from tagseg.models.segmenter import TTA_FLIPS, resize_nearest, softmax
+from tagseg.models.segmenter import TTA_FLIPS, per_frame_spacing, resize_nearest, softmax
 from tagseg.qc.signals import entropy_over, mean_pairwise_dice
 
 
@@ -77,7 +77,7 @@ def segment_with_uncertainty(
     labels_of = tuple(members[0].labels)
     lut = np.asarray(labels_of, np.uint8)
     myo_channel = labels_of.index(MYO) if MYO in labels_of else len(labels_of) - 1
-    per_frame = None if spacing_mm is None else np.broadcast_to(np.asarray(spacing_mm, np.float64), (len(frames), 2))
+    per_frame = None if spacing_mm is None else per_frame_spacing(spacing_mm, len(frames))
     same_size = len({m.image_size for m in members}) == 1 and not any(m.on_grid(per_frame) for m in members)
     out = np.zeros(frames.shape, np.uint8)
     entropy = np.full(len(frames), np.nan)

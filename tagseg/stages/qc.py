@@ -95,12 +95,10 @@ def fit_qc(cfg: DictConfig) -> tuple[QCModel, Path]:
     sets = [(split, split_of(store, split))]
     if len(sets[0][1]) == 0:
         raise ConfigError(f"{store}: no images in split {split!r} to fit the QC model on")
+    spec = StoreSpec.from_config(seed_node.get("prepare"), data_cfg)
     for name in check_shifts(cfg.get("shifts")):
         node = shift_data_config(data_cfg, name, int(cfg.shift_subjects))
-        shift_store = prepare_shift_store(
-            node, seed, cfg.shift_dir, StoreSpec.from_config(seed_node.get("prepare"), data_cfg)
-        )
-        sets.append((f"shift:{name}", split_of(shift_store, "all")))
+        sets.append((f"shift:{name}", split_of(prepare_shift_store(node, seed, cfg.shift_dir, spec), "all")))
     plain, flipped = [], []
     for name, images in sets:
         plain += store_rows(segmenter, images, tta=False, batch_size=batch, test_set=name)
