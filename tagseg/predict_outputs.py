@@ -48,6 +48,7 @@ PREDICTION_FIELDS = [
     "myocardium_mm2",
     "closed_ring",
     "landmark",
+    "orientation",
     "input",
 ]
 FAILED_FIELDS = ["file", "reason"]
@@ -184,8 +185,14 @@ def point_rows(scan: Scan, contours: Sequence[MyocardialContours]) -> list[list[
     return rows
 
 
-def prediction_rows(scan: Scan, labels: np.ndarray, contours: Sequence[MyocardialContours]) -> list[dict[str, Any]]:
-    """Rows of ``predictions.csv`` (:data:`PREDICTION_FIELDS`) for one scan."""
+def prediction_rows(
+    scan: Scan,
+    labels: np.ndarray,
+    contours: Sequence[MyocardialContours],
+    orientations: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of ``predictions.csv`` (:data:`PREDICTION_FIELDS`) for one scan (``orientations``: the view
+    each image was segmented in, :mod:`tagseg.models.orientation`; default: as stored)."""
     rows = []
     for i, c in enumerate(contours):
         n_px = int((labels[i] == MYO).sum())
@@ -199,6 +206,7 @@ def prediction_rows(scan: Scan, labels: np.ndarray, contours: Sequence[Myocardia
                 "myocardium_mm2": round(n_px * float(np.prod(scan.spacing_mm[i])), 3),
                 "closed_ring": c.closed_ring,
                 "landmark": c.landmark,
+                "orientation": orientations[i] if orientations is not None else "identity",
                 "input": str(scan.path),
             }
         )

@@ -37,6 +37,7 @@ from tagseg.errors import ConfigError
 from tagseg.io.checkpoints import MODEL_KEY, SEGMENTATION
 from tagseg.metric_registry import metric_specs
 from tagseg.models.networks import init_xavier_normal_, main_head, split_output
+from tagseg.models.orientation import IDENTITY, View, apply_view, invert_view
 from tagseg.postprocess import apply_postprocess
 from tagseg.runtime.config import instantiate, plain
 
@@ -137,6 +138,8 @@ class SegmentationModule(L.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         # test-time only (``tagseg evaluate postprocess=``), so not a hyperparameter of the checkpoint
         self.postprocess = "none"
+        # test-time only: the view each subject is read in (``tagseg evaluate``, :mod:`tagseg.models.orientation`)
+        self.test_views: dict[str, View] = {}
         # per-image rows: index, slice, frame, mean Dice, mean HD95, then Dice and HD95 per class
         self.test_table = CatMetric(nan_strategy="disable")
         self.test_table.set_dtype(torch.float64)
@@ -186,8 +189,21 @@ class SegmentationModule(L.LightningModule):
         self.test_rows = []
         self.test_table.reset()
 
+    def oriented_logits(self, image: torch.Tensor, subjects: Sequence[str]) -> torch.Tensor:
+        """Logits of a test batch, each image read in its subject's view of :attr:`test_views` and turned back."""
+        views = [self.test_views.get(str(s), IDENTITY) for s in subjects]
+        if all(v == IDENTITY for v in views):
+            return self(image)
+        out = None
+        for view in dict.fromkeys(views):
+            idx = torch.as_tensor([i for i, v in enumerate(views) if v == view], device=image.device)
+            part = invert_view(self(apply_view(image[idx], view)), view)
+            out = part.new_empty((len(views), *part.shape[1:])) if out is None else out
+            out[idx] = part
+        return out
+
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self(batch["image"])
+        logits = self.oriented_logits(batch["image"], batch["subject"])
         pred = logits.argmax(dim=1)
         if self.postprocess != "none":
             pred = torch.as_tensor(apply_postprocess(self.postprocess, pred.cpu().numpy()), device=pred.device)

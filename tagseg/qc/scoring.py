@@ -8,7 +8,7 @@ myocardium of the same label maps the signals were computed on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from tagseg.conventions import MYO, RV
 from tagseg.metrics import dice
+from tagseg.models.orientation import IDENTITY, View, apply_view, invert_view, view_spacing
 from tagseg.qc.model import QCModel
 from tagseg.qc.signals import SIGNALS, image_signals
 from tagseg.qc.views import Uncertainty, segment_with_uncertainty
@@ -77,10 +78,12 @@ def store_rows(
     tta: bool = False,
     batch_size: int = 16,
     test_set: str = "",
+    views: Mapping[str, View] | None = None,
 ) -> list[dict[str, Any]]:
     """QC rows of every image of a labelled store (a :class:`~tagseg.io.store.SliceStore`, e.g. a split).
 
-    Each (subject, slice) is segmented as one scan. Rows: ``test_set``, subject, slice, frame,
+    Each (subject, slice) is segmented as one scan, in its subject's view of ``views``
+    (:mod:`tagseg.models.orientation`; default: as stored), the masks turned back. Rows: ``test_set``, subject, slice, frame,
     group, ``dice`` (true myocardial Dice), then :data:`QC_COLUMNS`.
     """
     meta = store.meta
@@ -89,14 +92,16 @@ def store_rows(
     for key in dict.fromkeys(keys.tolist()):
         idx = np.flatnonzero(keys == key)
         idx = idx[np.argsort(meta["frame"][idx], kind="stable")]
+        view = (views or {}).get(str(meta["subject"][idx[0]]), IDENTITY)
         unc = segment_with_uncertainty(
             segmenter,
-            store.images[idx],
+            apply_view(store.images[idx], view),
             batch_size=batch_size,
             scaled=True,
             tta=tta,
-            spacing_mm=meta["spacing_mm"][idx],
+            spacing_mm=view_spacing(meta["spacing_mm"][idx], view),
         )
+        unc.labels = invert_view(unc.labels, view)
         signals = signal_rows(unc, meta["spacing_mm"][idx], [key] * len(idx), segmenter.labels)
         for j, i in enumerate(idx):
             rows.append(

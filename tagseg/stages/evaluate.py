@@ -15,8 +15,10 @@ from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult, saved_run_config
 from tagseg.io.store import has_labels, store_attrs
 from tagseg.metric_registry import mean_std_keys
-from tagseg.models.segmenter import load_segmentation_module
+from tagseg.models.orientation import IDENTITY, OrientationSettings, View, store_views
+from tagseg.models.segmenter import load_segmentation_module, load_segmenter
 from tagseg.postprocess import check_postprocess
+from tagseg.qc.scoring import split_of
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
 from tagseg.stages.qc import EvalQC, eval_qc_settings, evaluate_qc, log_qc
@@ -84,7 +86,16 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     trainer = one_device_trainer(
         cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks")
     )
-    extra = {"checkpoint": str(ckpt), "stores": [str(s) for s in stores], "split": split, "postprocess": postprocess}
+    orientation = OrientationSettings.from_config(cfg.get("orientation"))
+    segmenter = load_segmenter(ckpt) if orientation.enabled else None
+    model.test_views = split_views(segmenter, orientation, stores, split)
+    extra = {
+        "checkpoint": str(ckpt),
+        "stores": [str(s) for s in stores],
+        "split": split,
+        "postprocess": postprocess,
+        "orientation": turned(model.test_views),
+    }
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
     result = EvalResult(
         run_dir=run_dir,
@@ -95,13 +106,32 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     )
     qc = eval_qc_settings(cfg.get("qc"), ckpt)
     if qc is not None:  # QC columns next to the true metrics: <run dir>/qc.csv (tagseg/stages/qc.py)
-        result["qc"] = evaluate_qc(qc, stores, split, run_dir, test_set=split)
+        result["qc"] = evaluate_qc(qc, stores, split, run_dir, test_set=split, views=model.test_views)
     names = check_shifts(cfg.get("shifts"))
     if names:
-        result["shifts"] = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split, qc)
+        shifted = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split, qc, segmenter, orientation)
+        result["shifts"] = shifted
     if qc is not None:
         log_qc(loggers, run_dir)
     return result
+
+
+def split_views(segmenter: Any, settings: OrientationSettings, stores: list[Path], split: str) -> dict[str, View]:
+    """The view each subject of ``split`` of ``stores`` is read in (:mod:`tagseg.models.orientation`;
+    empty when ``settings`` are off)."""
+    if segmenter is None or not settings.enabled:
+        return {}
+    views: dict[str, View] = {}
+    for store in stores:
+        views.update(store_views(segmenter, split_of(store, split), settings))
+    if turned(views):
+        log.info("orientation: subjects read in another view than stored: %s", turned(views))
+    return views
+
+
+def turned(views: dict[str, View]) -> dict[str, str]:
+    """The subjects read in another view than stored, with its name (recorded in summary.json)."""
+    return {subject: view.name for subject, view in views.items() if view != IDENTITY}
 
 
 def model_geometry(hp: Any) -> dict[str, Any]:
@@ -126,6 +156,8 @@ def evaluate_shifts(
     in_distribution: dict[str, Any],
     split: str,
     qc: EvalQC | None = None,
+    segmenter: Any = None,
+    orientation: OrientationSettings | None = None,
 ) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
@@ -134,7 +166,8 @@ def evaluate_shifts(
     ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`), with
     ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``
     (with ``qc``: also its ``qc.csv``),
-    one row per test set to ``<run dir>/shifts.csv``.
+    one row per test set to ``<run dir>/shifts.csv``. With ``orientation`` on, each subject is read
+    in the view ``segmenter`` reads it best (:func:`split_views`).
 
     Returns:
         The path of ``shifts.csv``.
@@ -156,6 +189,7 @@ def evaluate_shifts(
         datamodule = instantiate(dm_cfg, "datamodule", **model_geometry(hp))
         datamodule.setup("test")
         trainer = one_device_trainer(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+        model.test_views = split_views(segmenter, orientation or OrientationSettings(mode="none"), [store], "test")
         tested = evaluate_module(
             trainer,
             model,
@@ -166,12 +200,13 @@ def evaluate_shifts(
                 "split": "test",
                 "shift": name,
                 "postprocess": model.postprocess,
+                "orientation": turned(model.test_views),
             },
             dataloaders=datamodule.eval_dataloader("test"),
         )
         rows.append(_shift_row(name, description, tested["summary"]))
         if qc is not None:
-            evaluate_qc(qc, [store], "test", run_dir / "shift" / name, test_set=name)
+            evaluate_qc(qc, [store], "test", run_dir / "shift" / name, test_set=name, views=model.test_views)
     path = run_dir / "shifts.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

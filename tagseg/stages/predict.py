@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tagseg.data.scans import Scan, ScanInput, find_inputs, read_scan
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.io.atomic import OutputLock
+from tagseg.models.orientation import IDENTITY, OrientationSettings, segment_in_views, subject_views
 from tagseg.models.segmenter import (  # noqa: F401
     Ensemble,
     Segmenter,
@@ -61,7 +64,7 @@ from tagseg.predict_outputs import (
 from tagseg.qc.review import write_review
 from tagseg.qc.scan import QCSettings, ScanQC, assess_scan, qc_settings
 from tagseg.qc.scoring import QC_COLUMNS, SCAN_COLUMNS
-from tagseg.qc.views import segment_with_uncertainty
+from tagseg.qc.views import Uncertainty, segment_with_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class PredictReport:
             :func:`predict_scans`) and ``images`` segmented.
         qc: each predicted scan's QC (empty with QC off).
         qc_threshold: the QC model's flag threshold (None: no model).
+        reoriented: (scan, view) of each scan segmented in another view than stored
+            (:mod:`tagseg.models.orientation`).
     """
 
     output: Path
@@ -96,6 +101,7 @@ class PredictReport:
     timings: dict[str, float] = field(default_factory=dict)
     qc: list[ScanQC] = field(default_factory=list)
     qc_threshold: float | None = None
+    reoriented: list[tuple[str, str]] = field(default_factory=list)
 
     def exit_status(self) -> int:
         """0: every scan predicted; :data:`EXIT_SOME_FAILED`: some failed; :data:`EXIT_ALL_FAILED`: all failed."""
@@ -111,6 +117,9 @@ class PredictReport:
             area = sum(r["myocardium_mm2"] for r in rows) / len(rows) if rows else 0.0
             rings = sum(bool(r["closed_ring"]) for r in rows)
             lines.append(f"{name:<32} {len(rows):>6} {rings:>12} {area:>14.1f}")
+        if self.reoriented:
+            shown = ", ".join(f"{name} ({view})" for name, view in self.reoriented)
+            lines.append(f"read in another orientation (orientation.mode=auto; masks in the scan's own): {shown}")
         if self.failures:
             lines.append(f"failed: {len(self.failures)} scan(s), listed in {self.output / 'failed.csv'}")
         flagged = [q.summary for q in self.qc if q.flagged]
@@ -169,6 +178,11 @@ def _one_line(exc: BaseException, path: Path) -> str:
     return f"{type(exc).__name__}: {text} (unexpected error; the log holds the traceback)"
 
 
+def _subject_name(scan: Scan, subject: str) -> str:
+    """How the console names a subject of a scan: the scan, or scan:subject when it holds several."""
+    return scan.name if len(set(map(str, scan.subject))) == 1 else f"{scan.name}:{subject}"
+
+
 def _predict_one(
     segmenter: Segmenter | Ensemble,
     inp: ScanInput,
@@ -182,16 +196,23 @@ def _predict_one(
     t1 = time.perf_counter()
     qc: QCSettings | None = opts["qc"]
     scaled = scan.kind == "store"
-    if qc is None:
-        labels = segmenter.segment(
-            scan.frames, batch_size=opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=scan.spacing_mm
+    # each subject segmented in the view the model reads best, the masks turned back to the scan's voxel order
+    views = subject_views(segmenter, scan.frames, scan.subject, opts["orientation"], scaled, scan.spacing_mm)
+    entropy, agreement, n_views = np.full(len(scan), np.nan), np.full(len(scan), np.nan), [1]
+
+    def run(frames: np.ndarray, spacing: Any, rows: np.ndarray) -> np.ndarray:
+        if qc is None:
+            return segmenter.segment(frames, opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=spacing)
+        part = segment_with_uncertainty(
+            segmenter, frames, opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=spacing
         )
-    else:
-        unc = segment_with_uncertainty(
-            segmenter, scan.frames, opts["batch_size"], scaled=scaled, tta=opts["tta"], spacing_mm=scan.spacing_mm
-        )
-        labels = unc.labels
+        entropy[rows], agreement[rows], n_views[0] = part.entropy, part.agreement, part.n_views
+        return part.labels
+
+    labels = segment_in_views(run, scan.frames, scan.spacing_mm, scan.subject, views)
+    unc = Uncertainty(labels=labels, entropy=entropy, agreement=agreement, n_views=n_views[0])
     labels = apply_postprocess(opts["postprocess"], labels)
+    report.reoriented += [(_subject_name(scan, subject), v.name) for subject, v in views.items() if v != IDENTITY]
     t_qc = time.perf_counter()
     checked = None
     if qc is not None:
@@ -215,7 +236,9 @@ def _predict_one(
     t3 = time.perf_counter()
     if not withhold:
         point_table.extend(point_rows(scan, contours))
-    rows = prediction_rows(scan, labels, contours)
+    rows = prediction_rows(
+        scan, labels, contours, orientations=[views.get(str(s), IDENTITY).name for s in scan.subject]
+    )
     if checked is not None:
         for row, extra in zip(rows, checked.rows):
             row.update(extra)
@@ -244,6 +267,7 @@ def predict(
     start_angle_deg: float = 90.0,
     postprocess: str = "none",
     qc: QCSettings | None = None,
+    orientation: OrientationSettings | None = None,
 ) -> PredictReport:
     """Segment every scan under ``input_path`` and write masks, overlays and reference points.
 
@@ -265,6 +289,7 @@ def predict(
         start_angle_deg: the reference points' start ray when no RV is predicted (see :mod:`tagseg.contours`).
         postprocess: ``none`` or ``largest_component`` (see :mod:`tagseg.postprocess`).
         qc: quality control (:mod:`tagseg.qc.scan`); None: off.
+        orientation: how each scan's view is chosen (:mod:`tagseg.models.orientation`); None: read as stored.
 
     Returns:
         A report listing the scans, the files written, one row per image and the failures.
@@ -292,6 +317,7 @@ def predict(
         "attrs": dict(attrs or {}),
         "dicom_seg": dicom_seg,
         "postprocess": check_postprocess(postprocess),
+        "orientation": orientation or OrientationSettings(mode="none"),
     }
     point_table: list[list[Any]] = []
     bar = None
@@ -386,6 +412,7 @@ def predict_scans(cfg: Any) -> PredictReport:
             start_angle_deg=float(cfg.start_angle_deg),
             postprocess=postprocess,
             qc=qc,
+            orientation=OrientationSettings.from_config(cfg.get("orientation")),
         )
     if start_up is not None:
         report.timings["start_up"] = start_up

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tagseg.data.shifts import check_shifts, prepare_shift_store, shift_data_con
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.atomic import atomic_write_text
+from tagseg.models.orientation import View
 from tagseg.qc.evaluation import qc_statistics
 from tagseg.qc.model import QCModel, find_qc_model, fit_qc_model, load_qc_model, qc_model_path
 from tagseg.qc.scoring import split_of, store_rows
@@ -166,8 +168,16 @@ def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
     return EvalQC(segmenter, model, tta == "flip", int(spec.get("batch_size", 16)))
 
 
-def evaluate_qc(settings: EvalQC, stores: list[Path], split: str, folder: Path, test_set: str) -> Path:
-    """Write ``<folder>/qc.csv`` (one row per image of ``split`` of ``stores``) and ``qc_summary.json``.
+def evaluate_qc(
+    settings: EvalQC,
+    stores: list[Path],
+    split: str,
+    folder: Path,
+    test_set: str,
+    views: Mapping[str, View] | None = None,
+) -> Path:
+    """Write ``<folder>/qc.csv`` (one row per image of ``split`` of ``stores``) and ``qc_summary.json``
+    (``views``: the view each subject is segmented in, as the true metrics were).
 
     Returns:
         The path of ``qc.csv``.
@@ -176,7 +186,13 @@ def evaluate_qc(settings: EvalQC, stores: list[Path], split: str, folder: Path, 
     for store in stores:
         images = split_of(store, split)
         rows += store_rows(
-            settings.segmenter, images, settings.model, settings.tta, settings.batch_size, test_set=test_set
+            settings.segmenter,
+            images,
+            settings.model,
+            settings.tta,
+            settings.batch_size,
+            test_set=test_set,
+            views=views,
         )
     path = write_rows(Path(folder) / QC_TABLE, rows)
     summary: dict[str, Any] = {"test_set": test_set, "model": settings.model is not None, "tta": settings.tta}

@@ -33,6 +33,7 @@ from tagseg.data.scans import Scan, find_inputs, read_scan
 from tagseg.errors import ConfigError, DataError, TagsegError
 from tagseg.io.atomic import OutputLock
 from tagseg.io.store import read_store
+from tagseg.models.orientation import OrientationSettings, segment_in_views, subject_views
 from tagseg.predict_outputs import write_csv
 from tagseg.strain.aha import level_of
 from tagseg.strain.analysis import RADIAL_SOURCES, analyse_slice
@@ -121,10 +122,12 @@ def slice_labels(
     all_frames: bool,
     tta: bool = False,
     batch_size: int = 16,
+    orientation: OrientationSettings | None = None,
 ) -> list[np.ndarray]:
     """Per slice of ``groups``, (T, H, W) label maps of every frame, or (1, H, W) of the ED frame alone.
 
-    From the model, or the store's masks.
+    From the model (in the view of the scan it reads best, ``orientation``, turned back), or the
+    store's masks.
 
     Raises:
         DataError: no model and the input carries no masks (not a slice store).
@@ -132,12 +135,17 @@ def slice_labels(
     picked = [rows if all_frames else rows[:1] for _, _, rows in groups]
     if segmenter is not None:
         index = [r for rows in picked for r in rows]
-        labels = segmenter.segment(
+        scaled = scan.kind == "store"
+        settings = orientation or OrientationSettings(mode="none")
+        views = subject_views(segmenter, scan.frames, scan.subject, settings, scaled, scan.spacing_mm)
+        labels = segment_in_views(
+            lambda frames, spacing, _: segmenter.segment(
+                frames, batch_size, scaled=scaled, tta=tta, spacing_mm=spacing
+            ),
             scan.frames[index],
-            batch_size=batch_size,
-            scaled=scan.kind == "store",
-            tta=tta,
-            spacing_mm=scan.spacing_mm[index],
+            scan.spacing_mm[index],
+            scan.subject[index],
+            views,
         )
         bounds = np.cumsum([0, *(len(rows) for rows in picked)])
         return [labels[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -166,6 +174,7 @@ def strain(
     tta: bool = False,
     batch_size: int = 16,
     radial: str = "auto",
+    orientation: OrientationSettings | None = None,
 ) -> StrainReport:
     """Analyse every slice of every scan under ``inputs`` and write the strain outputs into ``output``.
 
@@ -186,6 +195,8 @@ def strain(
         batch_size: frames per forward pass of the segmenter.
         radial: where Err comes from (``auto``, ``tags``, ``masks``; :func:`~tagseg.strain.analysis.analyse_slice`):
             every frame is segmented unless ``tags``.
+        orientation: how each scan's view is chosen for the segmenter (:mod:`tagseg.models.orientation`;
+            None: read as stored).
     """
     from tagseg.strain.plots import plot_bullseye, plot_curves, plot_mesh_frames
 
@@ -199,7 +210,7 @@ def strain(
         try:
             scan = read_scan(inp, **dict(reader or {}))
             groups = slice_groups(scan)
-            labels = slice_labels(scan, groups, segmenter, radial != "tags", tta, batch_size)
+            labels = slice_labels(scan, groups, segmenter, radial != "tags", tta, batch_size, orientation)
         except Exception as exc:  # one bad scan is one row; the others go on
             report.failures.append((str(inp.path), "", "", _reason(exc, inp.path)))
             print(f"tagseg: failed: {inp.path}: {_reason(exc, inp.path)}", file=sys.stderr)
@@ -327,6 +338,7 @@ def strain_scans(cfg: Any) -> StrainReport:
             tta=cfg.tta == "flip",
             batch_size=int(cfg.batch_size),
             radial=str(cfg.get("radial", "auto")),
+            orientation=OrientationSettings.from_config(cfg.get("orientation")),
         )
     if not report.slices and report.failures:
         first = report.failures[0]
