@@ -7,7 +7,10 @@ weights) as a PyTorch checkpoint and as its ONNX export:
 * ``latency_ms_per_frame``: network forward only, batch 1 and one batch of all 25 frames, and the
   whole ``segment()`` (pre-processing, forward, resize back) of the 25 frames; best of ``--repeat``;
 * ``process``: wall time of ``tagseg predict`` in a fresh process (``overlays=false``), with
-  the time split it prints (start-up = imports + config, wall and CPU seconds).
+  the time split it prints (start-up = imports + config, wall and CPU seconds): the checkpoint
+  and the ONNX model with the default ``orientation.mode=auto``, and the checkpoint without the
+  orientation search (``ckpt_no_orientation``; ``orientation_segment_ratio``: segment time with /
+  without it).
 
 Usage: ``python bench/predict.py [--ckpt run.ckpt] [--repeat 3] [--threads N]``
 """
@@ -98,7 +101,8 @@ def process(args: list[str], cwd: Path) -> dict[str, object]:
         raise SystemExit(f"tagseg predict failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     line = next((x for x in proc.stdout.splitlines() if x.startswith("time:")), "")
     split = {
-        k.replace(" ", "_").replace("-", "_"): float(v) for k, v in re.findall(r"([a-z -]+?) ([\d.]+) s", line[5:])
+        k.strip().replace(" ", "_").replace("-", "_"): float(v)
+        for k, v in re.findall(r"([a-z -]+?) ([\d.]+) s", line[5:])
     }
     return {"wall_s": round(wall, 2), "split_s": split, "line": line}
 
@@ -136,8 +140,16 @@ def main() -> None:
             "process": {
                 "ckpt": process([f"ckpt={ckpt}", f"input={scan}", f"output={tmp / 'out1'}"], tmp),
                 "model_onnx": process([f"model={tmp / 'onnx'}", f"input={scan}", f"output={tmp / 'out2'}"], tmp),
+                "ckpt_no_orientation": process(
+                    [f"ckpt={ckpt}", f"input={scan}", f"output={tmp / 'out3'}", "orientation.mode=none"], tmp
+                ),
             },
         }
+        runs = out["process"]
+        with_search = runs["ckpt"]["split_s"].get("segment")
+        without = runs["ckpt_no_orientation"]["split_s"].get("segment")
+        if with_search and without:
+            runs["orientation_segment_ratio"] = round(with_search / without, 2)
     print(json.dumps(out, indent=1))
 
 
