@@ -115,6 +115,8 @@ def test_demo_is_small_and_has_its_own_store(compose_config):
     # one pixel size, the phantom's own (the store is the resized one's, the model records the size)
     assert demo.prepare.fit == "crop" and demo.prepare.spacing_mm == demo.data.fov_mm / demo.data.image_size
     assert demo.datamodule.batch_augment.clean_last_epochs > 0 and not demo.datamodule.augment.enabled  # augment=tagged
+    # no flips: mirrored scans are met at inference (orientation.mode=auto), not by training on them
+    assert demo.datamodule.batch_augment.transforms.flip is None
 
 
 def test_stage_fixtures_are_tiny_and_write_under_tmp_path(

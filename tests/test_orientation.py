@@ -195,3 +195,17 @@ def test_predict_decides_each_subject_of_a_store_on_its_own(tmp_path):
     assert [r["orientation"] for r in report.rows] == ["flip_x", "flip_x", "identity", "identity"]
     predicted = read_store(tmp_path / "out" / "two_pred.h5").masks
     np.testing.assert_array_equal(predicted == 2, frames > 0.5)
+
+
+@pytest.mark.parametrize("stage", ["predict", "evaluate", "strain"])
+def test_stages_search_the_orientation_by_default_and_can_skip_it(stage):
+    from tests.conftest import compose_stage
+
+    shipped = OrientationSettings.from_config(
+        compose_stage(stage, ["ckpt=x", "input=y"] if stage != "evaluate" else ["ckpt=x"]).orientation
+    )
+    assert shipped == OrientationSettings("auto", 0.01, 4)
+    off = compose_stage(
+        stage, ["orientation.mode=none", "orientation.frames=2"] + (["input=y"] if stage != "evaluate" else [])
+    )
+    assert OrientationSettings.from_config(off.orientation) == OrientationSettings("none", 0.01, 2)
