@@ -6,19 +6,19 @@ transposed depending on the converter that wrote it: NIfTI from one tool, DICOM 
 sees the RV on the side it learnt it, and gains on noisy and unfamiliar images from that prior;
 mirrored, it draws the ring around the RV (Dice 0.3-0.5 on the phantom's mixed layouts).
 
-With ``orientation.mode=auto`` (``tagseg predict``, ``strain``, ``evaluate``) each scan is looked at
-in the eight views of the square (identity, the three flips, the transpose and its three flips)
-on up to ``orientation.frames`` frames spread over the scan; the view with the highest
+With ``orientation.mode=auto`` (``tagseg predict``, ``strain``, ``evaluate``) each subject is looked
+at in the eight views of the square (identity, the three flips, the transpose and its three flips)
+on up to ``orientation.frames`` frames spread over its images; the view with the highest
 **myocardial confidence** (mean softmax probability over the pixels predicted as myocardium,
 an image without any counting 0) is kept when it beats the identity by more than
-``orientation.margin``, else the scan is read as stored. The masks are segmented in that view and
+``orientation.margin``, else the subject is read as stored. The masks are segmented in that view and
 turned back, so every output stays in the scan's own geometry. One decision per subject (a file is
 one subject and one voxel order; a slice store may mix subjects stored differently), over all its
 slices and frames, so one unclear frame does not turn a slice.
 
-Measured in docs/experiments.md ("Orientation"): on the phantom's raw layouts (one subject stored
-flipped, one transposed) the flipless ``make demo`` model goes from Dice 0.48 to 0.93; on the
-eleven shifted sets every scan kept the identity.
+Measured in docs/experiments.md ("Orientation at inference"): on the phantom's raw layouts (one
+subject stored flipped, one transposed) the flipless ``make demo`` model goes from Dice 0.48 to
+0.93; on the eleven shifted sets every subject kept the identity.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tagseg.conventions import MYO
 from tagseg.errors import ConfigError
 
 MODES = ("auto", "none")
@@ -197,8 +198,6 @@ def pick_view(scores: Mapping[str, float], margin: float = DEFAULT_MARGIN) -> Vi
 def myo_channel(labels: Sequence[int]) -> int:
     """The output channel of the myocardium among a model's ``labels`` (the last foreground class when
     the model has no myocardium)."""
-    from tagseg.conventions import MYO
-
     labels = list(labels)
     return labels.index(MYO) if MYO in labels else len(labels) - 1
 
