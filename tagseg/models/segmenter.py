@@ -272,7 +272,7 @@ def check_tta(segmenter: Any, tta: bool) -> None:
     for member in getattr(segmenter, "members", [segmenter]):
         if not getattr(member, "flips", True):
             raise ConfigError(
-                f"tta=flip: {member.source or 'the model'} was trained without flipped images (e.g. augment=none or robust_no_geometry), "
+                f"tta=flip: {member.source or 'the model'} was trained without flipped images (e.g. augment=tagged, make demo's, none or robust_no_geometry), "
                 "so its flipped views are views it never saw and lower Dice; use tta=none"
             )
 
