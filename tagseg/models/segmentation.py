@@ -191,8 +191,10 @@ class SegmentationModule(L.LightningModule):
 
     def oriented_logits(self, image: torch.Tensor, subjects: Sequence[str]) -> torch.Tensor:
         """Logits of a test batch, each image read in its subject's view of :attr:`test_views` and turned back."""
+        if not self.test_views:
+            return self(image)
         views = [self.test_views.get(str(s), IDENTITY) for s in subjects]
-        if all(v == IDENTITY for v in views):
+        if len(views) != len(image) or all(v == IDENTITY for v in views):
             return self(image)
         out = None
         for view in dict.fromkeys(views):
@@ -203,7 +205,7 @@ class SegmentationModule(L.LightningModule):
         return out
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self.oriented_logits(batch["image"], batch["subject"])
+        logits = self.oriented_logits(batch["image"], batch.get("subject", ()))
         pred = logits.argmax(dim=1)
         if self.postprocess != "none":
             pred = torch.as_tensor(apply_postprocess(self.postprocess, pred.cpu().numpy()), device=pred.device)

@@ -87,7 +87,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks")
     )
     orientation = OrientationSettings.from_config(cfg.get("orientation"))
-    segmenter = load_segmenter(ckpt) if orientation.enabled else None
+    segmenter = load_segmenter(ckpt, device=search_device()) if orientation.enabled else None
     model.test_views = split_views(segmenter, orientation, stores, split)
     extra = {
         "checkpoint": str(ckpt),
@@ -127,6 +127,13 @@ def split_views(segmenter: Any, settings: OrientationSettings, stores: list[Path
     if turned(views):
         log.info("orientation: subjects read in another view than stored: %s", turned(views))
     return views
+
+
+def search_device() -> str:
+    """Where the orientation search runs: the GPU when there is one (the test itself runs where the trainer says)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def turned(views: dict[str, View]) -> dict[str, str]:
