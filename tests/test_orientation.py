@@ -149,15 +149,15 @@ def test_predict_reads_a_mirrored_scan_in_the_model_view_and_writes_masks_in_its
     assert stored.reoriented == [] and {r["orientation"] for r in stored.rows} == {"identity"}
 
 
-def test_evaluate_logits_follow_each_subject_view():
+def test_evaluate_logits_follow_each_row_view():
     from tests.conftest import tiny_segmentation_module
 
     torch.manual_seed(0)
     module = tiny_segmentation_module().eval()
     image = torch.randn(3, 1, S, S)
-    module.test_views = {"b": view_named("flip_x"), "c": view_named("transpose_flip_y")}
+    module.test_views = {11: view_named("flip_x"), 12: view_named("transpose_flip_y")}
     with torch.no_grad():
-        got = module.oriented_logits(image, ["a", "b", "c"])
+        got = module.oriented_logits(image, [10, 11, 12])
         want = [module(image[:1])[0]]
         for i, name in ((1, "flip_x"), (2, "transpose_flip_y")):
             view = view_named(name)
@@ -165,16 +165,18 @@ def test_evaluate_logits_follow_each_subject_view():
     torch.testing.assert_close(got, torch.stack(want), atol=1e-5, rtol=1e-4)
     module.test_views = {}
     with torch.no_grad():
-        torch.testing.assert_close(module.oriented_logits(image, ["a", "b", "c"]), module(image))
+        torch.testing.assert_close(module.oriented_logits(image, [10, 11, 12]), module(image))
 
 
-def test_predict_decides_each_subject_of_a_store_on_its_own(tmp_path):
-    from tagseg.io.store import read_store, write_store
+def marker_store(path, mirrored: bool, subjects=("m", "p")):
+    """Two subjects of 2 frames; the first mirrored when ``mirrored``; no split column."""
+    from tagseg.io.store import write_store
 
-    frames = np.concatenate([marker_frames(2), marker_frames(2)[..., ::-1]])
+    first = marker_frames(2)[..., ::-1] if not mirrored else marker_frames(2)
+    frames = np.concatenate([first, marker_frames(2)[..., ::-1]])
     meta = {
-        "subject": ["mirrored", "mirrored", "plain", "plain"],
-        "slice": [0, 0, 0, 0],
+        "subject": [subjects[0]] * 2 + [subjects[1]] * 2,
+        "slice": [0] * 4,
         "frame": [0, 1, 0, 1],
         "n_frames": [2] * 4,
         "phase": ["ED", "", "ED", ""],
@@ -182,19 +184,40 @@ def test_predict_decides_each_subject_of_a_store_on_its_own(tmp_path):
         "spacing_mm": np.ones((4, 2), np.float32),
         "source": ["markers"] * 4,
     }
-    write_store(tmp_path / "two.h5", frames, np.zeros(frames.shape, np.uint8), meta, name="markers")
-    report = predict(
-        segmenter(),
-        tmp_path / "two.h5",
-        tmp_path / "out",
-        overlays=False,
-        progress=False,
-        orientation=OrientationSettings(),
+    return write_store(path, frames, (frames > 0.5).astype(np.uint8) * 2, meta, name="markers")
+
+
+def test_evaluate_views_are_per_store_and_subject_and_follow_the_tested_rows(tmp_path):
+    from tagseg.data.datamodule import SliceDataModule
+    from tagseg.stages.evaluate import split_rows, split_views, turned
+
+    a = marker_store(tmp_path / "a.h5", mirrored=True)  # subject m needs flip_x here
+    b = marker_store(tmp_path / "b.h5", mirrored=False)  # and not here (same id, another store)
+    dm = SliceDataModule(stores=[str(a), str(b)], image_size=S, batch_size=2, augment={"enabled": False})
+    dm.setup("test")
+    loader = dm.eval_dataloader("all")
+    module = SimpleNamespace()
+    views = split_views(module, loader, segmenter(), OrientationSettings())
+    assert {s: {k: v.name for k, v in c.items()} for s, c in views.items()} == {
+        str(a): {"m": "flip_x", "p": "identity"},
+        str(b): {"m": "identity", "p": "identity"},
+    }
+    assert {r: v.name for r, v in module.test_views.items()} == {0: "flip_x", 1: "flip_x"}
+    assert turned(views) == {f"{a}::m": "flip_x"}
+    rows = split_rows(loader)
+    np.testing.assert_array_equal(rows[str(a)], [0, 1, 2, 3])
+    np.testing.assert_array_equal(rows[str(b)], [0, 1, 2, 3])
+    # a store without a split column: the seeded split's rows, in the store's own numbering
+    dm1 = SliceDataModule(
+        stores=[str(a)], image_size=S, batch_size=2, augment={"enabled": False}, split_ratios=[0.5, 0, 0.5]
     )
-    assert report.reoriented == [("two:mirrored", "flip_x")]
-    assert [r["orientation"] for r in report.rows] == ["flip_x", "flip_x", "identity", "identity"]
-    predicted = read_store(tmp_path / "out" / "two_pred.h5").masks
-    np.testing.assert_array_equal(predicted == 2, frames > 0.5)
+    dm1.setup("test")
+    test = dm1.eval_dataloader("test")
+    picked = split_rows(test)[str(a)]
+    assert len(picked) == 2 and set(dm1.data.subject[picked]) == {
+        str(s) for s in test.dataset.data.subject[test.dataset.rows]
+    }
+    assert split_views(SimpleNamespace(), test, segmenter(), OrientationSettings(mode="none")) == {}
 
 
 @pytest.mark.parametrize("stage", ["predict", "evaluate", "strain"])

@@ -347,13 +347,15 @@ def test_qc_figures_and_statistics_go_to_wandb(tmp_path: Path, monkeypatch) -> N
 
 
 def test_scoring_the_fit_split_is_marked_not_held_out(qc_run, tmp_path: Path) -> None:
+    from tagseg.io.store import read_store
     from tagseg.models.segmenter import load_segmenter
     from tagseg.stages.qc import EvalQC, evaluate_qc
 
     run, model, _ = qc_run
     settings = EvalQC(load_segmenter(run), model, tta=False, batch_size=16)
     store = Path(model.fitted_on["store"])
-    evaluate_qc(settings, [store], "val", tmp_path / "val", test_set="val")
-    evaluate_qc(settings, [store], "test", tmp_path / "test", test_set="test")
+    split = np.asarray(read_store(store, extras=False).meta["split"]).astype(str)
+    evaluate_qc(settings, {str(store): np.flatnonzero(split == "val")}, tmp_path / "val", test_set="val")
+    evaluate_qc(settings, {str(store): np.flatnonzero(split == "test")}, tmp_path / "test", test_set="test")
     assert json.loads((tmp_path / "val" / "qc_summary.json").read_text())["scored_on_fit_set"] is True
     assert "scored_on_fit_set" not in json.loads((tmp_path / "test" / "qc_summary.json").read_text())

@@ -138,8 +138,9 @@ class SegmentationModule(L.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         # test-time only (``tagseg evaluate postprocess=``), so not a hyperparameter of the checkpoint
         self.postprocess = "none"
-        # test-time only: the view each subject is read in (``tagseg evaluate``, :mod:`tagseg.models.orientation`)
-        self.test_views: dict[str, View] = {}
+        # test-time only: the view each test row is read in when not as stored (``tagseg evaluate``,
+        # :mod:`tagseg.models.orientation`)
+        self.test_views: dict[int, View] = {}
         # per-image rows: index, slice, frame, mean Dice, mean HD95, then Dice and HD95 per class
         self.test_table = CatMetric(nan_strategy="disable")
         self.test_table.set_dtype(torch.float64)
@@ -189,11 +190,12 @@ class SegmentationModule(L.LightningModule):
         self.test_rows = []
         self.test_table.reset()
 
-    def oriented_logits(self, image: torch.Tensor, subjects: Sequence[str]) -> torch.Tensor:
-        """Logits of a test batch, each image read in its subject's view of :attr:`test_views` and turned back."""
+    def oriented_logits(self, image: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """Logits of a test batch, each image (dataset row ``rows[i]``) read in its view of
+        :attr:`test_views` (absent: as stored) and turned back."""
         if not self.test_views:
             return self(image)
-        views = [self.test_views.get(str(s), IDENTITY) for s in subjects]
+        views = [self.test_views.get(int(r), IDENTITY) for r in rows]
         if len(views) != len(image) or all(v == IDENTITY for v in views):
             return self(image)
         out = None
@@ -205,7 +207,7 @@ class SegmentationModule(L.LightningModule):
         return out
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        logits = self.oriented_logits(batch["image"], batch.get("subject", ()))
+        logits = self.oriented_logits(batch["image"], batch.get("index", ()))
         pred = logits.argmax(dim=1)
         if self.postprocess != "none":
             pred = torch.as_tensor(apply_postprocess(self.postprocess, pred.cpu().numpy()), device=pred.device)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tagseg.data.shifts import SHIFT_SEED_OFFSET, check_shifts, describe, prepare_shift_store, shift_data_config
@@ -15,10 +16,9 @@ from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult, saved_run_config
 from tagseg.io.store import has_labels, store_attrs
 from tagseg.metric_registry import mean_std_keys
-from tagseg.models.orientation import IDENTITY, OrientationSettings, View, store_views
+from tagseg.models.orientation import IDENTITY, OrientationSettings, View, subject_views
 from tagseg.models.segmenter import load_segmentation_module, load_segmenter
 from tagseg.postprocess import check_postprocess
-from tagseg.qc.scoring import split_of
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
 from tagseg.stages.qc import EvalQC, eval_qc_settings, evaluate_qc, log_qc
@@ -88,15 +88,16 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     )
     orientation = OrientationSettings.from_config(cfg.get("orientation"))
     segmenter = load_segmenter(ckpt, device=search_device()) if orientation.enabled else None
-    model.test_views = split_views(segmenter, orientation, stores, split)
+    loader = datamodule.eval_dataloader(split)
+    views = split_views(model, loader, segmenter, orientation)
     extra = {
         "checkpoint": str(ckpt),
         "stores": [str(s) for s in stores],
         "split": split,
         "postprocess": postprocess,
-        "orientation": turned(model.test_views),
+        "orientation": turned(views),
     }
-    tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=datamodule.eval_dataloader(split))
+    tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=loader)
     result = EvalResult(
         run_dir=run_dir,
         checkpoint=ckpt,
@@ -106,7 +107,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     )
     qc = eval_qc_settings(cfg.get("qc"), ckpt)
     if qc is not None:  # QC columns next to the true metrics: <run dir>/qc.csv (tagseg/stages/qc.py)
-        result["qc"] = evaluate_qc(qc, stores, split, run_dir, test_set=split, views=model.test_views)
+        result["qc"] = evaluate_qc(qc, split_rows(loader), run_dir, test_set=split, views=views)
     names = check_shifts(cfg.get("shifts"))
     if names:
         shifted = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split, qc, segmenter, orientation)
@@ -116,17 +117,38 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     return result
 
 
-def split_views(segmenter: Any, settings: OrientationSettings, stores: list[Path], split: str) -> dict[str, View]:
-    """The view each subject of ``split`` of ``stores`` is read in (:mod:`tagseg.models.orientation`;
-    empty when ``settings`` are off)."""
+def split_views(model: Any, loader: Any, segmenter: Any, settings: OrientationSettings) -> dict[str, dict[str, View]]:
+    """Choose the view of each subject the test reads (:mod:`tagseg.models.orientation`, on the rows of
+    ``loader``, already on the model's grid) and hand it to ``model`` (``test_views``, by row).
+
+    Returns:
+        ``{store: {subject: view}}`` (empty when ``settings`` are off); a subject id is local to its store.
+    """
+    model.test_views = {}
     if segmenter is None or not settings.enabled:
         return {}
-    views: dict[str, View] = {}
-    for store in stores:
-        views.update(store_views(segmenter, split_of(store, split), settings))
+    data, rows = loader.dataset.data, loader.dataset.rows
+    keys = [(str(data.store[r]), str(data.subject[r])) for r in rows]
+    index = {key: str(i) for i, key in enumerate(dict.fromkeys(keys))}
+    names = np.asarray([index[key] for key in keys], dtype=object)
+    chosen = subject_views(segmenter, data.images[rows], names, settings, scaled=True)
+    model.test_views = {int(r): chosen[n] for r, n in zip(rows, names) if chosen[n] != IDENTITY}
+    views: dict[str, dict[str, View]] = {}
+    for (store, subject), n in index.items():
+        views.setdefault(store, {})[subject] = chosen[n]
     if turned(views):
         log.info("orientation: subjects read in another view than stored: %s", turned(views))
     return views
+
+
+def split_rows(loader: Any) -> dict[str, np.ndarray]:
+    """The rows of each store (its own row numbers) that ``loader`` tests, by store path."""
+    data, rows = loader.dataset.data, np.asarray(loader.dataset.rows)
+    out = {}
+    for store in dict.fromkeys(str(s) for s in data.store):
+        mine = np.flatnonzero(data.store == store)
+        out[store] = np.asarray(rows[np.isin(rows, mine)] - mine[0], np.int64)
+    return out
 
 
 def search_device() -> str:
@@ -136,9 +158,16 @@ def search_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def turned(views: dict[str, View]) -> dict[str, str]:
-    """The subjects read in another view than stored, with its name (recorded in summary.json)."""
-    return {subject: view.name for subject, view in views.items() if view != IDENTITY}
+def turned(views: dict[str, dict[str, View]]) -> dict[str, str]:
+    """The subjects read in another view than stored, with its name (recorded in summary.json); a
+    subject is named ``<store>::<subject>`` when several stores are tested."""
+    several = len(views) > 1
+    return {
+        (f"{store}::{subject}" if several else subject): view.name
+        for store, chosen in views.items()
+        for subject, view in chosen.items()
+        if view != IDENTITY
+    }
 
 
 def model_geometry(hp: Any) -> dict[str, Any]:
@@ -196,7 +225,8 @@ def evaluate_shifts(
         datamodule = instantiate(dm_cfg, "datamodule", **model_geometry(hp))
         datamodule.setup("test")
         trainer = one_device_trainer(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
-        model.test_views = split_views(segmenter, orientation or OrientationSettings(mode="none"), [store], "test")
+        loader = datamodule.eval_dataloader("test")
+        views = split_views(model, loader, segmenter, orientation or OrientationSettings(mode="none"))
         tested = evaluate_module(
             trainer,
             model,
@@ -207,13 +237,13 @@ def evaluate_shifts(
                 "split": "test",
                 "shift": name,
                 "postprocess": model.postprocess,
-                "orientation": turned(model.test_views),
+                "orientation": turned(views),
             },
-            dataloaders=datamodule.eval_dataloader("test"),
+            dataloaders=loader,
         )
         rows.append(_shift_row(name, description, tested["summary"]))
         if qc is not None:
-            evaluate_qc(qc, [store], "test", run_dir / "shift" / name, test_set=name, views=model.test_views)
+            evaluate_qc(qc, split_rows(loader), run_dir / "shift" / name, test_set=name, views=views)
     path = run_dir / "shifts.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -34,6 +34,7 @@ from tagseg.data.shifts import check_shifts, prepare_shift_store, shift_data_con
 from tagseg.data.store_spec import StoreSpec
 from tagseg.errors import ConfigError
 from tagseg.io.atomic import atomic_write_text
+from tagseg.io.store import read_store
 from tagseg.models.orientation import View
 from tagseg.qc.evaluation import qc_statistics
 from tagseg.qc.model import QCModel, find_qc_model, fit_qc_model, load_qc_model, qc_model_path
@@ -170,21 +171,22 @@ def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
 
 def evaluate_qc(
     settings: EvalQC,
-    stores: list[Path],
-    split: str,
+    rows_by_store: Mapping[str, np.ndarray],
     folder: Path,
     test_set: str,
-    views: Mapping[str, View] | None = None,
+    views: Mapping[str, Mapping[str, View]] | None = None,
 ) -> Path:
-    """Write ``<folder>/qc.csv`` (one row per image of ``split`` of ``stores``) and ``qc_summary.json``
-    (``views``: the view each subject is segmented in, as the true metrics were).
+    """Write ``<folder>/qc.csv`` (one row per image tested: ``rows_by_store``, each store's own row
+    numbers) and ``qc_summary.json`` (``views``: each store's subjects' views, as the true metrics
+    were segmented).
 
     Returns:
         The path of ``qc.csv``.
     """
     rows: list[dict[str, Any]] = []
-    for store in stores:
-        images = split_of(store, split)
+    stores = list(rows_by_store)
+    for store, selected in rows_by_store.items():
+        images = read_store(store, extras=False).subset(selected)
         rows += store_rows(
             settings.segmenter,
             images,
@@ -192,12 +194,12 @@ def evaluate_qc(
             settings.tta,
             settings.batch_size,
             test_set=test_set,
-            views=views,
+            views=(views or {}).get(store),
         )
     path = write_rows(Path(folder) / QC_TABLE, rows)
     summary: dict[str, Any] = {"test_set": test_set, "model": settings.model is not None, "tta": settings.tta}
     fitted = settings.model.fitted_on if settings.model is not None else {}
-    if test_set in fitted.get("sets", []) and str(fitted.get("store")) in {str(s) for s in stores}:
+    if test_set in fitted.get("sets", []) and _same_file(fitted.get("store"), stores):
         # held-out evaluation only: scores on the images that fitted the model are not a measurement
         log.warning("qc: %s of %s fitted this QC model; its QC statistics are not held out", test_set, fitted["store"])
         summary["scored_on_fit_set"] = True
@@ -208,6 +210,10 @@ def evaluate_qc(
         summary["threshold"] = settings.model.threshold
     atomic_write_text(Path(folder) / QC_SUMMARY, json.dumps(summary, indent=1, default=float))
     return path
+
+
+def _same_file(path: Any, stores: list[str]) -> bool:
+    return path is not None and Path(str(path)).resolve() in {Path(s).resolve() for s in stores}
 
 
 def log_qc(loggers: Any, run_dir: Path) -> None:
