@@ -23,7 +23,7 @@ from tagseg.models.orientation import (
     pick_view,
     scan_view,
     spread_rows,
-    store_views,
+    subject_views,
     view_named,
     view_spacing,
 )
@@ -116,15 +116,12 @@ def test_scan_view_finds_the_view_the_model_knows():
     assert scan_view(segmenter(), frames, OrientationSettings(mode="none"), scaled=True) == (IDENTITY, {})
 
 
-def test_store_views_per_subject():
+def test_subject_views_decide_each_subject_on_its_own():
     frames = np.concatenate([marker_frames(2), marker_frames(2)[..., ::-1]])
-    store = SimpleNamespace(
-        images=frames,
-        meta={"subject": np.array(["mirrored", "mirrored", "plain", "plain"]), "spacing_mm": np.ones((4, 2))},
-    )
-    views = store_views(segmenter(), store, OrientationSettings())
+    subjects = np.array(["mirrored", "mirrored", "plain", "plain"])
+    views = subject_views(segmenter(), frames, subjects, OrientationSettings(), scaled=True, spacing_mm=np.ones((4, 2)))
     assert {k: v.name for k, v in views.items()} == {"mirrored": "flip_x", "plain": "identity"}
-    assert store_views(segmenter(), store, OrientationSettings(mode="none")) == {}
+    assert subject_views(segmenter(), frames, subjects, OrientationSettings(mode="none")) == {}
 
 
 def test_predict_reads_a_mirrored_scan_in_the_model_view_and_writes_masks_in_its_own(tmp_path):

@@ -252,12 +252,6 @@ def subject_views(
     return views
 
 
-def store_views(segmenter: Any, store: Any, settings: OrientationSettings) -> dict[str, View]:
-    """:func:`subject_views` of a slice store (a :class:`~tagseg.io.store.SliceStore`, e.g. a split)."""
-    spacing = store.meta["spacing_mm"] if "spacing_mm" in store.meta else None
-    return subject_views(segmenter, store.images, store.meta["subject"], settings, scaled=True, spacing_mm=spacing)
-
-
 def segment_in_views(
     segment: Callable[[np.ndarray, Any, np.ndarray], np.ndarray],
     frames: np.ndarray,

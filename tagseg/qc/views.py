@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tagseg.conventions import MYO
+from tagseg.models.orientation import myo_channel
 from tagseg.models.segmenter import TTA_FLIPS, per_frame_spacing, resize_nearest, softmax
 from tagseg.qc.signals import entropy_over, mean_pairwise_dice
 
@@ -76,7 +76,7 @@ def segment_with_uncertainty(
     shape = tuple(frames.shape[1:])
     labels_of = tuple(members[0].labels)
     lut = np.asarray(labels_of, np.uint8)
-    myo_channel = labels_of.index(MYO) if MYO in labels_of else len(labels_of) - 1
+    channel = myo_channel(labels_of)
     per_frame = None if spacing_mm is None else per_frame_spacing(spacing_mm, len(frames))
     same_size = len({m.image_size for m in members}) == 1 and not any(m.on_grid(per_frame) for m in members)
     out = np.zeros(frames.shape, np.uint8)
@@ -93,12 +93,12 @@ def segment_with_uncertainty(
             if not same_size:
                 p = m.to_frames(p, shape, sp)
                 member_views = [m.to_frames(v, shape, sp) for v in member_views]
-            views.extend(v.argmax(axis=1) == myo_channel for v in member_views)
+            views.extend(v.argmax(axis=1) == channel for v in member_views)
             total = p if total is None else total + p
         classes = total.argmax(axis=1).astype(np.uint8)
         mean_p = total / len(members)
         for j in range(len(chunk)):
-            entropy[start + j] = entropy_over(mean_p[j], classes[j] == myo_channel)
+            entropy[start + j] = entropy_over(mean_p[j], classes[j] == channel)
             if n_views > 1:
                 agreement[start + j] = mean_pairwise_dice([v[j] for v in views])
         if same_size:
