@@ -31,6 +31,7 @@ import numpy as np
 
 from tagseg.conventions import MYO
 from tagseg.errors import ConfigError
+from tagseg.models.segmenter import per_frame_spacing, softmax
 
 MODES = ("auto", "none")
 DEFAULT_MARGIN = 0.01
@@ -213,8 +214,6 @@ def scan_view(
     (T, H, W) in best (the identity when ``settings`` are off); confidences averaged over members."""
     if not settings.enabled or len(frames) == 0:
         return IDENTITY, {}
-    from tagseg.models.segmenter import per_frame_spacing, softmax
-
     rows = spread_rows(len(frames), settings.frames)
     sample = np.asarray(frames)[rows]
     spacing = None if spacing_mm is None else per_frame_spacing(spacing_mm, len(frames))[rows]
@@ -240,8 +239,6 @@ def subject_views(
     frames: a subject is one scan, stored in one voxel order. Empty when ``settings`` are off."""
     if not settings.enabled:
         return {}
-    from tagseg.models.segmenter import per_frame_spacing
-
     names = np.asarray(subjects).astype(str)
     spacing = None if spacing_mm is None else per_frame_spacing(spacing_mm, len(names))
     views = {}
@@ -261,8 +258,6 @@ def segment_in_views(
 ) -> np.ndarray:
     """Label maps (T, H, W) of ``frames``, each subject segmented in its view of ``views`` (identity when
     absent) and turned back: ``segment(frames_in_view, spacing_in_view, rows)`` runs once per view."""
-    from tagseg.models.segmenter import per_frame_spacing
-
     frames = np.asarray(frames)
     names = np.asarray(subjects).astype(str)
     spacing = None if spacing_mm is None else per_frame_spacing(spacing_mm, len(frames))
