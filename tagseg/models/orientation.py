@@ -244,6 +244,7 @@ def subject_views(
     views = {}
     for subject in dict.fromkeys(names.tolist()):
         rows = np.flatnonzero(names == subject)
+        rows = rows[spread_rows(len(rows), settings.frames)]  # copy only the frames the choice looks at
         part = None if spacing is None else spacing[rows]
         views[subject], _ = scan_view(segmenter, np.asarray(frames)[rows], settings, scaled, part)
     return views
