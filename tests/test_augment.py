@@ -118,6 +118,25 @@ def test_labels_and_shape_maps_move_with_the_image(single_thread):
         assert set(moved["label"].unique().tolist()) <= {0.0, 1.0}
 
 
+def test_rotation_without_rescale_keeps_the_pixel_size(single_thread):
+    # pixel_mm=None: turned within +-rotate_deg about the centre, spacing and areas unchanged
+    view = ring_view(16, 64, spacing=1.4)
+    view["label"][:, :, 6:14, 28:36] = 2.0  # a marker above the ring, at 90 degrees
+    view["image"][:, :, 6:14, 28:36] = 1.0
+    out = RandomScaleRotate(prob=1.0, pixel_mm=None, rotate_deg=40.0, translate=0.0)(dict(view), gen(4))
+    assert torch.equal(out["spacing_mm"], view["spacing_mm"])
+    for value in (1.0, 2.0):
+        ratio = (out["label"] == value).flatten(1).sum(1) / (view["label"] == value).flatten(1).sum(1)
+        assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.06), (value, ratio)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    marker = (out["label"][:, 0] == 2.0).float()
+    cy = (marker * yy).flatten(1).sum(1) / marker.flatten(1).sum(1) - 31.5
+    cx = (marker * xx).flatten(1).sum(1) / marker.flatten(1).sum(1) - 31.5
+    turned = torch.rad2deg(torch.atan2(-cy, cx)) - 90.0
+    assert turned.abs().max() <= 41.0 and turned.abs().max() > 20.0 and turned.std() > 10.0, turned
+    assert ((out["image"] > 0.9) == (out["label"] == 2.0)).float().mean() > 0.98
+
+
 def test_flip_moves_label_and_image_together(single_thread):
     view = ring_view(8, 32)
     view["image"][:, :, :, :8] = 1.0

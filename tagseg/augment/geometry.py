@@ -53,11 +53,14 @@ class RandomScaleRotate(BatchTransform):
     """Resample to a pixel size drawn in ``pixel_mm`` (log-uniform), rotated and shifted.
 
     A sample with spacing ``s`` mm resampled to ``p`` mm is magnified ``s / p`` about the image
-    centre: the heart looks as it would at that pixel size, and ``spacing_mm`` becomes ``p``.
+    centre: the heart looks as it would at that pixel size, and ``spacing_mm`` becomes ``p``. With
+    ``pixel_mm=None`` each sample keeps its pixel size (rotation and shift only): what a model trained
+    on one pixel size needs (``prepare.fit=crop``), whatever that grid's spacing is.
 
     Args:
         prob: probability per sample.
-        pixel_mm: range of the new pixel size, mm (0.6-2.5 covers clinical tagged protocols).
+        pixel_mm: range of the new pixel size, mm (0.6-2.5 covers clinical tagged protocols); None
+            keeps each sample's own.
         rotate_deg: rotation drawn in +-rotate_deg (tag grids rotate with the anatomy).
         translate: shift drawn in +-translate * image side.
     """
@@ -68,12 +71,12 @@ class RandomScaleRotate(BatchTransform):
     def __init__(
         self,
         prob: float,
-        pixel_mm: Sequence[float] = (0.6, 2.5),
+        pixel_mm: Sequence[float] | None = (0.6, 2.5),
         rotate_deg: float = 180.0,
         translate: float = 0.05,
     ) -> None:
         super().__init__(prob)
-        self.pixel_mm = as_range(pixel_mm, "RandomScaleRotate.pixel_mm", 0.05, 20.0)
+        self.pixel_mm = None if pixel_mm is None else as_range(pixel_mm, "RandomScaleRotate.pixel_mm", 0.05, 20.0)
         self.rotate_deg = float(rotate_deg)
         self.translate = float(translate)
 
@@ -81,8 +84,10 @@ class RandomScaleRotate(BatchTransform):
         image = sub["image"]
         n, _, h, w = image.shape
         dev = image.device
-        target = log_uniform(gen, n, self.pixel_mm, dev)
-        zoom = sub["spacing_mm"].float().mean(1).to(dev) / target
+        if self.pixel_mm is None:
+            zoom = torch.ones(n, device=dev)
+        else:
+            zoom = sub["spacing_mm"].float().mean(1).to(dev) / log_uniform(gen, n, self.pixel_mm, dev)
         angle = torch.deg2rad(uniform(gen, n, (-self.rotate_deg, self.rotate_deg), dev))
         shift = uniform(gen, 2 * n, (-2 * self.translate, 2 * self.translate), dev).view(n, 2)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
