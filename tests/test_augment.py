@@ -374,3 +374,47 @@ def test_free_intensity_curves_swap_tissue_brightness_and_keep_air_dark(single_t
     assert 5 <= swapped <= 59  # free curves make the background the brighter one in a share of samples
     for out in (monotone, free):
         assert (out[:, :, :2] == 0).all() and float(out.max()) <= 0.8 + 1e-6 and float(out.min()) >= 0.0
+
+
+def heart_view(n: int, size: int = 48) -> dict:
+    """A flat 0.5 image with an LV pool inside a myocardial square, an RV beside it and background."""
+    from tagseg.conventions import LV, MYO, RV
+
+    label = torch.zeros(n, 1, size, size)
+    label[:, :, 8:40, 6:30] = MYO
+    label[:, :, 14:34, 12:24] = LV
+    label[:, :, 10:38, 32:44] = RV
+    return {"image": torch.full((n, 1, size, size), 0.5), "label": label}
+
+
+def test_tissue_contrast_draws_pool_gains_against_the_myocardium(single_thread):
+    from tagseg.augment.appearance import TissueContrast
+
+    view = heart_view(64)
+    sharp = TissueContrast(prob=1.0, blood=(0.4, 1.5), other=(0.6, 1.7), sigma_px=(0.1, 0.1))
+    out = sharp(dict(view), gen(2))
+    assert torch.equal(out["label"], view["label"])  # the label does not move
+
+    def ratio(region):  # a tissue's mean signal over the myocardium's, deep inside both
+        rows, cols = region
+        return out["image"][:, 0, rows, cols].mean((1, 2)) / out["image"][:, 0, 9:12, 7:10].mean((1, 2))
+
+    lv, rv, other = (
+        ratio((slice(20, 28), slice(15, 21))),
+        ratio((slice(16, 32), slice(35, 41))),
+        ratio((slice(42, 46), slice(2, 46))),
+    )
+    for gains, (low, high) in ((lv, (0.4, 1.5)), (rv, (0.4, 1.5)), (other, (0.6, 1.7))):
+        assert float(gains.min()) >= low - 1e-4 and float(gains.max()) <= high + 1e-4
+        # log-uniform: the median near the geometric mean, both ends reached
+        assert math.isclose(float(gains.median()), math.sqrt(low * high), rel_tol=0.2)
+        assert float(gains.min()) < low * 1.25 and float(gains.max()) > high / 1.25
+    assert float((lv - rv).abs().mean()) > 0.1  # the two pools are drawn apart
+    assert int((lv < 0.8).sum()) >= 16  # darker blood than myocardium in a good share (the scanner shift's 0.5-0.6)
+    # softened maps: across the LV edge the gain changes over pixels, not in one step
+    soft = TissueContrast(prob=1.0, blood=(0.4, 0.4), other=(1.0, 1.0), sigma_px=(2.0, 2.0))(dict(view), gen(2))
+    profile = soft["image"][0, 0, 24, 6:18]  # myocardium (cols 6-11) into the pool centre (12-17)
+    steps = profile[1:] - profile[:-1]
+    assert float(profile[0]) > 0.45 and float(profile[-1]) < 0.25 and float(steps.abs().max()) < 0.5 * 0.3
+    again = sharp(dict(view), gen(2))["image"]
+    assert torch.equal(again, out["image"]) and not torch.equal(sharp(dict(view), gen(3))["image"], out["image"])

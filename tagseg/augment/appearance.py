@@ -1,6 +1,6 @@
 """Appearance: random convolutions and global intensity curves (histogram shifts), the
 transforms single-source domain-generalisation methods use to change texture and contrast while
-keeping shape.
+keeping shape, and tissue contrast (gains per labelled tissue), which no global curve reaches.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from tagseg.augment.base import BatchTransform, BatchView, as_range, choice, image_stats, uniform
+from tagseg.augment.base import BatchTransform, BatchView, as_range, choice, image_stats, log_uniform, uniform
+from tagseg.augment.tags import gaussian_blur
+from tagseg.conventions import LV, MYO, RV
 from tagseg.errors import ConfigError
 
 
@@ -95,4 +97,51 @@ class IntensityCurve(BatchTransform):
         return {"image": out.view_as(image) * peak}
 
 
-__all__ = ["IntensityCurve", "RandomConvolution"]
+class TissueContrast(BatchTransform):
+    """Another tissue contrast: the LV and RV blood pools and everything unlabelled (body, organs,
+    fat) scaled against the myocardium by gains drawn per sample (log-uniform), through label maps
+    softened by a Gaussian of ``sigma_px`` so that no label edge becomes an intensity step.
+
+    A global intensity curve maps equal greys alike, so it cannot darken the blood against a
+    myocardium of the same grey; another sequence or scanner does (inflow, T1, tags fading faster in
+    the blood). On the phantom, blood is as bright as the myocardium (pool / myocardium 0.95-1.02);
+    its ``scanner`` shift has 0.5-0.6.
+
+    Args:
+        prob: probability per sample.
+        blood: range of each blood pool's gain (LV and RV drawn independently).
+        other: range of the gain of every unlabelled pixel.
+        sigma_px: range of the softening of the label maps, pixels.
+    """
+
+    family = "appearance"
+    keys = ("image", "label")
+
+    def __init__(
+        self,
+        prob: float,
+        blood: Sequence[float] = (0.4, 1.5),
+        other: Sequence[float] = (0.6, 1.7),
+        sigma_px: Sequence[float] = (0.7, 2.0),
+    ) -> None:
+        super().__init__(prob)
+        self.blood = as_range(blood, "TissueContrast.blood", 0.01, 100.0)
+        self.other = as_range(other, "TissueContrast.other", 0.01, 100.0)
+        self.sigma_px = as_range(sigma_px, "TissueContrast.sigma_px", 0.1, 20.0)
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image, label = sub["image"], sub["label"].round()
+        n, dev = image.shape[0], image.device
+        gains = {
+            LV: log_uniform(gen, n, self.blood, dev),
+            RV: log_uniform(gen, n, self.blood, dev),
+            MYO: torch.ones(n, device=dev),
+        }
+        field = log_uniform(gen, n, self.other, dev).view(n, 1, 1, 1).expand_as(image).clone()
+        for value, gain in gains.items():
+            field = torch.where(label == value, gain.view(n, 1, 1, 1).to(field.dtype), field)
+        field = gaussian_blur(field, uniform(gen, n, self.sigma_px, dev))
+        return {"image": (image * field).clamp(min=0.0)}
+
+
+__all__ = ["IntensityCurve", "RandomConvolution", "TissueContrast"]
