@@ -1,0 +1,45 @@
+"""experiments/seed_spread.py: per-seed Dice per recipe and test set from strategy sweep cells."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("seed_spread", ROOT / "experiments" / "seed_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_cell(folder: Path, seed: int, augment: str, dice: dict[str, float], status: str = "ok") -> None:
+    folder.mkdir(parents=True)
+    overrides = [f"seed={seed}", "strategy=physics", "datamodule.n_train_subjects=16", f"augment={augment}"]
+    (folder / "cell.json").write_text(json.dumps({"override_list": overrides}))
+    tests = {name: {"dice_mean": value} for name, value in dice.items()}
+    (folder / "strategy.json").write_text(json.dumps({"status": status, "seed": seed, "tests": tests}))
+
+
+def test_seeds_are_grouped_by_recipe_and_failed_cells_left_out(tmp_path, capsys, monkeypatch):
+    script = load_script()
+    write_cell(tmp_path / "a" / "0", 0, "tagged", {"test": 0.9, "scanner": 0.5})
+    write_cell(tmp_path / "a" / "1", 1, "tagged", {"test": 0.8, "scanner": 0.7})
+    write_cell(tmp_path / "b" / "0", 0, "paper", {"test": 0.95, "scanner": 0.4})
+    write_cell(tmp_path / "b" / "1", 1, "paper", {"test": 0.1, "scanner": 0.1}, status="failed")
+    table = script.read_cells([tmp_path / "a", tmp_path / "b"])
+    assert table["physics@tagged n=16"]["scanner"] == {"0": 0.5, "1": 0.7}
+    assert table["physics@paper n=16"]["test"] == {"0": 0.95}  # the failed cell is not a seed
+    monkeypatch.setattr(
+        sys, "argv", ["seed_spread.py", str(tmp_path / "a"), "--sets", "scanner", "--output", str(tmp_path / "s.png")]
+    )
+    script.main()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines == [
+        {"recipe": "physics@tagged n=16", "test_set": "scanner", "mean": 0.6, "seeds": {"0": 0.5, "1": 0.7}}
+    ]
+    assert (tmp_path / "s.png").stat().st_size > 1000
