@@ -223,6 +223,20 @@ def test_augment_group_composes_for_each_choice(compose_config, choice):
         assert families == set(FAMILIES) - {left_out}
 
 
+def test_tagged_rotate_turns_the_heart_at_the_models_own_pixel_size(compose_config, single_thread):
+    # make demo's grid (1.5625 mm): rotation without rescaling keeps every sample on it
+    cfg = compose_config("train", "experiment=demo", "augment=tagged_rotate", tiny=False)
+    dm = instantiate(cfg.datamodule, "datamodule")
+    rotate = dm.batch_augment.transforms["scale_rotate"]
+    view = ring_view(16, 64, spacing=1.5625)
+    view["label"][:, :, 6:14, 28:36] = 2.0  # a marker above the ring
+    out = rotate(dict(view), gen(1))
+    assert torch.equal(out["spacing_mm"], view["spacing_mm"])
+    moved = (out["label"] == 2.0).flatten(1).float()
+    assert 0 < int((moved != (view["label"] == 2.0).flatten(1).float()).any(1).sum()) < 16  # about half turned
+    assert "flip" not in dm.batch_augment.transforms and not dm.batch_augment.transforms["intensity_free"].monotone
+
+
 def test_bad_batch_augment_configs_are_config_errors():
     with pytest.raises(ConfigError, match="families"):
         build_batch_augment({"families": ["tags", "colour"], "transforms": {}}, 0)

@@ -246,7 +246,14 @@ def test_predict_reads_each_scans_spacing_and_writes_masks_in_its_geometry(tmp_p
 
 @pytest.mark.parametrize(
     "choice, flips",
-    [("paper", True), ("robust", True), ("tagged", False), ("robust_no_geometry", False), ("none", False)],
+    [
+        ("paper", True),
+        ("robust", True),
+        ("tagged", False),
+        ("tagged_rotate", False),
+        ("robust_no_geometry", False),
+        ("none", False),
+    ],
 )
 def test_test_time_flips_are_refused_for_a_model_that_never_saw_a_flipped_image(choice, flips):
     from tagseg.augment.compose import trains_on_flips
