@@ -13,29 +13,18 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-
-def recipe(overrides: list[str]) -> str:
-    values = dict(o.split("=", 1) for o in overrides if "=" in o)
-    label = values.get("strategy", "?")
-    if "augment" in values:
-        label += f"@{values['augment']}"
-    if "datamodule.n_train_subjects" in values:
-        label += f" n={values['datamodule.n_train_subjects']}"
-    return label
+from tagseg.report.stats import find_cells
 
 
 def read_cells(sweeps: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
-    """recipe -> test set -> seed -> mean Dice, from every ``<sweep>/<job>/strategy.json``."""
+    """recipe -> test set -> seed -> mean Dice, from the cells ``tagseg report`` reads below each sweep
+    (labelled as it labels them: ``physics@tagged_rotate n=16``; failed cells left out)."""
     table: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for sweep in sweeps:
-        for path in sorted(sweep.glob("*/strategy.json")):
-            result = json.loads(path.read_text())
-            cell = json.loads((path.parent / "cell.json").read_text())
-            if result.get("status") != "ok":
-                continue
-            seed = str(result.get("seed"))
-            for name, test in result["tests"].items():
-                table[recipe(cell["override_list"])][name][seed] = float(test["dice_mean"])
+        for cell in find_cells(sweep):
+            label = f"{cell['strategy']} n={cell['n_train_subjects']}"
+            for name, test in cell["tests"].items():
+                table[label][name][str(cell["seed"])] = float(test["dice_mean"])
     return table
 
 

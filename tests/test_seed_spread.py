@@ -18,11 +18,12 @@ def load_script():
 
 
 def write_cell(folder: Path, seed: int, augment: str, dice: dict[str, float], status: str = "ok") -> None:
-    folder.mkdir(parents=True)
-    overrides = [f"seed={seed}", "strategy=physics", "datamodule.n_train_subjects=16", f"augment={augment}"]
-    (folder / "cell.json").write_text(json.dumps({"override_list": overrides}))
+    (folder / ".hydra").mkdir(parents=True)
+    # the augment choice where `tagseg report` reads it (the sweep's hydra.yaml)
+    (folder / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      augment: {augment}\n")
     tests = {name: {"dice_mean": value} for name, value in dice.items()}
-    (folder / "strategy.json").write_text(json.dumps({"status": status, "seed": seed, "tests": tests}))
+    record = {"status": status, "strategy": "physics", "seed": seed, "n_train_subjects": 16, "tests": tests}
+    (folder / "strategy.json").write_text(json.dumps(record))
 
 
 def test_seeds_are_grouped_by_recipe_and_failed_cells_left_out(tmp_path, capsys, monkeypatch):
@@ -33,7 +34,7 @@ def test_seeds_are_grouped_by_recipe_and_failed_cells_left_out(tmp_path, capsys,
     write_cell(tmp_path / "b" / "1", 1, "paper", {"test": 0.1, "scanner": 0.1}, status="failed")
     table = script.read_cells([tmp_path / "a", tmp_path / "b"])
     assert table["physics@tagged n=16"]["scanner"] == {"0": 0.5, "1": 0.7}
-    assert table["physics@paper n=16"]["test"] == {"0": 0.95}  # the failed cell is not a seed
+    assert table["physics n=16"]["test"] == {"0": 0.95}  # paper is the plain strategy; a failed cell is not a seed
     monkeypatch.setattr(
         sys, "argv", ["seed_spread.py", str(tmp_path / "a"), "--sets", "scanner", "--output", str(tmp_path / "s.png")]
     )
