@@ -16,8 +16,9 @@ from tagseg.errors import ConfigError, DataError
 from tagseg.io.run_dir import EvalResult, saved_run_config
 from tagseg.io.store import has_labels, store_attrs
 from tagseg.metric_registry import mean_std_keys
+from tagseg.models.ensemble import load_ensemble_module
 from tagseg.models.orientation import IDENTITY, OrientationSettings, View, subject_views
-from tagseg.models.segmenter import load_segmentation_module, load_segmenter
+from tagseg.models.segmenter import find_checkpoints, load_segmenters
 from tagseg.postprocess import check_postprocess
 from tagseg.runtime.config import instantiate, instantiate_group
 from tagseg.runtime.task import task_wrapper
@@ -51,11 +52,14 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     """Test a checkpoint on a store split; write ``test_metrics.csv`` and ``summary.json``.
 
     The network, image size, classes and normalisation come from the checkpoint alone; the
-    store(s) and split from ``cfg.datamodule`` and ``cfg.split``.
+    store(s) and split from ``cfg.datamodule`` and ``cfg.split``. Several checkpoints (a list or a
+    sweep folder) are tested as one ensemble, their softmax averaged (:mod:`tagseg.models.ensemble`);
+    the shifted sets are then built from the first member's run.
 
     Args:
-        cfg: the composed ``conf/evaluate.yaml`` (``ckpt``: a .ckpt file or run folder; ``split``:
-            train | val | test | all). The store may hold that split only (an external test set).
+        cfg: the composed ``conf/evaluate.yaml`` (``ckpt``: a .ckpt file, run folder, sweep folder or
+            a list of them; ``split``: train | val | test | all). The store may hold that split only
+            (an external test set).
 
     Returns:
         The :class:`~tagseg.io.run_dir.EvalResult`.
@@ -66,14 +70,15 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     """
     if not cfg.get("ckpt"):
         raise ConfigError("ckpt: no checkpoint given (pass ckpt=<file.ckpt or run folder>)")
-    if not Path(cfg.ckpt).exists():
+    if isinstance(cfg.ckpt, str) and not Path(cfg.ckpt).exists():
         raise ConfigError(f"ckpt: {cfg.ckpt} does not exist (expected a .ckpt file or a run folder)")
     split = str(cfg.get("split", "test"))
     if split not in ("train", "val", "test", "all"):
         raise ConfigError(f"split: expected train, val, test or all, got '{split}'")
     postprocess = check_postprocess(cfg.get("postprocess"))
     run_dir = Path(cfg.paths.output_dir)
-    model, ckpt = load_segmentation_module(cfg.ckpt)
+    model, members = load_ensemble_module(find_checkpoints(cfg.ckpt))
+    ckpt = members[0]
     model.postprocess = postprocess
     hp = model.hparams
     stores = checked_stores(cfg)
@@ -87,7 +92,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         cfg.trainer, logger=loggers, callbacks=instantiate_group(cfg.get("callbacks"), "callbacks")
     )
     orientation = OrientationSettings.from_config(cfg.get("orientation"))
-    segmenter = load_segmenter(ckpt, device=search_device()) if orientation.enabled else None
+    segmenter = load_segmenters(members, device=search_device()) if orientation.enabled else None
     loader = datamodule.eval_dataloader(split)
     views = split_views(model, loader, segmenter, orientation)
     extra = {
@@ -96,6 +101,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         "split": split,
         "postprocess": postprocess,
         "orientation": turned(views),
+        **ensemble_record(members),
     }
     tested = evaluate_module(trainer, model, run_dir, extra, dataloaders=loader)
     result = EvalResult(
@@ -105,16 +111,23 @@ def evaluate(cfg: DictConfig) -> EvalResult:
         summary_path=tested.summary_path,
         metrics_path=tested.metrics_path,
     )
-    qc = eval_qc_settings(cfg.get("qc"), ckpt)
+    qc = eval_qc_settings(cfg.get("qc"), members)
     if qc is not None:  # QC columns next to the true metrics: <run dir>/qc.csv (tagseg/stages/qc.py)
         result["qc"] = evaluate_qc(qc, split_rows(loader), run_dir, test_set=split, views=views)
     names = check_shifts(cfg.get("shifts"))
     if names:
-        shifted = evaluate_shifts(cfg, model, ckpt, run_dir, names, tested.summary, split, qc, segmenter, orientation)
+        shifted = evaluate_shifts(
+            cfg, model, ckpt, run_dir, names, tested.summary, split, qc, segmenter, orientation, members
+        )
         result["shifts"] = shifted
     if qc is not None:
         log_qc(loggers, run_dir)
     return result
+
+
+def ensemble_record(members: list[Path]) -> dict[str, Any]:
+    """``{"members": [...]}`` for an ensemble (recorded in every summary.json it writes), else nothing."""
+    return {"members": [str(m) for m in members]} if len(members) > 1 else {}
 
 
 def split_views(model: Any, loader: Any, segmenter: Any, settings: OrientationSettings) -> dict[str, dict[str, View]]:
@@ -194,12 +207,14 @@ def evaluate_shifts(
     qc: EvalQC | None = None,
     segmenter: Any = None,
     orientation: OrientationSettings | None = None,
+    members: list[Path] | None = None,
 ) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
     Each set is prepared once under ``cfg.shift_dir`` from the data config of the run that wrote the
     checkpoint (its saved ``config.yaml``: the image size and field of view it was trained at), or
-    ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`), with
+    ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`; an ensemble:
+    its first member ``ckpt``, the others in ``members``), with
     ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``
     (with ``qc``: also its ``qc.csv``),
     one row per test set to ``<run dir>/shifts.csv``. With ``orientation`` on, each subject is read
@@ -238,6 +253,7 @@ def evaluate_shifts(
                 "shift": name,
                 "postprocess": model.postprocess,
                 "orientation": turned(views),
+                **ensemble_record(members or [ckpt]),
             },
             dataloaders=loader,
         )

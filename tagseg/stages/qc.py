@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,30 +141,32 @@ class EvalQC:
     batch_size: int
 
 
-def eval_qc_settings(spec: Any, ckpt: Path) -> EvalQC | None:
-    """``cfg.qc`` of ``tagseg evaluate`` (None when off): ``model`` auto (next to the checkpoint) |
-    null | a file; ``tta`` none | flip.
+def eval_qc_settings(spec: Any, ckpt: Path | Sequence[Path]) -> EvalQC | None:
+    """``cfg.qc`` of ``tagseg evaluate`` (None when off): ``model`` auto (next to the checkpoint; none
+    for an ensemble, ``ckpt`` a list of several: a QC model is fitted on one model's masks) | null |
+    a file; ``tta`` none | flip.
 
     Raises:
         ConfigError: an unknown ``tta`` or a missing / invalid model file.
     """
-    from tagseg.models.segmenter import check_tta, load_segmenter
+    from tagseg.models.segmenter import check_tta, load_segmenters
 
     if spec is None or not spec.get("enabled", True):
         return None
     tta = str(spec.get("tta", "none"))
     if tta not in ("none", "flip"):
         raise ConfigError(f"qc.tta: expected none or flip, got {tta!r}")
+    members = [Path(ckpt)] if isinstance(ckpt, (str, Path)) else [Path(c) for c in ckpt]
     choice = spec.get("model", "auto")
     if choice is None:
         model = None
     elif str(choice) == "auto":
-        model = find_qc_model(ckpt)
+        model = find_qc_model(members[0]) if len(members) == 1 else None
     elif not Path(str(choice)).is_file():
         raise ConfigError(f"qc.model: {choice} does not exist (expected a qc_model.json written by tagseg qc)")
     else:
         model = load_qc_model(str(choice))
-    segmenter = load_segmenter(ckpt)
+    segmenter = load_segmenters(members)
     check_tta(segmenter, tta == "flip")
     return EvalQC(segmenter, model, tta == "flip", int(spec.get("batch_size", 16)))
 
