@@ -18,7 +18,9 @@ slices and frames, so one unclear frame does not turn a slice.
 
 Measured in docs/experiments.md ("Orientation at inference"): on the phantom's raw layouts (one
 subject stored flipped, one transposed) the flipless ``make demo`` model goes from Dice 0.48 to
-0.93; on the eleven shifted sets every subject kept the identity.
+0.93; on the eleven shifted sets every subject kept the identity. Under shift the views' scores
+come close, and some other models turned one subject of a shifted set (docs/experiments.md, "Seed
+ensembles"); an ensemble averages its members' scores and turned none.
 """
 
 from __future__ import annotations
