@@ -144,19 +144,19 @@ def tiny_segmentation_module(image_size: int = 32):
     )
 
 
-@pytest.fixture(scope="session")
-def trained_ckpt(tmp_path_factory) -> Path:
-    """A tiny ResNetVAE SegmentationModule trained for 2 steps on a ring store, saved by a Lightning Trainer."""
+def train_tiny_checkpoint(tmp: Path, store: Path, path: Path, steps: int = 2, seed: int | None = None) -> Path:
+    """Fit :func:`tiny_segmentation_module` for ``steps`` steps on ``store`` (32 px, no augmentation) with
+    a Lightning Trainer (seeded when ``seed`` is given) and save its checkpoint at ``path``."""
     import lightning as L
 
     from tagseg.data.datamodule import SliceDataModule
 
-    tmp = tmp_path_factory.mktemp("ckpt")
-    store = write_ring_store(tmp / "rings.h5")
+    if seed is not None:
+        L.seed_everything(seed)
     dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=4, augment={"enabled": False})
     module = tiny_segmentation_module()
     trainer = L.Trainer(
-        max_steps=2,
+        max_steps=steps,
         limit_val_batches=1,
         logger=False,
         enable_checkpointing=False,
@@ -166,8 +166,26 @@ def trained_ckpt(tmp_path_factory) -> Path:
         accelerator="cpu",
     )
     trainer.fit(module, datamodule=dm)
-    trainer.save_checkpoint(tmp / "run" / "checkpoints" / "best.ckpt")
-    return tmp / "run" / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """A tiny ResNetVAE SegmentationModule trained for 2 steps on a ring store, saved by a Lightning Trainer."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    store = write_ring_store(tmp / "rings.h5")
+    return train_tiny_checkpoint(tmp, store, tmp / "run" / "checkpoints" / "best.ckpt")
+
+
+def load_experiment_script(name: str):
+    """``experiments/<name>.py`` imported as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- composed stage configs -------------------------------------------------------------------------------------

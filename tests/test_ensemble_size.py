@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ensemble_size", ROOT / "experiments" / "ensemble_size.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_experiment_script
 
 
 def probs(foreground: list[float]) -> np.ndarray:
@@ -25,7 +14,7 @@ def probs(foreground: list[float]) -> np.ndarray:
 
 
 def test_every_subset_is_scored_with_its_averaged_softmax():
-    script = load_script()
+    script = load_experiment_script("ensemble_size")
     truth = np.array([[[True, True, False, False]]])
     a = probs([0.9, 0.4, 0.2, 0.6])  # alone: pixels 0 and 3 -> Dice 0.5
     b = probs([0.8, 0.9, 0.3, 0.3])  # alone: pixels 0 and 1 -> Dice 1
@@ -40,6 +29,6 @@ def test_every_subset_is_scored_with_its_averaged_softmax():
 
 
 def test_a_run_without_an_evaluation_is_named(tmp_path):
-    script = load_script()
+    script = load_experiment_script("ensemble_size")
     with pytest.raises(SystemExit, match=r"eval/summary.json not found: run `tagseg evaluate"):
         script.evaluated_sets(tmp_path, "eval")

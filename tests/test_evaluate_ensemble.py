@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_segmentation_module, write_ring_store
+from conftest import train_tiny_checkpoint, write_ring_store
 from torch import nn
 
 from tagseg.errors import CheckpointError
@@ -41,36 +41,15 @@ def test_mean_softmax_gives_the_mean_of_the_members_probabilities():
     torch.testing.assert_close(out.argmax(1), expected.argmax(1))
 
 
-def _train(tmp: Path, store: Path, seed: int) -> Path:
-    import lightning as L
-
-    from tagseg.data.datamodule import SliceDataModule
-
-    L.seed_everything(seed)
-    dm = SliceDataModule(stores=[str(store)], image_size=32, batch_size=4, augment={"enabled": False})
-    module = tiny_segmentation_module()
-    trainer = L.Trainer(
-        max_steps=12,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp),
-        accelerator="cpu",
-    )
-    trainer.fit(module, datamodule=dm)
-    path = tmp / f"run{seed}" / "checkpoints" / "best.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("ensemble")
     store = write_ring_store(tmp / "rings.h5")
-    return store, [_train(tmp, store, seed) for seed in (0, 1)]
+    return store, [
+        train_tiny_checkpoint(tmp, store, tmp / f"run{seed}" / "checkpoints" / "best.ckpt", steps=12, seed=seed)
+        for seed in (0, 1)
+    ]
 
 
 def _evaluate(compose_config, out: Path, store: Path, ckpt: str):

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("seed_spread", ROOT / "experiments" / "seed_spread.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_experiment_script
 
 
 def write_cell(folder: Path, seed: int, augment: str, dice: dict[str, float], status: str = "ok") -> None:
@@ -27,7 +19,7 @@ def write_cell(folder: Path, seed: int, augment: str, dice: dict[str, float], st
 
 
 def test_seeds_are_grouped_by_recipe_and_failed_cells_left_out(tmp_path, capsys, monkeypatch):
-    script = load_script()
+    script = load_experiment_script("seed_spread")
     write_cell(tmp_path / "a" / "0", 0, "tagged", {"test": 0.9, "scanner": 0.5})
     write_cell(tmp_path / "a" / "1", 1, "tagged", {"test": 0.8, "scanner": 0.7})
     write_cell(tmp_path / "b" / "0", 0, "paper", {"test": 0.95, "scanner": 0.4})
