@@ -18,6 +18,7 @@ from tagseg.models.orientation import (
     VIEWS,
     OrientationSettings,
     apply_view,
+    frame_confidences,
     invert_view,
     myocardial_confidence,
     pick_view,
@@ -82,12 +83,26 @@ def test_myocardial_confidence_by_hand():
     p[0, 0] = 1.0 - p[0, 1]
     p[1, 0] = 1.0  # no myocardium: counts 0
     assert myocardial_confidence(p, channel=1) == pytest.approx((0.8 + 0.0) / 2)
+    np.testing.assert_allclose(frame_confidences(p, channel=1), [0.8, 0.0])
 
 
 def test_pick_view_needs_the_margin():
     scores = {v.name: 0.5 for v in VIEWS} | {"flip_x": 0.52}
     assert pick_view(scores, margin=0.01).name == "flip_x"
     assert pick_view(scores, margin=0.05) == IDENTITY
+
+
+def test_pick_view_needs_most_frames_to_agree():
+    # flip_x wins the mean (0.52 against 0.50) through one frame only: not a view the scan is stored in
+    frames = {v.name: np.full(4, 0.5) for v in VIEWS} | {"flip_x": np.array([0.58, 0.5, 0.5, 0.5])}
+    scores = {name: float(f.mean()) for name, f in frames.items()}
+    assert pick_view(scores, margin=0.01).name == "flip_x"  # the mean alone would turn it
+    assert pick_view(scores, margin=0.01, frame_scores=frames, agreement=0.75) == IDENTITY
+    # winning on 3 of 4 frames is enough at 0.75, not at 1.0
+    frames["flip_x"] = np.array([0.53, 0.53, 0.53, 0.49])
+    scores = {name: float(f.mean()) for name, f in frames.items()}
+    assert pick_view(scores, margin=0.01, frame_scores=frames, agreement=0.75).name == "flip_x"
+    assert pick_view(scores, margin=0.01, frame_scores=frames, agreement=1.0) == IDENTITY
 
 
 def test_spread_rows():
@@ -97,9 +112,14 @@ def test_spread_rows():
 
 
 def test_settings_from_config():
-    assert OrientationSettings.from_config(None) == OrientationSettings("auto", 0.01, 4)
+    assert OrientationSettings.from_config(None) == OrientationSettings("auto", 0.005, 8, 0.75)
     assert not OrientationSettings.from_config({"mode": "none"}).enabled
-    for bad, msg in (({"mode": "on"}, "orientation.mode"), ({"margin": -1}, "margin"), ({"frames": 0}, "frames")):
+    for bad, msg in (
+        ({"mode": "on"}, "orientation.mode"),
+        ({"margin": -1}, "margin"),
+        ({"frames": 0}, "frames"),
+        ({"agreement": 1.5}, "agreement"),
+    ):
         with pytest.raises(ConfigError, match=msg):
             OrientationSettings.from_config(bad)
     with pytest.raises(ConfigError, match="unknown keys"):
@@ -224,8 +244,8 @@ def test_stages_search_the_orientation_by_default_and_can_skip_it(stage):
     shipped = OrientationSettings.from_config(
         compose_stage(stage, ["ckpt=x", "input=y"] if stage != "evaluate" else ["ckpt=x"]).orientation
     )
-    assert shipped == OrientationSettings("auto", 0.01, 4)
+    assert shipped == OrientationSettings("auto", 0.005, 8, 0.75)
     off = compose_stage(
         stage, ["orientation.mode=none", "orientation.frames=2"] + (["input=y"] if stage != "evaluate" else [])
     )
-    assert OrientationSettings.from_config(off.orientation) == OrientationSettings("none", 0.01, 2)
+    assert OrientationSettings.from_config(off.orientation) == OrientationSettings("none", 0.005, 2, 0.75)
