@@ -347,3 +347,32 @@ def test_model_types_are_not_mixed_up(tmp_path, trained_ckpt, ring_store, capsys
         "checkpoint written by `tagseg cyclegan`"
     ]
     assert json.loads(json.dumps(lines))  # plain one-line strings
+
+
+def _cell(folder: Path, **record) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "strategy.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_a_strategy_cell_means_the_model_it_names_in_the_stage_cache(tmp_path, seg_run, caplog):
+    best = seg_run / "checkpoints" / "best.ckpt"
+    cell = _cell(tmp_path / "sweep" / "0", status="ok", run_dir=str(seg_run))
+    assert resolve_checkpoint(cell) == best
+    other = tmp_path / "cache" / "finetune" / "k1"
+    shutil.copytree(seg_run, other)
+    _cell(tmp_path / "sweep" / "1", status="ok", run_dir=str(other))
+    failed = _cell(tmp_path / "sweep" / "2", status="failed", run_dir=None)
+    # a strategy sweep: each finished cell's model; the failed cell is left out, with a warning naming it
+    assert run_checkpoints(tmp_path / "sweep") == [best, other / "checkpoints" / "best.ckpt"]
+    assert "sweep/2/strategy.json: the cell did not finish" in caplog.text
+    with pytest.raises(CheckpointError, match=r"2/strategy.json: the cell did not finish \(status 'failed'\)"):
+        resolve_checkpoint(failed)
+    gone = _cell(tmp_path / "gone", status="ok", run_dir=str(tmp_path / "cleared"))
+    with pytest.raises(CheckpointError, match=r"gone/strategy.json names the model folder .*cleared.*not there"):
+        resolve_checkpoint(gone)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "strategy.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"broken/strategy.json: unreadable strategy record"):
+        resolve_checkpoint(broken)

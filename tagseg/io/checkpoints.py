@@ -11,8 +11,9 @@ are checked here first, and Lightning is told ``weights_only=True`` as well.
 
 1. a file is itself;
 2. a folder: its checkpoint folder is ``<folder>/checkpoints`` (a run folder), else the folder
-   itself when it holds ``*.ckpt`` files, else the one folder below it holding ``*.ckpt`` files
-   (several: an error listing them);
+   itself when it holds ``*.ckpt`` files, else, for a strategy cell (``strategy.json``, whose model
+   lives in the stage cache), the checkpoint folder of the model it names (``run_dir``), else the one
+   folder below it holding ``*.ckpt`` files (several: an error listing them);
 3. in the checkpoint folder, ``which="best"`` (evaluate, predict, report, init_from,
    translate) takes the single checkpoint not named ``last*.ckpt`` (several: an error listing
    them), else ``last.ckpt``; ``which="last"`` (resuming) takes ``last.ckpt``.
@@ -29,6 +30,8 @@ no global is allow-listed.
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 import re
 from collections.abc import Sequence
@@ -38,7 +41,7 @@ from typing import Any, Literal
 import torch
 
 from tagseg.errors import CheckpointError
-from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT, last_checkpoint_in
+from tagseg.io.run_dir import CHECKPOINTS_DIR, LAST_CKPT, STRATEGY_FILE, last_checkpoint_in
 
 #: the key naming a checkpoint's model type (written by tagseg's LightningModules)
 MODEL_KEY = "tagseg_model"
@@ -49,6 +52,8 @@ TRACKER = "tracker"
 SEGMENTATION_HPARAMS = ("network", "image_size", "classes", "mean", "std")
 #: what writes each model type
 WRITERS = {SEGMENTATION: "`tagseg train`", CYCLEGAN: "`tagseg cyclegan`", TRACKER: "the learned tracker's training"}
+
+log = logging.getLogger(__name__)
 
 _GLOBAL = re.compile(r"(?i)unsupported\s+(?:global:\s*)?GLOBAL\s+([\w.]+)")
 
@@ -74,6 +79,7 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
         return path
     if not path.exists():
         raise CheckpointError(f"{key}: checkpoint {path} not found (expected a .ckpt file or a run folder)")
+    path = cell_model_dir(path, key) or path
     folder = _checkpoint_folder(path, key)
     last = last_checkpoint_in(folder)
     if which == "last":
@@ -97,7 +103,8 @@ def resolve_checkpoint(path: str | Path, key: str = "ckpt", which: Literal["best
 def run_checkpoints(path: str | Path | Sequence[str | Path], key: str = "ckpt") -> list[Path]:
     """One checkpoint per run (an ensemble's members): a file or a run folder ->
     ``[resolve_checkpoint(path)]``; a folder of several runs (a sweep) -> each run's checkpoint by
-    the same ``best`` rule, sorted; a list (``ckpt=[a,b,c]``) -> each item resolved.
+    the same ``best`` rule, sorted; a strategy sweep (cells with ``strategy.json``, models in the stage
+    cache) -> each finished cell's model; a list (``ckpt=[a,b,c]``) -> each item resolved.
 
     Raises:
         CheckpointError: nothing found, an empty list, or a run folder with several candidates.
@@ -112,7 +119,55 @@ def run_checkpoints(path: str | Path | Sequence[str | Path], key: str = "ckpt") 
         folders = sorted({p.parent for p in path.rglob("*.ckpt")})
         if len(folders) > 1:
             return [resolve_checkpoint(folder, key=key) for folder in folders]
+        cells = sorted(p.parent for p in path.rglob(STRATEGY_FILE) if p.parent != path)
+        if not folders and len(cells) > 1:  # a strategy sweep: each cell's model lives in the stage cache
+            return _cell_checkpoints(cells, key)
     return [resolve_checkpoint(path, key=key)]
+
+
+def _cell_checkpoints(cells: list[Path], key: str) -> list[Path]:
+    """Each strategy cell's checkpoint; a failed cell (or one whose model is gone) is left out with a
+    warning, so one bad cell does not cost the sweep's ensemble (all bad: the first error)."""
+    found, errors = [], []
+    for cell in cells:
+        try:
+            found.append(resolve_checkpoint(cell, key=key))
+        except CheckpointError as err:
+            errors.append(err)
+    if not found:
+        raise errors[0]
+    for err in errors:
+        log.warning("%s (left out of the ensemble)", err)
+    return found
+
+
+def cell_model_dir(folder: Path, key: str = "ckpt") -> Path | None:
+    """The model folder a strategy cell names (``strategy.json``'s ``run_dir``: the fine-tuning stage in
+    the stage cache), or None when ``folder`` is not a strategy cell or holds checkpoints of its own.
+
+    Raises:
+        CheckpointError: an unreadable ``strategy.json``, a failed cell, or a ``run_dir`` that is gone.
+    """
+    record_path = folder / STRATEGY_FILE
+    if not record_path.is_file() or (folder / CHECKPOINTS_DIR).is_dir() or any(folder.glob("*.ckpt")):
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{key}: {record_path}: unreadable strategy record ({err})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{key}: {record_path}: expected a JSON object (a strategy cell's record)")
+    if record.get("status", "ok") != "ok":
+        raise CheckpointError(
+            f"{key}: {record_path}: the cell did not finish (status {record.get('status')!r}); no model"
+        )
+    run_dir = record.get("run_dir")
+    if not isinstance(run_dir, str) or not Path(run_dir).is_dir():
+        raise CheckpointError(
+            f"{key}: {record_path} names the model folder {run_dir!r}, which is not there "
+            "(the stage cache was moved or cleared; re-run the cell)"
+        )
+    return Path(run_dir)
 
 
 def _checkpoint_folder(path: Path, key: str) -> Path:
