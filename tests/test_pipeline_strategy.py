@@ -230,3 +230,14 @@ def test_the_translate_stage_is_tagseg_translate_with_its_options(tmp_path, ring
     with h5py.File(result["store"], "r") as f:
         assert f["images"].compression == "lzf" and f["images"].shape == (24, 32, 32)
         assert set(f["meta/source"].asstr()[...]) == {"physics(rings)"}
+
+
+def test_a_test_stage_key_carries_the_orientation_rule_it_tests_with(strategy_cfg, monkeypatch):
+    from tagseg.pipeline import strategy as strategy_module
+
+    stages = {s.label: s for s in assign_keys(plan_strategy(strategy_cfg("strategy=scratch")))}
+    assert stages["test"].config["orientation"] == {"mode": "auto", "margin": 0.005, "frames": 8, "agreement": 0.75}
+    # a cached test made under another search rule is not reused: its key differs, the training's does not
+    monkeypatch.setattr(strategy_module, "evaluate_orientation", lambda: {"mode": "auto", "margin": 0.01, "frames": 4})
+    other = {s.label: s for s in assign_keys(plan_strategy(strategy_cfg("strategy=scratch")))}
+    assert other["test"].key != stages["test"].key and other["finetune"].key == stages["finetune"].key

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,29 @@ def train_stage(cfg: DictConfig, kind: str, label: str, run_cfg: DictConfig, sto
     return Stage(kind, label, config, compute, needs=needs, collective=True)
 
 
+def evaluate_orientation() -> dict[str, Any]:
+    """The orientation settings ``tagseg evaluate`` tests with (``conf/orientation/default.yaml``), as
+    plain values: part of a test stage's key, so a cached test made under another rule is not reused."""
+    return dict(_evaluate_orientation())
+
+
+@lru_cache(maxsize=1)
+def _evaluate_orientation() -> tuple[tuple[str, Any], ...]:  # composed once per process (12 test stages a plan)
+    from dataclasses import asdict
+
+    from tagseg.models.orientation import OrientationSettings
+
+    return tuple(asdict(OrientationSettings.from_config(compose("evaluate", []).get("orientation"))).items())
+
+
 def test_stage(cfg: DictConfig, store: str, finetune: str, label: str = "test") -> Stage:
     """Test the fine-tuned best checkpoint on ``store``'s test split (the tagged store's, or a
-    shifted set's), on one device, after ``strategy.postprocess`` (``none`` adds nothing to the key)."""
+    shifted set's), on one device, after ``strategy.postprocess`` (``none`` adds nothing to the key),
+    each subject in the view :func:`evaluate_orientation`'s search picks (its settings are in the key)."""
     postprocess = check_postprocess(cfg.strategy.get("postprocess"), "strategy.postprocess")
-    config = {"split": "test"} if postprocess == "none" else {"split": "test", "postprocess": postprocess}
+    config: dict[str, Any] = {"split": "test", "orientation": evaluate_orientation()}
+    if postprocess != "none":
+        config["postprocess"] = postprocess
 
     def compute(out: Path, inputs: Mapping[str, StageResult]) -> dict[str, Any]:
         from tagseg.stages.evaluate import evaluate
