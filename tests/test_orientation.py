@@ -20,7 +20,6 @@ from tagseg.models.orientation import (
     apply_view,
     frame_confidences,
     invert_view,
-    myocardial_confidence,
     pick_view,
     scan_view,
     spread_rows,
@@ -77,12 +76,11 @@ def test_views_are_the_eight_distinct_symmetries_and_invert():
         view_named("rotate")
 
 
-def test_myocardial_confidence_by_hand():
+def test_frame_confidences_by_hand():
     p = np.zeros((2, 2, 2, 2), np.float32)
     p[0, 1] = [[0.9, 0.7], [0.2, 0.4]]  # myocardium at two pixels: 0.9, 0.7
     p[0, 0] = 1.0 - p[0, 1]
     p[1, 0] = 1.0  # no myocardium: counts 0
-    assert myocardial_confidence(p, channel=1) == pytest.approx((0.8 + 0.0) / 2)
     np.testing.assert_allclose(frame_confidences(p, channel=1), [0.8, 0.0])
 
 

@@ -186,12 +186,6 @@ def frame_confidences(probs: np.ndarray, channel: int) -> np.ndarray:
     return np.asarray([float(p[m].mean()) if m.any() else 0.0 for p, m in zip(peak, predicted)], np.float64)
 
 
-def myocardial_confidence(probs: np.ndarray, channel: int) -> float:
-    """Mean over images of :func:`frame_confidences` (0 for no image)."""
-    per_image = frame_confidences(probs, channel)
-    return float(per_image.mean()) if per_image.size else 0.0
-
-
 def view_frame_scores(
     probabilities: Callable[[np.ndarray], np.ndarray], x: np.ndarray, channel: int, views: Sequence[View] = VIEWS
 ) -> dict[str, np.ndarray]:
