@@ -11,7 +11,7 @@ from omegaconf import open_dict
 from tagseg.data.shifts import shift_names
 from tagseg.data.splits import split_subjects
 from tagseg.pipeline.runner import assign_keys
-from tagseg.pipeline.strategy import plan_strategy
+from tagseg.pipeline.strategy import evaluate_orientation, plan_strategy
 from tagseg.runtime.config import CONF_DIR
 
 N_KEY = "datamodule.n_train_subjects"
@@ -119,7 +119,8 @@ def test_postprocess_re_tests_the_cached_fine_tuning():
     assert lcc_plan["finetune"].key == plain_plan["finetune"].key  # not retrained
     for label, stage in plain_plan.items():
         if stage.kind == "test":
-            assert stage.config == {"split": "test"}  # the default keeps the keys of existing caches
+            # postprocess=none adds nothing to the key (the search's settings are always in it)
+            assert stage.config == {"split": "test", "orientation": evaluate_orientation()}
             assert lcc_plan[label].key != stage.key and lcc_plan[label].config["postprocess"] == "largest_component"
 
 
