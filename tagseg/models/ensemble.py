@@ -19,6 +19,7 @@ from torch import nn
 
 from tagseg.errors import CheckpointError
 from tagseg.models.networks import main_head, split_output
+from tagseg.runtime.config import plain
 
 if TYPE_CHECKING:
     from tagseg.models.segmentation import SegmentationModule
@@ -93,9 +94,9 @@ def load_ensemble_module(paths: Sequence[str | Path]) -> tuple[SegmentationModul
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]  # type: ignore[union-attr]
-    return value
+    # a config node as plain values; a tuple and a list of the same classes are one input
+    value = plain(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 __all__ = ["MeanSoftmax", "SHARED_INPUT", "check_members", "load_ensemble_module"]

@@ -117,7 +117,7 @@ def evaluate(cfg: DictConfig) -> EvalResult:
     names = check_shifts(cfg.get("shifts"))
     if names:
         shifted = evaluate_shifts(
-            cfg, model, ckpt, run_dir, names, tested.summary, split, qc, segmenter, orientation, members
+            cfg, model, members, run_dir, names, tested.summary, split, qc, segmenter, orientation
         )
         result["shifts"] = shifted
     if qc is not None:
@@ -199,7 +199,7 @@ def model_geometry(hp: Any) -> dict[str, Any]:
 def evaluate_shifts(
     cfg: DictConfig,
     model: Any,
-    ckpt: Path,
+    members: list[Path],
     run_dir: Path,
     names: list[str],
     in_distribution: dict[str, Any],
@@ -207,14 +207,13 @@ def evaluate_shifts(
     qc: EvalQC | None = None,
     segmenter: Any = None,
     orientation: OrientationSettings | None = None,
-    members: list[Path] | None = None,
 ) -> Path:
     """Test ``model`` on each shifted test set (``conf/shift``) next to the in-distribution split.
 
     Each set is prepared once under ``cfg.shift_dir`` from the data config of the run that wrote the
-    checkpoint (its saved ``config.yaml``: the image size and field of view it was trained at), or
-    ``cfg.data`` for a checkpoint outside a run folder (see :mod:`tagseg.data.shifts`; an ensemble:
-    its first member ``ckpt``, the others in ``members``), with
+    checkpoint (``members``: one, or an ensemble's, whose first decides; its saved ``config.yaml``: the
+    image size and field of view it was trained at), or ``cfg.data`` for a checkpoint outside a run
+    folder (see :mod:`tagseg.data.shifts`), with
     ``cfg.shift_subjects`` subjects; its per-image table and summary go to ``<run dir>/shift/<name>/``
     (with ``qc``: also its ``qc.csv``),
     one row per test set to ``<run dir>/shifts.csv``. With ``orientation`` on, each subject is read
@@ -224,6 +223,7 @@ def evaluate_shifts(
         The path of ``shifts.csv``.
     """
     hp = model.hparams
+    ckpt = members[0]
     trained = OmegaConf.create(saved_run_config(ckpt) or {})
     source = trained if trained.get("data") is not None else cfg
     log.info("shifted sets built on the data config of %s", ckpt if source is trained else "this evaluate run")
@@ -253,7 +253,7 @@ def evaluate_shifts(
                 "shift": name,
                 "postprocess": model.postprocess,
                 "orientation": turned(views),
-                **ensemble_record(members or [ckpt]),
+                **ensemble_record(members),
             },
             dataloaders=loader,
         )

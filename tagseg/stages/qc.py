@@ -141,10 +141,10 @@ class EvalQC:
     batch_size: int
 
 
-def eval_qc_settings(spec: Any, ckpt: Path | Sequence[Path]) -> EvalQC | None:
-    """``cfg.qc`` of ``tagseg evaluate`` (None when off): ``model`` auto (next to the checkpoint; none
-    for an ensemble, ``ckpt`` a list of several: a QC model is fitted on one model's masks) | null |
-    a file; ``tta`` none | flip.
+def eval_qc_settings(spec: Any, members: Sequence[Path]) -> EvalQC | None:
+    """``cfg.qc`` of ``tagseg evaluate`` (None when off) for the checkpoint(s) ``members``: ``model``
+    auto (next to the checkpoint; none for an ensemble of several: a QC model is fitted on one model's
+    masks) | null | a file; ``tta`` none | flip.
 
     Raises:
         ConfigError: an unknown ``tta`` or a missing / invalid model file.
@@ -156,7 +156,6 @@ def eval_qc_settings(spec: Any, ckpt: Path | Sequence[Path]) -> EvalQC | None:
     tta = str(spec.get("tta", "none"))
     if tta not in ("none", "flip"):
         raise ConfigError(f"qc.tta: expected none or flip, got {tta!r}")
-    members = [Path(ckpt)] if isinstance(ckpt, (str, Path)) else [Path(c) for c in ckpt]
     choice = spec.get("model", "auto")
     if choice is None:
         model = None
