@@ -181,9 +181,11 @@ def trained_ckpt(tmp_path_factory) -> Path:
 def load_experiment_script(name: str):
     """``experiments/<name>.py`` imported as a module (the scripts are not a package)."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 
