@@ -364,3 +364,39 @@ def test_validation_experiment_runs_a_tiny_cohort(tmp_path, compose_config):
         "validation_table.md",
     } <= files
     assert "| base | harp | true | 1 |" in markdown_table(summary)
+
+
+def folded_grid(spacing_px: float, angle_deg: float, depth: float, offset: float = 0.0) -> np.ndarray:
+    """|Mz| of a 1-1 SPAMM grid, ``Mz = prod(1 - depth (1 - cos))`` + ``offset`` (T1 recovery): depth > 0.5
+    makes Mz cross zero, and the magnitude folds it."""
+    a = np.radians(angle_deg)
+    rows, cols = np.mgrid[:SIZE, :SIZE].astype(float)
+    mz = np.ones((SIZE, SIZE))
+    for p in (rows * np.sin(a) + cols * np.cos(a), rows * np.cos(a) - cols * np.sin(a)):
+        mz = mz * (1.0 - depth * (1.0 - np.cos(2 * np.pi * p / spacing_px)))
+    return np.abs(mz * (1.0 - offset) + offset)
+
+
+def test_deep_tags_are_found_at_their_own_frequency_not_its_double(caplog):
+    frame = folded_grid(8.0, 25.0, depth=0.95, offset=0.05)
+    spectrum = np.abs(np.fft.fft2(frame - frame.mean()))
+    k = np.array([np.sin(np.radians(25.0)), np.cos(np.radians(25.0))]) / 8.0
+    at = lambda f: spectrum[int(round(f[0] * SIZE)) % SIZE, int(round(f[1] * SIZE)) % SIZE]  # noqa: E731
+    assert at(2 * k) > 2 * at(k)  # the fold puts more energy at twice the tag frequency
+    peaks = find_tag_peaks(frame)
+    np.testing.assert_allclose(peaks.spacing_px, 8.0, rtol=0.02)
+    assert peaks.doubled > 2.0
+    assert find_tag_peaks(folded_grid(8.0, 25.0, depth=0.4)).doubled == 0.0  # no fold: the first peak was the tag's
+    frames = np.stack([frame, frame, frame])
+    with caplog.at_level("WARNING", logger="tagseg.strain.harp"):
+        HarpTracker().track(frames, CENTRE[None], (1.0, 1.0), where="deep.nii.gz")
+    assert "deep.nii.gz: twice the tag frequency is" in caplog.text and "tagging flip above 90 degrees" in caplog.text
+
+
+def test_one_d_tags_beside_anatomy_are_refused_naming_the_one_direction():
+    rows, cols = np.mgrid[:SIZE, :SIZE].astype(float)
+    anatomy = 1.0 + 0.8 * np.exp(-((rows - 40) ** 2 + (cols - 55) ** 2) / (2 * 14.0**2)) + 0.5 * (rows > 70)
+    lines = 1.0 - 0.6 * (1.0 - np.cos(2 * np.pi * (rows * np.sin(0.5) + cols * np.cos(0.5)) / 7.0))
+    frames = np.stack([anatomy * lines] * 3) + 0.02 * np.random.default_rng(0).normal(size=(3, SIZE, SIZE))
+    with pytest.raises(DataError, match=r"one.nii.gz: only one tag direction .*tags of period 7.0 px.*1-D tags"):
+        HarpTracker().track(frames, CENTRE[None], (1.0, 1.0), where="one.nii.gz")

@@ -26,14 +26,23 @@ point in the plane.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from tagseg.errors import DataError
 
+log = logging.getLogger(__name__)
+
 #: frames a strain analysis needs: ED plus at least two more
 MIN_FRAMES = 3
+#: largest ratio of the two tag periods of one grid (anisotropic pixels); beyond it the second peak is anatomy
+MAX_PERIOD_RATIO = 1.8
+#: least strength of a grid's second line set against the first's (weaker: not the same grid)
+SECOND_SHARE = 0.2
+#: least strength of a fundamental against its doubled harmonic to be taken for the tag frequency
+FUNDAMENTAL_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,14 @@ class TagPeaks:
     Attributes:
         k: (2, 2) frequencies, one peak per row.
         strength: peak magnitude over the median spectrum magnitude in its band, per peak.
+        doubled: the strength of twice the tag frequency over the tag frequency's (largest of the two
+            directions; 0 when the peak found first was the fundamental). Above 1: the magnitude
+            image folds Mz at zero (a tagging flip above 90 degrees), which biases HARP.
     """
 
     k: np.ndarray
     strength: np.ndarray
+    doubled: float = 0.0
 
     @property
     def spacing_px(self) -> np.ndarray:
@@ -100,30 +113,64 @@ def find_tag_peaks(
     if not half.any():
         raise DataError(f"{where}: frames of {h}x{w} pixels are too small to find tags in the spectrum")
     floor = float(np.median(spec[band])) or 1e-12
+    in_band = np.where(band, spec, 0.0)
     values = np.where(half, spec, 0.0)
     order = np.argsort(values.ravel())[::-1]
     first = order[0]
-    k1 = np.array([fr.flat[first], fc.flat[first]])
-    ratio1 = values.flat[first] / floor
-    if ratio1 < min_peak_ratio:
+    k1, ratio1 = _fundamental(
+        np.array([fr.flat[first], fc.flat[first]]), values.flat[first] / floor, in_band, floor, min_peak_ratio
+    )
+    doubled = values.flat[first] / floor / ratio1 if not np.allclose(k1, [fr.flat[first], fc.flat[first]]) else 0.0
+    if values.flat[first] / floor < min_peak_ratio:
         raise DataError(
-            f"{where}: no tags detectable in the spectrum (strongest peak {ratio1:.1f} x the median, "
+            f"{where}: no tags detectable in the spectrum (strongest peak {values.flat[first] / floor:.1f} x the median, "
             f"expected >= {min_peak_ratio:g}); expected a tagged cine series, not a cine"
         )
     cos_min = np.cos(np.radians(min_angle_deg))
     for idx in order[1:]:
-        k = np.array([fr.flat[idx], fc.flat[idx]])
-        if values.flat[idx] <= 0:
+        if values.flat[idx] / floor < min_peak_ratio:
             break
-        if abs(k @ k1) / (np.linalg.norm(k) * np.linalg.norm(k1)) < cos_min:
-            ratio2 = values.flat[idx] / floor
-            if ratio2 < min_peak_ratio:
-                break
+        found = np.array([fr.flat[idx], fc.flat[idx]])
+        k, ratio2 = _fundamental(found, values.flat[idx] / floor, in_band, floor, min_peak_ratio)
+        parallel = abs(k @ k1) / (np.linalg.norm(k) * np.linalg.norm(k1)) >= cos_min
+        # a grid's two line sets share a spacing; a peak at another scale is anatomy beside 1-D tags
+        other_scale = (
+            max(np.linalg.norm(k), np.linalg.norm(k1)) / min(np.linalg.norm(k), np.linalg.norm(k1)) > MAX_PERIOD_RATIO
+        )
+        if not parallel and not other_scale and ratio2 >= SECOND_SHARE * ratio1:
             peaks = np.stack([k1, k])
-            return TagPeaks(k=_refine_peaks(spec, peaks, h, w), strength=np.array([ratio1, ratio2]))
+            if not np.allclose(k, found):
+                doubled = max(doubled, values.flat[idx] / floor / ratio2)
+            return TagPeaks(k=_refine_peaks(spec, peaks, h, w), strength=np.array([ratio1, ratio2]), doubled=doubled)
+    k1 = _refine_peaks(spec, k1[None], h, w)[0]
     raise DataError(
-        f"{where}: only one tag direction found in the spectrum; expected a grid (two tag directions) to track points"
+        f"{where}: only one tag direction found in the spectrum (tags of period {1 / np.linalg.norm(k1):.1f} px "
+        f"at {np.degrees(np.arctan2(k1[0], k1[1])) % 180:.0f} degrees); expected a grid (two line sets of one "
+        "spacing) to track points in the plane: 1-D tags give one displacement component only"
     )
+
+
+def _fundamental(
+    k: np.ndarray, ratio: float, spec: np.ndarray, floor: float, min_peak_ratio: float
+) -> tuple[np.ndarray, float]:
+    """``k/2`` when a peak stands out of the spectrum there, else ``k``: the tag frequency, not its double.
+
+    A deep SPAMM modulation read as a magnitude image (Mz crossing zero: total tagging flip above
+    90 degrees) puts more energy at twice the tag frequency than at it, but the doubled harmonic
+    fades as T1 recovery lifts Mz above zero, while the fundamental keeps its amplitude: tracking
+    must use the fundamental. One halving only: below it lies the anatomy's own spectrum.
+    """
+    h, w = spec.shape
+    r, c = k[0] * h / 2, k[1] * w / 2
+    best, at = 0.0, None
+    for dr in {np.floor(r), np.ceil(r)}:
+        for dc in {np.floor(c), np.ceil(c)}:
+            value = spec[int(dr) % h, int(dc) % w]
+            if value > best:
+                best, at = value, np.array([dr / h, dc / w])
+    if at is None or not at.any() or best / floor < max(min_peak_ratio, FUNDAMENTAL_SHARE * ratio):
+        return k, ratio
+    return at, best / floor
 
 
 def _refine_peaks(spec: np.ndarray, peaks: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -289,6 +336,14 @@ class HarpTracker:
             )
         points = np.asarray(points_rc, np.float64).reshape(-1, 2)
         peaks = self.peaks(frames, where)
+        if peaks.doubled > 1.0:
+            log.warning(
+                "%s: twice the tag frequency is %.1fx stronger than it (a magnitude image of Mz folded at zero: "
+                "tagging flip above 90 degrees); HARP tracks the tag frequency, whose phase the folding biases "
+                "(docs/stages.md#deep-tags)",
+                where,
+                peaks.doubled,
+            )
         harmonics = harmonic_images(frames, peaks, self.bandwidth)
         target, _, _ = phases_and_jacobian(harmonics[0], points)
         k = min(self.refine_neighbours, len(points) - 1)
