@@ -1,4 +1,4 @@
-"""experiments/recipe_compare.py: recipes on one external test set, paired by seed and subject."""
+"""experiments/recipe_compare.py and store_overlays.py: recipes and masks on one external test set."""
 
 from __future__ import annotations
 
@@ -62,3 +62,21 @@ def test_a_folder_without_metrics_is_named(tmp_path):
         SystemExit, match="nowhere/test_metrics.csv: not found; expected the output folder of `tagseg evaluate`"
     ):
         script.compare({"a": [tmp_path / "nowhere"]})
+
+
+def test_store_overlays_draws_one_panel_per_slice_of_the_frame(trained_ckpt, tmp_path, monkeypatch, capsys):
+    from conftest import write_ring_store
+
+    script = load_experiment_script("store_overlays")
+    store = write_ring_store(tmp_path / "rings.h5", n_subjects=3, n_slices=2, n_frames=2)
+    out = tmp_path / "o.png"
+    monkeypatch.setattr(
+        sys, "argv", ["store_overlays.py", str(store), str(trained_ckpt), "--frame", "1", "--output", str(out)]
+    )
+    script.main()
+    assert out.stat().st_size > 1000 and str(out) in capsys.readouterr().out
+    monkeypatch.setattr(
+        sys, "argv", ["store_overlays.py", str(store), str(trained_ckpt), "--frame", "5", "--output", str(out)]
+    )
+    with pytest.raises(SystemExit, match="rings.h5: no image at frame 5"):
+        script.main()
