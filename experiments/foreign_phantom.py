@@ -6,7 +6,7 @@ What differs from tagseg's phantom: a wide elliptic torso with a fat layer, lung
 aorta drawn as plain ellipses; an elliptic LV with papillary muscles and a crescent RV with a thin
 free wall; pericardial fat; motion by an area-preserving radial contraction with a transmural
 twist, a hypokinetic sector and a translation of the heart (Lagrangian, exact); 1-1 SPAMM with a
-partial or full tagging flip, grid or single direction, any angle, 6-10 mm; tags fading by T1 and
+total tagging flip of 70-120 degrees, grid or single direction, any angle, 6-10 mm; tags fading by T1 and
 the readouts; blood untagged after the first frames (flow); acquisition at a lower matrix, zero
 filled (ringing); a coil's shading; complex Gaussian noise (Rician magnitude); int16 scaling.
 
@@ -168,8 +168,14 @@ def label_tissue(body: dict, heart: Heart, x: np.ndarray, y: np.ndarray) -> tupl
 
 
 def spamm(rng: np.random.Generator) -> dict:
-    """Tag pattern of one slice: spacing (mm), angle, grid or lines, depth of modulation."""
-    return dict(spacing=rng.uniform(6.0, 10.0), angle=rng.uniform(0, math.pi / 2), grid=rng.random() < 0.75, depth=rng.uniform(0.6, 1.0), phase=rng.uniform(0, 2 * math.pi))
+    """Tag pattern of one slice: spacing (mm), angle, grid or lines, depth of modulation.
+
+    The depth follows the total tagging flip (70-120 degrees): Mz after 1-1 SPAMM is
+    ``cos^2(a/2) + sin^2(a/2) cos(k x)`` = ``1 - depth (1 - cos(k x))`` with ``depth = (1 - cos a) / 2``;
+    above 90 degrees Mz crosses zero and the magnitude image folds it.
+    """
+    flip = math.radians(rng.uniform(70.0, 120.0))
+    return dict(spacing=rng.uniform(6.0, 10.0), angle=rng.uniform(0, math.pi / 2), grid=rng.random() < 0.75, depth=(1.0 - math.cos(flip)) / 2.0, phase=rng.uniform(0, 2 * math.pi))
 
 
 def modulation(tag: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
