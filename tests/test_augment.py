@@ -432,3 +432,27 @@ def test_tissue_contrast_draws_pool_gains_against_the_myocardium(single_thread):
     assert float(profile[0]) > 0.45 and float(profile[-1]) < 0.25 and float(steps.abs().max()) < 0.5 * 0.3
     again = sharp(dict(view), gen(2))["image"]
     assert torch.equal(again, out["image"]) and not torch.equal(sharp(dict(view), gen(3))["image"], out["image"])
+
+
+def test_blood_tag_washout_flattens_the_pools_and_nothing_else(single_thread):
+    from tagseg.augment.tags import BloodTagWashout
+    from tagseg.conventions import LV, RV
+
+    view = heart_view(4)
+    cols = torch.arange(48).float()
+    view["image"] = (0.5 + 0.4 * torch.cos(2 * math.pi * cols / 5)).view(1, 1, 1, 48).repeat(4, 1, 48, 1)
+    out = BloodTagWashout(prob=1.0, fade=(1.0, 1.0), sigma_px=(2.0, 2.0))(dict(view), gen(0))
+    assert torch.equal(out["label"], view["label"])
+    pool_in, pool_out = view["image"][:, 0, 20:28, 15:21], out["image"][:, 0, 20:28, 15:21]  # deep in the LV
+    assert float(pool_out.std()) < 0.1 * float(pool_in.std())  # the tags are gone from the blood
+    assert math.isclose(float(pool_out.mean()), 0.5, abs_tol=0.05)  # at the pool's own mean signal
+    assert float((out["image"][:, 0, 16:32, 35:41] - 0.5).abs().max()) < 0.1  # the RV pool too
+    # the myocardium and background keep every tag (the pool map does not reach past its edge)
+    blood = ((view["label"] == LV) | (view["label"] == RV))[:, 0]
+    assert torch.equal(out["image"][:, 0][~blood], view["image"][:, 0][~blood])
+    # fade is the share removed: half of it leaves half the modulation
+    half = BloodTagWashout(prob=1.0, fade=(0.5, 0.5), sigma_px=(2.0, 2.0))(dict(view), gen(0))["image"]
+    ratio = float((half[:, 0, 20:28, 15:21] - 0.5).std() / (pool_in - 0.5).std())
+    assert 0.4 < ratio < 0.6
+    with pytest.raises(ConfigError, match="BloodTagWashout.fade"):
+        BloodTagWashout(prob=1.0, fade=(0.5, 1.5))

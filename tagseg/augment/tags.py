@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from tagseg.augment.base import BatchTransform, BatchView, as_range, choice, uniform
+from tagseg.conventions import LV, RV
 from tagseg.errors import ConfigError
 from tagseg.physics.fading import faded_mz
 from tagseg.physics.tagging import check_tag_params, line_set_mz
@@ -167,6 +168,51 @@ class TagContrast(BatchTransform):
         return {"image": (local + gain * (image - local)).clamp(min=0.0)}
 
 
+class BloodTagWashout(BatchTransform):
+    """Tags washed out of the blood: inside the LV and RV pools the image is drawn towards the
+    pool's own smooth signal by a drawn ``fade`` (1: untagged blood).
+
+    Blood flows through the slice and carries its tags away within the first frames, so real tagged
+    cines show tag-free, often bright pools against a tagged myocardium; a model that learned tags
+    everywhere, as in a phantom whose blood keeps them, meets an edge it has not seen. The pool
+    signal is a blur of the image weighted by the pool map (the myocardium does not leak in), and
+    the pool map is softened by ``edge_px`` so that no label edge becomes an intensity step.
+
+    Args:
+        prob: probability per sample.
+        fade: range of the share of the tag modulation removed in the pools.
+        sigma_px: range of the pool signal's Gaussian sigma, pixels (about a tag period).
+        edge_px: softening of the pool map, pixels.
+    """
+
+    family = "tags"
+    keys = ("image", "label")
+
+    def __init__(
+        self,
+        prob: float,
+        fade: Sequence[float] = (0.6, 1.0),
+        sigma_px: Sequence[float] = (2.0, 4.0),
+        edge_px: float = 0.7,
+    ) -> None:
+        super().__init__(prob)
+        self.fade = as_range(fade, "BloodTagWashout.fade", 0.0, 1.0)
+        self.sigma_px = as_range(sigma_px, "BloodTagWashout.sigma_px", 0.3, 20.0)
+        if not 0.0 < float(edge_px) <= 20.0:
+            raise ConfigError(f"BloodTagWashout.edge_px: expected a softening in (0, 20] pixels, got {edge_px}")
+        self.edge_px = float(edge_px)
+
+    def apply(self, sub: BatchView, gen: torch.Generator) -> BatchView:
+        image, label = sub["image"], sub["label"].round()
+        n, dev = image.shape[0], image.device
+        fade = uniform(gen, n, self.fade, dev).view(n, 1, 1, 1)
+        sigma = uniform(gen, n, self.sigma_px, dev)
+        pool = ((label == LV) | (label == RV)).to(image.dtype)
+        smooth = gaussian_blur(image * pool, sigma) / gaussian_blur(pool, sigma).clamp(min=1e-3)
+        weight = gaussian_blur(pool, torch.full((n,), self.edge_px, device=dev)) * pool
+        return {"image": (image + fade * weight * (smooth - image)).clamp(min=0.0)}
+
+
 def gaussian_blur(image: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     """Per-sample separable Gaussian blur of (B, 1, H, W) images with sigmas (B,), reflect padding."""
     n = image.shape[0]
@@ -181,4 +227,12 @@ def gaussian_blur(image: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
     return out.transpose(0, 1)
 
 
-__all__ = ["MIN_PERIOD_PX", "SpammTagging", "TagContrast", "gaussian_blur", "pulse_flips", "spamm_modulation"]
+__all__ = [
+    "MIN_PERIOD_PX",
+    "BloodTagWashout",
+    "SpammTagging",
+    "TagContrast",
+    "gaussian_blur",
+    "pulse_flips",
+    "spamm_modulation",
+]
