@@ -97,7 +97,9 @@ def forward(heart: Heart, x: np.ndarray, y: np.ndarray, phase: float) -> tuple[n
     return x2 + heart.shift[0] * phase * taper, y2 + heart.shift[1] * phase * taper
 
 
-def inverse(heart: Heart, x: np.ndarray, y: np.ndarray, phase: float, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def inverse(
+    heart: Heart, x: np.ndarray, y: np.ndarray, phase: float, iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """ED position of the tissue found at (x, y) mm at ``phase`` (fixed-point iteration)."""
     x0, y0 = x.copy(), y.copy()
     for _ in range(iterations):
@@ -108,26 +110,83 @@ def inverse(heart: Heart, x: np.ndarray, y: np.ndarray, phase: float, iterations
 
 def tissues(rng: np.random.Generator, heart: Heart) -> dict:
     """Body geometry in mm (image centre at 0, y down) and each tissue's signal and T1 (ms)."""
-    torso = dict(cx=rng.uniform(-8, 8), cy=rng.uniform(-5, 15), ax=rng.uniform(135, 170), ay=rng.uniform(95, 125), angle=rng.uniform(-0.15, 0.15))
+    torso = dict(
+        cx=rng.uniform(-8, 8),
+        cy=rng.uniform(-5, 15),
+        ax=rng.uniform(135, 170),
+        ay=rng.uniform(95, 125),
+        angle=rng.uniform(-0.15, 0.15),
+    )
     fat_mm = rng.uniform(6, 15)
     lung_y = rng.uniform(-25, 0)
     lungs = [
-        dict(cx=side * rng.uniform(70, 95), cy=lung_y + rng.uniform(-8, 8), ax=rng.uniform(40, 60), ay=rng.uniform(55, 80), angle=side * rng.uniform(0.0, 0.4))
+        dict(
+            cx=side * rng.uniform(70, 95),
+            cy=lung_y + rng.uniform(-8, 8),
+            ax=rng.uniform(40, 60),
+            ay=rng.uniform(55, 80),
+            angle=side * rng.uniform(0.0, 0.4),
+        )
         for side in (-1, 1)
     ]
-    liver = dict(cx=rng.uniform(-70, -40), cy=rng.uniform(50, 75), ax=rng.uniform(60, 85), ay=rng.uniform(35, 50), angle=rng.uniform(-0.4, 0.1))
+    liver = dict(
+        cx=rng.uniform(-70, -40),
+        cy=rng.uniform(50, 75),
+        ax=rng.uniform(60, 85),
+        ay=rng.uniform(35, 50),
+        angle=rng.uniform(-0.4, 0.1),
+    )
     spine = dict(cx=rng.uniform(-5, 10), cy=torso["cy"] + torso["ay"] - rng.uniform(30, 40), r=rng.uniform(14, 18))
     aorta = dict(cx=spine["cx"] + rng.uniform(20, 30), cy=spine["cy"] - rng.uniform(18, 26), r=rng.uniform(9, 13))
     # RV: an ellipse on the LV's septal side, minus the LV
     # (its centre inside the LV's reach, so what is left is a crescent around the septum)
     dist = heart.r_epi * rng.uniform(0.55, 0.9)
     rv_angle = math.pi + rng.uniform(-0.5, 0.3)  # image left of the LV, as short-axis views show it
-    rv = dict(cx=heart.cx + dist * math.cos(rv_angle), cy=heart.cy + dist * math.sin(rv_angle), ax=heart.r_epi * rng.uniform(0.75, 1.05), ay=heart.r_epi * rng.uniform(1.1, 1.5), angle=rv_angle + rng.uniform(-0.3, 0.3))
+    rv = dict(
+        cx=heart.cx + dist * math.cos(rv_angle),
+        cy=heart.cy + dist * math.sin(rv_angle),
+        ax=heart.r_epi * rng.uniform(0.75, 1.05),
+        ay=heart.r_epi * rng.uniform(1.1, 1.5),
+        angle=rv_angle + rng.uniform(-0.3, 0.3),
+    )
     jitter = lambda v: v * rng.uniform(0.8, 1.2)  # noqa: E731
-    signal = dict(air=0.0, body=jitter(0.32), fat=jitter(0.9), lung=jitter(0.04), liver=jitter(0.42), spine=jitter(0.25), blood=jitter(0.6), myo=jitter(0.4), pericardium=jitter(0.85))
-    t1 = dict(air=1000.0, body=900.0, fat=280.0, lung=1200.0, liver=650.0, spine=600.0, blood=1600.0, myo=jitter(880.0), pericardium=280.0)
+    signal = dict(
+        air=0.0,
+        body=jitter(0.32),
+        fat=jitter(0.9),
+        lung=jitter(0.04),
+        liver=jitter(0.42),
+        spine=jitter(0.25),
+        blood=jitter(0.6),
+        myo=jitter(0.4),
+        pericardium=jitter(0.85),
+    )
+    t1 = dict(
+        air=1000.0,
+        body=900.0,
+        fat=280.0,
+        lung=1200.0,
+        liver=650.0,
+        spine=600.0,
+        blood=1600.0,
+        myo=jitter(880.0),
+        pericardium=280.0,
+    )
     papillary = [(rng.uniform(0, 2 * math.pi), rng.uniform(0.18, 0.3) * heart.r_endo) for _ in range(2)]
-    return dict(torso=torso, fat_mm=fat_mm, lungs=lungs, liver=liver, spine=spine, aorta=aorta, rv=rv, rv_wall=rng.uniform(2.5, 4.5), pericardium_mm=rng.uniform(0, 4), signal=signal, t1=t1, papillary=papillary)
+    return dict(
+        torso=torso,
+        fat_mm=fat_mm,
+        lungs=lungs,
+        liver=liver,
+        spine=spine,
+        aorta=aorta,
+        rv=rv,
+        rv_wall=rng.uniform(2.5, 4.5),
+        pericardium_mm=rng.uniform(0, 4),
+        signal=signal,
+        t1=t1,
+        papillary=papillary,
+    )
 
 
 def label_tissue(body: dict, heart: Heart, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,9 +199,13 @@ def label_tissue(body: dict, heart: Heart, x: np.ndarray, y: np.ndarray) -> tupl
     out[rt < 1] = names.index("fat")
     out[inner < 1] = names.index("body")
     liver = body["liver"]
-    out[(ellipse(x, y, liver["cx"], liver["cy"], liver["ax"], liver["ay"], liver["angle"]) < 1) & (inner < 1)] = names.index("liver")
+    out[(ellipse(x, y, liver["cx"], liver["cy"], liver["ax"], liver["ay"], liver["angle"]) < 1) & (inner < 1)] = (
+        names.index("liver")
+    )
     for lung in body["lungs"]:
-        out[(ellipse(x, y, lung["cx"], lung["cy"], lung["ax"], lung["ay"], lung["angle"]) < 1) & (inner < 1)] = names.index("lung")
+        out[(ellipse(x, y, lung["cx"], lung["cy"], lung["ax"], lung["ay"], lung["angle"]) < 1) & (inner < 1)] = (
+            names.index("lung")
+        )
     sp, ao = body["spine"], body["aorta"]
     out[np.hypot(x - sp["cx"], y - sp["cy"]) < sp["r"]] = names.index("spine")
     out[np.hypot(x - ao["cx"], y - ao["cy"]) < ao["r"]] = names.index("blood")
@@ -167,15 +230,24 @@ def label_tissue(body: dict, heart: Heart, x: np.ndarray, y: np.ndarray) -> tupl
     return out, myo
 
 
-def spamm(rng: np.random.Generator) -> dict:
+def spamm(rng: np.random.Generator, flip_deg: float | None = None, grid: bool | None = None) -> dict:
     """Tag pattern of one slice: spacing (mm), angle, grid or lines, depth of modulation.
 
     The depth follows the total tagging flip (70-120 degrees): Mz after 1-1 SPAMM is
     ``cos^2(a/2) + sin^2(a/2) cos(k x)`` = ``1 - depth (1 - cos(k x))`` with ``depth = (1 - cos a) / 2``;
-    above 90 degrees Mz crosses zero and the magnitude image folds it.
+    above 90 degrees Mz crosses zero and the magnitude image folds it. ``flip_deg`` / ``grid`` fix
+    the flip / the pattern after every draw is made, so the rest of the slice stays the same.
     """
     flip = math.radians(rng.uniform(70.0, 120.0))
-    return dict(spacing=rng.uniform(6.0, 10.0), angle=rng.uniform(0, math.pi / 2), grid=rng.random() < 0.75, depth=(1.0 - math.cos(flip)) / 2.0, phase=rng.uniform(0, 2 * math.pi))
+    tag = dict(
+        spacing=rng.uniform(6.0, 10.0),
+        angle=rng.uniform(0, math.pi / 2),
+        grid=rng.random() < 0.75,
+        phase=rng.uniform(0, 2 * math.pi),
+    )
+    flip = math.radians(flip_deg) if flip_deg is not None else flip
+    tag["grid"] = tag["grid"] if grid is None else grid
+    return dict(tag, depth=(1.0 - math.cos(flip)) / 2.0)
 
 
 def modulation(tag: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -189,20 +261,33 @@ def modulation(tag: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def render_slice(
-    rng: np.random.Generator, location: str, n_frames: int, size: int, pixel: float
+    rng: np.random.Generator,
+    location: str,
+    n_frames: int,
+    size: int,
+    pixel: float,
+    flip_deg: float | None = None,
+    grid: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One tagged slice over time on a ``size``-square matrix of ``pixel`` mm: image (T, H, W), mask
-    (T, H, W), disp (T, 2, H, W)."""
+    (T, H, W), disp (T, 2, H, W); ``flip_deg`` / ``grid`` fix the tagging (:func:`spamm`)."""
     scale = {"base": 1.1, "mid": 1.0, "apex": 0.75}[location]
     r_endo = rng.uniform(17, 25) * scale
     heart = Heart(
-        cx=rng.uniform(5, 30), cy=rng.uniform(-15, 5), r_endo=r_endo, r_epi=r_endo + rng.uniform(7, 11) * (0.9 if location == "apex" else 1.0),
-        ratio=rng.uniform(0.8, 1.0), angle=rng.uniform(0, math.pi), contraction=rng.uniform(0.22, 0.4),
-        twist=rng.uniform(-0.15, 0.15), sector=rng.uniform(-math.pi, math.pi), severity=rng.uniform(0.0, 0.9),
+        cx=rng.uniform(5, 30),
+        cy=rng.uniform(-15, 5),
+        r_endo=r_endo,
+        r_epi=r_endo + rng.uniform(7, 11) * (0.9 if location == "apex" else 1.0),
+        ratio=rng.uniform(0.8, 1.0),
+        angle=rng.uniform(0, math.pi),
+        contraction=rng.uniform(0.22, 0.4),
+        twist=rng.uniform(-0.15, 0.15),
+        sector=rng.uniform(-math.pi, math.pi),
+        severity=rng.uniform(0.0, 0.9),
         shift=(rng.uniform(-3, 3), rng.uniform(-3, 3)),
     )
     body = tissues(rng, heart)
-    tag = spamm(rng)
+    tag = spamm(rng, flip_deg, grid)
     sub = 2  # supersampling per axis
     fine = (np.arange(size * sub) + 0.5) / sub - size / 2
     ys, xs = np.meshgrid(fine * pixel, fine * pixel, indexing="ij")
@@ -236,7 +321,9 @@ def render_slice(
         fx, fy = forward(heart, xc, yc, phase)
         images.append(img)
         masks.append(mask)
-        disps.append(np.stack([(fy - yc) / pixel, (fx - xc) / pixel]) if phase else np.zeros((2, size, size)))  # exact 0 at ED
+        disps.append(
+            np.stack([(fy - yc) / pixel, (fx - xc) / pixel]) if phase else np.zeros((2, size, size))
+        )  # exact 0 at ED
     image = np.stack(images)
     # acquisition: a smaller matrix zero filled (ringing), shading, complex noise
     keep = (rng.uniform(0.45, 1.0), rng.uniform(0.6, 1.0))
@@ -262,15 +349,28 @@ def render_slice(
 def write_slice(root: Path, name: str, image: np.ndarray, mask: np.ndarray, disp: np.ndarray, pixel: float) -> None:
     """The plain layout: arrays (T, H, W) -> NIfTI (x, y, t); the reader takes a slice as volume.T."""
     affine = np.diag([pixel, pixel, 1.0, 1.0])
-    arrays = {"": image.transpose(2, 1, 0), "_mask": mask.transpose(2, 1, 0).astype(np.uint8), "_disp": disp.transpose(3, 2, 0, 1)}
+    arrays = {
+        "": image.transpose(2, 1, 0),
+        "_mask": mask.transpose(2, 1, 0).astype(np.uint8),
+        "_disp": disp.transpose(3, 2, 0, 1),
+    }
     for suffix, array in arrays.items():
         volume = nib.Nifti1Image(array, affine)  # the array's own dtype (int16 image, uint8 mask, float32 motion)
         volume.header.set_xyzt_units("mm", "msec")
         nib.save(volume, root / f"{name}{suffix}.nii.gz")
 
 
-def generate(output: Path, subjects: int = 8, frames: int = 20, seed: int = 0, matrix: int | None = None) -> list[dict]:
-    """Write ``subjects`` x 3 slices into ``output``; ``matrix`` fixes the matrix (else drawn per subject)."""
+def generate(
+    output: Path,
+    subjects: int = 8,
+    frames: int = 20,
+    seed: int = 0,
+    matrix: int | None = None,
+    flip_deg: float | None = None,
+    grid: bool | None = None,
+) -> list[dict]:
+    """Write ``subjects`` x 3 slices into ``output``; ``matrix`` fixes the matrix (else drawn per subject),
+    ``flip_deg`` the total tagging flip and ``grid=True`` grid tags on every slice (else drawn per slice)."""
     output.mkdir(parents=True, exist_ok=True)
     record = []
     for s in range(subjects):
@@ -279,7 +379,7 @@ def generate(output: Path, subjects: int = 8, frames: int = 20, seed: int = 0, m
         size = matrix or size
         for location in LOCATIONS:
             rng = np.random.default_rng([seed, s, 1 + LOCATIONS.index(location)])
-            image, mask, disp = render_slice(rng, location, frames, size, pixel)
+            image, mask, disp = render_slice(rng, location, frames, size, pixel, flip_deg, grid)
             name = f"F{s:03d}_C_x_{location}"
             write_slice(output, name, image, mask, disp, pixel)
             record.append(dict(name=name, matrix=image.shape[1], pixel_mm=round(pixel, 3)))
@@ -294,9 +394,20 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--matrix", type=int, default=None, help="one matrix for every slice (default: drawn per subject)")
+    parser.add_argument(
+        "--matrix", type=int, default=None, help="one matrix for every slice (default: drawn per subject)"
+    )
+    parser.add_argument(
+        "--flip-deg",
+        type=float,
+        default=None,
+        help="one total tagging flip for every slice (default: 70-120 drawn per slice)",
+    )
+    parser.add_argument(
+        "--grid", action="store_true", help="grid tags on every slice (default: a quarter of the slices get 1-D tags)"
+    )
     args = parser.parse_args()
-    generate(args.output, args.subjects, args.frames, args.seed, args.matrix)
+    generate(args.output, args.subjects, args.frames, args.seed, args.matrix, args.flip_deg, args.grid or None)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,18 @@ def test_tagseg_prepare_reads_the_slices_with_mask_and_motion(foreign, tmp_path)
     mid = store.meta["slice"] == 1
     ed = np.asarray(nib.load(root / "F000_C_x_mid_mask.nii.gz").dataobj)[..., 0].T
     np.testing.assert_array_equal(store.masks[mid & (store.meta["frame"] == 0)][0] == 2, ed > 0)
+
+
+def test_a_fixed_flip_and_grid_change_the_tags_only():
+    script = load_experiment_script("foreign_phantom")
+    drawn = script.spamm(np.random.default_rng(5))
+    fixed = script.spamm(np.random.default_rng(5), flip_deg=150.0, grid=True)
+    assert {k: fixed[k] for k in ("spacing", "angle", "phase")} == {k: drawn[k] for k in ("spacing", "angle", "phase")}
+    assert fixed["grid"] is True
+    assert fixed["depth"] == pytest.approx((1 - np.cos(np.radians(150.0))) / 2)  # 0.933: Mz folds at zero
+    assert 0.32 <= drawn["depth"] <= 0.75  # (1 - cos a) / 2 for a drawn in 70-120 degrees
+    a = script.render_slice(np.random.default_rng(7), "mid", 3, 64, 1.5, flip_deg=60.0, grid=True)
+    b = script.render_slice(np.random.default_rng(7), "mid", 3, 64, 1.5, flip_deg=120.0, grid=True)
+    np.testing.assert_array_equal(a[1], b[1])  # the same heart and motion
+    np.testing.assert_array_equal(a[2], b[2])
+    assert not np.array_equal(a[0], b[0])
