@@ -16,7 +16,10 @@ Each slice is written in the plain layout of ``tagseg prepare data=tagged``:
 Names ``F<subject>_C_x_<base|mid|apex>``. Run from the project root:
 
     .venv/bin/python experiments/foreign_phantom.py data/foreign --subjects 8 --seed 0
-    tagseg evaluate ckpt=<run> data=tagged data.root=data/foreign data.store=$PWD/data/foreign.h5 split=all
+    tagseg prepare data=tagged data.root=data/foreign output=$PWD/data/foreign.h5
+    tagseg evaluate ckpt=<run> data=tagged data.store=$PWD/data/foreign.h5 split=all
+
+``--flip-deg 150 --grid`` renders the same hearts with one tagging flip and grid tags everywhere.
 """
 
 from __future__ import annotations

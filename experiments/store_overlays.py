@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=8)
     parser.add_argument("--max-panels", type=int, default=12)
     parser.add_argument("--columns", type=int, default=6)
+    parser.add_argument("--window-mm", type=float, default=140.0, help="panel side around the heart (0: the whole image)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
@@ -42,13 +43,21 @@ def main() -> None:
     if not len(rows):
         raise SystemExit(f"{args.store}: no image at frame {args.frame}")
     images, truth = read_slices(args.store, rows)
-    pred = load_segmenters(args.runs).segment(images.astype(np.float32), scaled=True)
+    # each slice at its own pixel size, so a model trained at one pixel size sees it on its grid, as
+    # `tagseg evaluate` and `tagseg predict` place it (resizing a whole field of view would not)
+    spacing = np.asarray(meta["spacing_mm"], np.float32).reshape(-1, 2)[rows]
+    pred = load_segmenters(args.runs).segment(images.astype(np.float32), scaled=True, spacing_mm=spacing)
     n_rows = -(-len(rows) // args.columns)
     fig, axes = plt.subplots(n_rows, args.columns, figsize=(2.2 * args.columns, 2.3 * n_rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, p, t, row in zip(axes.flat, images, pred, truth, rows):
+    for ax, image, p, t, row, sp in zip(axes.flat, images, pred, truth, rows, spacing):
         ax.imshow(image, cmap="gray")
+        if args.window_mm and (t == MYO).any():
+            centre = np.argwhere(t == MYO).mean(axis=0)
+            half = args.window_mm / 2 / sp
+            ax.set_xlim(centre[1] - half[1], centre[1] + half[1])
+            ax.set_ylim(centre[0] + half[0], centre[0] - half[0])
         ax.contour(t == MYO, [0.5], colors="lime", linewidths=0.7)
         ax.contour(p == MYO, [0.5], colors="red", linewidths=0.7)
         ax.set_title(f"{meta['subject'][row]} s{meta['slice'][row]}  {dice(p == MYO, t == MYO):.2f}", fontsize=7)
