@@ -237,6 +237,17 @@ def test_tagged_rotate_turns_the_heart_at_the_models_own_pixel_size(compose_conf
     assert "flip" not in dm.batch_augment.transforms and not dm.batch_augment.transforms["intensity_free"].monotone
 
 
+def test_tagged_rotate_tissue_is_tagged_rotate_plus_tissue_contrast(compose_config):
+    chains = {
+        c: instantiate(
+            compose_config("train", f"augment={c}", tiny=False).datamodule, "datamodule"
+        ).batch_augment.transforms
+        for c in ("tagged_rotate", "tagged_rotate_tissue")
+    }
+    assert set(chains["tagged_rotate_tissue"]) == {*chains["tagged_rotate"], "tissue_contrast"}
+    assert chains["tagged_rotate_tissue"]["tissue_contrast"].prob == 0.3
+
+
 def test_bad_batch_augment_configs_are_config_errors():
     with pytest.raises(ConfigError, match="families"):
         build_batch_augment({"families": ["tags", "colour"], "transforms": {}}, 0)
