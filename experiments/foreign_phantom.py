@@ -241,16 +241,16 @@ def spamm(rng: np.random.Generator, flip_deg: float | None = None, grid: bool | 
     above 90 degrees Mz crosses zero and the magnitude image folds it. ``flip_deg`` / ``grid`` fix
     the flip / the pattern after every draw is made, so the rest of the slice stays the same.
     """
-    flip = math.radians(rng.uniform(70.0, 120.0))
-    tag = dict(
-        spacing=rng.uniform(6.0, 10.0),
-        angle=rng.uniform(0, math.pi / 2),
-        grid=rng.random() < 0.75,
-        phase=rng.uniform(0, 2 * math.pi),
+    drawn_flip, spacing, angle = rng.uniform(70.0, 120.0), rng.uniform(6.0, 10.0), rng.uniform(0, math.pi / 2)
+    drawn_grid, phase = rng.random() < 0.75, rng.uniform(0, 2 * math.pi)
+    flip = math.radians(drawn_flip if flip_deg is None else flip_deg)
+    return dict(
+        spacing=spacing,
+        angle=angle,
+        grid=drawn_grid if grid is None else grid,
+        depth=(1.0 - math.cos(flip)) / 2.0,
+        phase=phase,
     )
-    flip = math.radians(flip_deg) if flip_deg is not None else flip
-    tag["grid"] = tag["grid"] if grid is None else grid
-    return dict(tag, depth=(1.0 - math.cos(flip)) / 2.0)
 
 
 def modulation(tag: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
